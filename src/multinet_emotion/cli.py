@@ -1,0 +1,137 @@
+"""The command line: a thin layer over the package's modules.
+
+Each sub-command parses options into the stage's config dataclass and calls the library.
+User mistakes (MultiNetError) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .emotions import DisgustPolicy
+from .errors import MultiNetError
+
+log = logging.getLogger("multinet_emotion")
+
+
+def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", type=Path, required=required,
+                   help="FER2013 CSV (emotion,pixels,Usage) or a folder of class sub-folders")
+    p.add_argument("--strict", action="store_true",
+                   help="fail on the first bad image/row instead of skipping and counting it")
+    p.add_argument("--merge-disgust", action="store_true",
+                   help="merge FER2013 'disgust' into 'angry' (default: drop it)")
+    p.add_argument("--val-fraction", type=float, default=0.1,
+                   help="validation share for data without a validation split (default 0.1)")
+    p.add_argument("--no-dedupe", action="store_true",
+                   help="keep training images that are pixel-identical to val/test images")
+    p.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
+
+
+def _data_config(args: argparse.Namespace, image_size: int = 48, seed: int = 0):
+    from .datasets import DataConfig
+    return DataConfig(path=args.data, image_size=image_size,
+                      disgust=DisgustPolicy.MERGE if args.merge_disgust else DisgustPolicy.DROP,
+                      strict=args.strict, val_fraction=args.val_fraction, seed=seed,
+                      dedupe=not args.no_dedupe, cache=not args.no_cache)
+
+
+# --- train --------------------------------------------------------------------------------
+
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model on labelled faces",
+                       description="Train the hybrid (or one backbone) with checkpoints after "
+                       "every epoch; --resume continues an interrupted run exactly.")
+    _add_data_args(p)
+    p.add_argument("--out", type=Path, default=Path("runs/default"),
+                   help="run folder: checkpoints, history.json, curves.png (default runs/default)")
+    p.add_argument("--arch", choices=("hybrid", "resnet50", "vgg16"), default="hybrid")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.03, help="peak learning rate (SGD Nesterov)")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup", type=float, default=0.5, help="warm-up length in epochs")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--hidden", type=int, default=512, help="width of the dense layer")
+    p.add_argument("--image-size", type=int, default=48)
+    p.add_argument("--patience", type=int, default=4,
+                   help="stop after this many epochs without validation improvement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto = bf16 autocast where the CPU/GPU supports it")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
+    p.add_argument("--max-steps-per-epoch", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--backbone-weights", type=Path, action="append", default=[],
+                   help="local torchvision ResNet50 / VGG16-BN weights (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .model import ModelConfig
+    from .train import TrainConfig, train
+
+    config = TrainConfig(
+        out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, warmup=args.warmup,
+        label_smoothing=args.label_smoothing, class_weights=args.class_weights,
+        mixup=args.mixup, augment=not args.no_augment, patience=args.patience,
+        seed=args.seed, precision=args.precision, threads=args.threads,
+        max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
+        model=ModelConfig(arch=args.arch, image_size=args.image_size, hidden=args.hidden,
+                          dropout=args.dropout,
+                          backbone_weights=[str(p) for p in args.backbone_weights]),
+        data=_data_config(args, args.image_size, args.seed))
+    history = train(config)
+    if history.get("best_epoch"):
+        print(f"best epoch {history['best_epoch']}: validation accuracy "
+              f"{history['best_val_accuracy']:.4f}; model {args.out / 'best.pt'}")
+    return 0
+
+
+# --- evaluate / export (training half) ------------------------------------------------------
+
+
+# --- detect (runtime half) ------------------------------------------------------------------
+
+
+# --- serve (web service) --------------------------------------------------------------------
+
+
+# --- main ---------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="multinet-emotion",
+        description="Facial emotion recognition for e-learning (angry, fear, happy, neutral, "
+                    "sad, surprise).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _train_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(args.func(args) or 0)
+    except MultiNetError as e:
+        print(f"multinet-emotion {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"multinet-emotion {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

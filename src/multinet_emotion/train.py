@@ -1,0 +1,412 @@
+"""Training: augmentation, the loop, checkpoints, exact resume, history and curves.
+
+One epoch = one pass over the training split in a seeded order. The learning rate follows a
+linear warm-up then a cosine decay, computed from the step number, so a resumed run is the
+same run. After each epoch the model is scored on the validation split, the best epoch is
+kept (``best.pt``), everything needed to continue is written atomically (``last.pt``), and
+training stops early once validation accuracy has not improved for ``patience`` epochs.
+
+Runs unchanged under ``torchrun --nproc_per_node N``: DistributedDataParallel with gloo on
+CPU or NCCL on GPUs, each process taking its share of every batch order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .datasets import DataConfig, Dataset, Split, load_dataset
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .metrics import confusion_matrix, summarize
+from .model import ModelConfig, build_model, unwrap
+from .progress import bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (the CLI fills it; it is saved beside the run)."""
+
+    out: Path = Path("runs/default")
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.03  # peak learning rate (SGD, Nesterov momentum)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.5  # epochs of linear warm-up
+    label_smoothing: float = 0.1
+    class_weights: str = "sqrt"  # none | sqrt (inverse square root of class frequency) | inverse
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 = off
+    augment: bool = True
+    patience: int = 4  # epochs without validation improvement before stopping early
+    seed: int = 0
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast)
+    channels_last: bool = True
+    threads: int = 0  # 0 = torch default
+    max_steps_per_epoch: int = 0  # 0 = whole epoch (tests and smoke runs use a few)
+    eval_batch_size: int = 256
+    resume: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig | None = None
+
+
+# --- augmentation -------------------------------------------------------------------------
+
+def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-8%), brightness and
+    contrast, and a small random erasing, on a batch of raw grey images [N,1,S,S] 0..255."""
+    n = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    angle = (u(n) * 2 - 1) * math.radians(10)
+    scale = 0.9 + u(n) * 0.2
+    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
+    shift = (u(n, 2) * 2 - 1) * 0.08 * 2  # grid units span 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
+                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    contrast = (0.75 + u(n) * 0.5).view(n, 1, 1, 1)
+    brightness = ((u(n) * 2 - 1) * 25).view(n, 1, 1, 1)
+    x = ((x - mean) * contrast + mean + brightness).clamp(0, 255)
+    # random erasing: a grey box of 4-20% of the area on a quarter of the images
+    s = x.shape[-1]
+    area = (0.04 + u(n) * 0.16) * s * s
+    aspect = torch.exp((u(n) * 2 - 1) * math.log(2))
+    h = (area * aspect).sqrt().clamp(1, s).long()
+    w = (area / aspect).sqrt().clamp(1, s).long()
+    top = (u(n) * (s - h + 1)).long()
+    left = (u(n) * (s - w + 1)).long()
+    on = u(n) < 0.25
+    rows = torch.arange(s).view(1, s, 1)
+    cols = torch.arange(s).view(1, 1, s)
+    box = ((rows >= top.view(n, 1, 1)) & (rows < (top + h).view(n, 1, 1))
+           & (cols >= left.view(n, 1, 1)) & (cols < (left + w).view(n, 1, 1))
+           & on.view(n, 1, 1))
+    fill = u(n).view(n, 1, 1) * 255
+    return torch.where(box.unsqueeze(1), fill.unsqueeze(1), x)
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+def atomic_save(obj: object, path: Path) -> None:
+    """torch.save to a temporary file, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
+    if mode == "none":
+        return None
+    freq = np.maximum(counts, 1) / max(counts.sum(), 1)
+    if mode == "sqrt":
+        w = 1.0 / np.sqrt(freq)
+    elif mode == "inverse":
+        w = 1.0 / freq
+    else:
+        raise MultiNetError(f"unknown --class-weights {mode!r}: use none, sqrt or inverse")
+    w = w / (w * freq).sum()  # average weight over the data = 1
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision != "auto":
+        raise MultiNetError(f"unknown --precision {precision!r}: use auto, fp32 or bf16")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.backends.mkldnn.is_available() and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+def to_input(images: np.ndarray, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = torch.from_numpy(images).to(device=device, dtype=torch.float32).unsqueeze(1)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256,
+                   device: torch.device | None = None, dtype: torch.dtype | None = None,
+                   channels_last: bool = False, desc: str | None = None) -> np.ndarray:
+    """Logits for uint8 images [N,S,S] (eval mode, no augmentation)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    out = []
+    steps = range(0, len(images), batch_size)
+    pbar = bar(len(images), desc or "predicting", unit="img", leave=False)
+    for i in steps:
+        x = to_input(images[i:i + batch_size], device, channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            out.append(model(x).float().cpu())
+        pbar.update(len(x))
+    pbar.close()
+    return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def score(model: nn.Module, split: Split, config: TrainConfig, device: torch.device,
+          dtype: torch.dtype | None) -> dict:
+    logits = predict_logits(model, split.images, config.eval_batch_size, device, dtype,
+                            config.channels_last, desc="validating")
+    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.labels)).item()
+    result = summarize(confusion_matrix(split.labels, logits.argmax(1)))
+    result["loss"] = loss
+    return result
+
+
+# --- distributed --------------------------------------------------------------------------
+
+def _dist_setup() -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
+    """Train a model; returns the history dict (also written to ``out/history.json``)."""
+    rank, world, device = _dist_setup()
+    main = rank == 0
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    last_path = out / "last.pt"
+    if not config.resume and last_path.exists():
+        raise MultiNetError(f"{out}: a run already exists here; pass --resume to continue it "
+                            "or choose another --out")
+    if config.resume and not last_path.exists():
+        raise MultiNetError(f"{last_path}: nothing to resume; start without --resume")
+    if dataset is None:
+        if config.data is None:
+            raise MultiNetError("no data: pass --data PATH")
+        dataset = load_dataset(config.data)
+    train_split, val_split = dataset.split("train"), dataset.split("val")
+    config.model.image_size = train_split.images.shape[-1]
+    dtype = autocast_dtype(config.precision, device)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, momentum=config.momentum, nesterov=True)
+    counts = np.bincount(train_split.labels, minlength=len(EMOTIONS))
+    weights = class_weights(counts, config.class_weights)
+    weights = weights.to(device) if weights is not None else None
+
+    history: dict = {"config": _jsonable(asdict(config)), "epochs": [], "best_epoch": None,
+                     "best_val_accuracy": -1.0, "data": dataset.report() | {"skipped": None},
+                     "world_size": world, "precision": str(dtype or torch.float32),
+                     "wall_time_s": 0.0}
+    start_epoch, stale = 0, 0
+    if config.resume:
+        ckpt = torch.load(last_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        history, start_epoch, stale = ckpt["history"], ckpt["epoch"] + 1, ckpt["stale"]
+        if main:
+            log.info("resuming %s after epoch %d", out, ckpt["epoch"] + 1)
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(model)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.json", json.dumps(_jsonable(asdict(config)), indent=2))
+        atomic_write_text(out / "data_report.json", json.dumps(dataset.report(), indent=2))
+
+    per_rank = config.batch_size
+    steps_per_epoch = len(train_split) // (per_rank * world)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    if steps_per_epoch == 0:
+        raise MultiNetError(f"only {len(train_split)} training images: fewer than one batch "
+                            f"of {per_rank * world}; lower --batch-size")
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = max(1, int(config.warmup * steps_per_epoch))
+
+    for epoch in range(start_epoch, config.epochs):
+        if stale >= config.patience:
+            break
+        t0 = time.time()
+        g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        torch.manual_seed(config.seed * 100_003 + epoch + 1)  # dropout
+        order = torch.randperm(len(train_split), generator=g).numpy()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        pbar = bar(steps_per_epoch * per_rank, f"epoch {epoch + 1}/{config.epochs}", "img") \
+            if main else None
+        for step in range(steps_per_epoch):
+            global_step = epoch * steps_per_epoch + step
+            lr = lr_at(global_step, total_steps, warmup_steps, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = order[(step * world + rank) * per_rank:(step * world + rank + 1) * per_rank]
+            x = to_input(train_split.images[batch], device, config.channels_last)
+            y = torch.from_numpy(train_split.labels[batch]).to(device)
+            if config.augment:
+                x = augment(x.cpu(), g).to(device)
+                if config.channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+            lam, perm = 1.0, None
+            if config.mixup > 0:
+                lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
+                perm = torch.randperm(len(x), generator=g).to(device)
+                x = lam * x + (1 - lam) * x[perm]
+            with torch.autocast(device.type, dtype=dtype or torch.bfloat16,
+                                enabled=dtype is not None):
+                logits = model(x)
+            logits = logits.float()
+            loss = F.cross_entropy(logits, y, weight=weights,
+                                   label_smoothing=config.label_smoothing)
+            if perm is not None:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(
+                    logits, y[perm], weight=weights, label_smoothing=config.label_smoothing)
+            if not torch.isfinite(loss):
+                raise MultiNetError(f"training diverged at epoch {epoch + 1} step {step} "
+                                    f"(loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if pbar is not None:
+                pbar.update(len(y))
+                pbar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                 lr=f"{lr:.4f}", refresh=False)
+        if pbar is not None:
+            pbar.close()
+        train_time = time.time() - t0
+        if main:
+            val = score(unwrap(model), val_split, config, device, dtype)
+            epoch_time = time.time() - t0
+            record = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
+                      "train_accuracy": correct / seen, "val_loss": val["loss"],
+                      "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                      "val_recall": {k: v["recall"] for k, v in val["per_class"].items()},
+                      "lr": lr, "images_per_s": seen * world / train_time,
+                      "epoch_time_s": epoch_time}
+            history["epochs"].append(record)
+            history["wall_time_s"] += epoch_time
+            if val["accuracy"] > history["best_val_accuracy"]:
+                history["best_val_accuracy"] = val["accuracy"]
+                history["best_epoch"] = epoch + 1
+                stale = 0
+                _save_best(out / "best.pt", model, config, dataset, record)
+            else:
+                stale += 1
+            atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                         "epoch": epoch, "stale": stale, "history": history,
+                         "model_config": asdict(config.model), "labels": list(EMOTIONS)},
+                        last_path)
+            atomic_write_text(out / "history.json", json.dumps(history, indent=2))
+            plot_history(history, out / "curves.png")
+            log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f"
+                     " | %.0f img/s%s", epoch + 1, record["train_loss"], record["train_accuracy"],
+                     val["loss"], val["accuracy"], val["macro_f1"], record["images_per_s"],
+                     " (best)" if stale == 0 else "")
+        if world > 1:
+            flag = torch.tensor([stale], dtype=torch.int64)
+            dist.broadcast(flag, 0)
+            stale = int(flag.item())
+    if main and stale >= config.patience:
+        log.info("stopped early: validation accuracy did not improve for %d epochs", stale)
+    if dist.is_initialized():
+        dist.barrier()
+    return history
+
+
+def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
+               record: dict) -> None:
+    meta = {"epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
+            "val_macro_f1": record["val_macro_f1"], "disgust": str(dataset.disgust),
+            "data": str(dataset.root), "train_config": _jsonable(asdict(config))}
+    atomic_save({"model": unwrap(model).state_dict(), "model_config": asdict(config.model),
+                 "labels": list(EMOTIONS), "meta": meta}, path)
+
+
+def plot_history(history: dict, path: Path) -> None:
+    """Training and validation loss and accuracy per epoch, as a PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [e["epoch"] for e in history["epochs"]]
+    if not epochs:
+        return
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    ax1.plot(epochs, [e["train_loss"] for e in history["epochs"]], "o-", label="train")
+    ax1.plot(epochs, [e["val_loss"] for e in history["epochs"]], "o-", label="validation")
+    ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax2.plot(epochs, [e["train_accuracy"] for e in history["epochs"]], "o-", label="train")
+    ax2.plot(epochs, [e["val_accuracy"] for e in history["epochs"]], "o-", label="validation")
+    if history.get("best_epoch"):
+        ax2.axvline(history["best_epoch"], color="grey", ls="--", lw=1, label="best")
+    ax2.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "value"):
+        return obj.value
+    return obj
