@@ -98,6 +98,105 @@ def _train(args: argparse.Namespace) -> int:
 
 # --- evaluate / export (training half) ------------------------------------------------------
 
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a model (.pt checkpoint or .onnx) on a dataset",
+                       description="Accuracy, per-class precision/recall/F1, macro and weighted "
+                       "F1, confusion matrices; written as JSON, Markdown and PNG.")
+    p.add_argument("--model", type=Path, default=None,
+                   help="a .pt checkpoint or an .onnx file (default: the shipped model)")
+    _add_data_args(p)
+    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
+                   help="FER2013: train=Training, val=PublicTest, test=PrivateTest")
+    p.add_argument("--ferplus", type=Path, default=None,
+                   help="FER+ folder: score against the FER+ majority labels")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="average with the mirrored face (PyTorch checkpoints)")
+    p.add_argument("--out", type=Path, default=None, help="report folder (default reports/...)")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import EvalConfig, evaluate, format_summary
+
+    model = args.model or _default_model_path()
+    size = _model_input_size(model)
+    result = evaluate(EvalConfig(model=model, data=_data_config(args, size), split=args.split,
+                                 out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip))
+    print(format_summary(result))
+    print(f"reports written to {result['out']}/ (metrics.json, report.md, confusion*.png)")
+    return 0
+
+
+def _default_model_path() -> Path:
+    path = Path(__file__).parent / "assets" / "model.onnx"
+    if not path.is_file():
+        raise MultiNetError("no default model is installed in this package; pass --model PATH")
+    return path
+
+
+def _model_input_size(model: Path) -> int:
+    """The face size a model takes, read from its file (48 when it does not say)."""
+    if not model.is_file():
+        raise MultiNetError(f"{model}: model file not found")
+    if model.suffix == ".onnx":
+        from .export import read_metadata
+        try:
+            return int(read_metadata(model).get("input_size", 48))
+        except MultiNetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
+            raise MultiNetError(f"{model}: not a readable ONNX model ({e})") from None
+    return 48 if model.suffix != ".pt" else _checkpoint_size(model)
+
+
+def _checkpoint_size(model: Path) -> int:
+    try:
+        import torch
+    except ImportError:
+        return 48
+    try:
+        return int(torch.load(model, map_location="cpu", weights_only=False)
+                   ["model_config"]["image_size"])
+    except Exception as e:  # noqa: BLE001
+        raise MultiNetError(f"{model}: not a MultiNetEmotion checkpoint ({e})") from None
+
+
+def _export_parser(sub) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (int8 by default)",
+                       description="Write an ONNX model with its labels, input size and "
+                       "preprocessing in the metadata, and check it against PyTorch.")
+    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint (best.pt)")
+    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p.add_argument("--data", type=Path, default=None,
+                   help="dataset for int8 calibration and the parity check on real faces")
+    p.add_argument("--no-quantize", action="store_true", help="write fp32 only")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="average each face with its mirror image inside the model")
+    p.add_argument("--calibration-images", type=int, default=512)
+    p.add_argument("--crop-scale", type=float, default=None,
+                   help="face framing for the runtime to record in the file")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export
+
+    if args.out.suffix != ".onnx":
+        raise MultiNetError(f"{args.out}: the output file must end in .onnx")
+    report = export(ExportConfig(checkpoint=args.model, out=args.out,
+                                 quantize=not args.no_quantize, tta_flip=args.tta_flip,
+                                 calibration=args.data,
+                                 calibration_images=args.calibration_images,
+                                 crop_scale=args.crop_scale))
+    print(f"fp32 ONNX: {report['fp32']} ({report['fp32_size_mb']:.1f} MB), max |dp| vs "
+          f"PyTorch on {report['parity_images']} faces: {report['fp32_max_abs_diff']:.2e}")
+    if "int8" in report:
+        print(f"int8 ONNX: {report['int8']} ({report['int8_size_mb']:.1f} MB), max |dp| "
+              f"{report['int8_max_abs_diff']:.4f}, mean |dp| {report['int8_mean_abs_diff']:.5f}, "
+              f"top-1 agreement {report['int8_top1_agreement']:.4f}")
+    return 0
+
+
 
 # --- detect (runtime half) ------------------------------------------------------------------
 
@@ -115,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _evaluate_parser(sub)
+    _export_parser(sub)
     return parser
 
 

@@ -28,6 +28,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .emotions import EMOTIONS, FER2013_CODES, DisgustPolicy, canonical, to_index
 from .errors import MultiNetError
+from .files import atomic_path
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -468,7 +469,6 @@ def _cache_save(key: str, data: Dataset) -> None:
             "sources": {s: data.splits[s].sources for s in SPLITS}}
     arrays = {f"{s}_images": data.splits[s].images for s in SPLITS}
     arrays.update({f"{s}_labels": data.splits[s].labels for s in SPLITS})
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
 

@@ -29,6 +29,7 @@ from torch import nn
 from .datasets import DataConfig, Dataset, Split, load_dataset
 from .emotions import EMOTIONS
 from .errors import MultiNetError
+from .files import atomic_path, atomic_write_text
 from .metrics import confusion_matrix, summarize
 from .model import ModelConfig, build_model, unwrap
 from .progress import bar
@@ -105,19 +106,8 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def atomic_save(obj: object, path: Path) -> None:
     """torch.save to a temporary file, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
@@ -207,6 +197,11 @@ def _dist_setup() -> tuple[int, int, torch.device]:
 
 def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
     """Train a model; returns the history dict (also written to ``out/history.json``)."""
+    return fit(config, dataset)[1]
+
+
+def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module, dict]:
+    """Train and return (the final model, unwrapped from DDP; the history)."""
     rank, world, device = _dist_setup()
     main = rank == 0
     if config.threads:
@@ -360,7 +355,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
         log.info("stopped early: validation accuracy did not improve for %d epochs", stale)
     if dist.is_initialized():
         dist.barrier()
-    return history
+    return unwrap(model), history
 
 
 def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
@@ -394,10 +389,9 @@ def plot_history(history: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _jsonable(obj):

@@ -1,0 +1,154 @@
+"""Evaluation: accuracy, per-class precision/recall/F1, confusion matrices; JSON, Markdown
+and PNG reports. Works on a PyTorch checkpoint (.pt) and on an exported ONNX model (.onnx);
+the ONNX path needs no torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .datasets import DataConfig, Split, load_dataset, relabel_ferplus
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .files import atomic_path, atomic_write_text
+from .metrics import confusion_matrix, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    model: Path
+    data: DataConfig
+    split: str = "test"
+    out: Path | None = None  # report folder; None = reports/<model>-<split>
+    ferplus: Path | None = None  # FER+ folder: score against FER+ majority labels instead
+    tta_flip: bool = False  # PyTorch checkpoints only (ONNX files carry their own setting)
+    batch_size: int = 64
+
+
+def predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
+                  batch_size: int = 64) -> tuple[np.ndarray, dict]:
+    """Probabilities [N, 6] for uint8 faces [N, S, S], and what the model says of itself."""
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise MultiNetError(f"{model_path}: model file not found")
+    if model_path.suffix == ".onnx":
+        from .export import OnnxPredictor
+        predictor = OnnxPredictor(model_path)
+        _check_size(model_path, predictor.size, images)
+        return predictor.probs(images, batch_size), predictor.meta
+    try:
+        from .export import torch_probs
+        from .model import load_checkpoint
+    except ImportError:
+        raise MultiNetError(f"{model_path}: evaluating a PyTorch checkpoint needs the training "
+                            "extras (pip install 'multinet-emotion[train]'), or pass the "
+                            ".onnx export") from None
+    model, meta = load_checkpoint(model_path)
+    _check_size(model_path, model.config.image_size, images)
+    info = {"arch": model.config.arch, "epoch": meta.get("epoch"), "tta_flip": tta_flip,
+            "disgust": meta.get("disgust")}
+    return torch_probs(model, images, tta_flip, batch_size), info
+
+
+def _check_size(path: Path, size: int, images: np.ndarray) -> None:
+    if images.shape[-1] != size:
+        raise MultiNetError(f"{path}: the model takes {size}x{size} faces but the data were "
+                            f"read at {images.shape[-1]}x{images.shape[-1]}")
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Score a model on a split, write the reports and return the metrics dict."""
+    data = load_dataset(config.data)
+    split: Split = data.split(config.split)
+    excluded = 0
+    if config.ferplus is not None:
+        split, excluded = relabel_ferplus(split, config.ferplus)
+    t0 = time.perf_counter()
+    probs, info = predict_probs(config.model, split.images, config.tta_flip, config.batch_size)
+    seconds = time.perf_counter() - t0
+    result = summarize(confusion_matrix(split.labels, probs.argmax(1)))
+    result.update({
+        "model": str(config.model), "model_info": info, "data": str(data.root),
+        "split": config.split, "labels": "ferplus-majority" if config.ferplus else "original",
+        "ferplus_excluded": excluded, "skipped_inputs": len(data.skipped),
+        "seconds": seconds, "images_per_s": len(split) / seconds if seconds else None,
+    })
+    out = config.out or Path("reports") / f"{Path(config.model).stem}-{config.split}" \
+        f"{'-ferplus' if config.ferplus else ''}"
+    write_reports(result, Path(out))
+    result["out"] = str(out)
+    return result
+
+
+def write_reports(result: dict, out: Path) -> None:
+    """metrics.json, report.md, confusion.png (counts) and confusion_normalized.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2))
+    atomic_write_text(out / "report.md", markdown(result))
+    cm = np.asarray(result["confusion"])
+    plot_confusion(cm, out / "confusion.png", normalize=False)
+    plot_confusion(cm, out / "confusion_normalized.png", normalize=True)
+
+
+def markdown(result: dict) -> str:
+    cm = np.asarray(result["confusion"])
+    rows = [f"# Evaluation: {Path(result['model']).name} on {result['split']} "
+            f"({result['labels']} labels)", "",
+            f"- data: `{result['data']}`, {result['n']} images"
+            + (f" ({result['ferplus_excluded']} without a FER+ majority in our classes left out)"
+               if result.get("ferplus_excluded") else ""),
+            f"- accuracy: **{result['accuracy']:.4f}**",
+            f"- macro F1: **{result['macro_f1']:.4f}**, weighted F1: {result['weighted_f1']:.4f}",
+            "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for name, m in result["per_class"].items():
+        rows.append(f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | "
+                    f"{m['support']} |")
+    rows += ["", "Confusion matrix (rows = true, columns = predicted; counts, then row %):", "",
+             "| true \\ pred | " + " | ".join(EMOTIONS) + " |",
+             "|---" * (len(EMOTIONS) + 1) + "|"]
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    for i, name in enumerate(EMOTIONS):
+        cells = [f"{cm[i, j]} ({norm[i, j]:.0%})" for j in range(len(EMOTIONS))]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def plot_confusion(cm: np.ndarray, path: Path, normalize: bool, title: str | None = None) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
+    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
+    im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=35, ha="right")
+    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set(xlabel="predicted", ylabel="true",
+           title=title or ("Confusion matrix (row-normalised)" if normalize else
+                           "Confusion matrix (counts)"))
+    top = values.max() if values.size else 1
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            text = f"{values[i, j]:.2f}" if normalize else str(int(values[i, j]))
+            ax.text(j, i, text, ha="center", va="center", fontsize=8,
+                    color="white" if values[i, j] > top * 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp)
+    plt.close(fig)
+
+
+def format_summary(result: dict) -> str:
+    """A few lines for the terminal."""
+    recalls = ", ".join(f"{k} {v['recall']:.2f}" for k, v in result["per_class"].items())
+    return (f"{result['split']} ({result['labels']} labels, n={result['n']}): accuracy "
+            f"{result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, weighted F1 "
+            f"{result['weighted_f1']:.4f}\nrecall: {recalls}")

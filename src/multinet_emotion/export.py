@@ -1,0 +1,210 @@
+"""ONNX export, int8 quantisation, and a parity check of the file against PyTorch.
+
+The exported graph takes raw grey pixels ``pixels`` [N, 1, S, S] (0..255) and returns
+softmax probabilities ``probs`` [N, 6]; the file's metadata (key ``multinet_emotion``)
+records the labels, input size and preprocessing, so the runtime needs nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .files import atomic_path
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "multinet_emotion"
+INPUT_NAME, OUTPUT_NAME = "pixels", "probs"
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: Path
+    out: Path
+    quantize: bool = True  # int8 static quantisation (QDQ, per channel)
+    tta_flip: bool = False  # average the face and its mirror image inside the graph
+    calibration: Path | None = None  # dataset for quantisation calibration and parity checks
+    calibration_images: int = 512
+    opset: int = 18
+    crop_scale: float | None = None  # face framing the runtime should use (None = runtime default)
+
+
+def _wrapped(model, tta_flip: bool):
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixels):
+            probs = torch.softmax(self.net(pixels), dim=1)
+            if tta_flip:
+                probs = 0.5 * (probs + torch.softmax(self.net(torch.flip(pixels, dims=[3])), 1))
+            return probs
+
+    return Probabilities(model).eval()
+
+
+def export_onnx(model, path: Path, meta: dict, tta_flip: bool = False, opset: int = 18) -> Path:
+    """Write an fp32 ONNX file for a (PyTorch) EmotionNet, with metadata."""
+    import onnx
+    import torch
+
+    size = model.config.image_size
+    wrapped = _wrapped(model.float().eval(), tta_flip)
+    x = torch.zeros(2, 1, size, size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, torch.no_grad():
+        torch.onnx.export(wrapped, (x,), str(tmp), input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], opset_version=opset,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          dynamo=False)
+        proto = onnx.load(str(tmp))
+        _set_metadata(proto, meta)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def _set_metadata(proto, meta: dict) -> None:
+    for p in list(proto.metadata_props):
+        if p.key == METADATA_KEY:
+            proto.metadata_props.remove(p)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+
+
+def read_metadata(path: Path) -> dict:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+    if raw is None:
+        raise MultiNetError(f"{path}: no '{METADATA_KEY}' metadata; not a MultiNetEmotion model")
+    return json.loads(raw)
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on real faces."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, images: np.ndarray, batch: int = 32):
+            self.batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+        def get_next(self):
+            b = next(self.batches, None)
+            return None if b is None else {INPUT_NAME: b[:, None].astype(np.float32)}
+
+    with tempfile.TemporaryDirectory() as tmpdir:
+        pre = Path(tmpdir) / "pre.onnx"
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        tmp = Path(tmpdir) / "int8.onnx"
+        quantize_static(str(pre), str(tmp), Reader(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        extra_options={"ActivationSymmetric": False,
+                                       "CalibMovingAverage": True})
+        meta = {**read_metadata(fp32_path), "quantized": True}
+        proto = onnx.load(str(tmp))
+        _set_metadata(proto, meta)
+        with atomic_path(out_path) as final:
+            onnx.save(proto, str(final))
+    return out_path
+
+
+class OnnxPredictor:
+    """Batch inference of an exported model file over uint8 face images [N, S, S]."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise MultiNetError(f"{path}: model file not found")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
+            raise MultiNetError(f"{path}: not a readable ONNX model ({e})") from None
+        self.meta = read_metadata(path)
+        if list(self.meta.get("labels", [])) != list(EMOTIONS):
+            raise MultiNetError(f"{path}: labels {self.meta.get('labels')} differ from "
+                                f"{list(EMOTIONS)}")
+        self.size = int(self.meta.get("input_size", 48))
+
+    def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        out = [self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size, None]
+                                                .astype(np.float32)})[0]
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
+                batch_size: int = 128) -> np.ndarray:
+    """fp32 PyTorch probabilities, the reference the ONNX file is checked against."""
+    import torch
+
+    wrapped = _wrapped(model.float().eval(), tta_flip)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[i:i + batch_size]).float().unsqueeze(1)
+            out.append(wrapped(x).numpy())
+    return np.concatenate(out)
+
+
+def export(config: ExportConfig) -> dict:
+    """Checkpoint -> fp32 ONNX (-> int8 ONNX), parity-checked on real faces. Returns a report."""
+    from .datasets import DataConfig, load_dataset
+    from .model import load_checkpoint
+
+    model, ckpt_meta = load_checkpoint(config.checkpoint)
+    size = model.config.image_size
+    meta = {"version": 1, "labels": list(EMOTIONS), "input_size": size, "input": "grey",
+            "value_range": [0, 255], "arch": model.config.arch,
+            "disgust": ckpt_meta.get("disgust", "drop"), "tta_flip": config.tta_flip,
+            "quantized": False, "epoch": ckpt_meta.get("epoch")}
+    if config.crop_scale:
+        meta["crop_scale"] = config.crop_scale
+    out = Path(config.out)
+    fp32_path = out if not config.quantize else out.with_name(out.stem + ".fp32.onnx")
+    export_onnx(model, fp32_path, meta, config.tta_flip, config.opset)
+
+    if config.calibration is not None:
+        data = load_dataset(DataConfig(path=config.calibration, image_size=size))
+        train = data.split("train")
+        pick = np.random.default_rng(0).permutation(len(train))[:config.calibration_images]
+        calib = train.images[pick]
+        check = data.split("val").images[:256]
+    else:  # no data given: random faces-like noise is still a fair parity input
+        calib = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
+        check = calib
+    reference = torch_probs(model, check, config.tta_flip)
+    report = {"checkpoint": str(config.checkpoint), "fp32": str(fp32_path),
+              "parity_images": len(check)}
+    got = OnnxPredictor(fp32_path).probs(check)
+    report["fp32_max_abs_diff"] = float(np.abs(got - reference).max())
+    report["fp32_size_mb"] = fp32_path.stat().st_size / 1e6
+    if config.quantize:
+        quantize_int8(fp32_path, out, calib)
+        got = OnnxPredictor(out).probs(check)
+        report.update({"int8": str(out), "int8_size_mb": out.stat().st_size / 1e6,
+                       "int8_max_abs_diff": float(np.abs(got - reference).max()),
+                       "int8_mean_abs_diff": float(np.abs(got - reference).mean()),
+                       "int8_top1_agreement": float((got.argmax(1) == reference.argmax(1))
+                                                    .mean())})
+    return report
