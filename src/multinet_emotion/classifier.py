@@ -1,0 +1,226 @@
+"""ONNX Runtime inference over face crops: the runtime side of the exported model file.
+
+The model contract (what ``export.py`` writes and this module checks):
+
+- input ``pixels``: float32 ``[N, 1, S, S]``, grey values 0..255, not normalised (the model
+  normalises inside); the batch ``N`` is dynamic;
+- output ``probs``: float32 ``[N, 6]``, softmax probabilities in the order of
+  :data:`multinet_emotion.emotions.EMOTIONS`;
+- metadata key ``multinet_emotion``: JSON with ``version`` (1), ``labels``, ``input_size``,
+  ``input`` ("grey"), ``value_range``, and optionally ``crop_scale``, ``arch``, ``disgust``,
+  ``quantized``, ``tta_flip`` (done inside the graph; informational here). Absent optional
+  keys get the defaults of :class:`ModelInfo`; unknown keys are kept in ``ModelInfo.extra``.
+
+Only onnxruntime and NumPy are needed here (the metadata is read through ONNX Runtime, not the
+``onnx`` package), so nothing in this module pulls in torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .faces import DEFAULT_CROP_SCALE
+
+log = logging.getLogger(__name__)
+
+METADATA_KEY = "multinet_emotion"
+METADATA_VERSION = 1
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "probs"
+
+
+def default_model_path() -> Path:
+    """Where the default model ships: ``multinet_emotion/assets/model.onnx``."""
+    return Path(__file__).resolve().parent / "assets" / "model.onnx"
+
+
+@dataclass
+class ModelInfo:
+    """What the model file says about itself (its ``multinet_emotion`` metadata)."""
+
+    path: Path
+    labels: tuple[str, ...] = EMOTIONS
+    input_size: int = 48
+    value_range: tuple[float, float] = (0.0, 255.0)
+    crop_scale: float = DEFAULT_CROP_SCALE
+    crop_scale_from_model: bool = False  # False: the default measured in faces.py
+    arch: str = "unknown"
+    disgust: str = "drop"
+    quantized: bool = False
+    tta_flip: bool = False  # the graph itself averages each face with its mirror image
+    version: int = METADATA_VERSION
+    extra: dict = field(default_factory=dict)  # metadata keys this version does not use
+
+
+@dataclass
+class ClassifierConfig:
+    """How to run the model. ``threads`` = ONNX Runtime intra-op threads (0 = its default)."""
+
+    threads: int = 1
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
+    max_batch: int = 32  # larger batches are split
+
+
+def parse_metadata(text: str | None, path: Path) -> ModelInfo:
+    """Validate the metadata JSON of ``path``; MultiNetError naming the file when it is wrong."""
+    info = ModelInfo(path=path)
+    if text is None:
+        log.warning("%s has no %r metadata; assuming 48x48 grey 0..255 input, the six labels "
+                    "in the standard order and crop scale %.2f", path, METADATA_KEY,
+                    DEFAULT_CROP_SCALE)
+        return info
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MultiNetError(f"{path}: the {METADATA_KEY!r} metadata is not valid JSON ({e}); "
+                            "re-export the model with multinet-emotion export") from None
+    if not isinstance(meta, dict):
+        raise MultiNetError(f"{path}: the {METADATA_KEY!r} metadata must be a JSON object")
+
+    def bad(what: str) -> MultiNetError:
+        return MultiNetError(f"{path}: {what}; re-export the model with multinet-emotion export "
+                             "or use a model made for this version")
+
+    version = meta.get("version", METADATA_VERSION)
+    if not isinstance(version, int) or version > METADATA_VERSION:
+        raise bad(f"metadata version {version!r} is newer than this program understands "
+                  f"({METADATA_VERSION}); upgrade multinet-emotion")
+    labels = meta.get("labels")
+    if labels is None:
+        raise bad("the metadata lists no labels")
+    if tuple(labels) != EMOTIONS:
+        raise bad(f"the model's labels {list(labels)} are not {list(EMOTIONS)} in this order")
+    size = meta.get("input_size", 48)
+    if not isinstance(size, int) or not 8 <= size <= 1024:
+        raise bad(f"input_size {size!r} is not a whole number of pixels in 8..1024")
+    kind = meta.get("input", "grey")
+    if kind not in ("grey", "gray"):
+        raise bad(f"input {kind!r} is not supported (only grey crops)")
+    vr = meta.get("value_range", [0, 255])
+    if (not isinstance(vr, (list, tuple)) or len(vr) != 2
+            or not all(isinstance(v, (int, float)) for v in vr) or vr[0] == vr[1]):
+        raise bad(f"value_range {vr!r} must be two different numbers")
+    scale = meta.get("crop_scale")
+    if scale is not None and (not isinstance(scale, (int, float)) or not 0.5 <= scale <= 4.0):
+        raise bad(f"crop_scale {scale!r} must be a number in 0.5..4")
+    known = {"version", "labels", "input_size", "input", "value_range", "crop_scale", "arch",
+             "disgust", "quantized", "tta_flip"}
+    return ModelInfo(
+        path=path, labels=tuple(labels), input_size=size,
+        value_range=(float(vr[0]), float(vr[1])),
+        crop_scale=float(scale) if scale is not None else DEFAULT_CROP_SCALE,
+        crop_scale_from_model=scale is not None,
+        arch=str(meta.get("arch", "unknown")), disgust=str(meta.get("disgust", "drop")),
+        quantized=bool(meta.get("quantized", False)), tta_flip=bool(meta.get("tta_flip", False)),
+        version=version, extra={k: v for k, v in meta.items() if k not in known})
+
+
+class EmotionClassifier:
+    """An exported emotion model in ONNX Runtime: grey face crops in, probabilities out."""
+
+    def __init__(self, path: Path | str, config: ClassifierConfig | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.config = config or ClassifierConfig()
+        if not self.path.is_file():
+            raise MultiNetError(f"model file {self.path} does not exist; pass --model PATH to "
+                                "an exported .onnx model")
+        options = ort.SessionOptions()
+        if self.config.threads > 0:
+            options.intra_op_num_threads = self.config.threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), options,
+                                                providers=list(self.config.providers))
+        except Exception as e:  # ONNX Runtime raises its own exception types
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise MultiNetError(f"{self.path} is not an ONNX model ONNX Runtime can load "
+                                f"({reason}); pass --model PATH to an exported .onnx model") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.info = parse_metadata(meta.get(METADATA_KEY), self.path)
+        self._check_io()
+        lo, hi = self.info.value_range
+        self._scale, self._offset = (hi - lo) / 255.0, lo
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        if INPUT_NAME not in inputs or OUTPUT_NAME not in outputs:
+            raise MultiNetError(
+                f"{self.path}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}, found "
+                f"inputs {sorted(inputs)} and outputs {sorted(outputs)}; is this a "
+                "multinet-emotion export?")
+        shape = inputs[INPUT_NAME].shape
+        size = self.info.input_size
+        if len(shape) != 4 or any(isinstance(d, int) and d != want
+                                  for d, want in zip(shape[1:], (1, size, size))):
+            raise MultiNetError(f"{self.path}: input {INPUT_NAME!r} has shape {shape}, expected "
+                                f"[N, 1, {size}, {size}] as the metadata says")
+        out = outputs[OUTPUT_NAME].shape
+        if len(out) != 2 or (isinstance(out[1], int) and out[1] != len(EMOTIONS)):
+            raise MultiNetError(f"{self.path}: output {OUTPUT_NAME!r} has shape {out}, expected "
+                                f"[N, {len(EMOTIONS)}]")
+        self._fixed_batch = shape[0] if isinstance(shape[0], int) else None
+
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
+
+    @property
+    def crop_scale(self) -> float:
+        return self.info.crop_scale
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, 6]`` (float32) for grey crops ``[N, S, S]`` (uint8 0..255 or
+        float in that range). Faces are run as one batch (split at ``max_batch``)."""
+        crops = np.asarray(crops)
+        size = self.info.input_size
+        if crops.ndim == 2:
+            crops = crops[None]
+        if crops.ndim == 4 and crops.shape[1] == 1:
+            crops = crops[:, 0]
+        if crops.ndim != 3 or crops.shape[1:] != (size, size):
+            raise MultiNetError(f"face crops must be [N, {size}, {size}] grey images for "
+                                f"{self.path.name}, got shape {crops.shape}")
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, len(EMOTIONS)), np.float32)
+        x = crops.astype(np.float32)[:, None]
+        if (self._scale, self._offset) != (1.0, 0.0):
+            x = x * np.float32(self._scale) + np.float32(self._offset)
+        step = self._fixed_batch or max(1, self.config.max_batch)
+        parts = [self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x[i:i + step])})[0]
+                 for i in range(0, len(x), step)]
+        probs = np.concatenate(parts).astype(np.float32, copy=False)
+        if probs.shape != (n, len(EMOTIONS)):
+            raise MultiNetError(f"{self.path}: the model returned shape {probs.shape} for {n} "
+                                f"faces, expected ({n}, {len(EMOTIONS)})")
+        return probs
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (f"EmotionClassifier({str(self.path)!r}, arch={i.arch}, input={i.input_size}, "
+                f"crop_scale={i.crop_scale:.2f}, quantized={i.quantized})")
+
+
+def load_model(path: Path | str | None = None,
+               config: ClassifierConfig | None = None) -> EmotionClassifier:
+    """Load an exported emotion model; without ``path``, the default one shipped in the package.
+
+    Raises MultiNetError when no default model is installed or the file is not a valid export.
+    """
+    if path is None:
+        path = default_model_path()
+        if not path.is_file():
+            raise MultiNetError(f"no default model is installed (expected {path}); pass "
+                                "--model PATH (or load_model(PATH)) to an exported .onnx model")
+    return EmotionClassifier(path, config)

@@ -1,0 +1,252 @@
+"""Face tracks across frames, temporal smoothing of their emotions, and timelines.
+
+- :class:`Tracker` gives each face a stable id by greedy IoU matching of the new boxes to the
+  boxes of live tracks (with a centre-distance fallback for faces that moved quickly). A track
+  whose face is not found for ``max_missed`` detection rounds in a row ends.
+- Each track smooths its probabilities over emotion updates: an exponential moving average
+  (``ema``, weight ``alpha`` on the newest), a mean over the last ``window`` updates
+  (``window``), or ``none``. The smoothed label is the argmax of the smoothed probabilities,
+  so it does not flicker with single-frame noise.
+- :class:`Timeline` collects (time, track, smoothed label) and turns them into a summary:
+  per track, its duration and the share of time spent in each emotion.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .faces import Box
+
+SMOOTHING = ("ema", "window", "none")
+
+
+@dataclass
+class TrackerConfig:
+    """Tracking and smoothing. Filled from ``detect --smoothing/--alpha/--window/...``."""
+
+    smoothing: str = "ema"  # "ema", "window" or "none"
+    alpha: float = 0.3  # EMA weight of the newest probabilities (1 = no smoothing)
+    window: int = 10  # window length in emotion updates
+    iou_threshold: float = 0.3  # minimum overlap to continue a track
+    max_missed: int = 5  # detection rounds without the face before its track ends
+
+    def validate(self) -> TrackerConfig:
+        if self.smoothing not in SMOOTHING:
+            raise MultiNetError(f"unknown smoothing {self.smoothing!r}; choose one of "
+                                f"{', '.join(SMOOTHING)}")
+        if not 0.0 < self.alpha <= 1.0:
+            raise MultiNetError(f"--alpha must be in (0, 1], got {self.alpha}")
+        if self.window < 1:
+            raise MultiNetError(f"--window must be at least 1, got {self.window}")
+        if not 0.0 <= self.iou_threshold < 1.0:
+            raise MultiNetError(f"the IoU threshold must be in [0, 1), got {self.iou_threshold}")
+        if self.max_missed < 0:
+            raise MultiNetError(f"--max-missed must be >= 0, got {self.max_missed}")
+        return self
+
+
+class Smoother:
+    """Temporal smoothing of one track's probability vectors."""
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self.kind = config.smoothing
+        self.alpha = config.alpha
+        self.history: deque[np.ndarray] = deque(maxlen=config.window)
+        self.value: np.ndarray | None = None
+
+    def update(self, probs: np.ndarray) -> np.ndarray:
+        probs = np.asarray(probs, np.float64)
+        if self.kind == "ema" and self.value is not None:
+            self.value = self.alpha * probs + (1.0 - self.alpha) * self.value
+        elif self.kind == "window":
+            self.history.append(probs)
+            self.value = np.mean(self.history, axis=0)
+        else:  # "none", or the first EMA update
+            self.value = probs.copy()
+        return self.value
+
+
+@dataclass
+class Track:
+    """One face followed over time."""
+
+    id: int
+    box: Box
+    first_t: float
+    last_t: float
+    smoother: Smoother
+    hits: int = 1  # detections matched to this track
+    missed: int = 0  # detection rounds in a row without it
+    probs: np.ndarray | None = None  # last raw probabilities
+    smoothed: np.ndarray | None = None
+    updated_t: float | None = None  # time of the last emotion update
+    updates: int = 0
+
+    @property
+    def label(self) -> str | None:
+        return None if self.probs is None else EMOTIONS[int(np.argmax(self.probs))]
+
+    @property
+    def smoothed_label(self) -> str | None:
+        return None if self.smoothed is None else EMOTIONS[int(np.argmax(self.smoothed))]
+
+    @property
+    def confidence(self) -> float:
+        return 0.0 if self.smoothed is None else float(np.max(self.smoothed))
+
+    def set_probs(self, probs: np.ndarray, t: float) -> None:
+        """A new emotion reading for this face: store it and update the smoothed value."""
+        self.probs = np.asarray(probs, np.float32)
+        self.smoothed = self.smoother.update(self.probs).astype(np.float32)
+        self.updated_t = t
+        self.updates += 1
+
+    def due(self, t: float, refresh_hz: float) -> bool:
+        """Whether the emotion should be re-read at time ``t`` (``refresh_hz`` 0 = always)."""
+        if self.updated_t is None or refresh_hz <= 0:
+            return True
+        return t - self.updated_t >= 1.0 / refresh_hz - 1e-6
+
+
+class Tracker:
+    """Keeps face ids across frames by matching boxes; ends tracks of faces that are gone."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = (config or TrackerConfig()).validate()
+        self.tracks: list[Track] = []
+        self.ended: list[Track] = []  # tracks that ended since the last pop_ended()
+        self._next_id = 1
+
+    def update(self, boxes: Sequence[Box], t: float) -> list[Track]:
+        """Match this detection round's boxes to tracks; return the tracks seen now, in the
+        order of ``boxes``. Unmatched boxes start tracks; tracks unmatched ``max_missed + 1``
+        rounds in a row end (see :meth:`pop_ended`)."""
+        pairs = []
+        for ti, track in enumerate(self.tracks):
+            for bi, box in enumerate(boxes):
+                iou = track.box.iou(box)
+                if iou >= self.config.iou_threshold:
+                    pairs.append((iou, ti, bi))
+                else:  # a face that moved fast: near the old centre, similar size
+                    (ax, ay), (bx, by) = track.box.center, box.center
+                    dist = math.hypot(ax - bx, ay - by)
+                    ratio = box.w / max(track.box.w, 1)
+                    if dist < 0.5 * max(track.box.w, 1) and 0.67 < ratio < 1.5:
+                        pairs.append((0.5 * self.config.iou_threshold * (1 - dist / track.box.w),
+                                      ti, bi))
+        pairs.sort(key=lambda p: -p[0])
+        used_t: set[int] = set()
+        assigned: dict[int, Track] = {}
+        for _, ti, bi in pairs:
+            if ti in used_t or bi in assigned:
+                continue
+            used_t.add(ti)
+            track = self.tracks[ti]
+            track.box, track.last_t = boxes[bi], t
+            track.hits += 1
+            track.missed = 0
+            assigned[bi] = track
+        for ti, track in enumerate(self.tracks):
+            if ti not in used_t:
+                track.missed += 1
+        for bi, box in enumerate(boxes):
+            if bi not in assigned:
+                track = Track(self._next_id, box, t, t, Smoother(self.config))
+                self._next_id += 1
+                self.tracks.append(track)
+                assigned[bi] = track
+        alive = [tr for tr in self.tracks if tr.missed <= self.config.max_missed]
+        self.ended.extend(tr for tr in self.tracks if tr.missed > self.config.max_missed)
+        self.tracks = alive
+        return [assigned[bi] for bi in range(len(boxes))]
+
+    def visible(self) -> list[Track]:
+        """Tracks whose face was found in the last detection round."""
+        return [tr for tr in self.tracks if tr.missed == 0]
+
+    def end_all(self) -> None:
+        """End every track (a new unrelated image, or the end of the source)."""
+        self.ended.extend(self.tracks)
+        self.tracks = []
+
+    def pop_ended(self) -> list[Track]:
+        ended, self.ended = self.ended, []
+        return ended
+
+
+@dataclass
+class _Span:
+    first_t: float
+    last_t: float
+    samples: list[tuple[float, str]] = field(default_factory=list)
+
+
+class Timeline:
+    """Smoothed labels per track over time, summarised as shares of time per emotion.
+
+    Each observation counts until the track's next one, capped at ``max_gap`` seconds; the
+    last observation of a track counts for the track's typical interval. Frames without any
+    face are counted too."""
+
+    def __init__(self, max_gap: float = 1.0) -> None:
+        self.max_gap = max_gap
+        self.tracks: dict[int, _Span] = {}
+        self.no_face: list[float] = []
+        self.frames = 0
+
+    def add_frame(self, t: float, labels: dict[int, str]) -> None:
+        """Record one analysed frame: ``{track_id: smoothed_label}`` (empty = no face)."""
+        self.frames += 1
+        if not labels:
+            self.no_face.append(t)
+        for tid, label in labels.items():
+            span = self.tracks.get(tid)
+            if span is None:
+                span = self.tracks[tid] = _Span(t, t)
+            span.last_t = t
+            span.samples.append((t, label))
+
+    def _weights(self, times: np.ndarray) -> np.ndarray:
+        if len(times) == 1:
+            return np.ones(1)
+        dt = np.minimum(np.diff(times), self.max_gap)
+        typical = float(np.median(dt)) if len(dt) else 0.0
+        return np.append(dt, typical)
+
+    def summary(self) -> dict:
+        """``{"tracks": {id: {...}}, "no_face_frames": n, "frames": n}`` with, per track,
+        ``start``, ``end``, ``duration`` (seconds), ``samples``, ``shares`` (label -> fraction
+        of the track's time, the six labels always present), ``dominant`` and ``segments``
+        (runs of one smoothed label: [start, end, label])."""
+        out: dict[str, dict] = {}
+        for tid, span in sorted(self.tracks.items()):
+            times = np.array([s[0] for s in span.samples], np.float64)
+            labels = [s[1] for s in span.samples]
+            w = self._weights(times)
+            total = float(w.sum())
+            shares = dict.fromkeys(EMOTIONS, 0.0)
+            for weight, label in zip(w, labels):
+                shares[label] += float(weight)
+            if total > 0:
+                shares = {k: round(v / total, 4) for k, v in shares.items()}
+            else:  # all samples at one instant: count them
+                shares = {k: round(labels.count(k) / len(labels), 4) for k in EMOTIONS}
+            segments: list[list] = []
+            for (t, label), weight in zip(span.samples, w):
+                if segments and segments[-1][2] == label:
+                    segments[-1][1] = round(t + float(weight), 4)
+                else:
+                    segments.append([round(t, 4), round(t + float(weight), 4), label])
+            out[str(tid)] = {
+                "start": round(span.first_t, 4), "end": round(span.last_t, 4),
+                "duration": round(span.last_t - span.first_t + float(w[-1]), 4),
+                "samples": len(span.samples), "shares": shares,
+                "dominant": max(shares, key=lambda k: shares[k]), "segments": segments}
+        return {"frames": self.frames, "no_face_frames": len(self.no_face), "tracks": out}
