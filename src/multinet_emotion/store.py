@@ -1,0 +1,563 @@
+"""Persistence for learners, sessions, emotion samples, recommendations and their outcomes.
+
+SQLAlchemy 2 over SQLite (a file, the embedded default) or PostgreSQL (by URL). The schema is
+created and upgraded by the Alembic migrations shipped in ``multinet_emotion/migrations``;
+:meth:`Store.migrate` runs them, so a fresh database needs no manual step.
+
+Privacy by construction: no table has a column for images. Samples hold only six smoothed
+probabilities (or "no face") per time step, downsampled; :meth:`Store.purge_samples`
+applies the retention period; :meth:`Store.export_learner` and :meth:`Store.delete_learner`
+give a learner all their data or remove it completely. Times are UTC epoch seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, SmallInteger, String, Text,
+    UniqueConstraint, create_engine, delete, event, func, select, update,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from .emotions import EMOTIONS
+from .errors import MultiNetError
+from .recommend import Outcome, PersonalisationConfig, Sample, observations
+
+log = logging.getLogger(__name__)
+
+LEARNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+CLASS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+_BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Learner(Base):
+    __tablename__ = "learners"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class LearningSession(Base):
+    __tablename__ = "sessions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
+                                            index=True)
+    class_id: Mapped[str] = mapped_column(String(64), index=True, default="default")
+    tags: Mapped[list] = mapped_column(JSON, default=list)
+    level: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="camera")
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class EmotionSample(Base):
+    """One downsampled time step: smoothed probabilities, or face=False. Never an image."""
+
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_session_t", "session_id", "t"),
+                      Index("ix_samples_learner_t", "learner_id", "t"))
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"))
+    t: Mapped[float] = mapped_column(Float, index=True)
+    face: Mapped[bool] = mapped_column(Boolean)
+    angry: Mapped[float | None] = mapped_column(Float, nullable=True)
+    fear: Mapped[float | None] = mapped_column(Float, nullable=True)
+    happy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    neutral: Mapped[float | None] = mapped_column(Float, nullable=True)
+    sad: Mapped[float | None] = mapped_column(Float, nullable=True)
+    surprise: Mapped[float | None] = mapped_column(Float, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    def probs(self) -> tuple[float, ...] | None:
+        if not self.face:
+            return None
+        return tuple(getattr(self, e) or 0.0 for e in EMOTIONS)
+
+    def to_sample(self) -> Sample:
+        return Sample(self.t, self.probs())
+
+    def to_dict(self) -> dict[str, Any]:
+        p = self.probs()
+        return {"t": self.t, "face": self.face,
+                "probs": dict(zip(EMOTIONS, p)) if p else None,
+                "label": Sample(self.t, p).label, "confidence": self.confidence}
+
+
+class RecommendationRow(Base):
+    __tablename__ = "recommendations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
+                                            index=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"),
+                                            index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    rule: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(40))
+    item_id: Mapped[str] = mapped_column(String(80))
+    title: Mapped[str] = mapped_column(String(300))
+    url: Mapped[str] = mapped_column(String(2000))
+    reason: Mapped[str] = mapped_column(Text)
+    evidence: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open|accepted|dismissed|expired
+    responded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "session_id": self.session_id, "created_at": self.created_at,
+                "rule": self.rule, "kind": self.kind,
+                "item": {"id": self.item_id, "title": self.title, "url": self.url},
+                "reason": self.reason, "evidence": self.evidence, "status": self.status,
+                "responded_at": self.responded_at}
+
+
+class OutcomeRow(Base):
+    __tablename__ = "outcomes"
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[str] = mapped_column(
+        ForeignKey("recommendations.id", ondelete="CASCADE"), unique=True)
+    computed_at: Mapped[float] = mapped_column(Float)
+    before: Mapped[float | None] = mapped_column(Float, nullable=True)
+    after: Mapped[float | None] = mapped_column(Float, nullable=True)
+    delta: Mapped[float | None] = mapped_column(Float, nullable=True)
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: not measured
+    samples_before: Mapped[int] = mapped_column(Integer, default=0)
+    samples_after: Mapped[int] = mapped_column(Integer, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recommendation_id": self.recommendation_id, "computed_at": self.computed_at,
+                "before": self.before, "after": self.after, "delta": self.delta,
+                "reward": self.reward, "samples_before": self.samples_before,
+                "samples_after": self.samples_after}
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("recommendation_id", name="uq_feedback_recommendation"),)
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
+    recommendation_id: Mapped[str] = mapped_column(
+        ForeignKey("recommendations.id", ondelete="CASCADE"))
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
+                                            index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    value: Mapped[int] = mapped_column(SmallInteger)  # +1 thumbs up, -1 thumbs down
+    comment: Mapped[str | None] = mapped_column(String(500), nullable=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recommendation_id": self.recommendation_id, "created_at": self.created_at,
+                "value": self.value, "comment": self.comment}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def default_database_url() -> str:
+    """SQLite under $XDG_DATA_HOME (or ~/.local/share)/multinet-emotion/."""
+    import os
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'multinet-emotion' / 'multinet.db'}"
+
+
+def migrations_path() -> Path:
+    return Path(str(resources.files("multinet_emotion") / "migrations"))
+
+
+@dataclass(frozen=True)
+class StoredSample:
+    """A sample to store: the engine's Sample plus the detector's confidence."""
+
+    sample: Sample
+    confidence: float | None = None
+
+
+class Store:
+    """All database access. Thread-safe: every method opens its own short transaction."""
+
+    def __init__(self, url: str, echo: bool = False):
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise MultiNetError(f"database URL {url!r} is not valid; use sqlite:///PATH or "
+                                "postgresql+psycopg://USER@HOST:PORT/DB") from None
+        self.url = parsed
+        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        if parsed.get_backend_name() == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                parsed = parsed.set(database=str(Path(db).expanduser()))
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        elif parsed.get_backend_name() == "postgresql":
+            if parsed.drivername == "postgresql":  # psycopg 3 is what we install
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            kwargs["pool_pre_ping"] = True
+        else:
+            raise MultiNetError(f"unsupported database {parsed.get_backend_name()!r} in "
+                                "MULTINET_DATABASE_URL; use sqlite:/// or postgresql://")
+        try:
+            self.engine: Engine = create_engine(parsed, **kwargs)
+        except ModuleNotFoundError as e:
+            raise MultiNetError(f"the driver for {parsed.drivername} is missing ({e.name}); "
+                                "install it with: pip install 'multinet-emotion[postgres]'") \
+                from None
+        if self.engine.dialect.name == "sqlite":
+            @event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA foreign_keys=ON")
+                if parsed.database and parsed.database != ":memory:":
+                    cur.execute("PRAGMA journal_mode=WAL")
+                    cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for logs."""
+        return self.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest migration (idempotent)."""
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(migrations_path()))
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as e:
+            raise MultiNetError(f"cannot open the database {self.safe_url}: "
+                                f"{str(e.orig).strip().splitlines()[0]}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session() as s, s.begin():
+            yield s
+
+    # --- learners and sessions ---------------------------------------------------------
+
+    def create_learner(self, name: str = "", learner_id: str | None = None,
+                       now: float | None = None) -> tuple[Learner, str]:
+        """A new learner and their bearer token (only its hash is stored)."""
+        learner_id = learner_id or new_id()[:16]
+        if not LEARNER_ID.match(learner_id):
+            raise MultiNetError(f"learner id {learner_id!r} is not valid (letters, digits, "
+                                "_ . @ -; at most 64)")
+        token = secrets.token_urlsafe(24)
+        row = Learner(id=learner_id, name=name.strip()[:100], token_hash=hash_token(token),
+                      created_at=now if now is not None else time.time())
+        with self.session() as s:
+            if s.get(Learner, learner_id) is not None:
+                raise MultiNetError(f"learner {learner_id!r} already exists")
+            s.add(row)
+        return row, token
+
+    def learner_by_token(self, token: str) -> Learner | None:
+        with self.session() as s:
+            return s.scalar(select(Learner).where(Learner.token_hash == hash_token(token)))
+
+    def get_learner(self, learner_id: str) -> Learner | None:
+        with self.session() as s:
+            return s.get(Learner, learner_id)
+
+    def start_session(self, learner_id: str, class_id: str = "default",
+                      tags: Sequence[str] = (), level: int | None = None,
+                      source: str = "camera", now: float | None = None) -> LearningSession:
+        row = LearningSession(id=new_id(), learner_id=learner_id, class_id=class_id,
+                              tags=list(tags), level=level, source=source,
+                              started_at=now if now is not None else time.time())
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def get_session(self, session_id: str) -> LearningSession | None:
+        with self.session() as s:
+            return s.get(LearningSession, session_id)
+
+    def end_session(self, session_id: str, now: float | None = None) -> LearningSession | None:
+        with self.session() as s:
+            row = s.get(LearningSession, session_id)
+            if row is not None and row.ended_at is None:
+                row.ended_at = now if now is not None else time.time()
+            return row
+
+    def sessions(self, learner_id: str) -> list[LearningSession]:
+        with self.session() as s:
+            return list(s.scalars(select(LearningSession)
+                                  .where(LearningSession.learner_id == learner_id)
+                                  .order_by(LearningSession.started_at)))
+
+    # --- samples -----------------------------------------------------------------------
+
+    def add_samples(self, session_id: str, learner_id: str,
+                    samples: Sequence[StoredSample]) -> int:
+        rows = []
+        for st in samples:
+            p = st.sample.probs
+            values = dict(zip(EMOTIONS, p)) if p is not None else {}
+            rows.append(EmotionSample(session_id=session_id, learner_id=learner_id,
+                                      t=st.sample.t, face=p is not None,
+                                      confidence=st.confidence, **values))
+        with self.session() as s:
+            s.add_all(rows)
+        return len(rows)
+
+    def samples(self, *, session_id: str | None = None, learner_id: str | None = None,
+                since: float | None = None, until: float | None = None,
+                limit: int | None = None) -> list[EmotionSample]:
+        q = select(EmotionSample)
+        if session_id is not None:
+            q = q.where(EmotionSample.session_id == session_id)
+        if learner_id is not None:
+            q = q.where(EmotionSample.learner_id == learner_id)
+        if since is not None:
+            q = q.where(EmotionSample.t >= since)
+        if until is not None:
+            q = q.where(EmotionSample.t <= until)
+        if limit is not None:  # the newest `limit`, returned oldest first
+            q = q.order_by(EmotionSample.t.desc(), EmotionSample.id.desc()).limit(limit)
+            with self.session() as s:
+                return list(reversed(list(s.scalars(q))))
+        with self.session() as s:
+            return list(s.scalars(q.order_by(EmotionSample.t, EmotionSample.id)))
+
+    def purge_samples(self, before: float) -> int:
+        """Delete samples older than ``before`` (the retention period); returns the count."""
+        with self.session() as s:
+            n = s.execute(delete(EmotionSample).where(EmotionSample.t < before)).rowcount
+        if n:
+            log.info("retention: deleted %d emotion samples older than %s", n,
+                     time.strftime("%Y-%m-%d %H:%M", time.gmtime(before)))
+        return n or 0
+
+    # --- recommendations, outcomes, feedback --------------------------------------------
+
+    def add_recommendation(self, row: RecommendationRow) -> RecommendationRow:
+        with self.session() as s:
+            s.add(row)
+        return row
+
+    def get_recommendation(self, rec_id: str) -> RecommendationRow | None:
+        with self.session() as s:
+            return s.get(RecommendationRow, rec_id)
+
+    def recommendations(self, *, learner_id: str | None = None, session_id: str | None = None,
+                        status: str | None = None) -> list[RecommendationRow]:
+        q = select(RecommendationRow)
+        if learner_id is not None:
+            q = q.where(RecommendationRow.learner_id == learner_id)
+        if session_id is not None:
+            q = q.where(RecommendationRow.session_id == session_id)
+        if status is not None:
+            q = q.where(RecommendationRow.status == status)
+        with self.session() as s:
+            return list(s.scalars(q.order_by(RecommendationRow.created_at)))
+
+    def set_status(self, rec_id: str, status: str, now: float,
+                   only_if: str | None = "open") -> bool:
+        """Change a recommendation's status; False when it was not in state ``only_if``."""
+        q = update(RecommendationRow).where(RecommendationRow.id == rec_id)
+        if only_if is not None:
+            q = q.where(RecommendationRow.status == only_if)
+        with self.session() as s:
+            n = s.execute(q.values(status=status, responded_at=now)).rowcount
+        return bool(n)
+
+    def add_outcome(self, rec_id: str, outcome: Outcome | None, now: float) -> OutcomeRow:
+        row = OutcomeRow(recommendation_id=rec_id, computed_at=now)
+        if outcome is not None:
+            row.before, row.after, row.delta = outcome.before, outcome.after, outcome.delta
+            row.reward = outcome.reward
+            row.samples_before, row.samples_after = outcome.samples_before, outcome.samples_after
+        with self.session() as s:
+            if s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id)):
+                raise MultiNetError(f"recommendation {rec_id} already has an outcome")
+            s.add(row)
+        return row
+
+    def outcome(self, rec_id: str) -> OutcomeRow | None:
+        with self.session() as s:
+            return s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id))
+
+    def pending_outcomes(self, learner_id: str) -> list[RecommendationRow]:
+        """Accepted recommendations of a learner whose outcome is not computed yet."""
+        with self.session() as s:
+            q = (select(RecommendationRow)
+                 .outerjoin(OutcomeRow, OutcomeRow.recommendation_id == RecommendationRow.id)
+                 .where(RecommendationRow.learner_id == learner_id,
+                        RecommendationRow.status == "accepted", OutcomeRow.id.is_(None)))
+            return list(s.scalars(q))
+
+    def set_feedback(self, rec_id: str, learner_id: str, value: int, comment: str | None,
+                     now: float) -> FeedbackRow:
+        with self.session() as s:
+            row = s.scalar(select(FeedbackRow).where(FeedbackRow.recommendation_id == rec_id))
+            if row is None:
+                row = FeedbackRow(recommendation_id=rec_id, learner_id=learner_id)
+                s.add(row)
+            row.value, row.comment, row.created_at = value, comment, now
+        return row
+
+    def bandit_stats(self, p: PersonalisationConfig, learner_id: str
+                     ) -> tuple[dict[tuple[str, str], tuple[float, float]],
+                                dict[tuple[str, str], tuple[float, float]]]:
+        """(successes, failures) per (rule, kind) for this learner and for everyone else."""
+        q = (select(RecommendationRow.learner_id, RecommendationRow.rule,
+                    RecommendationRow.kind, RecommendationRow.status, OutcomeRow.reward,
+                    FeedbackRow.value)
+             .outerjoin(OutcomeRow, OutcomeRow.recommendation_id == RecommendationRow.id)
+             .outerjoin(FeedbackRow, FeedbackRow.recommendation_id == RecommendationRow.id)
+             .where(RecommendationRow.status.in_(("accepted", "dismissed"))))
+        you: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        others: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        with self.session() as s:
+            for lid, rule, kind, status, reward, fb in s.execute(q):
+                succ, fail = observations(p, reward=reward, feedback=fb,
+                                          dismissed=status == "dismissed")
+                acc = (you if lid == learner_id else others)[(rule, kind)]
+                acc[0] += succ
+                acc[1] += fail
+        return ({k: (v[0], v[1]) for k, v in you.items()},
+                {k: (v[0], v[1]) for k, v in others.items()})
+
+    # --- summaries and class aggregates --------------------------------------------------
+
+    def class_ids(self) -> list[dict[str, Any]]:
+        with self.session() as s:
+            q = (select(LearningSession.class_id,
+                        func.count(func.distinct(LearningSession.learner_id)),
+                        func.max(LearningSession.started_at))
+                 .group_by(LearningSession.class_id).order_by(LearningSession.class_id))
+            return [{"class_id": c, "learners": n, "last_started": t} for c, n, t in s.execute(q)]
+
+    def class_sessions(self, class_id: str, since: float | None = None
+                       ) -> list[tuple[LearningSession, Learner]]:
+        q = (select(LearningSession, Learner)
+             .join(Learner, Learner.id == LearningSession.learner_id)
+             .where(LearningSession.class_id == class_id))
+        if since is not None:
+            q = q.where((LearningSession.ended_at.is_(None))
+                        | (LearningSession.ended_at >= since))
+        with self.session() as s:
+            return [(a, b) for a, b in s.execute(q.order_by(LearningSession.started_at))]
+
+    def class_samples(self, class_id: str, since: float) -> list[EmotionSample]:
+        q = (select(EmotionSample)
+             .join(LearningSession, LearningSession.id == EmotionSample.session_id)
+             .where(LearningSession.class_id == class_id, EmotionSample.t >= since)
+             .order_by(EmotionSample.t))
+        with self.session() as s:
+            return list(s.scalars(q))
+
+    def class_recommendations(self, class_id: str) -> list[tuple[RecommendationRow,
+                                                                  OutcomeRow | None,
+                                                                  FeedbackRow | None]]:
+        q = (select(RecommendationRow, OutcomeRow, FeedbackRow)
+             .join(LearningSession, LearningSession.id == RecommendationRow.session_id)
+             .outerjoin(OutcomeRow, OutcomeRow.recommendation_id == RecommendationRow.id)
+             .outerjoin(FeedbackRow, FeedbackRow.recommendation_id == RecommendationRow.id)
+             .where(LearningSession.class_id == class_id))
+        with self.session() as s:
+            return [(r, o, f) for r, o, f in s.execute(q)]
+
+    # --- export and deletion -------------------------------------------------------------
+
+    def export_learner(self, learner_id: str) -> dict[str, Any] | None:
+        """Everything stored about a learner, as JSON-ready data (no token hash)."""
+        with self.session() as s:
+            learner = s.get(Learner, learner_id)
+            if learner is None:
+                return None
+            sessions = s.scalars(select(LearningSession)
+                                 .where(LearningSession.learner_id == learner_id)
+                                 .order_by(LearningSession.started_at)).all()
+            samples = s.scalars(select(EmotionSample)
+                                .where(EmotionSample.learner_id == learner_id)
+                                .order_by(EmotionSample.t, EmotionSample.id)).all()
+            recs = s.scalars(select(RecommendationRow)
+                             .where(RecommendationRow.learner_id == learner_id)
+                             .order_by(RecommendationRow.created_at)).all()
+            rec_ids = [r.id for r in recs]
+            outcomes = s.scalars(select(OutcomeRow)
+                                 .where(OutcomeRow.recommendation_id.in_(rec_ids))).all() \
+                if rec_ids else []
+            feedback = s.scalars(select(FeedbackRow)
+                                 .where(FeedbackRow.learner_id == learner_id)).all()
+            by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for smp in samples:
+                by_session[smp.session_id].append(smp.to_dict())
+            return {
+                "format": "multinet-emotion learner export", "version": 1,
+                "exported_at": time.time(),
+                "learner": {"id": learner.id, "name": learner.name,
+                            "created_at": learner.created_at},
+                "sessions": [{"id": x.id, "class_id": x.class_id, "tags": x.tags,
+                              "level": x.level, "source": x.source,
+                              "started_at": x.started_at, "ended_at": x.ended_at,
+                              "samples": by_session.get(x.id, [])} for x in sessions],
+                "recommendations": [r.to_dict() for r in recs],
+                "outcomes": [o.to_dict() for o in outcomes],
+                "feedback": [f.to_dict() for f in feedback],
+            }
+
+    def delete_learner(self, learner_id: str) -> dict[str, int] | None:
+        """Delete a learner and every row about them; the counts deleted, None if unknown."""
+        with self.session() as s:
+            if s.get(Learner, learner_id) is None:
+                return None
+            rec_ids = select(RecommendationRow.id).where(
+                RecommendationRow.learner_id == learner_id)
+            counts = {
+                "feedback": s.execute(delete(FeedbackRow).where(
+                    FeedbackRow.recommendation_id.in_(rec_ids)
+                    | (FeedbackRow.learner_id == learner_id))).rowcount,
+                "outcomes": s.execute(delete(OutcomeRow).where(
+                    OutcomeRow.recommendation_id.in_(rec_ids))).rowcount,
+                "recommendations": s.execute(delete(RecommendationRow).where(
+                    RecommendationRow.learner_id == learner_id)).rowcount,
+                "samples": s.execute(delete(EmotionSample).where(
+                    EmotionSample.learner_id == learner_id)).rowcount,
+                "sessions": s.execute(delete(LearningSession).where(
+                    LearningSession.learner_id == learner_id)).rowcount,
+                "learners": s.execute(delete(Learner).where(
+                    Learner.id == learner_id)).rowcount,
+            }
+        log.info("deleted learner data: %s", counts)
+        return counts
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for tests and the health endpoint)."""
+        with self.session() as s:
+            return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
+                    for m in (Learner, LearningSession, EmotionSample, RecommendationRow,
+                              OutcomeRow, FeedbackRow)}
