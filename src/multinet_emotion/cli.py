@@ -200,6 +200,121 @@ def _export(args: argparse.Namespace) -> int:
 
 # --- detect (runtime half) ------------------------------------------------------------------
 
+def _detect_parser(sub) -> None:
+    p = sub.add_parser(
+        "detect", help="detect faces and emotions in a camera, stream, video, image or folder",
+        description="Find faces, follow them with stable ids and classify their emotions. "
+        "Cameras and streams are live (the newest frame is always analysed); video files are "
+        "analysed frame by frame. Ctrl-C stops and saves everything written so far.")
+    p.add_argument("--source", required=True,
+                   help="camera index (0), video file, stream URL, image, or folder of images")
+    p.add_argument("--model", type=Path, default=None,
+                   help="exported .onnx model (default: the model shipped in the package)")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--out", type=Path, default=None,
+                   help="folder for events.jsonl, summary.json and timeline.png (shortcut)")
+    g.add_argument("--jsonl", type=Path, default=None,
+                   help="JSON Lines events, one per face per analysed frame ('-' = stdout)")
+    g.add_argument("--csv", type=Path, default=None, help="the same events as CSV")
+    g.add_argument("--video-out", type=Path, default=None,
+                   help="annotated video file (.mp4 or .avi)")
+    g.add_argument("--video-fps", type=float, default=None,
+                   help="frame rate of --video-out (default: the source's; 15 for live)")
+    g.add_argument("--summary", type=Path, default=None,
+                   help="summary JSON: per track, duration and share of time in each emotion")
+    g.add_argument("--plot", type=Path, default=None, help="timeline plot PNG")
+    g.add_argument("--show", action="store_true",
+                   help="annotated window (needs a display and OpenCV with GUI support)")
+    g = p.add_argument_group("faces")
+    g.add_argument("--detector", default="haar",
+                   help="face detector: haar (built in) or yunet (needs --detector-model)")
+    g.add_argument("--detector-model", type=Path, default=None,
+                   help="the detector's model file (YuNet .onnx, or another Haar cascade)")
+    g.add_argument("--detect-width", type=int, default=320,
+                   help="detect faces on a copy this many pixels wide (0 = full size; default 320)")
+    g.add_argument("--detect-every", type=int, default=1,
+                   help="run the face detector every N frames, carrying boxes between (default 1)")
+    g.add_argument("--min-face", type=int, default=48,
+                   help="ignore faces narrower than this many pixels (default 48)")
+    g.add_argument("--crop-scale", type=float, default=None,
+                   help="face crop size relative to the detected box (default: the model's)")
+    g = p.add_argument_group("tracking and smoothing")
+    g.add_argument("--smoothing", choices=("ema", "window", "none"), default="ema")
+    g.add_argument("--alpha", type=float, default=0.3,
+                   help="EMA weight of the newest reading (default 0.3)")
+    g.add_argument("--window", type=int, default=10,
+                   help="window smoothing: number of readings averaged (default 10)")
+    g.add_argument("--max-missed", type=int, default=5,
+                   help="detection rounds without a face before its track ends (default 5)")
+    g.add_argument("--refresh-hz", type=float, default=0.0,
+                   help="re-read each face's emotion at most this often (0 = every frame)")
+    g = p.add_argument_group("source")
+    g.add_argument("--live", choices=("auto", "on", "off"), default="auto",
+                   help="auto: cameras and URLs live (newest frame wins); on: also play files "
+                   "at their frame rate; off: every frame of a stream")
+    g.add_argument("--retry-seconds", type=float, default=10.0,
+                   help="how long to reconnect a camera/stream that stopped (default 10)")
+    g.add_argument("--frame-step", type=int, default=1,
+                   help="video files: analyse every Nth frame (default 1 = all)")
+    g.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames")
+    g.add_argument("--max-seconds", type=float, default=0.0, help="stop after N seconds")
+    g.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime threads (default 1; 0 = its default)")
+    p.set_defaults(func=_detect)
+
+
+def _detect(args: argparse.Namespace) -> int:
+    from .classifier import ClassifierConfig
+    from .faces import DetectorConfig
+    from .tracking import TrackerConfig
+    from .video import PipelineConfig, RunConfig, SourceConfig, run
+
+    out = args.out
+    config = RunConfig(
+        source=args.source, model=args.model,
+        pipeline=PipelineConfig(
+            detector=DetectorConfig(kind=args.detector, model_path=args.detector_model,
+                                    detect_width=args.detect_width, min_face=args.min_face),
+            tracker=TrackerConfig(smoothing=args.smoothing, alpha=args.alpha, window=args.window,
+                                  max_missed=args.max_missed),
+            classifier=ClassifierConfig(threads=args.threads),
+            detect_every=args.detect_every, refresh_hz=args.refresh_hz,
+            crop_scale=args.crop_scale),
+        source_config=SourceConfig(live=args.live, retry_seconds=args.retry_seconds,
+                                   frame_step=args.frame_step),
+        jsonl=args.jsonl or (out / "events.jsonl" if out else None),
+        csv=args.csv, video_out=args.video_out, video_fps=args.video_fps,
+        summary=args.summary or (out / "summary.json" if out else None),
+        plot=args.plot or (out / "timeline.png" if out else None),
+        show=args.show, max_frames=args.max_frames, max_seconds=args.max_seconds)
+    report = run(config)
+    s = report.summary
+    # the events may be on stdout ("--jsonl -"): then the report goes to stderr
+    stream = sys.stderr if str(config.jsonl) == "-" else sys.stdout
+    speed = f" at {s['analysis_fps']:.1f} frames/s" if s["analysis_fps"] else ""
+    lat = (f", latency p50 {s['latency_ms']['p50']:.0f} ms p95 {s['latency_ms']['p95']:.0f} ms"
+           if s["live"] and s["latency_ms"] else "")
+    print(f"{s['frames_analysed']} frames analysed{speed}{lat}; {s['no_face_frames']} without "
+          f"a face, {s['unreadable_frames']} unreadable, {s['dropped_frames']} dropped",
+          file=stream)
+    for tid, tr in s["tracks"].items():
+        top = sorted(tr["shares"].items(), key=lambda kv: -kv[1])[:3]
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in top if v > 0)
+        print(f"  track {tid}: {tr['duration']:.1f} {'images' if s['kind'] in ('image', 'images') else 's'}"
+              f", {shares}", file=stream)
+    for what, path in (("events", config.jsonl), ("csv", config.csv),
+                       ("video", config.video_out), ("summary", config.summary),
+                       ("plot", config.plot)):
+        if path is not None and str(path) != "-":
+            print(f"  {what}: {path}", file=stream)
+    if s["source_lost"]:
+        print(f"multinet-emotion detect: source {s['source']} stopped and did not come back "
+              f"within {args.retry_seconds:g} s; everything analysed so far is saved",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 
 # --- serve (web service) --------------------------------------------------------------------
 
@@ -214,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
+    _detect_parser(sub)
     _evaluate_parser(sub)
     _export_parser(sub)
     return parser

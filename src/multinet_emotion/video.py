@@ -661,13 +661,16 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
 
 
 class EventWriter:
-    """JSON Lines and/or CSV events, appended and flushed after every frame, so a run that
-    is stopped keeps everything written so far."""
+    """JSON Lines (``-`` = standard output) and/or CSV events, flushed after every frame, so
+    a run that is stopped keeps everything written so far."""
 
     def __init__(self, jsonl: Path | None, csv_path: Path | None) -> None:
         self.jsonl = self.csv = None
         self._writer = None
-        if jsonl is not None:
+        self._own_jsonl = jsonl is not None and str(jsonl) != "-"
+        if jsonl is not None and not self._own_jsonl:
+            self.jsonl = sys.stdout  # "-": events to standard output, for a pipe
+        elif jsonl is not None:
             jsonl.parent.mkdir(parents=True, exist_ok=True)
             self.jsonl = open(jsonl, "w", encoding="utf-8")
         if csv_path is not None:
@@ -685,9 +688,10 @@ class EventWriter:
             self.csv.flush()
 
     def close(self) -> None:
-        for f in (self.jsonl, self.csv):
-            if f is not None:
-                f.close()
+        if self.jsonl is not None and self._own_jsonl:
+            self.jsonl.close()
+        if self.csv is not None:
+            self.csv.close()
 
 
 def plot_timeline(summary: dict[str, Any], path: Path) -> None:

@@ -1,0 +1,144 @@
+"""Face detectors behind one interface, and crops framed like the training images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from multinet_emotion.errors import MultiNetError
+from multinet_emotion.faces import (
+    DEFAULT_CROP_SCALE, Box, DetectorConfig, HaarDetector, crop_faces, expand_box,
+    make_detector, register_detector, to_grey,
+)
+
+
+def _noise_frame(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_box_iou_and_helpers():
+    a, b = Box(0, 0, 10, 10), Box(5, 0, 10, 10)
+    assert a.iou(b) == pytest.approx(50 / 150)
+    assert a.iou(Box(20, 20, 5, 5)) == 0.0
+    assert a.iou(a) == 1.0
+    assert a.center == (5.0, 5.0) and a.as_list() == [0, 0, 10, 10]
+
+
+def test_crop_is_the_grey_box_resized_with_inter_area():
+    frame = _noise_frame()
+    crops = crop_faces(frame, [Box(100, 80, 96, 96)], size=48, crop_scale=1.0)
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    expected = cv2.resize(grey[80:176, 100:196], (48, 48), interpolation=cv2.INTER_AREA)
+    assert crops.shape == (1, 48, 48) and crops.dtype == np.uint8
+    np.testing.assert_array_equal(crops[0], expected)
+
+
+def test_crop_scale_expands_about_the_centre():
+    assert expand_box(Box(200, 200, 50, 50), 2.0) == (175, 175, 100, 100)
+    frame = _noise_frame()
+    crop = crop_faces(frame, [Box(130, 90, 40, 40)], size=32, crop_scale=1.5)[0]
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    expected = cv2.resize(grey[80:140, 120:180], (32, 32), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop, expected)
+
+
+def test_crop_pads_by_repeating_the_border_at_frame_edges():
+    frame = _noise_frame()
+    crop = crop_faces(frame, [Box(0, 0, 50, 50)], size=48, crop_scale=2.0)[0]
+    grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    padded = cv2.copyMakeBorder(grey, 25, 0, 25, 0, cv2.BORDER_REPLICATE)
+    expected = cv2.resize(padded[0:100, 0:100], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop, expected)
+
+
+def test_crops_of_several_faces_and_of_none():
+    frame = _noise_frame()
+    boxes = [Box(10, 10, 60, 60), Box(200, 100, 80, 80), Box(300, 200, 60, 60)]
+    crops = crop_faces(frame, boxes, size=48)
+    assert crops.shape == (3, 48, 48)
+    assert crop_faces(frame, [], size=48).shape == (0, 48, 48)
+
+
+def test_colour_order_and_grey_input():
+    red_bgr = np.zeros((100, 100, 3), np.uint8)
+    red_bgr[..., 2] = 255
+    box = [Box(10, 10, 50, 50)]
+    as_bgr = crop_faces(red_bgr, box, 48, 1.0, color="bgr")[0, 0, 0]
+    as_rgb = crop_faces(red_bgr, box, 48, 1.0, color="rgb")[0, 0, 0]
+    assert as_bgr == 76 and as_rgb == 29  # red vs blue luminance
+    grey = np.full((100, 100), 77, np.uint8)
+    assert to_grey(grey) is grey
+    assert crop_faces(grey, box, 48)[0].mean() == 77
+    with pytest.raises(MultiNetError, match="uint8"):
+        crop_faces(grey.astype(np.float32), box, 48)
+    with pytest.raises(MultiNetError, match="shape"):
+        to_grey(np.zeros((4, 4, 2), np.uint8))
+
+
+def test_default_crop_scale_is_the_measured_one():
+    assert DEFAULT_CROP_SCALE == pytest.approx(1.01)
+
+
+def test_haar_finds_the_faces_at_their_known_boxes(face_clip):
+    detector = make_detector(DetectorConfig())
+    for i in (5, 15, 30, 50):
+        boxes = detector.detect(face_clip.render(i))
+        expected = face_clip.boxes(i)
+        assert len(boxes) == len(expected), f"frame {i}"
+        for e in expected:
+            assert max(Box(*e).iou(b) for b in boxes) > 0.7, f"frame {i}: {boxes} vs {e}"
+
+
+def test_full_size_and_downscaled_detection_agree(drawn_face_clip):
+    frame = drawn_face_clip.render(30)
+    small = HaarDetector(DetectorConfig(detect_width=320)).detect(frame)
+    full = HaarDetector(DetectorConfig(detect_width=0)).detect(frame)
+    assert len(small) == len(full) == 2
+    for b in small:
+        assert max(b.iou(f) for f in full) > 0.8
+
+
+def test_faces_below_min_face_are_ignored(face_drawing):
+    frame = np.full((480, 640, 3), 100, np.uint8)
+    frame[50:130, 50:130] = face_drawing(80)[:, :, None]
+    frame[150:350, 300:500] = face_drawing(200)[:, :, None]
+    detect = HaarDetector(DetectorConfig(detect_width=0, min_face=40)).detect
+    assert len(detect(frame)) == 2
+    big = HaarDetector(DetectorConfig(detect_width=0, min_face=120)).detect(frame)
+    assert len(big) == 1 and big[0].w > 150
+    assert HaarDetector(DetectorConfig(min_face=300)).detect(frame) == []
+
+
+def test_no_face_in_a_blank_frame():
+    assert HaarDetector().detect(np.full((480, 640, 3), 128, np.uint8)) == []
+
+
+def test_unknown_detector_and_bad_detector_files(tmp_path):
+    with pytest.raises(MultiNetError, match="unknown face detector 'nope'"):
+        make_detector(DetectorConfig(kind="nope"))
+    with pytest.raises(MultiNetError, match="--detector-model"):
+        make_detector(DetectorConfig(kind="yunet"))
+    with pytest.raises(MultiNetError, match="does not exist"):
+        make_detector(DetectorConfig(kind="yunet", model_path=tmp_path / "missing.onnx"))
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a model at all")
+    with pytest.raises(MultiNetError, match="garbage.onnx"):
+        make_detector(DetectorConfig(kind="yunet", model_path=garbage))
+    with pytest.raises(MultiNetError, match="garbage.onnx"):
+        make_detector(DetectorConfig(kind="haar", model_path=garbage))
+    with pytest.raises(MultiNetError, match="equalize"):
+        make_detector(DetectorConfig(equalize="sometimes"))
+
+
+def test_other_detectors_plug_in_behind_the_same_interface():
+    class Fixed:
+        def __init__(self, config, color):
+            self.config = config
+
+        def detect(self, frame):
+            return [Box(1, 2, 60, 60)]
+
+    register_detector("fixed-test", Fixed)
+    detector = make_detector(DetectorConfig(kind="fixed-test"))
+    assert detector.detect(np.zeros((10, 10), np.uint8)) == [Box(1, 2, 60, 60)]
