@@ -1,0 +1,114 @@
+"""`multinet-emotion detect`: outputs, one-line errors, and no torch in the runtime half."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+from multinet_emotion import classifier
+from multinet_emotion.cli import main
+
+
+def test_detect_writes_the_outputs_the_user_asks_for(drawn_face_clip, brightness_onnx_model,
+                                                     tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--out", str(out), "--csv", str(out / "events.csv"),
+               "--video-out", str(out / "annotated.mp4"), "--smoothing", "window",
+               "--window", "5", "--refresh-hz", "10"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "60 frames analysed" in printed and "track 1" in printed and "track 2" in printed
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert len(events) == 10 + 35 + 35  # no-face frames + one event per face per frame
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["refresh_hz"] == 10
+    assert summary["settings"]["tracker"]["smoothing"] == "window"
+    for name in ("timeline.png", "events.csv", "annotated.mp4"):
+        assert (out / name).stat().st_size > 0
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+    cap.release()
+
+
+def test_events_can_go_to_stdout_for_a_pipe(drawn_face_clip, brightness_onnx_model, capsys):
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--jsonl", "-", "--max-frames", "12"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    assert [e["frame"] for e in events][:10] == list(range(10)) and events[0]["face"] is False
+    assert "12 frames analysed" in captured.err
+
+
+def _one_error_line(capfd) -> str:
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("multinet-emotion detect: error: ")
+    return err[0]
+
+
+def test_a_missing_source_is_one_error_line(brightness_onnx_model, tmp_path, capfd):
+    rc = main(["detect", "--source", str(tmp_path / "missing.mp4"), "--model",
+               str(brightness_onnx_model)])
+    assert rc == 2
+    assert "missing.mp4 does not exist" in _one_error_line(capfd)
+
+
+def test_no_camera_is_one_error_line(brightness_onnx_model, capfd):
+    rc = main(["detect", "--source", "97", "--model", str(brightness_onnx_model)])
+    if rc == 0:
+        pytest.skip("this machine has a camera at index 97")
+    assert rc == 2
+    assert "cannot open camera 97" in _one_error_line(capfd)
+
+
+def test_no_default_model_is_one_error_line(drawn_face_clip, monkeypatch, tmp_path, capfd):
+    monkeypatch.setattr(classifier, "default_model_path", lambda: tmp_path / "model.onnx")
+    rc = main(["detect", "--source", str(drawn_face_clip.path)])
+    assert rc == 2
+    line = _one_error_line(capfd)
+    assert "no default model is installed" in line and "--model PATH" in line
+
+
+def test_show_on_headless_opencv_is_one_error_line(drawn_face_clip, brightness_onnx_model,
+                                                   monkeypatch, capfd):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--show"])
+    assert rc == 2
+    assert "--video-out" in _one_error_line(capfd)
+
+
+def test_bad_options_are_refused(drawn_face_clip, brightness_onnx_model, capfd):
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--alpha", "1.5"])
+    assert rc == 2
+    assert "--alpha" in _one_error_line(capfd)
+
+
+def test_the_runtime_half_never_imports_torch(drawn_face_clip, brightness_onnx_model, tmp_path):
+    code = f"""
+import sys
+import multinet_emotion
+from multinet_emotion import EmotionDetector, load_model
+import multinet_emotion.faces, multinet_emotion.classifier, multinet_emotion.tracking
+import multinet_emotion.video
+from multinet_emotion.cli import main
+assert main(["detect", "--source", {str(drawn_face_clip.path)!r}, "--model",
+             {str(brightness_onnx_model)!r}, "--max-frames", "3",
+             "--summary", {str(tmp_path / "s.json")!r}]) == 0
+bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
+print("TORCH:", bad)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "TORCH: []" in done.stdout
+    assert Path(tmp_path / "s.json").is_file()

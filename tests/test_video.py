@@ -1,0 +1,343 @@
+"""The per-frame detector on a generated clip, sources, bad input, and a run's outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from multinet_emotion import EmotionDetector
+from multinet_emotion.emotions import EMOTIONS
+from multinet_emotion.errors import MultiNetError
+from multinet_emotion.faces import Box, make_detector
+from multinet_emotion.video import (
+    ImageSource, LiveSource, MemoryCapture, PipelineConfig, RunConfig, SourceConfig,
+    VideoFileSource, open_source, run,
+)
+
+EVENT_KEYS = {"t", "frame", "track_id", "face", "box", "probs", "label", "smoothed",
+              "smoothed_label", "confidence"}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# --- the detector on the test clip ----------------------------------------------------------
+
+def test_detector_finds_tracks_and_classifies_the_known_faces(face_clip, brightness_onnx_model):
+    detector = EmotionDetector(brightness_onnx_model)
+    ids: dict[str, set[int]] = {"A": set(), "B": set()}
+    with VideoFileSource(face_clip.path) as source:
+        for frame in source:
+            faces = detector.process(frame.image, t=frame.t)
+            expected = face_clip.boxes(frame.index)
+            assert len(faces) == len(expected), f"frame {frame.index}"
+            for name, face in zip("AB", face_clip.faces):
+                box = face.box(frame.index)
+                if box is None:
+                    continue
+                match = max(faces, key=lambda f: Box(*box).iou(f.box))
+                assert Box(*box).iou(match.box) > 0.7, f"frame {frame.index}, face {name}"
+                ids[name].add(match.track_id)
+                # the dark face is classified sad and the bright one happy: the right crops
+                assert match.label == ("sad" if face.tone == "dark" else "happy")
+                assert set(match.probs) == set(EMOTIONS)
+                assert match.confidence == pytest.approx(max(match.smoothed.values()))
+    assert source.frames_read == face_clip.n_frames and source.unreadable == 0
+    assert len(ids["A"]) == 1 and len(ids["B"]) == 1 and ids["A"] != ids["B"]
+
+
+def test_detect_every_n_frames_carries_boxes_between(drawn_face_clip, brightness_onnx_model):
+    calls = []
+    haar = make_detector()
+
+    class Counting:
+        def detect(self, frame):
+            calls.append(1)
+            return haar.detect(frame)
+
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=3),
+                               detector=Counting())
+    per_frame = [detector.process(drawn_face_clip.render(i), t=i / 25) for i in range(20, 32)]
+    assert len(calls) == 4  # frames 20, 23, 26, 29
+    assert all(len(faces) == 2 for faces in per_frame[6:])  # both faces from frame 26 on
+    assert len({f.track_id for faces in per_frame for f in faces}) == 2
+
+
+def test_refresh_rate_limits_classification_but_not_events(drawn_face_clip,
+                                                           brightness_onnx_model):
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(refresh_hz=5))
+    fresh = 0
+    for i in range(30, 45):  # 15 frames at 25 fps with two faces: 0.6 s -> 3 readings each
+        faces = detector.process(drawn_face_clip.render(i), t=i / 25)
+        assert len(faces) == 2
+        fresh += sum(f.fresh for f in faces)
+    assert fresh == 6 == detector.timings["faces_classified"]
+
+
+def test_rgb_frames_and_an_api_call_without_time(brightness_onnx_model, drawn_face_clip):
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(color="rgb"))
+    faces = detector(drawn_face_clip.render(30)[:, :, ::-1].copy())
+    assert len(faces) == 2
+
+
+# --- a whole run and its outputs ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clip_run(drawn_face_clip, brightness_onnx_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = RunConfig(source=str(drawn_face_clip.path), model=brightness_onnx_model,
+                       jsonl=out / "events.jsonl", csv=out / "events.csv",
+                       video_out=out / "annotated.avi", summary=out / "summary.json",
+                       plot=out / "timeline.png")
+    return out, run(config)
+
+
+def test_jsonl_events_follow_the_schema(clip_run, drawn_face_clip):
+    out, report = clip_run
+    events = _jsonl(out / "events.jsonl")
+    assert len(events) == report.events
+    by_frame: dict[int, list[dict]] = {}
+    for e in events:
+        by_frame.setdefault(e["frame"], []).append(e)
+    assert sorted(by_frame) == list(range(drawn_face_clip.n_frames))
+    for frame, evs in by_frame.items():
+        expected = drawn_face_clip.boxes(frame)
+        if not expected:  # a "no face" event, never an invented emotion
+            assert evs == [{"t": pytest.approx(frame / 25, abs=1e-3), "frame": frame,
+                            "track_id": None, "face": False}]
+            continue
+        assert len(evs) == len(expected)
+        for e in evs:
+            assert set(e) == EVENT_KEYS and e["face"] is True
+            assert e["t"] == pytest.approx(frame / 25, abs=1e-3)  # media time
+            assert isinstance(e["track_id"], int) and len(e["box"]) == 4
+            assert all(isinstance(v, int) for v in e["box"])
+            assert sum(e["probs"].values()) == pytest.approx(1, abs=1e-3)
+            assert e["confidence"] == max(e["smoothed"].values())
+            assert e["smoothed_label"] in EMOTIONS and e["label"] in EMOTIONS
+
+
+def test_summary_has_shares_per_track_and_the_counts(clip_run):
+    out, report = clip_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(report.summary))
+    assert summary["frames_analysed"] == 60 and summary["no_face_frames"] == 10
+    assert summary["unreadable_frames"] == 0 and summary["dropped_frames"] == 0
+    assert not summary["source_lost"] and not summary["interrupted"]
+    tracks = summary["tracks"]
+    assert len(tracks) == 2
+    first, second = (tracks[k] for k in sorted(tracks, key=int))
+    assert first["dominant"] == "sad" and first["shares"]["sad"] == 1.0
+    assert second["dominant"] == "happy" and second["shares"]["happy"] == 1.0
+    assert first["duration"] == pytest.approx(35 / 25, abs=0.05)  # frames 10..44
+    assert second["start"] == pytest.approx(1.0, abs=0.01)  # frame 25
+    assert summary["settings"]["crop_scale"] == pytest.approx(1.01)
+
+
+def test_csv_plot_and_annotated_video(clip_run):
+    out, report = clip_run
+    with open(out / "events.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report.events
+    assert rows[0]["face"] == "0" and rows[0]["track_id"] == ""
+    face_rows = [r for r in rows if r["face"] == "1"]
+    assert {r["smoothed_label"] for r in face_rows} == {"sad", "happy"}
+    assert float(face_rows[0]["p_sad"]) > 0.5
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cap = cv2.VideoCapture(str(out / "annotated.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 60
+    cap.release()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_frame_step_skips_frames_only_when_asked(drawn_face_clip, brightness_onnx_model):
+    report = run(RunConfig(source=str(drawn_face_clip.path), model=brightness_onnx_model,
+                           source_config=SourceConfig(frame_step=3)))
+    assert report.summary["frames_analysed"] == 20
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def _corrupt_mjpg(src: Path, dst: Path, frames: list[int]) -> None:
+    """Overwrite the start of the JPEG data of the given frames of an MJPG .avi."""
+    data = bytearray(src.read_bytes())
+    starts, pos = [], data.find(b"00dc")
+    while pos >= 0:
+        if data[pos + 8:pos + 10] == b"\xff\xd8":
+            starts.append(pos + 8)
+        pos = data.find(b"00dc", pos + 4)
+    for i in frames:
+        data[starts[i]:starts[i] + 600] = b"\x00" * 600
+    dst.write_bytes(bytes(data))
+
+
+def test_corrupt_frames_are_skipped_and_counted(drawn_face_clip, brightness_onnx_model,
+                                                tmp_path):
+    bad = tmp_path / "corrupt.avi"
+    _corrupt_mjpg(drawn_face_clip.path, bad, [12, 13, 30, 59])
+    report = run(RunConfig(source=str(bad), model=brightness_onnx_model,
+                           jsonl=tmp_path / "e.jsonl"))
+    assert report.summary["unreadable_frames"] == 4
+    assert report.summary["frames_analysed"] == 56
+    frames = {e["frame"] for e in _jsonl(tmp_path / "e.jsonl")}
+    assert frames == set(range(60)) - {12, 13, 30, 59}
+
+
+def test_missing_and_unopenable_sources_give_one_clear_error(tmp_path):
+    with pytest.raises(MultiNetError, match="does not exist"):
+        open_source(tmp_path / "nope.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"this is not a video" * 50)
+    with pytest.raises(MultiNetError, match="cannot open video .*junk.mp4"):
+        open_source(junk)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MultiNetError, match="has no images"):
+        open_source(tmp_path / "empty")
+    with pytest.raises(MultiNetError, match="cannot open camera"):
+        LiveSource(lambda: MemoryCapture([]) if False else _closed(), "7")
+
+
+def _closed() -> MemoryCapture:
+    cap = MemoryCapture([])
+    cap.release()
+    return cap
+
+
+def test_image_folder_with_unreadable_images_and_a_no_face_image(drawn_face_clip,
+                                                                 brightness_onnx_model, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_faces.png"), drawn_face_clip.render(30))
+    cv2.imwrite(str(folder / "b_empty.jpg"), drawn_face_clip.render(0))
+    (folder / "c_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    cv2.imwrite(str(folder / "d_face.jpg"), drawn_face_clip.render(50))
+    (folder / "notes.txt").write_text("not an image")
+    source = open_source(folder)
+    assert isinstance(source, ImageSource) and len(source.paths) == 4
+    report = run(RunConfig(source=str(folder), model=brightness_onnx_model,
+                           jsonl=tmp_path / "e.jsonl"), source=source)
+    s = report.summary
+    assert s["unreadable_frames"] == 1 and s["frames_analysed"] == 3
+    assert s["images"] == ["a_faces.png", "b_empty.jpg", "c_broken.jpg", "d_face.jpg"]
+    events = _jsonl(tmp_path / "e.jsonl")
+    assert [e["frame"] for e in events] == [0, 0, 1, 3]
+    assert events[2]["face"] is False
+    assert len({e["track_id"] for e in events if e["face"]}) == 3  # no tracks across images
+
+
+def test_a_single_image(drawn_face_clip, brightness_onnx_model, tmp_path):
+    path = tmp_path / "one.png"
+    cv2.imwrite(str(path), drawn_face_clip.render(15))
+    report = run(RunConfig(source=str(path), model=brightness_onnx_model))
+    assert report.summary["kind"] == "image" and len(report.summary["tracks"]) == 1
+
+
+# --- live sources ---------------------------------------------------------------------------
+
+def test_live_capture_keeps_only_the_newest_frame(drawn_face_clip):
+    frames = [drawn_face_clip.render(i) for i in (0, 30)]
+    source = LiveSource(lambda: MemoryCapture(frames, loop=True), "sim", pace_fps=200)
+    got = []
+    try:
+        for frame in source:
+            got.append(frame.index)
+            time.sleep(0.03)  # a slow analysis: the capture runs ahead
+            if len(got) == 8:
+                break
+    finally:
+        source.close()
+    assert source.dropped > 0
+    assert got == sorted(got) and got[-1] - got[0] > len(got)  # gaps: stale frames skipped
+
+
+def test_a_live_source_that_stops_ends_the_run_with_outputs_saved(drawn_face_clip,
+                                                                  brightness_onnx_model,
+                                                                  tmp_path):
+    frames = [drawn_face_clip.render(i) for i in range(20, 40)]
+    opened = []
+
+    def opener():
+        opened.append(1)
+        if len(opened) == 1:
+            return MemoryCapture(frames, fail_after=20)
+        return _closed()  # the camera never comes back
+
+    source = LiveSource(lambda: _pace(opener()), "cam", retry_seconds=0.4)
+    start = time.monotonic()
+    report = run(RunConfig(source="cam", model=brightness_onnx_model, jsonl=tmp_path / "e.jsonl",
+                           summary=tmp_path / "s.json"), source=source)
+    assert time.monotonic() - start < 10
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["source_lost"] is True and s["live"] is True and len(opened) >= 2
+    assert s["frames_analysed"] >= 1 and s["frames_analysed"] + s["dropped_frames"] == 20
+    assert s["latency_ms"]["p50"] >= 0
+    assert len(_jsonl(tmp_path / "e.jsonl")) >= s["frames_analysed"]
+
+
+def _pace(cap, fps: float = 100.0):
+    """Slow a capture down to about ``fps`` like a real camera."""
+    if not cap.isOpened():
+        return cap
+    read = cap.read
+
+    def paced():
+        time.sleep(1 / fps)
+        return read()
+
+    cap.read = paced
+    return cap
+
+
+def test_a_live_source_reconnects_within_the_retry_time(drawn_face_clip):
+    frames = [drawn_face_clip.render(30)] * 5
+    calls = []
+
+    def opener():
+        calls.append(1)
+        if len(calls) in (1, 3):
+            return _pace(MemoryCapture(frames))  # 5 frames then a failed read
+        return _closed()
+
+    source = LiveSource(opener, "stream", retry_seconds=3.0, kind="stream")
+    seen = sum(1 for _ in source)
+    source.close()
+    assert source.reconnects == 1 and source.lost
+    assert seen + source.dropped == 10
+
+
+def test_ctrl_c_saves_everything_so_far(drawn_face_clip, brightness_onnx_model, tmp_path):
+    def interrupt(frame, faces):
+        if frame.index == 20:
+            raise KeyboardInterrupt
+
+    report = run(RunConfig(source=str(drawn_face_clip.path), model=brightness_onnx_model,
+                           jsonl=tmp_path / "e.jsonl", summary=tmp_path / "s.json",
+                           plot=tmp_path / "t.png"), on_frame=interrupt)
+    assert report.interrupted
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["interrupted"] and summary["frames_analysed"] == 21  # frames 0..20
+    assert max(e["frame"] for e in _jsonl(tmp_path / "e.jsonl")) == 20
+    assert (tmp_path / "t.png").is_file()
+
+
+def test_show_without_a_gui_says_so_before_any_work(brightness_onnx_model, monkeypatch):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(MultiNetError, match="--show.*--video-out"):
+        run(RunConfig(source="does-not-matter.mp4", model=brightness_onnx_model, show=True))
+
+
+def test_a_file_played_live_drops_frames_it_cannot_keep_up_with(drawn_face_clip):
+    source = open_source(drawn_face_clip.path, SourceConfig(live="on"))
+    assert isinstance(source, LiveSource) and source.fps == pytest.approx(25)
+    count = sum(1 for _ in source)
+    source.close()
+    assert count + source.dropped == 60 and not source.lost
