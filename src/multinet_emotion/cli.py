@@ -318,6 +318,75 @@ def _detect(args: argparse.Namespace) -> int:
 
 # --- serve (web service) --------------------------------------------------------------------
 
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="run the e-learning web app and API",
+        description="Serve the learner page (/learn), the instructor dashboard (/dashboard) and "
+        "the API (/docs). Settings also come from MULTINET_* environment variables "
+        "(MULTINET_DATABASE_URL, MULTINET_INSTRUCTOR_TOKEN, MULTINET_POLICY, ...); options "
+        "given here win.")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    p.add_argument("--database", default=None, metavar="URL",
+                   help="sqlite:///PATH or postgresql://USER@HOST/DB (default: SQLite under "
+                        "~/.local/share/multinet-emotion/)")
+    p.add_argument("--policy", type=Path, default=None, help="recommendation policy YAML/JSON")
+    p.add_argument("--catalog", type=Path, default=None, help="content catalog YAML/JSON")
+    p.add_argument("--model", type=Path, default=None, help="emotion model .onnx "
+                   "(default: the model shipped in the package)")
+    p.add_argument("--no-analysis", action="store_true",
+                   help="no server-side frame analysis (clients post their own samples)")
+    p.add_argument("--frame-rate", type=float, default=None,
+                   help="frames per second the learner page sends (default 2)")
+    p.add_argument("--retention-days", type=float, default=None,
+                   help="delete emotion samples older than this (default 30)")
+    p.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    p.add_argument("--check", action="store_true",
+                   help="load settings, policy, catalog, model and database, then exit")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+    import socket
+
+    from .server import Settings, create_app
+
+    settings = Settings.from_env(
+        host=args.host, port=args.port, database_url=args.database, policy=args.policy,
+        catalog=args.catalog, model=args.model, frame_rate=args.frame_rate,
+        retention_days=args.retention_days,
+        analysis="off" if args.no_analysis else None).with_token()
+    app = create_app(settings)
+    st = app.state
+    base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:" \
+           f"{settings.port}"
+    token_note = ("from MULTINET_INSTRUCTOR_TOKEN" if os.environ.get("MULTINET_INSTRUCTOR_TOKEN")
+                  else "generated; set MULTINET_INSTRUCTOR_TOKEN to keep one")
+    analysis = "on" if st.analyzer_factory else f"off ({st.analysis_note})"
+    print(f"MultiNetEmotion {'configuration is valid' if args.check else 'web app'}\n"
+          f"  learners open:    {base}/learn\n"
+          f"  instructor opens: {base}/dashboard#token={settings.instructor_token}\n"
+          f"  instructor token: {settings.instructor_token}  ({token_note})\n"
+          f"  API docs:         {base}/docs\n"
+          f"  store:            {st.service.store.safe_url}\n"
+          f"  emotion analysis: {analysis}", flush=True)
+    if args.check:
+        return 0
+    with socket.socket() as probe:  # a clear message instead of uvicorn's traceback
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except OSError as e:
+            raise MultiNetError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror});"
+                                " pass another --port or stop what uses it") from None
+    import uvicorn
+    uvicorn.run(app, host=settings.host, port=settings.port, workers=1,
+                access_log=args.access_log, log_level="info",
+                ws_max_size=max(4 * settings.max_frame_bytes, 1 << 20))
+    return 0
+
+
 
 # --- main ---------------------------------------------------------------------------------
 
@@ -332,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     _detect_parser(sub)
     _evaluate_parser(sub)
     _export_parser(sub)
+    _serve_parser(sub)
     return parser
 
 

@@ -604,7 +604,12 @@ def _window(timeline: Sequence[Sample], start: float, end: float,
     window = timeline[lo:hi]
     if not window:
         return None
-    prev = start
+    if lo > 0:  # the sample before the window must be close enough to bridge into it
+        prev = timeline[lo - 1].t
+    else:  # no history before the window: it must begin (almost) at its start
+        if window[0].t - start > min(max_gap, 1.0 + 0.05 * (end - start)):
+            return None
+        prev = window[0].t
     for s in window:
         if s.t - prev > max_gap:
             return None

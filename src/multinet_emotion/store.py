@@ -120,7 +120,8 @@ class RecommendationRow(Base):
     url: Mapped[str] = mapped_column(String(2000))
     reason: Mapped[str] = mapped_column(Text)
     evidence: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open|accepted|dismissed|expired
+    # open | accepted | dismissed | expired
+    status: Mapped[str] = mapped_column(String(16), default="open")
     responded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     def to_dict(self) -> dict[str, Any]:

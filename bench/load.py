@@ -1,0 +1,272 @@
+"""Load test of the learner WebSocket: N simulated learners streaming real face frames.
+
+Starts `multinet-emotion serve` on loopback (a fresh SQLite store in a temporary folder)
+unless --url points at a running server, signs up N learners, opens N WebSockets and sends
+JPEG frames at --fps each (default 2) for --seconds. Reports frames/s served, latency p50 /
+p95 / p99 (send -> result) and lost or failed frames, for each level of --learners
+(e.g. 10,20,30,40) and where it saturates (p95 over --target-ms or anything lost).
+
+    python bench/load.py --learners 20                   # the target: 20 learners at 2 fps
+    python bench/load.py --learners 10,20,30,40 --seconds 20 --json reports/load.json
+    python bench/load.py --model path/to/model.onnx      # another model (default: shipped)
+
+Frames are FER2013 test faces (../shared/data/fer2013/test) pasted on a 320x240 scene,
+as the learner page sends them; drawn faces when the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import websockets
+
+ROOT = Path(__file__).resolve().parents[1]
+FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
+TOKEN = "load-test-instructor-token"
+
+
+def make_frames(n: int = 40, width: int = 320, height: int = 240) -> tuple[list[bytes], str]:
+    """JPEG frames of faces on a background, like the learner page's downscaled frames."""
+    faces: list[np.ndarray] = []
+    source = "drawn faces"
+    if FER_TEST.is_dir():
+        paths = sorted(p for d in sorted(FER_TEST.iterdir()) if d.is_dir()
+                       for p in sorted(d.glob("*.jpg"))[: n // 6 + 1])
+        for p in paths[:n]:
+            img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+            if img is not None:
+                faces.append(img)
+        source = f"{len(faces)} FER2013 test faces"
+    if not faces:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from conftest import draw_face  # noqa: E402 - test helper, only without FER2013
+        faces = [draw_face(160)]
+    frames = []
+    bg = np.tile(np.linspace(70, 170, width).astype(np.uint8), (height, 1))
+    for i, face in enumerate(faces):
+        frame = bg.copy()
+        s = 140
+        x0, y0 = 70 + (i % 5) * 8, 40 + (i % 3) * 6
+        frame[y0:y0 + s, x0:x0 + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_CUBIC)
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR),
+                               [cv2.IMWRITE_JPEG_QUALITY, 70])
+        frames.append(buf.tobytes())
+    return frames, source
+
+
+@dataclass
+class Learner:
+    sent: int = 0
+    results: int = 0
+    errors: int = 0
+    faces: int = 0
+    latencies: list[float] = field(default_factory=list)
+    failure: str | None = None
+
+
+async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float,
+                      offset: float, index: int) -> Learner:
+    out = Learner()
+    ws_url = base.replace("http", "ws", 1) + "/ws/learn"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            r = await http.post("/api/learners", json={"name": f"load-{index}"})
+            r.raise_for_status()
+            token = r.json()["token"]
+            r = await http.post("/api/sessions", json={"class_id": "load", "source": "camera"},
+                                headers={"Authorization": f"Bearer {token}"})
+            r.raise_for_status()
+            session_id = r.json()["id"]
+        async with websockets.connect(ws_url, max_size=1 << 20, open_timeout=30) as ws:
+            await ws.send(json.dumps({"type": "hello", "token": token,
+                                      "session_id": session_id}))
+            ready = json.loads(await ws.recv())
+            if ready.get("type") != "ready" or not ready.get("analysis"):
+                raise RuntimeError(f"server not ready for frames: {ready}")
+            pending: dict[int, float] = {}
+            done = asyncio.Event()
+
+            async def receive() -> None:
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    if msg.get("type") not in ("result", "error") or "seq" not in msg:
+                        continue
+                    t_sent = pending.pop(msg["seq"], None)
+                    if t_sent is None:
+                        continue
+                    if msg["type"] == "result":
+                        out.results += 1
+                        out.faces += bool(msg["faces"])
+                        out.latencies.append(time.perf_counter() - t_sent)
+                    else:
+                        out.errors += 1
+                    if done.is_set() and not pending:
+                        return
+
+            receiver = asyncio.create_task(receive())
+            await asyncio.sleep(offset)  # spread the learners over one frame period
+            start = time.perf_counter()
+            n_frames = int(seconds * fps)
+            for k in range(n_frames):
+                delay = start + k / fps - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                out.sent += 1
+                pending[out.sent] = time.perf_counter()
+                await ws.send(frames[(index * 7 + k) % len(frames)])
+            done.set()
+            try:  # wait for the last replies (anything still missing after this is lost)
+                await asyncio.wait_for(receiver, timeout=10)
+            except asyncio.TimeoutError:
+                receiver.cancel()
+    except Exception as e:  # noqa: BLE001 - report, do not crash the other learners
+        out.failure = f"{type(e).__name__}: {e}"
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(values, q))
+
+
+async def run_level(base: str, frames: list[bytes], n: int, fps: float,
+                    seconds: float) -> dict:
+    t0 = time.perf_counter()
+    learners = await asyncio.gather(*(run_learner(base, frames, fps, seconds,
+                                                  i / (n * fps), i) for i in range(n)))
+    wall = time.perf_counter() - t0
+    lat = [x for lr in learners for x in lr.latencies]
+    sent = sum(lr.sent for lr in learners)
+    results = sum(lr.results for lr in learners)
+    errors = sum(lr.errors for lr in learners)
+    return {"learners": n, "fps_per_learner": fps, "seconds": seconds,
+            "frames_sent": sent, "results": results, "errors": errors,
+            "lost": sent - results - errors,
+            "failed_learners": [lr.failure for lr in learners if lr.failure],
+            "frames_with_face": sum(lr.faces for lr in learners),
+            "served_fps": round(results / max(seconds, 1e-9), 2),
+            "offered_fps": n * fps, "wall_seconds": round(wall, 1),
+            "p50_ms": round(percentile(lat, 50) * 1000, 1),
+            "p95_ms": round(percentile(lat, 95) * 1000, 1),
+            "p99_ms": round(percentile(lat, 99) * 1000, 1),
+            "max_ms": round(max(lat) * 1000, 1) if lat else float("nan"),
+            "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else float("nan")}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    exe = (shutil.which("multinet-emotion")
+           or str(Path(sys.executable).parent / "multinet-emotion"))
+    cmd = [exe, "serve", "--port", str(port), "--database", f"sqlite:///{tmp / 'load.db'}"]
+    if args.model:
+        cmd += ["--model", str(args.model)]
+    env = dict(os.environ, MULTINET_INSTRUCTOR_TOKEN=TOKEN)
+    if args.workers:
+        env["MULTINET_ANALYSIS_WORKERS"] = str(args.workers)
+    log = open(tmp / "server.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + args.start_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited:\n{(tmp / 'server.log').read_text()}")
+        try:
+            health = httpx.get(base + "/api/health", timeout=2).json()
+            if not health["analysis"]:
+                proc.terminate()
+                raise SystemExit("the server has no emotion analysis (no model?); pass "
+                                 f"--model PATH\n{(tmp / 'server.log').read_text()}")
+            return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit("the server did not start in time")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", help="a running server (default: start one on loopback)")
+    ap.add_argument("--learners", default="20", help="simulated learners, e.g. 20 or 10,20,40")
+    ap.add_argument("--fps", type=float, default=2.0, help="frames per second per learner")
+    ap.add_argument("--seconds", type=float, default=30.0, help="streaming time per level")
+    ap.add_argument("--target-ms", type=float, default=500.0, help="p95 latency target")
+    ap.add_argument("--model", type=Path, help="model for the started server")
+    ap.add_argument("--workers", type=int, help="frames analysed at once by the server")
+    ap.add_argument("--start-timeout", type=float, default=120.0)
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.learners.split(",") if x.strip()]
+    frames, source = make_frames()
+    kib = np.mean([len(f) for f in frames]) / 1024
+    print(f"frames: {source}, {len(frames)} JPEGs of ~{kib:.1f} KiB; {os.cpu_count()} CPU "
+          "cores", flush=True)
+    tmp = Path(tempfile.mkdtemp(prefix="multinet-load-"))
+    proc = None
+    try:
+        if args.url:
+            base = args.url.rstrip("/")
+        else:
+            proc, base = start_server(args, tmp)
+        results = []
+        header = (f"{'learners':>8} {'offered/s':>9} {'served/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
+                  f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}")
+        print(header, flush=True)
+        saturated = None
+        for n in levels:
+            r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds))
+            results.append(r)
+            print(f"{n:>8} {r['offered_fps']:>9.1f} {r['served_fps']:>8.1f} {r['p50_ms']:>7.0f}"
+                  f" {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['max_ms']:>7.0f} {r['lost']:>5}"
+                  f" {r['errors']:>6} {r['frames_with_face']:>6}", flush=True)
+            for f in r["failed_learners"][:3]:
+                print(f"   failed learner: {f}")
+            ok = r["p95_ms"] <= args.target_ms and r["lost"] == 0 and not r["failed_learners"]
+            if not ok and saturated is None:
+                saturated = n
+        if saturated is None:
+            print(f"within target (p95 <= {args.target_ms:.0f} ms, nothing lost) up to "
+                  f"{levels[-1]} learners at {args.fps:g} frames/s")
+        else:
+            print(f"saturates at {saturated} learners ({saturated * args.fps:g} frames/s "
+                  f"offered): p95 over {args.target_ms:.0f} ms or frames lost")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"frames": source, "cpus": os.cpu_count(),
+                                             "levels": results, "saturates_at": saturated},
+                                            indent=2))
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

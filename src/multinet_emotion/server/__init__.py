@@ -1,0 +1,6 @@
+"""The web service: API, learner WebSocket, learner page and instructor dashboard."""
+
+from .app import create_app
+from .settings import Settings
+
+__all__ = ["Settings", "create_app"]

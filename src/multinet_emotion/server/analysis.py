@@ -1,0 +1,134 @@
+"""Frame analysis behind a small interface, so the service does not care who analyses.
+
+The server decodes and checks each frame (in memory only; frames are never written or
+logged), then hands the BGR array to an :class:`Analyzer`: one per learner connection, so
+face tracking and smoothing stay per learner. :class:`DetectorAnalyzer` wraps the runtime
+detector (``multinet_emotion.EmotionDetector``); tests inject fakes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..emotions import EMOTIONS
+from ..errors import MultiNetError
+
+log = logging.getLogger(__name__)
+
+_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG\r\n\x1a\n": "PNG"}
+
+
+class FrameError(MultiNetError):
+    """A frame that cannot be analysed: not an image, too large, wrong type."""
+
+
+class Analyzer(Protocol):
+    """Turns one decoded frame into per-face results (detector event dicts, face=True)."""
+
+    def analyze(self, frame_bgr: np.ndarray) -> list[dict[str, Any]]: ...
+
+
+AnalyzerFactory = Callable[[], Analyzer]
+
+
+def image_type(data: bytes) -> str | None:
+    for magic, name in _MAGIC.items():
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return None
+
+
+def decode_frame(data: bytes, max_bytes: int, max_side: int) -> np.ndarray:
+    """Check and decode an encoded frame (JPEG, PNG or WebP) into a BGR array in memory."""
+    if len(data) > max_bytes:
+        raise FrameError(f"frame of {len(data)} bytes is too large (at most {max_bytes}); "
+                         "send a downscaled JPEG")
+    kind = image_type(data)
+    if kind is None:
+        raise FrameError("frame is not a JPEG, PNG or WebP image")
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise FrameError(f"frame is not a readable {kind} image") from None
+    if max(w, h) > max_side:
+        raise FrameError(f"frame of {w}x{h} pixels is too large (at most {max_side} on a "
+                         "side)")
+    import cv2
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise FrameError(f"frame is a damaged {kind} image")
+    return img
+
+
+def face_dict(result: Any) -> dict[str, Any]:
+    """A per-face result (object or dict) as a JSON-ready event dict."""
+    if isinstance(result, dict):
+        return result
+    if hasattr(result, "to_event"):  # multinet_emotion.video.FaceResult
+        return result.to_event(0.0, 0)
+
+    def probs(v: Any) -> dict[str, float]:
+        if v is None:
+            return {}
+        if isinstance(v, dict):
+            return {k: float(p) for k, p in v.items()}
+        return {e: float(p) for e, p in zip(EMOTIONS, v)}
+
+    smoothed = probs(getattr(result, "smoothed", None) or getattr(result, "smoothed_probs", None))
+    raw = probs(getattr(result, "probs", None))
+    return {"face": True, "track_id": getattr(result, "track_id", None),
+            "box": [int(x) for x in getattr(result, "box", (0, 0, 0, 0))],
+            "probs": raw, "label": getattr(result, "label", None),
+            "smoothed": smoothed or raw,
+            "smoothed_label": getattr(result, "smoothed_label", None)
+            or getattr(result, "label", None),
+            "confidence": float(getattr(result, "confidence", 0.0) or 0.0)}
+
+
+class DetectorAnalyzer:
+    """The runtime EmotionDetector: one per connection, sharing one loaded classifier."""
+
+    def __init__(self, detector: Any):
+        self.detector = detector
+
+    def analyze(self, frame_bgr: np.ndarray) -> list[dict[str, Any]]:
+        return [face_dict(r) for r in self.detector.process(frame_bgr)]
+
+
+def detector_factory(model: Path | None = None) -> tuple[AnalyzerFactory | None, str]:
+    """A factory of per-connection analyzers over the real detector, or None and why not.
+
+    Never raises: when the detector or the model is missing, the service runs without
+    server-side analysis and the learner page says so.
+    """
+    try:
+        from .. import EmotionDetector, load_model  # type: ignore[attr-defined]
+    except ImportError:
+        return None, "the emotion detector is not installed in this version"
+    try:
+        classifier = load_model(model)
+    except MultiNetError as e:
+        return None, f"no emotion model: {e}"
+    except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
+        log.exception("loading the emotion model failed")
+        return None, f"the emotion model could not be loaded ({type(e).__name__})"
+
+    def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
+        return DetectorAnalyzer(EmotionDetector(classifier))
+
+    try:
+        make()
+    except Exception as e:  # noqa: BLE001
+        log.exception("creating the emotion detector failed")
+        return None, f"the emotion detector could not start ({type(e).__name__})"
+    return make, "server-side analysis with the emotion model"

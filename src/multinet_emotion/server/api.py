@@ -1,0 +1,250 @@
+"""The HTTP API: thin routes over :class:`~.service.LearningService`.
+
+Learners authenticate with their own bearer token (from ``POST /api/learners``) and only
+ever reach their own data; instructor routes need the instructor token.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..emotions import EMOTIONS
+from .schemas import (
+    CurrentRecommendationOut, DeletedOut, FeedbackIn, FeedbackOut, MeOut, RecommendationOut,
+    RegisterIn, RegisterOut, SamplesIn, SamplesOut, SessionIn, SessionOut, TimelineOut, TokenOut,
+    recommendation_out,
+)
+from .service import LearningService, RawSample
+from .settings import Settings
+
+bearer = HTTPBearer(auto_error=False, description="a learner token or the instructor token")
+Creds = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def get_service(request: Request) -> LearningService:
+    return request.app.state.service
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+Service = Annotated[LearningService, Depends(get_service)]
+
+
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message,
+                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def is_instructor(settings: Settings, token: str | None) -> bool:
+    return bool(token) and secrets.compare_digest(token.encode(),
+                                                  settings.instructor_token.encode())
+
+
+def require_instructor(request: Request, creds: Creds) -> None:
+    if creds is None or not is_instructor(request.app.state.settings, creds.credentials):
+        raise _unauthorized("this needs the instructor token (Authorization: Bearer TOKEN)")
+
+
+def require_learner(svc: Service, creds: Creds) -> str:
+    if creds is None:
+        raise _unauthorized("this needs your learner token (Authorization: Bearer TOKEN)")
+    learner_id = svc.learner_for_token(creds.credentials)
+    if learner_id is None:
+        raise _unauthorized("unknown or revoked learner token; sign up again")
+    return learner_id
+
+
+LearnerId = Annotated[str, Depends(require_learner)]
+Instructor = Depends(require_instructor)
+
+public = APIRouter(prefix="/api", tags=["service"])
+learner = APIRouter(prefix="/api", tags=["learner"])
+instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instructor])
+
+
+@public.get("/health", summary="Is the service up")
+def health(request: Request) -> dict[str, Any]:
+    st = request.app.state
+    return {"status": "ok", "analysis": st.analyzer_factory is not None,
+            "database": st.service.store.engine.dialect.name}
+
+
+@public.get("/config", summary="Settings the pages need (no secrets)")
+def config(request: Request) -> dict[str, Any]:
+    st = request.app.state
+    s: Settings = st.settings
+    policy = st.service.policy
+    return {"emotions": list(EMOTIONS), "analysis": st.analyzer_factory is not None,
+            "analysis_note": st.analysis_note, "frame_rate": s.frame_rate,
+            "frame_width": s.frame_width, "max_frame_bytes": s.max_frame_bytes,
+            "open_registration": s.open_registration,
+            "retention_days": s.retention_days,
+            "policy": {"cooldown": policy.cooldown,
+                       "rules": [{"name": r.name, "states": list(r.states),
+                                  "min_duration": r.min_duration, "kinds": list(r.kinds)}
+                                 for r in policy.rules]}}
+
+
+@public.post("/learners", status_code=201, response_model=RegisterOut,
+             summary="Sign up a learner and get their token",
+             description="Open to anyone when registration is open (the default); choosing "
+                         "your own learner_id, or signing up when registration is closed, "
+                         "needs the instructor token.")
+def register(body: RegisterIn, request: Request, svc: Service, creds: Creds) -> RegisterOut:
+    settings: Settings = request.app.state.settings
+    trusted = creds is not None and is_instructor(settings, creds.credentials)
+    if not trusted and (body.learner_id is not None or not settings.open_registration):
+        raise _unauthorized("signing up with a chosen learner_id (or while registration is "
+                            "closed) needs the instructor token")
+    row, token = svc.register(body.name, body.learner_id)
+    return RegisterOut(learner_id=row.id, name=row.name, token=token)
+
+
+@learner.get("/me", response_model=MeOut, summary="Who this token belongs to")
+def me(learner_id: LearnerId, svc: Service) -> MeOut:
+    row = svc.store.get_learner(learner_id)
+    return MeOut(learner_id=learner_id, name=row.name if row else "")
+
+
+def _session_out(row: Any) -> SessionOut:
+    return SessionOut(id=row.id, learner_id=row.learner_id, class_id=row.class_id,
+                      tags=row.tags or [], level=row.level, source=row.source,
+                      started_at=row.started_at, ended_at=row.ended_at)
+
+
+@learner.post("/sessions", status_code=201, response_model=SessionOut,
+              summary="Start a learning session")
+def start_session(body: SessionIn, learner_id: LearnerId, svc: Service) -> SessionOut:
+    live = svc.start_session(learner_id, body.class_id, body.tags, body.level, body.source)
+    return _session_out(live.row)
+
+
+@learner.post("/sessions/{session_id}/end", response_model=SessionOut,
+              summary="End a session (pending outcomes are measured)")
+def end_session(session_id: str, learner_id: LearnerId, svc: Service) -> SessionOut:
+    return _session_out(svc.end_session(learner_id, session_id))
+
+
+@learner.post("/sessions/{session_id}/samples", response_model=SamplesOut,
+              summary="Post emotion samples classified elsewhere",
+              description="Smoothed probabilities from a client that classified on its own "
+                          "(or a platform's detector). All or nothing: one bad sample "
+                          "rejects the request. Stored downsampled; never images.")
+def post_samples(session_id: str, body: SamplesIn, learner_id: LearnerId,
+                 svc: Service) -> SamplesOut:
+    now = svc.clock()
+    raw = [RawSample(s.t if s.t is not None else now,
+                     tuple(s.probs[e] / sum(s.probs.values()) for e in EMOTIONS)
+                     if s.face and s.probs else None, s.confidence) for s in body.samples]
+    stored, rec = svc.add_samples(learner_id, session_id, raw)
+    return SamplesOut(stored=stored, recommendation=recommendation_out(rec) if rec else None)
+
+
+@learner.get("/sessions/{session_id}/recommendation", response_model=CurrentRecommendationOut,
+             summary="The current (open) recommendation, if any")
+def current(session_id: str, learner_id: LearnerId, svc: Service) -> CurrentRecommendationOut:
+    rec = svc.current_recommendation(learner_id, session_id)
+    return CurrentRecommendationOut(recommendation=recommendation_out(rec) if rec else None)
+
+
+@learner.post("/recommendations/{rec_id}/accept", response_model=RecommendationOut,
+              summary="Accept a recommendation (its effect on affect is then measured)")
+def accept(rec_id: str, learner_id: LearnerId, svc: Service) -> RecommendationOut:
+    return recommendation_out(svc.respond(learner_id, rec_id, "accept"))
+
+
+@learner.post("/recommendations/{rec_id}/dismiss", response_model=RecommendationOut,
+              summary="Dismiss a recommendation")
+def dismiss(rec_id: str, learner_id: LearnerId, svc: Service) -> RecommendationOut:
+    return recommendation_out(svc.respond(learner_id, rec_id, "dismiss"))
+
+
+@learner.post("/recommendations/{rec_id}/feedback", response_model=FeedbackOut,
+              summary="Thumbs up or down for a recommendation")
+def feedback(rec_id: str, body: FeedbackIn, learner_id: LearnerId, svc: Service) -> FeedbackOut:
+    d = svc.feedback(learner_id, rec_id, 1 if body.value == "up" else -1, body.comment)
+    return FeedbackOut(**d)
+
+
+@learner.get("/me/timeline", response_model=TimelineOut, summary="Your emotion timeline")
+def my_timeline(learner_id: LearnerId, svc: Service, session_id: str | None = None,
+                since: float | None = None,
+                limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
+    return TimelineOut(learner_id=learner_id,
+                       samples=svc.timeline(learner_id, session_id, since, limit))
+
+
+@learner.get("/me/summary", summary="Your summary: emotion shares, recommendations")
+def my_summary(learner_id: LearnerId, svc: Service) -> dict[str, Any]:
+    return svc.summary(learner_id)
+
+
+@learner.get("/me/export", summary="Everything stored about you (JSON)")
+def my_export(learner_id: LearnerId, svc: Service) -> dict[str, Any]:
+    return svc.export(learner_id)
+
+
+@learner.delete("/me", response_model=DeletedOut, summary="Delete all your data")
+def delete_me(learner_id: LearnerId, svc: Service) -> DeletedOut:
+    return DeletedOut(deleted=svc.delete(learner_id))
+
+
+@instructor.get("/classes", summary="Classes with sessions")
+def classes(svc: Service) -> list[dict[str, Any]]:
+    return svc.classes()
+
+
+@instructor.get("/classes/{class_id}/overview",
+                summary="Live state of a class: learners, attention, outcomes")
+def class_overview(class_id: str, svc: Service) -> dict[str, Any]:
+    return svc.class_overview(class_id)
+
+
+@instructor.get("/classes/{class_id}/timeline", summary="Class-level emotion timeline")
+def class_timeline(class_id: str, svc: Service,
+                   minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 10.0,
+                   bucket: Annotated[float, Query(ge=1, le=3600)] = 10.0) -> dict[str, Any]:
+    if minutes * 60 / bucket > 2000:
+        raise HTTPException(422, "too many buckets: use a larger bucket or fewer minutes")
+    return svc.class_timeline(class_id, minutes, bucket)
+
+
+@instructor.post("/learners/{learner_id}/token", response_model=TokenOut,
+                 summary="Issue a new token for a learner (the old one stops working)")
+def learner_token(learner_id: str, svc: Service) -> TokenOut:
+    return TokenOut(learner_id=learner_id, token=svc.new_token(learner_id))
+
+
+@instructor.get("/learners/{learner_id}/summary", summary="A learner's summary")
+def learner_summary(learner_id: str, svc: Service) -> dict[str, Any]:
+    if svc.store.get_learner(learner_id) is None:
+        raise HTTPException(404, f"no learner {learner_id!r}")
+    return svc.summary(learner_id)
+
+
+@instructor.get("/learners/{learner_id}/timeline", response_model=TimelineOut,
+                summary="A learner's emotion timeline")
+def learner_timeline(learner_id: str, svc: Service, session_id: str | None = None,
+                     since: float | None = None,
+                     limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
+    if svc.store.get_learner(learner_id) is None:
+        raise HTTPException(404, f"no learner {learner_id!r}")
+    return TimelineOut(learner_id=learner_id,
+                       samples=svc.timeline(learner_id, session_id, since, limit))
+
+
+@instructor.get("/learners/{learner_id}/export", summary="Export a learner's data (JSON)")
+def learner_export(learner_id: str, svc: Service) -> dict[str, Any]:
+    return svc.export(learner_id)
+
+
+@instructor.delete("/learners/{learner_id}", response_model=DeletedOut,
+                   summary="Delete a learner's data completely")
+def learner_delete(learner_id: str, svc: Service) -> DeletedOut:
+    return DeletedOut(deleted=svc.delete(learner_id))

@@ -1,0 +1,190 @@
+"""The FastAPI application: ``create_app(settings)`` wires store, engine, analysis and pages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import MultiNetError
+from ..recommend import Recommender, load_catalog, load_policy
+from ..store import Store
+from . import api, ws
+from .analysis import AnalyzerFactory, detector_factory
+from .service import LearningService, ServiceError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+DESCRIPTION = """\
+Emotion-aware recommendations for e-learning. A learner's camera frames (or emotion samples
+classified elsewhere) become a timeline of smoothed emotion probabilities; a data-driven
+policy turns *sustained* states into at most one explained suggestion per cool-down,
+personalised per learner by Thompson sampling over what helped. No image is ever stored.
+
+Authentication: `Authorization: Bearer TOKEN` with a learner token (from `POST
+/api/learners`) for the learner routes, or the instructor token for the instructor routes.
+"""
+
+
+class BodyLimit:
+    """Refuse request bodies larger than ``max_bytes`` with 413 before any route sees them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await self._too_large(scope, receive, send)
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body is larger than {self.max_bytes} bytes; send fewer "
+                       "samples per request"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def _validation_message(errors: list[dict]) -> str:
+    parts = []
+    for e in errors[:5]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{loc}: {e.get('msg')}" if loc else str(e.get("msg")))
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
+
+
+def create_app(settings: Settings | None = None, *,
+               analyzer_factory: AnalyzerFactory | None | str = "auto",
+               store: Store | None = None, clock: Callable[[], float] | None = None,
+               rng: random.Random | None = None) -> FastAPI:
+    """Build the application. ``analyzer_factory``: "auto" loads the real detector when it
+    and its model are available (else analysis is off); pass a factory to inject one."""
+    settings = (settings or Settings.from_env()).with_token()
+    policy = load_policy(settings.policy)
+    catalog = load_catalog(settings.catalog)
+    store = store or Store(settings.database_url)
+    store.migrate()
+    recommender = Recommender(policy, catalog, rng=rng)
+    service = LearningService(store, recommender, settings,
+                              **({"clock": clock} if clock is not None else {}))
+    if analyzer_factory == "auto":
+        if settings.analysis == "off":
+            factory, note = None, "server-side analysis is switched off"
+        else:
+            factory, note = detector_factory(settings.model)
+    else:
+        factory = analyzer_factory  # type: ignore[assignment]
+        note = "server-side analysis" if factory else "server-side analysis is switched off"
+    if factory is None:
+        log.warning("emotion analysis unavailable (%s); learners can still post samples", note)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+
+        async def housekeeping() -> None:
+            while True:
+                try:
+                    await asyncio.to_thread(service.housekeeping)
+                except Exception:  # noqa: BLE001 - keep serving; try again later
+                    log.exception("housekeeping failed")
+                await asyncio.sleep(3600)
+
+        task = asyncio.create_task(housekeeping())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan,
+                  openapi_tags=[
+                      {"name": "learner", "description": "a learner's own session and data "
+                                                         "(learner token)"},
+                      {"name": "instructor", "description": "class views and data management "
+                                                            "(instructor token)"},
+                      {"name": "service", "description": "health, settings, sign-up"}])
+    app.state.settings = settings
+    app.state.service = service
+    app.state.analyzer_factory = factory
+    app.state.analysis_note = note
+    app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(_: Request, e: ServiceError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.exception_handler(MultiNetError)
+    async def _user_error(_: Request, e: MultiNetError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=400)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(x.get("loc", ())), "msg": x.get("msg"), "type": x.get("type")}
+                  for x in e.errors()]
+        return JSONResponse({"detail": _validation_message(errors), "errors": errors},
+                            status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"detail": e.detail}, status_code=e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    app.include_router(api.public)
+    app.include_router(api.learner)
+    app.include_router(api.instructor)
+    app.include_router(ws.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def page(name: str) -> Callable[[], FileResponse]:
+        def serve() -> FileResponse:
+            return FileResponse(STATIC / name, media_type="text/html",
+                                headers={"Cache-Control": "no-store"})
+        return serve
+
+    app.get("/", include_in_schema=False)(page("index.html"))
+    app.get("/learn", include_in_schema=False)(page("learner.html"))
+    app.get("/dashboard", include_in_schema=False)(page("dashboard.html"))
+    log.info("store: %s; policy: %s; catalog: %s (%d items)", store.safe_url, policy.source,
+             catalog.source, len(catalog.items))
+    return app

@@ -1,0 +1,169 @@
+"""Request and response bodies of the API (validated; unknown fields are refused)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ..emotions import EMOTIONS
+
+EmotionName = Literal["angry", "fear", "happy", "neutral", "sad", "surprise"]
+LEARNER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
+CLASS_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RegisterIn(_In):
+    name: str = Field("", max_length=100, description="display name shown to the instructor")
+    learner_id: str | None = Field(None, pattern=LEARNER_ID,
+                                   description="your platform's id (instructor token needed)")
+
+
+class RegisterOut(BaseModel):
+    learner_id: str
+    name: str
+    token: str = Field(description="bearer token for this learner's requests; shown once")
+
+
+class TokenOut(BaseModel):
+    learner_id: str
+    token: str
+
+
+class MeOut(BaseModel):
+    learner_id: str
+    name: str
+
+
+class SessionIn(_In):
+    class_id: str = Field("default", pattern=CLASS_ID, description="class or course id")
+    tags: list[str] = Field(default_factory=list, max_length=20,
+                            description="topic tags, used to pick matching content")
+    level: int | None = Field(None, ge=1, le=5, description="current difficulty 1-5")
+    source: Literal["camera", "client", "api"] = "api"
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, v: list[str]) -> list[str]:
+        for t in v:
+            if not 1 <= len(t) <= 40:
+                raise ValueError("each tag must have 1 to 40 characters")
+        return [t.lower() for t in v]
+
+
+class SessionOut(BaseModel):
+    id: str
+    learner_id: str
+    class_id: str
+    tags: list[str]
+    level: int | None
+    source: str
+    started_at: float
+    ended_at: float | None
+
+
+class SampleIn(_In):
+    t: float | None = Field(None, description="UTC epoch seconds; default: when received")
+    face: bool = Field(True, description="false when no face was seen")
+    probs: dict[EmotionName, float] | None = Field(
+        None, description="smoothed probabilities of all six emotions (sum 1); omit when "
+                          "face is false")
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> SampleIn:
+        if self.t is not None and not math.isfinite(self.t):
+            raise ValueError("t must be a finite number of seconds")
+        if not self.face:
+            if self.probs:
+                raise ValueError("a sample without a face has no probabilities")
+            return self
+        if not self.probs or set(self.probs) != set(EMOTIONS):
+            raise ValueError(f"probs must give all six emotions: {', '.join(EMOTIONS)}")
+        for k, p in self.probs.items():
+            if not (math.isfinite(p) and 0.0 <= p <= 1.0):
+                raise ValueError(f"probability of {k} must be between 0 and 1, got {p}")
+        total = sum(self.probs.values())
+        if not 0.95 <= total <= 1.05:
+            raise ValueError(f"probabilities must sum to 1 (got {total:.3f})")
+        return self
+
+
+class SamplesIn(_In):
+    samples: list[SampleIn] = Field(min_length=1, max_length=600,
+                                    description="in time order, at most 600 per request")
+
+
+class ItemOut(BaseModel):
+    id: str
+    title: str
+    url: str
+    kind: str | None = None
+    duration: float | None = None
+    tags: list[str] = []
+    difficulty: int | None = None
+
+
+class RecommendationOut(BaseModel):
+    id: str
+    session_id: str
+    created_at: float
+    rule: str
+    kind: str
+    item: ItemOut
+    reason: str = Field(description="why, in plain words")
+    evidence: dict[str, Any] = Field(description="window, shares and personalisation")
+    status: Literal["open", "accepted", "dismissed", "expired"]
+    responded_at: float | None
+
+
+class CurrentRecommendationOut(BaseModel):
+    recommendation: RecommendationOut | None
+
+
+class SamplesOut(BaseModel):
+    stored: int = Field(description="downsampled samples written")
+    recommendation: RecommendationOut | None = Field(
+        description="a recommendation made because of these samples, if any")
+
+
+class FeedbackIn(_In):
+    value: Literal["up", "down"]
+    comment: str | None = Field(None, max_length=500)
+
+
+class FeedbackOut(BaseModel):
+    recommendation_id: str
+    value: int
+    comment: str | None
+    created_at: float
+
+
+class TimelinePoint(BaseModel):
+    t: float
+    face: bool
+    probs: dict[str, float] | None
+    label: str | None
+    confidence: float | None
+
+
+class TimelineOut(BaseModel):
+    learner_id: str
+    samples: list[TimelinePoint]
+
+
+class DeletedOut(BaseModel):
+    deleted: dict[str, int]
+
+
+def recommendation_out(row: Any) -> RecommendationOut:
+    d = row.to_dict()
+    item = (row.evidence or {}).get("item") or d["item"]
+    d["item"] = {**d["item"], **item}
+    d["evidence"] = {k: v for k, v in (row.evidence or {}).items() if k != "item"}
+    return RecommendationOut(**d)

@@ -1,0 +1,133 @@
+/* The instructor dashboard: live class view, polled from the API. */
+"use strict";
+const $ = id => document.getElementById(id);
+const TOKEN_KEY = "multinet.instructor";
+const OUTCOME_SERIES = [
+  {name: "offered", color: "#9aa3ad"}, {name: "accepted", color: "#2f6fdb"},
+  {name: "helped", color: "#2f855a"}, {name: "dismissed", color: "#c05621"},
+  {name: "thumbs_down", color: "#c53030"}];
+const board = {token: null, classId: null, timers: []};
+
+async function api(path) {
+  const r = await fetch(path, {headers: {Authorization: "Bearer " + board.token}});
+  const body = await r.json().catch(() => null);
+  if (!r.ok) {
+    const err = new Error((body && body.detail) || r.statusText);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+function tokenFromHash() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (!m) return null;
+  history.replaceState(null, "", location.pathname + location.search);  // out of the URL bar
+  return decodeURIComponent(m[1]);
+}
+
+async function start() {
+  board.token = tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
+  if (!board.token) return showLogin();
+  try {
+    await loadClasses();
+  } catch (e) {
+    if (e.status === 401) return showLogin("That token was not accepted.");
+    throw e;
+  }
+  sessionStorage.setItem(TOKEN_KEY, board.token);
+  $("login").classList.add("hidden");
+  $("board").classList.remove("hidden");
+  $("timeline-legend").innerHTML = legendHTML(EMOTIONS.map(e => [e, COLORS[e]])
+    .concat([["learners with a face in view (dashed)", "#17324d"]]));
+  $("outcome-legend").innerHTML = legendHTML(OUTCOME_SERIES.map(s =>
+    [s.name.replace("_", " "), s.color]));
+  refresh();
+  board.timers.push(setInterval(refresh, 2000));
+  board.timers.push(setInterval(loadClasses, 15000));
+}
+
+function showLogin(message) {
+  $("login").classList.remove("hidden");
+  $("board").classList.add("hidden");
+  const err = $("login-error");
+  err.textContent = message || "";
+  err.classList.toggle("hidden", !message);
+}
+
+$("login-form").addEventListener("submit", ev => {
+  ev.preventDefault();
+  board.token = $("token").value.trim();
+  start().catch(e => showLogin(e.message));
+});
+
+async function loadClasses() {
+  const classes = await api("/api/classes");
+  const wanted = new URLSearchParams(location.search).get("class");
+  const select = $("class-select");
+  const current = board.classId || wanted;
+  select.innerHTML = classes.map(c =>
+    `<option value="${escapeHTML(c.class_id)}">${escapeHTML(c.class_id)} (${c.live} live)</option>`).join("");
+  if (!classes.length) select.innerHTML = '<option value="default">default</option>';
+  const ids = classes.map(c => c.class_id);
+  board.classId = ids.includes(current) ? current
+    : (classes.slice().sort((a, b) => b.live - a.live || b.last_started - a.last_started)[0]
+       || {class_id: "default"}).class_id;
+  select.value = board.classId;
+}
+
+$("class-select").addEventListener("change", ev => {
+  board.classId = ev.target.value;
+  refresh();
+});
+
+let refreshing = false;
+async function refresh() {
+  if (refreshing || !board.classId) return;
+  refreshing = true;
+  try {
+    const id = encodeURIComponent(board.classId);
+    const [ov, tl] = await Promise.all([api(`/api/classes/${id}/overview`),
+      api(`/api/classes/${id}/timeline?minutes=10&bucket=10`)]);
+    renderOverview(ov);
+    drawStacked($("class-timeline"), tl.points, {since: tl.since, until: tl.until,
+                faceShare: true, maxGap: 25, empty: "no emotions in the last 10 minutes"});
+    $("updated").textContent = "updated " + clockLabel(ov.now);
+  } catch (e) {
+    if (e.status === 401) { sessionStorage.removeItem(TOKEN_KEY); location.reload(); }
+    $("updated").textContent = "update failed: " + e.message;
+  } finally {
+    refreshing = false;
+  }
+}
+
+function renderOverview(ov) {
+  const live = ov.learners.filter(l => l.live).length;
+  $("learner-count").textContent = `(${live} live of ${ov.learners.length})`;
+  $("attention").innerHTML = ov.attention.length ? ov.attention.map(a =>
+    `<div class="attention-item" data-learner-id="${escapeHTML(a.learner_id)}"><b>${escapeHTML(a.name || a.learner_id)}</b>: ${escapeHTML(a.reason)}</div>`).join("")
+    : '<p class="muted">Nobody right now.</p>';
+  $("learners").innerHTML = ov.learners.length ? ov.learners.map(learnerCard).join("")
+    : '<p class="muted">No learner in this class yet.</p>';
+  const rows = Object.entries(ov.outcomes).map(([kind, v]) =>
+    ({label: kind.replace(/_/g, " "), values: v}));
+  drawBars($("outcomes"), rows, OUTCOME_SERIES, {empty: "no suggestions yet"});
+}
+
+function learnerCard(l) {
+  const cur = l.current;
+  const label = cur && cur.face ? cur.label : (cur ? "no face" : "—");
+  const color = cur && cur.face ? COLORS[cur.label] : "#ccc";
+  const classes = ["learner", l.attention ? "attention" : "", l.live ? "" : "offline"].join(" ");
+  const neg = l.negative_share == null ? "" :
+    `<div class="muted">negative ${Math.round(l.negative_share * 100)}% of the last 5 min</div>`;
+  const rec = l.recommendation ? `<div class="muted">suggested: ${escapeHTML(l.recommendation.title)}</div>` : "";
+  return `<div class="${classes}" data-learner-id="${escapeHTML(l.learner_id)}" style="border-top-color:${color}">
+    <div class="name"><span class="dot ${l.live ? "live" : ""}"></span>${escapeHTML(l.name || l.learner_id)}</div>
+    <div class="state" style="color:${color}">${escapeHTML(label)}</div>
+    ${stackHTML(cur && cur.face ? cur.probs : null)}${neg}${rec}
+    ${l.attention ? `<div style="color:var(--danger)">${escapeHTML(l.attention.reason)}</div>` : ""}
+  </div>`;
+}
+
+start().catch(e => showLogin(e.message));

@@ -1,0 +1,224 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright, with a fake camera.
+
+The fake camera plays a Y4M clip of a real face (a FER2013 test face when ../shared/data is
+present, a drawn face otherwise), darkened so that the small test model behind the real
+EmotionDetector reads it as "sad"; a short test policy turns that into a recommendation
+within seconds. Screenshots go to reports/screenshots/ (ignored by git).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multinet_emotion.server import Settings, create_app
+from multinet_emotion.server.analysis import detector_factory
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"
+INSTRUCTOR = "web-test-instructor-token"
+FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+
+POLICY = """\
+version: 1
+cooldown: 60
+max_gap: 5
+min_face_coverage: 0.6
+rules:
+  - name: persistent_negative
+    states: [angry, sad, fear]
+    min_duration: 6
+    min_share: 0.6
+    kinds: {break: 0.5, encouragement: 0.5}
+attention:
+  states: [angry, sad, fear]
+  min_duration: 4
+  min_share: 0.6
+"""
+
+CATALOG = """\
+items:
+  - {id: b1, title: "A two-minute breathing break", kind: break, url: "/", duration: 120}
+  - {id: e1, title: "Mistakes are how you learn", kind: encouragement, url: "/", duration: 60}
+"""
+
+pytestmark = [pytest.mark.slow]
+
+
+def _face_image() -> tuple[np.ndarray, str]:
+    """A grey face the Haar cascade finds: FER2013 when present, else a drawing."""
+    import cv2
+    from conftest import FER2013_DIR, _haar_finds, draw_face
+    test_dir = FER2013_DIR / "test"
+    if test_dir.is_dir():
+        for label in ("sad", "neutral", "angry", "happy"):
+            for path in sorted((test_dir / label).glob("*.jpg"))[:30]:
+                img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                if img is not None and img.std() > 30 and _haar_finds(img, 165):
+                    return img, f"FER2013 {label}/{path.name}"
+    return draw_face(160), "drawn face"
+
+
+def write_y4m(path: Path, face: np.ndarray, frames: int = 10) -> Path:
+    """A 640x480 4:2:0 Y4M clip: the face, dark, on a grey gradient (so U = V = 128),
+    placed as conftest's Haar check places it."""
+    import cv2
+    width, height = 640, 480
+    frame = np.tile(np.linspace(60, 180, width).astype(np.uint8), (height, 1))
+    patch = cv2.resize(face, (165, 165), interpolation=cv2.INTER_CUBIC) * 0.45  # dark: "sad"
+    frame[100:265, 200:365] = np.clip(patch, 0, 255).astype(np.uint8)
+    chroma = np.full((height // 2) * (width // 2), 128, np.uint8).tobytes()
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            f.write(b"FRAME\n" + frame.tobytes() + chroma + chroma)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, brightness_onnx_model):  # noqa: ANN001
+    import uvicorn
+    tmp = tmp_path_factory.mktemp("web")
+    (tmp / "policy.yaml").write_text(POLICY)
+    (tmp / "catalog.yaml").write_text(CATALOG)
+    factory, note = detector_factory(brightness_onnx_model)
+    assert factory is not None, note
+    settings = Settings(database_url=f"sqlite:///{tmp / 'web.db'}", instructor_token=INSTRUCTOR,
+                        policy=tmp / "policy.yaml", catalog=tmp / "catalog.yaml",
+                        frame_width=640)  # full frames, as the Haar check in conftest
+    app = create_app(settings, analyzer_factory=factory, rng=random.Random(0))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the test server did not start"
+    yield {"url": f"http://127.0.0.1:{port}", "app": app, "tmp": tmp}
+    srv.should_exit = True
+    thread.join(timeout=10)
+    app.state.service.store.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server, tmp_path_factory):  # noqa: ANN001
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    face, source = _face_image()
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
+    profile = tmp_path_factory.mktemp("profile")
+    with sync_api.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=CHROMIUM, headless=True,
+            args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"],
+            viewport={"width": 1200, "height": 900})
+        context.face_source = source  # type: ignore[attr-defined]
+        yield context
+        context.close()
+
+
+def shot(page, name: str) -> None:  # noqa: ANN001
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, browser) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server["url"] + "/learn")
+    page.fill("#name", "Web Learner")
+    page.fill("#class-id", "web-class")
+    page.click("#continue")
+    consent = page.locator("#consent")
+    consent.wait_for(state="visible")
+    assert "No image is stored" in consent.inner_text()
+    shot(page, "learner-consent")
+    page.click("#agree")
+    # the real detector reads the (dark) face from the fake camera as sad
+    page.wait_for_function(
+        "document.getElementById('current-label').textContent === 'sad'", timeout=60_000)
+    card = page.locator(".rec").first
+    card.wait_for(state="visible", timeout=90_000)
+    assert "You seemed down for the last" in card.inner_text()
+    shot(page, "learner-recommendation")
+    rec_id = card.get_attribute("data-id")
+    with browser.expect_page(timeout=10_000):  # "Open it" opens the content in a new tab
+        card.locator(".rec-accept").click()
+    page.wait_for_function("document.querySelector('.rec.done') !== null")
+    store = server["app"].state.service.store
+    deadline = time.monotonic() + 10
+    while store.get_recommendation(rec_id).status != "accepted" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert store.get_recommendation(rec_id).status == "accepted"
+    card.locator(".thumb-up").click()
+    page.wait_for_function("document.querySelector('.rec-status').textContent.includes('Thanks')")
+    deadline = time.monotonic() + 10
+    while store.export_learner(store.get_recommendation(rec_id).learner_id)["feedback"] == [] \
+            and time.monotonic() < deadline:
+        time.sleep(0.1)
+    shot(page, "learner-accepted")
+    # the camera can be switched off and on
+    page.click("#camera-toggle")
+    assert page.locator("#camera-toggle").inner_text() == "Turn camera on"
+    assert "nothing is analysed" in page.locator("#status").inner_text()
+    assert not errors, errors
+    page.close()
+
+
+def test_dashboard_shows_the_learner(server, browser) -> None:
+    page = browser.new_page()
+    page.goto(server["url"] + f"/dashboard?class=web-class#token={INSTRUCTOR}")
+    card = page.locator(".learner", has_text="Web Learner")
+    card.wait_for(state="visible", timeout=30_000)
+    assert "token" not in page.url  # the token leaves the address bar
+    page.locator("#outcomes").wait_for(state="visible")
+    page.wait_for_timeout(500)
+    shot(page, "dashboard")
+    assert page.locator("#class-select").input_value() == "web-class"
+    page.close()
+    bad = browser.new_page()
+    bad.goto(server["url"] + "/dashboard#token=wrong-token")
+    bad.locator("#login-error").wait_for(state="visible", timeout=15_000)
+    assert "not accepted" in bad.locator("#login-error").inner_text()
+    bad.close()
+
+
+def test_learning_without_a_camera(server, browser) -> None:
+    page = browser.new_page()
+    page.add_init_script("""
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException('no camera', 'NotFoundError'));""")
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server["url"] + "/learn")
+    page.evaluate("localStorage.clear()")
+    page.reload()
+    page.fill("#name", "No Camera")
+    page.click("#continue")
+    page.click("#agree")
+    notice = page.locator("#notice")
+    notice.wait_for(state="visible")
+    assert "no camera was found" in notice.inner_text()
+    assert "keep learning" in notice.inner_text()
+    shot(page, "learner-no-camera")
+    assert not errors, errors
+    page.close()
+    assert shutil.which  # (keeps the import used when chromium is absent)
