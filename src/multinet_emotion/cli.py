@@ -128,25 +128,21 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _default_model_path() -> Path:
-    path = Path(__file__).parent / "assets" / "model.onnx"
+    from .classifier import default_model_path
+    path = default_model_path()
     if not path.is_file():
-        raise MultiNetError("no default model is installed in this package; pass --model PATH")
+        raise MultiNetError(f"no default model is installed (expected {path}); pass --model PATH")
     return path
 
 
 def _model_input_size(model: Path) -> int:
-    """The face size a model takes, read from its file (48 when it does not say)."""
+    """The face size a model takes, read from its file."""
     if not model.is_file():
         raise MultiNetError(f"{model}: model file not found")
     if model.suffix == ".onnx":
-        from .export import read_metadata
-        try:
-            return int(read_metadata(model).get("input_size", 48))
-        except MultiNetError:
-            raise
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
-            raise MultiNetError(f"{model}: not a readable ONNX model ({e})") from None
-    return 48 if model.suffix != ".pt" else _checkpoint_size(model)
+        from .classifier import load_model
+        return load_model(model).input_size
+    return _checkpoint_size(model)
 
 
 def _checkpoint_size(model: Path) -> int:

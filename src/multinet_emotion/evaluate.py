@@ -39,10 +39,13 @@ def predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
     if not model_path.is_file():
         raise MultiNetError(f"{model_path}: model file not found")
     if model_path.suffix == ".onnx":
-        from .export import OnnxPredictor
-        predictor = OnnxPredictor(model_path)
-        _check_size(model_path, predictor.size, images)
-        return predictor.probs(images, batch_size), predictor.meta
+        from dataclasses import asdict
+
+        from .classifier import load_model
+        classifier = load_model(model_path)
+        _check_size(model_path, classifier.input_size, images)
+        info = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(classifier.info).items()}
+        return classifier.predict(images), info
     try:
         from .export import torch_probs
         from .model import load_checkpoint

@@ -124,35 +124,6 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
     return out_path
 
 
-class OnnxPredictor:
-    """Batch inference of an exported model file over uint8 face images [N, S, S]."""
-
-    def __init__(self, path: Path, threads: int = 0):
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise MultiNetError(f"{path}: model file not found")
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
-            raise MultiNetError(f"{path}: not a readable ONNX model ({e})") from None
-        self.meta = read_metadata(path)
-        if list(self.meta.get("labels", [])) != list(EMOTIONS):
-            raise MultiNetError(f"{path}: labels {self.meta.get('labels')} differ from "
-                                f"{list(EMOTIONS)}")
-        self.size = int(self.meta.get("input_size", 48))
-
-    def probs(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        out = [self.session.run([OUTPUT_NAME], {INPUT_NAME: images[i:i + batch_size, None]
-                                                .astype(np.float32)})[0]
-               for i in range(0, len(images), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
-
-
 def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
                 batch_size: int = 128) -> np.ndarray:
     """fp32 PyTorch probabilities, the reference the ONNX file is checked against."""
@@ -169,6 +140,7 @@ def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
 
 def export(config: ExportConfig) -> dict:
     """Checkpoint -> fp32 ONNX (-> int8 ONNX), parity-checked on real faces. Returns a report."""
+    from .classifier import load_model
     from .datasets import DataConfig, load_dataset
     from .model import load_checkpoint
 
@@ -196,12 +168,12 @@ def export(config: ExportConfig) -> dict:
     reference = torch_probs(model, check, config.tta_flip)
     report = {"checkpoint": str(config.checkpoint), "fp32": str(fp32_path),
               "parity_images": len(check)}
-    got = OnnxPredictor(fp32_path).probs(check)
+    got = load_model(fp32_path).predict(check)
     report["fp32_max_abs_diff"] = float(np.abs(got - reference).max())
     report["fp32_size_mb"] = fp32_path.stat().st_size / 1e6
     if config.quantize:
         quantize_int8(fp32_path, out, calib)
-        got = OnnxPredictor(out).probs(check)
+        got = load_model(out).predict(check)
         report.update({"int8": str(out), "int8_size_mb": out.stat().st_size / 1e6,
                        "int8_max_abs_diff": float(np.abs(got - reference).max()),
                        "int8_mean_abs_diff": float(np.abs(got - reference).mean()),

@@ -318,6 +318,9 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                                  lr=f"{lr:.4f}", refresh=False)
         if pbar is not None:
             pbar.close()
+        if world > 1:  # batch-norm running statistics: every process keeps rank 0's
+            for buf in unwrap(model).buffers():
+                dist.broadcast(buf, 0)
         train_time = time.time() - t0
         if main:
             val = score(unwrap(model), val_split, config, device, dtype)

@@ -1,0 +1,44 @@
+"""The command line turns user mistakes into one line and exit status 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from multinet_emotion.cli import main
+from synth import toy_faces, write_folder
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "multinet_emotion.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--data", "/no/such/dir"], "no such file or folder"),
+    (["evaluate", "--model", "/no/model.onnx", "--data", "/tmp"], "model file not found"),
+    (["export", "--model", "/no/best.pt", "--out", "x.txt"], "must end in .onnx"),
+])
+def test_user_errors_are_one_line(args, message):
+    proc = run(*args)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_train_refuses_an_existing_run_without_resume(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MULTINET_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "d", *toy_faces(3))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"")
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "run")]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_strict_names_the_bad_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MULTINET_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "d", *toy_faces(3))
+    (data / "sad" / "broken.png").write_bytes(b"\x89PNG garbage")
+    assert main(["train", "--data", str(data), "--strict", "--out", str(tmp_path / "r")]) == 2
+    assert "sad/broken.png" in capsys.readouterr().err

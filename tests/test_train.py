@@ -1,0 +1,164 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from multinet_emotion import MultiNetError
+from multinet_emotion.datasets import Dataset, Split
+from multinet_emotion.model import ModelConfig, build_model, load_checkpoint
+from multinet_emotion.train import TrainConfig, augment, fit, lr_at
+from synth import toy_faces
+
+SIZE = 32  # the real networks, on small toy images to keep tests fast
+
+
+def toy_dataset(n_per_class=24, seed=0) -> Dataset:
+    images, labels = toy_faces(n_per_class, SIZE, seed)
+    val_images, val_labels = toy_faces(6, SIZE, seed + 1)
+    src = [f"toy{i}" for i in range(len(labels))]
+    return Dataset(Path("toy"), "folders", {
+        "train": Split(images, labels, src),
+        "val": Split(val_images, val_labels, src[:len(val_labels)]),
+        "test": Split(val_images, val_labels, src[:len(val_labels)])})
+
+
+def config(tmp_path, **kw) -> TrainConfig:
+    base = dict(out=tmp_path / "run", epochs=2, batch_size=16, lr=0.02, augment=False,
+                label_smoothing=0.0, precision="fp32", channels_last=False, eval_batch_size=64,
+                model=ModelConfig(arch="hybrid", image_size=SIZE, hidden=64))
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_hybrid_concatenates_both_backbones():
+    model = build_model(ModelConfig(arch="hybrid", image_size=48))
+    x = torch.rand(2, 1, 48, 48) * 255
+    model.eval()
+    feats = model.features(x)
+    assert feats.shape == (2, 2048 + 512)
+    assert model(x).shape == (2, 6)
+    assert build_model(ModelConfig(arch="resnet50")).features(x).shape == (2, 2048)
+    assert build_model(ModelConfig(arch="vgg16")).features(x).shape == (2, 512)
+    with pytest.raises(MultiNetError, match="unknown --arch"):
+        build_model(ModelConfig(arch="vgg19"))
+
+
+def test_backbone_weights_load_from_a_local_file(tmp_path):
+    import torchvision
+    ref = torchvision.models.vgg16_bn(weights=None)
+    torch.save(ref.state_dict(), tmp_path / "vgg16_bn.pth")
+    model = build_model(ModelConfig(arch="hybrid", backbone_weights=[str(tmp_path / "vgg16_bn.pth")]))
+    assert torch.equal(model.vgg[0].weight, ref.features[0].weight)
+    torch.save(torchvision.models.vgg16(weights=None).state_dict(), tmp_path / "vgg16.pth")
+    with pytest.raises(MultiNetError, match="plain VGG16"):
+        build_model(ModelConfig(backbone_weights=[str(tmp_path / "vgg16.pth")]))
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
+    with pytest.raises(MultiNetError, match="no ResNet50 branch"):
+        build_model(ModelConfig(arch="vgg16", backbone_weights=[str(tmp_path / "r50.pth")]))
+    with pytest.raises(MultiNetError, match="not found"):
+        build_model(ModelConfig(backbone_weights=[str(tmp_path / "missing.pth")]))
+
+
+def test_augment_keeps_shape_range_and_is_seeded():
+    x = torch.rand(8, 1, 48, 48) * 255
+    a = augment(x, torch.Generator().manual_seed(1))
+    b = augment(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 255
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, 10, 0.1) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
+    assert lrs[50] < lrs[10] and lrs[-1] < 0.001
+
+
+@pytest.mark.slow
+def test_learns_a_separable_toy_problem(tmp_path):
+    model, history = fit(config(tmp_path, epochs=6, lr=0.03), toy_dataset())
+    last = history["epochs"][-1]
+    assert last["val_accuracy"] >= 0.9, history["epochs"]
+    out = tmp_path / "run"
+    for name in ("best.pt", "last.pt", "history.json", "curves.png", "config.json",
+                 "data_report.json"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "history.json").read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == list(range(1, 7))
+    best, meta = load_checkpoint(out / "best.pt")
+    assert meta["epoch"] == saved["best_epoch"]
+    assert meta["val_accuracy"] == saved["best_val_accuracy"]
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    data = toy_dataset(8)
+    whole, h1 = fit(config(tmp_path / "a", epochs=3, augment=True, max_steps_per_epoch=2), data)
+    fit(config(tmp_path / "b", epochs=1, augment=True, max_steps_per_epoch=2), data)
+    # the interrupted run is continued with the full schedule
+    ckpt = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
+    assert ckpt["epoch"] == 0
+    resumed, h2 = fit(config(tmp_path / "b", epochs=3, augment=True, max_steps_per_epoch=2,
+                             resume=True), data)
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [e["val_loss"] for e in h1["epochs"]] == [e["val_loss"] for e in h2["epochs"]]
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
+    data = toy_dataset(2)
+    with pytest.raises(MultiNetError, match="nothing to resume"):
+        fit(config(tmp_path, resume=True), data)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"x")
+    with pytest.raises(MultiNetError, match="pass --resume"):
+        fit(config(tmp_path), data)
+
+
+def test_stops_early_when_validation_stops_improving(tmp_path):
+    _, history = fit(config(tmp_path, epochs=6, lr=0.0, patience=1, max_steps_per_epoch=1,
+                            model=ModelConfig(arch="vgg16", image_size=SIZE, hidden=16)),
+                     toy_dataset(3))
+    assert len(history["epochs"]) == 2  # epoch 2 did not improve on epoch 1 at lr 0
+
+
+WORKER = """
+import sys, torch
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+from test_train import config, toy_dataset
+from multinet_emotion.model import ModelConfig
+from multinet_emotion.train import fit
+import torch.distributed as dist
+cfg = config(Path({out!r}), epochs=1, max_steps_per_epoch=3, augment=True,
+             model=ModelConfig(arch="hybrid", image_size=32, hidden=32))
+model, history = fit(cfg, toy_dataset(8))
+torch.save(model.state_dict(), Path({out!r}) / f"rank{{dist.get_rank()}}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_keeps_weights_identical(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(tests=str(Path(__file__).parent), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MULTINET_PROGRESS": "0"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", str(script)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    init = torch.load(tmp_path / "rank0.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # and the run did train: a head weight moved away from a fresh initialisation
+    torch.manual_seed(0)
+    fresh = build_model(ModelConfig(arch="hybrid", image_size=32, hidden=32)).state_dict()
+    assert not torch.equal(init["head.4.weight"], fresh["head.4.weight"])
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["world_size"] == 2
