@@ -647,3 +647,14 @@ def test_serve_end_to_end_from_the_command_line(tmp_path: Path) -> None:
     assert f"{base}/dashboard#token={INSTRUCTOR}" in out
     assert f"sqlite:///{tmp_path}/multinet-emotion/multinet.db" in out
     assert (tmp_path / "multinet-emotion" / "multinet.db").is_file()
+
+
+def test_retention_deletes_old_samples(sqlite_env) -> None:
+    client, clock = sqlite_env
+    h, sid = signup(client)
+    post_mood(client, clock, h, sid, SAD, 20)
+    svc = client.app.state.service
+    assert svc.housekeeping() == 0
+    clock.t += 31 * 86_400  # past the 30-day retention period
+    assert svc.housekeeping() == 20
+    assert client.get("/api/me/timeline", headers=h).json()["samples"] == []

@@ -190,7 +190,7 @@ function connect() {
     } else if (msg.type === "error") {
       state.inFlight = false;
       state.errors++;
-      status("frame skipped: " + msg.message);
+      if (state.cameraOn) status("frame skipped: " + msg.message);
     }
   };
   ws.onclose = () => {
@@ -203,6 +203,7 @@ function connect() {
 }
 
 function onResult(msg) {
+  if (!state.cameraOn) return;  // a late answer to a frame sent before the camera went off
   const cur = msg.current;
   const now = Date.now() / 1000;
   if (cur && cur.face && cur.probs) {
@@ -211,7 +212,7 @@ function onResult(msg) {
     $("current-note").textContent = `(${Math.round((cur.confidence || 0) * 100)}% sure)`;
     $("current-bars").innerHTML = probBarsHTML(cur.probs);
     state.timeline.push({t: now, probs: cur.probs});
-    status(`camera on · ${msg.ms} ms`);
+    if (state.cameraOn) status(`camera on · ${msg.ms} ms`);
   } else {
     $("current-label").textContent = "no face";
     $("current-label").style.color = "";
@@ -244,8 +245,8 @@ function showRec(rec) {
     <div class="row actions">
       <button class="rec-accept">Open it</button>
       <button class="rec-dismiss secondary">Not now</button>
-      <button class="thumb-up secondary" title="This helped">👍</button>
-      <button class="thumb-down secondary" title="This did not help">👎</button>
+      <button class="thumb-up secondary" title="This helped">&#9650; Helped</button>
+      <button class="thumb-down secondary" title="This did not help">&#9660; Did not help</button>
     </div>
     <div class="muted rec-status"></div>`;
   el.querySelector(".rec-accept").onclick = () => respond(el, rec, "accept");
@@ -261,7 +262,7 @@ async function respond(el, rec, action) {
     el.classList.add("done");
     el.querySelector(".rec-accept").disabled = el.querySelector(".rec-dismiss").disabled = true;
     el.querySelector(".rec-status").textContent = action === "accept"
-      ? "Opened. Did it help? Use 👍 or 👎 when you are done." : "Dismissed.";
+      ? "Opened. Did it help? Tell us with Helped or Did not help." : "Dismissed.";
     if (action === "accept" && /^(https?:\/\/|\/)/.test(rec.item.url)) {
       window.open(rec.item.url, "_blank", "noopener");
     }
