@@ -142,3 +142,12 @@ def test_other_detectors_plug_in_behind_the_same_interface():
     register_detector("fixed-test", Fixed)
     detector = make_detector(DetectorConfig(kind="fixed-test"))
     assert detector.detect(np.zeros((10, 10), np.uint8)) == [Box(1, 2, 60, 60)]
+
+
+def test_detect_near_follows_a_known_face_cheaply(drawn_face_clip):
+    detector = HaarDetector()
+    (start,) = [b for b in detector.detect(drawn_face_clip.render(15)) if b.x < 300]
+    moved = detector.detect_near(drawn_face_clip.render(20), start)  # 10 px further right
+    x, y, s, _ = drawn_face_clip.faces[0].box(20)
+    assert moved is not None and moved.iou(Box(x, y, s, s)) > 0.7
+    assert detector.detect_near(drawn_face_clip.render(5), start) is None  # nobody there

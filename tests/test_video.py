@@ -341,3 +341,20 @@ def test_a_file_played_live_drops_frames_it_cannot_keep_up_with(drawn_face_clip)
     count = sum(1 for _ in source)
     source.close()
     assert count + source.dropped == 60 and not source.lost
+
+
+def test_between_full_scans_faces_are_followed_and_a_leaving_face_is_not_invented(
+        drawn_face_clip, brightness_onnx_model):
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=7))
+    counts = []
+    for i in range(drawn_face_clip.n_frames):
+        faces = detector.process(drawn_face_clip.render(i), t=i / 25)
+        counts.append(len(faces))
+        for face in faces:  # followed boxes stay on the moving face
+            assert max(Box(*b).iou(face.box) for b in drawn_face_clip.boxes(i)) > 0.7
+    expected = [len(drawn_face_clip.boxes(i)) for i in range(drawn_face_clip.n_frames)]
+    # a new face waits at most for the next full scan (B appears at 25, scan at 28)...
+    assert all(c == e for i, (c, e) in enumerate(zip(counts, expected)) if not 25 <= i < 28)
+    # ...and a face that leaves (A after frame 44) is dropped at once, not carried
+    assert counts[45] == 1
+    assert detector.timings["full_detections"] < 35  # frames 0-9 have no face: scanned each

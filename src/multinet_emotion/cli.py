@@ -228,8 +228,9 @@ def _detect_parser(sub) -> None:
                    help="the detector's model file (YuNet .onnx, or another Haar cascade)")
     g.add_argument("--detect-width", type=int, default=320,
                    help="detect faces on a copy this many pixels wide (0 = full size; default 320)")
-    g.add_argument("--detect-every", type=int, default=1,
-                   help="run the face detector every N frames, carrying boxes between (default 1)")
+    g.add_argument("--detect-every", type=int, default=5,
+                   help="scan the whole frame for faces every N frames; in between, known faces "
+                   "are searched for only around their last box (default 5; 1 = full every frame)")
     g.add_argument("--min-face", type=int, default=48,
                    help="ignore faces narrower than this many pixels (default 48)")
     g.add_argument("--crop-scale", type=float, default=None,

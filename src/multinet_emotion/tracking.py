@@ -167,6 +167,13 @@ class Tracker:
         self.tracks = alive
         return [assigned[bi] for bi in range(len(boxes))]
 
+    def follow(self, tracks: Sequence[Track], boxes: Sequence[Box], t: float) -> list[Track]:
+        """Move known tracks to boxes found for them individually (between full detections)."""
+        for track, box in zip(tracks, boxes):
+            track.box, track.last_t = box, t
+            track.hits += 1
+        return list(tracks)
+
     def visible(self) -> list[Track]:
         """Tracks whose face was found in the last detection round."""
         return [tr for tr in self.tracks if tr.missed == 0]

@@ -61,7 +61,7 @@ class PipelineConfig:
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    detect_every: int = 1  # run the face detector every N frames; boxes carried in between
+    detect_every: int = 5  # scan the whole frame every N frames; follow known faces between
     refresh_hz: float = 0.0  # re-read each track's emotion at most this often (0 = every frame)
     crop_scale: float | None = None  # None = the model's metadata, else faces.DEFAULT_CROP_SCALE
     color: str = "bgr"  # channel order of colour frames given to process(): "bgr" or "rgb"
@@ -138,21 +138,31 @@ class EmotionDetector:
         self.crop_scale = self.config.crop_scale or self.classifier.crop_scale
         self.frames = 0
         self._t0 = time.monotonic()
-        self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0}
+        self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0,
+                        "full_detections": 0}
 
     def process(self, frame: np.ndarray, t: float | None = None) -> list[FaceResult]:
         """Detect, track and classify the faces in ``frame``; [] when there is none."""
         if t is None:
             t = time.monotonic() - self._t0
-        detect_now = self.frames % self.config.detect_every == 0 or not self.tracker.tracks
+        visible = self.tracker.visible()
+        full = self.frames % self.config.detect_every == 0 or not visible
         self.frames += 1
-        if detect_now:
-            start = time.perf_counter()
-            boxes = self.face_detector.detect(frame)
-            self.timings["detect"] += time.perf_counter() - start
-            tracks = self.tracker.update(boxes, t)
-        else:  # carry the last boxes of the faces seen in the last detection round
-            tracks = self.tracker.visible()
+        start = time.perf_counter()
+        tracks: list[Track] | None = None
+        if not full:  # between full detections: follow the known faces only
+            near = getattr(self.face_detector, "detect_near", None)
+            if near is None:
+                tracks = visible  # carry the boxes of the last detection
+            else:
+                found = [near(frame, tr.box) for tr in visible]
+                if all(box is not None for box in found):
+                    tracks = self.tracker.follow(visible, found, t)
+                # else a face was lost: look at the whole frame now
+        if tracks is None:
+            tracks = self.tracker.update(self.face_detector.detect(frame), t)
+            self.timings["full_detections"] += 1
+        self.timings["detect"] += time.perf_counter() - start
         due = [tr for tr in tracks if tr.due(t, self.config.refresh_hz)]
         if due:
             start = time.perf_counter()
