@@ -170,6 +170,17 @@ async def run_level(base: str, frames: list[bytes], n: int, fps: float,
             "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else float("nan")}
 
 
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of a process (Linux /proc), None when unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -232,20 +243,37 @@ def main() -> int:
             proc, base = start_server(args, tmp)
         results = []
         header = (f"{'learners':>8} {'offered/s':>9} {'served/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
-                  f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}")
+                  f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}"
+                  f" {'server CPU ms/frame':>19}")
         print(header, flush=True)
         saturated = None
         for n in levels:
+            cpu0 = cpu_seconds(proc.pid if proc else None)
             r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds))
+            cpu1 = cpu_seconds(proc.pid if proc else None)
+            # CPU time per served frame (includes sign-up and sessions): a capacity estimate
+            # that does not depend on what else the machine is running
+            r["server_cpu_ms_per_frame"] = round((cpu1 - cpu0) * 1000 / max(r["results"], 1), 2) \
+                if cpu0 is not None and cpu1 is not None else None
             results.append(r)
+            cpu = r["server_cpu_ms_per_frame"]
             print(f"{n:>8} {r['offered_fps']:>9.1f} {r['served_fps']:>8.1f} {r['p50_ms']:>7.0f}"
                   f" {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['max_ms']:>7.0f} {r['lost']:>5}"
-                  f" {r['errors']:>6} {r['frames_with_face']:>6}", flush=True)
+                  f" {r['errors']:>6} {r['frames_with_face']:>6}"
+                  f" {cpu if cpu is not None else float('nan'):>19.1f}", flush=True)
             for f in r["failed_learners"][:3]:
                 print(f"   failed learner: {f}")
             ok = r["p95_ms"] <= args.target_ms and r["lost"] == 0 and not r["failed_learners"]
             if not ok and saturated is None:
                 saturated = n
+        per_frame = [r["server_cpu_ms_per_frame"] for r in results
+                     if r["server_cpu_ms_per_frame"]]
+        if per_frame:
+            ms = statistics.median(per_frame)
+            cores = os.cpu_count() or 1
+            print(f"server CPU per frame ~{ms:.1f} ms: {cores} idle cores could serve about "
+                  f"{cores * 1000 / ms:.0f} frames/s ({cores * 1000 / ms / args.fps:.0f} "
+                  f"learners at {args.fps:g}/s)")
         if saturated is None:
             print(f"within target (p95 <= {args.target_ms:.0f} ms, nothing lost) up to "
                   f"{levels[-1]} learners at {args.fps:g} frames/s")

@@ -105,7 +105,8 @@ class DetectorAnalyzer:
         return [face_dict(r) for r in self.detector.process(frame_bgr)]
 
 
-def detector_factory(model: Path | None = None) -> tuple[AnalyzerFactory | None, str]:
+def detector_factory(model: Path | None = None,
+                     detect_every: int = 2) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
     Never raises: when the detector or the model is missing, the service runs without
@@ -123,8 +124,13 @@ def detector_factory(model: Path | None = None) -> tuple[AnalyzerFactory | None,
         log.exception("loading the emotion model failed")
         return None, f"the emotion model could not be loaded ({type(e).__name__})"
 
+    from ..video import PipelineConfig  # present whenever EmotionDetector is
+
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
-        return DetectorAnalyzer(EmotionDetector(classifier))
+        # Face detection dominates the cost of a frame; between detections the tracker
+        # carries the boxes, which is plenty for a learner in front of a camera at 2 fps.
+        return DetectorAnalyzer(EmotionDetector(classifier,
+                                                PipelineConfig(detect_every=detect_every)))
 
     try:
         make()

@@ -34,6 +34,7 @@ class Settings:
     retention_days: float = 30.0        # older emotion samples are deleted
     open_registration: bool = True      # learners may sign up themselves (else: token)
     analysis_workers: int = 2           # frames analysed at once (CPU cores)
+    detect_every: int = 2               # run face detection every Nth frame (tracking between)
     live_seconds: float = 30.0          # a learner counts as live this long after a sample
 
     def with_token(self) -> Settings:
@@ -70,6 +71,7 @@ class Settings:
         get("MULTINET_MAX_FRAME_BYTES", "max_frame_bytes", int)
         get("MULTINET_RETENTION_DAYS", "retention_days", float)
         get("MULTINET_ANALYSIS_WORKERS", "analysis_workers", int)
+        get("MULTINET_DETECT_EVERY", "detect_every", int)
         if env.get("MULTINET_OPEN_REGISTRATION"):
             values["open_registration"] = env["MULTINET_OPEN_REGISTRATION"].lower() not in (
                 "0", "false", "no", "off")
@@ -88,6 +90,8 @@ class Settings:
             raise MultiNetError(f"port {self.port} is out of range (1-65535)")
         if self.max_frame_bytes < 1000:
             raise MultiNetError("max frame bytes must be at least 1000")
+        if not 1 <= self.detect_every <= 30:
+            raise MultiNetError(f"detect every must be 1 to 30 frames, got {self.detect_every}")
         if self.retention_days <= 0:
             raise MultiNetError("retention days must be positive")
         if self.instructor_token and len(self.instructor_token) < 8:
