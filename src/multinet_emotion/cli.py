@@ -7,6 +7,7 @@ User mistakes (MultiNetError) print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -171,6 +172,7 @@ def _export_parser(sub) -> None:
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--crop-scale", type=float, default=None,
                    help="face framing for the runtime to record in the file")
+    p.add_argument("--report", type=Path, default=None, help="write the parity report (JSON)")
     p.set_defaults(func=_export)
 
 
@@ -184,6 +186,9 @@ def _export(args: argparse.Namespace) -> int:
                                  calibration=args.data,
                                  calibration_images=args.calibration_images,
                                  crop_scale=args.crop_scale))
+    if args.report:
+        from .files import atomic_write_text
+        atomic_write_text(args.report, json.dumps(report, indent=2))
     print(f"fp32 ONNX: {report['fp32']} ({report['fp32_size_mb']:.1f} MB), max |dp| vs "
           f"PyTorch on {report['parity_images']} faces: {report['fp32_max_abs_diff']:.2e}")
     if "int8" in report:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Turn a finished training run into the shipped default model and its model card.
+#   scripts/ship_model.sh RUN_DIR [DATA_DIR]
+# 1. chooses test-time flipping on the validation split (PublicTest) only;
+# 2. exports best.pt to int8 ONNX, calibrated on training faces, parity-checked;
+# 3. measures the PyTorch checkpoint and the shipped file with bench/accuracy.py;
+# 4. writes src/multinet_emotion/assets/{model.onnx,MODEL_CARD.md,*.png}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=${1:?usage: scripts/ship_model.sh RUN_DIR [DATA_DIR]}
+data=${2:-../shared/data/fer2013}
+out=${SHIP_REPORTS:-reports/ship}
+assets=${ASSETS:-src/multinet_emotion/assets}
+mkdir -p "$out"
+. .venv/bin/activate
+export MULTINET_PROGRESS=${MULTINET_PROGRESS:-0}
+
+python bench/accuracy.py --model "$run/best.pt" --data "$data" --splits val \
+  --out "$out/select-plain" --json "$out/select_plain.json"
+python bench/accuracy.py --model "$run/best.pt" --data "$data" --splits val --tta-flip \
+  --out "$out/select-flip" --json "$out/select_flip.json"
+flip=$(python - "$out" <<'PY'
+import json, sys
+d = sys.argv[1]
+plain = json.load(open(f"{d}/select_plain.json"))["val"]["accuracy"]
+flip = json.load(open(f"{d}/select_flip.json"))["val"]["accuracy"]
+print("--tta-flip" if flip > plain else "")
+PY
+)
+echo "test-time flip chosen on validation: ${flip:-no}"
+
+multinet-emotion export --model "$run/best.pt" --out "$out/model.onnx" --data "$data" \
+  $flip --report "$out/export.json"
+python bench/accuracy.py --model "$run/best.pt" --data "$data" $flip \
+  --out "$out/pytorch" --json "$out/pytorch.json"
+python bench/accuracy.py --model "$out/model.onnx" --data "$data" \
+  --out "$out/onnx" --json "$out/onnx.json"
+cp "$out/model.onnx" "$assets/model.onnx"
+python bench/model_card.py --run "$run" --reports "$out" --assets "$assets"
+echo "shipped: $assets/model.onnx ($(du -h "$assets/model.onnx" | cut -f1)), $assets/MODEL_CARD.md"
