@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -162,3 +161,18 @@ def test_two_process_ddp_keeps_weights_identical(tmp_path):
     assert not torch.equal(init["head.4.weight"], fresh["head.4.weight"])
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["world_size"] == 2
+
+
+def test_init_starts_from_a_checkpoint(tmp_path):
+    data = toy_dataset(3)
+    first, _ = fit(config(tmp_path / "a", epochs=1, max_steps_per_epoch=1,
+                          model=ModelConfig(arch="vgg16", image_size=SIZE, hidden=16)), data)
+    second, _ = fit(config(tmp_path / "b", epochs=1, max_steps_per_epoch=1, lr=0.0,
+                           init=tmp_path / "a" / "run" / "last.pt",
+                           model=ModelConfig(arch="vgg16", image_size=SIZE, hidden=16)), data)
+    # at lr 0 only batch-norm statistics move: every weight is the starting checkpoint's
+    a, b = first.state_dict(), second.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if "running" not in k and "num_batches" not in k)
+    with pytest.raises(MultiNetError, match="same --arch"):
+        fit(config(tmp_path / "c", epochs=1, max_steps_per_epoch=1,
+                   init=tmp_path / "a" / "run" / "last.pt"), data)

@@ -72,6 +72,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--backbone-weights", type=Path, action="append", default=[],
                    help="local torchvision ResNet50 / VGG16-BN weights (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from a checkpoint's weights with a fresh schedule (fine-tuning, "
+                   "warm restarts)")
     p.set_defaults(func=_train)
 
 
@@ -85,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
         label_smoothing=args.label_smoothing, class_weights=args.class_weights,
         mixup=args.mixup, augment=not args.no_augment, patience=args.patience,
         seed=args.seed, precision=args.precision, threads=args.threads,
-        max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume,
+        max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume, init=args.init,
         model=ModelConfig(arch=args.arch, image_size=args.image_size, hidden=args.hidden,
                           dropout=args.dropout,
                           backbone_weights=[str(p) for p in args.backbone_weights]),

@@ -60,6 +60,7 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = whole epoch (tests and smoke runs use a few)
     eval_batch_size: int = 256
     resume: bool = False
+    init: Path | None = None  # start from this checkpoint's weights (a new schedule, not a resume)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
 
@@ -223,6 +224,8 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
 
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
+    if config.init is not None and not config.resume:
+        _init_from(model, Path(config.init))
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -359,6 +362,18 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     if dist.is_initialized():
         dist.barrier()
     return unwrap(model), history
+
+
+def _init_from(model: nn.Module, path: Path) -> None:
+    if not path.is_file():
+        raise MultiNetError(f"{path}: --init checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # noqa: BLE001 - a wrong file is the user's to fix
+        raise MultiNetError(f"{path}: cannot start from this checkpoint ({e}); it must be a "
+                            "best.pt/last.pt of the same --arch") from None
+    log.info("starting from the weights of %s", path)
 
 
 def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
