@@ -41,8 +41,10 @@ FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
 TOKEN = "load-test-instructor-token"
 
 
-def make_frames(n: int = 40, width: int = 320, height: int = 240) -> tuple[list[bytes], str]:
-    """JPEG frames of faces on a background, like the learner page's downscaled frames."""
+def make_frames(n: int = 40, width: int = 320, height: int = 240
+                ) -> tuple[list[list[bytes]], str]:
+    """Per face, JPEG frames of it on a background, like the learner page's downscaled
+    frames; each simulated learner streams one face (one person)."""
     faces: list[np.ndarray] = []
     source = "drawn faces"
     if FER_TEST.is_dir():
@@ -57,16 +59,20 @@ def make_frames(n: int = 40, width: int = 320, height: int = 240) -> tuple[list[
         sys.path.insert(0, str(ROOT / "tests"))
         from conftest import draw_face  # noqa: E402 - test helper, only without FER2013
         faces = [draw_face(160)]
-    frames = []
+    frames = []  # per face: a few frames with the face jittering a little, like a person
     bg = np.tile(np.linspace(70, 170, width).astype(np.uint8), (height, 1))
     for i, face in enumerate(faces):
-        frame = bg.copy()
-        s = 140
-        x0, y0 = 70 + (i % 5) * 8, 40 + (i % 3) * 6
-        frame[y0:y0 + s, x0:x0 + s] = cv2.resize(face, (s, s), interpolation=cv2.INTER_CUBIC)
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, 70])
-        frames.append(buf.tobytes())
+        clip = []
+        for dx, dy in ((0, 0), (3, 1), (5, -2), (2, 2)):
+            frame = bg.copy()
+            s = 140
+            x0, y0 = 70 + (i % 5) * 8 + dx, 40 + (i % 3) * 6 + dy
+            frame[y0:y0 + s, x0:x0 + s] = cv2.resize(face, (s, s),
+                                                     interpolation=cv2.INTER_CUBIC)
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR),
+                                   [cv2.IMWRITE_JPEG_QUALITY, 70])
+            clip.append(buf.tobytes())
+        frames.append(clip)
     return frames, source
 
 
@@ -129,7 +135,7 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
                     await asyncio.sleep(delay)
                 out.sent += 1
                 pending[out.sent] = time.perf_counter()
-                await ws.send(frames[(index * 7 + k) % len(frames)])
+                await ws.send(frames[k % len(frames)])
             done.set()
             try:  # wait for the last replies (anything still missing after this is lost)
                 await asyncio.wait_for(receiver, timeout=10)
@@ -146,10 +152,10 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-async def run_level(base: str, frames: list[bytes], n: int, fps: float,
+async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
                     seconds: float) -> dict:
     t0 = time.perf_counter()
-    learners = await asyncio.gather(*(run_learner(base, frames, fps, seconds,
+    learners = await asyncio.gather(*(run_learner(base, frames[i % len(frames)], fps, seconds,
                                                   i / (n * fps), i) for i in range(n)))
     wall = time.perf_counter() - t0
     lat = [x for lr in learners for x in lr.latencies]
@@ -231,9 +237,9 @@ def main() -> int:
     args = ap.parse_args()
     levels = [int(x) for x in args.learners.split(",") if x.strip()]
     frames, source = make_frames()
-    kib = np.mean([len(f) for f in frames]) / 1024
-    print(f"frames: {source}, {len(frames)} JPEGs of ~{kib:.1f} KiB; {os.cpu_count()} CPU "
-          "cores", flush=True)
+    kib = np.mean([len(f) for clip in frames for f in clip]) / 1024
+    print(f"frames: {source} (one per learner), JPEGs of ~{kib:.1f} KiB; {os.cpu_count()} CPU"
+          " cores", flush=True)
     tmp = Path(tempfile.mkdtemp(prefix="multinet-load-"))
     proc = None
     try:

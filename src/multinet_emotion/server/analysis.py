@@ -106,7 +106,7 @@ class DetectorAnalyzer:
 
 
 def detector_factory(model: Path | None = None,
-                     detect_every: int = 2) -> tuple[AnalyzerFactory | None, str]:
+                     detect_every: int | None = None) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
     Never raises: when the detector or the model is missing, the service runs without
@@ -127,10 +127,11 @@ def detector_factory(model: Path | None = None,
     from ..video import PipelineConfig  # present whenever EmotionDetector is
 
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
-        # Face detection dominates the cost of a frame; between detections the tracker
-        # carries the boxes, which is plenty for a learner in front of a camera at 2 fps.
-        return DetectorAnalyzer(EmotionDetector(classifier,
-                                                PipelineConfig(detect_every=detect_every)))
+        # Face detection dominates the cost of a frame; between full scans the detector
+        # follows the known faces (detect_every: None = the runtime's default).
+        config = PipelineConfig() if detect_every is None \
+            else PipelineConfig(detect_every=detect_every)
+        return DetectorAnalyzer(EmotionDetector(classifier, config))
 
     try:
         make()

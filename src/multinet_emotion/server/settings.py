@@ -34,7 +34,7 @@ class Settings:
     retention_days: float = 30.0        # older emotion samples are deleted
     open_registration: bool = True      # learners may sign up themselves (else: token)
     analysis_workers: int = 2           # frames analysed at once (CPU cores)
-    detect_every: int = 2               # run face detection every Nth frame (tracking between)
+    detect_every: int | None = None     # full face scan every Nth frame (None: runtime default)
     live_seconds: float = 30.0          # a learner counts as live this long after a sample
 
     def with_token(self) -> Settings:
@@ -90,7 +90,7 @@ class Settings:
             raise MultiNetError(f"port {self.port} is out of range (1-65535)")
         if self.max_frame_bytes < 1000:
             raise MultiNetError("max frame bytes must be at least 1000")
-        if not 1 <= self.detect_every <= 30:
+        if self.detect_every is not None and not 1 <= self.detect_every <= 30:
             raise MultiNetError(f"detect every must be 1 to 30 frames, got {self.detect_every}")
         if self.retention_days <= 0:
             raise MultiNetError("retention days must be positive")
