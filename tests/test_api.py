@@ -658,3 +658,35 @@ def test_retention_deletes_old_samples(sqlite_env) -> None:
     clock.t += 31 * 86_400  # past the 30-day retention period
     assert svc.housekeeping() == 20
     assert client.get("/api/me/timeline", headers=h).json()["samples"] == []
+
+
+def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
+    """The default model (when installed) on a FER2013 test face behind the WebSocket."""
+    import cv2
+    import numpy as np
+    from conftest import FER2013_DIR, _haar_finds
+    from multinet_emotion.server.analysis import detector_factory
+    factory, note = detector_factory(None)
+    if factory is None:
+        pytest.skip(f"no shipped model: {note}")
+    faces = [img for p in sorted((FER2013_DIR / "test" / "happy").glob("*.jpg"))[:30]
+             if (img := cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) is not None
+             and img.std() > 30 and _haar_finds(img, 165)] if FER2013_DIR.is_dir() else []
+    if not faces:
+        pytest.skip("FER2013 test faces are not available")
+    frame = np.tile(np.linspace(60, 180, 640).astype(np.uint8), (480, 1))
+    frame[100:265, 200:365] = cv2.resize(faces[0], (165, 165), interpolation=cv2.INTER_CUBIC)
+    data = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))[1].tobytes()
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}",
+                              instructor_token=INSTRUCTOR), analyzer_factory=factory)
+    with TestClient(app) as client:
+        h, sid = signup(client)
+        with client.websocket_connect("/ws/learn") as ws:
+            assert hello(ws, h, sid)["analysis"] is True
+            ws.send_bytes(data)
+            msg = ws.receive_json()
+            assert msg["type"] == "result" and len(msg["faces"]) == 1, msg
+            face = msg["faces"][0]
+            assert face["smoothed_label"] in EMOTIONS
+            assert sum(face["smoothed"].values()) == pytest.approx(1.0, abs=1e-3)
+    app.state.service.store.close()

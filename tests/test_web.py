@@ -227,3 +227,38 @@ def test_learning_without_a_camera(server, browser) -> None:
     shot(page, "learner-no-camera")
     assert not errors, errors
     page.close()
+
+
+def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> None:  # noqa: ANN001
+    """A server without a model still starts; the page says so and sends no pictures."""
+    import uvicorn
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'none.db'}",
+                              instructor_token=INSTRUCTOR, analysis="off"))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page = browser.new_page()
+        page.goto(f"http://127.0.0.1:{port}/learn")
+        page.evaluate("localStorage.clear()")
+        page.reload()
+        page.fill("#name", "Offline Model")
+        page.click("#continue")
+        page.click("#agree")
+        notice = page.locator("#notice")
+        page.wait_for_function(
+            "document.getElementById('notice').textContent.includes('unavailable')",
+            timeout=30_000)
+        assert "keep learning" in notice.inner_text()
+        page.wait_for_timeout(1500)  # two frame periods: nothing is sent
+        assert page.evaluate("state.frames") == 0
+        shot(page, "learner-analysis-unavailable")
+        page.close()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        app.state.service.store.close()
