@@ -120,12 +120,13 @@ def _evaluate_parser(sub) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate, format_summary
+    from .evaluate import EvalConfig, evaluate, format_summary, markdown
 
     model = args.model or _default_model_path()
     size = _model_input_size(model)
     result = evaluate(EvalConfig(model=model, data=_data_config(args, size), split=args.split,
                                  out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip))
+    print(markdown(result))
     print(format_summary(result))
     print(f"reports written to {result['out']}/ (metrics.json, report.md, confusion*.png)")
     return 0
