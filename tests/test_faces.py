@@ -151,3 +151,10 @@ def test_detect_near_follows_a_known_face_cheaply(drawn_face_clip):
     x, y, s, _ = drawn_face_clip.faces[0].box(20)
     assert moved is not None and moved.iou(Box(x, y, s, s)) > 0.7
     assert detector.detect_near(drawn_face_clip.render(5), start) is None  # nobody there
+
+
+def test_two_hits_on_one_face_are_merged():
+    from multinet_emotion.faces import _rescale
+
+    rows = [(216, 140, 192, 192, 1.0), (282, 140, 184, 184, 1.0), (500, 10, 60, 60, 1.0)]
+    assert _rescale(rows, 1.0, 48) == [Box(216, 140, 192, 192), Box(500, 10, 60, 60)]

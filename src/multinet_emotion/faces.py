@@ -269,7 +269,9 @@ class YuNetDetector:
 
 def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
              min_face: int) -> list[Box]:
-    """Boxes from detector coordinates (scaled by ``s``) back to frame pixels, big enough."""
+    """Boxes from detector coordinates (scaled by ``s``) back to frame pixels, big enough,
+    largest first. A box whose centre lies inside a larger kept box is a second hit on the
+    same face (the Haar cascade does this now and then) and is dropped."""
     boxes = []
     for x, y, w, h, score in rows:
         box = Box(int(round(x / s)), int(round(y / s)), int(round(w / s)), int(round(h / s)),
@@ -277,7 +279,12 @@ def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
         if min(box.w, box.h) >= min_face:
             boxes.append(box)
     boxes.sort(key=lambda b: (-b.area, b.x, b.y))
-    return boxes
+    kept: list[Box] = []
+    for box in boxes:
+        cx, cy = box.center
+        if not any(k.x <= cx <= k.x + k.w and k.y <= cy <= k.y + k.h for k in kept):
+            kept.append(box)
+    return kept
 
 
 DetectorFactory = Callable[[DetectorConfig, str], FaceDetector]
