@@ -383,7 +383,8 @@ def ws_env(tmp_path: Path):
     policy = tmp_path / "policy.yaml"
     policy.write_text(SHORT_POLICY)
     s = Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", instructor_token=INSTRUCTOR,
-                 policy=policy, max_frame_bytes=20_000, max_frame_side=1000)
+                 policy=policy, max_frame_bytes=20_000, max_frame_side=1000,
+                 max_frame_rate=1000)
     app = create_app(s, analyzer_factory=lambda: FakeAnalyzer(clock), clock=clock,
                      rng=random.Random(0))
     with TestClient(app) as client:
@@ -690,3 +691,38 @@ def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
             assert face["smoothed_label"] in EMOTIONS
             assert sum(face["smoothed"].values()) == pytest.approx(1.0, abs=1e-3)
     app.state.service.store.close()
+
+
+def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
+    clock = Clock()
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}",
+                              instructor_token=INSTRUCTOR, max_frame_rate=3),
+                     analyzer_factory=lambda: FakeAnalyzer(clock), clock=clock)
+    with TestClient(app) as client:
+        h, sid = signup(client)
+        with client.websocket_connect("/ws/learn") as ws:
+            hello(ws, h, sid)
+            kinds = []
+            for _ in range(8):  # as fast as possible: a burst of 3, then mostly refused
+                ws.send_bytes(jpeg())
+                kinds.append(ws.receive_json())
+            refused = [m for m in kinds if m["type"] == "error"]
+            assert 3 <= 8 - len(refused) <= 5 and "too many frames" in refused[0]["message"]
+            import time
+            time.sleep(0.5)  # the bucket refills: frames are welcome again
+            ws.send_bytes(jpeg())
+            assert ws.receive_json()["type"] == "result"
+    app.state.service.store.close()
+
+
+def test_pages_are_self_contained_and_locked_down(sqlite_env) -> None:
+    import re
+    client, _ = sqlite_env
+    for path in ("/", "/learn", "/dashboard"):
+        r = client.get(path)
+        assert r.status_code == 200
+        assert "script-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+        for ref in re.findall(r'(?:src|href)="([^"]+)"', r.text):
+            assert ref.startswith("/"), f"{path} loads {ref} from elsewhere"
+            assert client.get(ref).status_code == 200, ref

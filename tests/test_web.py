@@ -116,26 +116,46 @@ def server(tmp_path_factory, brightness_onnx_model):  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def browser(server, tmp_path_factory):  # noqa: ANN001
+def chromium(tmp_path_factory):  # noqa: ANN001
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api")
     face, source = _face_image()
     clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
-    profile = tmp_path_factory.mktemp("profile")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True,
-            args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"],
-            viewport={"width": 1200, "height": 900})
-        context.face_source = source  # type: ignore[attr-defined]
-        yield context
-        context.close()
+    with sync_api.sync_playwright() as p:  # a fresh temporary profile for each launch
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def browser(chromium):  # noqa: ANN001
+    """A browser context; the tests' own waits use eval, which the pages' CSP forbids."""
+    context = chromium.new_context(viewport={"width": 1200, "height": 900}, bypass_csp=True,
+                                   permissions=["camera"])
+    yield context
+    context.close()
 
 
 def shot(page, name: str) -> None:  # noqa: ANN001
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def test_pages_run_under_their_content_security_policy(server, chromium) -> None:
+    context = chromium.new_context()  # no CSP bypass here
+    violations: list[str] = []
+    for path, ready in (("/learn", "#signup"), ("/dashboard", "#login")):
+        page = context.new_page()
+        page.on("console", lambda m: violations.append(m.text)
+                if "Content Security Policy" in m.text else None)
+        page.on("pageerror", lambda e: violations.append(str(e)))
+        page.goto(server["url"] + path)
+        page.locator(ready).wait_for(state="visible", timeout=15_000)
+        page.close()
+    context.close()
+    assert not violations, violations
 
 
 def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, browser) -> None:

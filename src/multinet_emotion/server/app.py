@@ -83,6 +83,34 @@ class BodyLimit:
         await response(scope, receive, send)
 
 
+CSP = (b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
+       b"connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+       b"frame-ancestors 'none'")
+COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
+
+
+class SecurityHeaders:
+    """The pages may load nothing from elsewhere and are never framed. (The interactive
+    /docs page is FastAPI's own and loads Swagger UI from its CDN: no CSP there.)"""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = list(COMMON_HEADERS)
+        if not scope.get("path", "").startswith(("/docs", "/redoc")):
+            headers.append((b"content-security-policy", CSP))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def _validation_message(errors: list[dict]) -> str:
     parts = []
     for e in errors[:5]:
@@ -149,6 +177,7 @@ def create_app(settings: Settings | None = None, *,
     app.state.analysis_note = note
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:

@@ -28,6 +28,7 @@ class Settings:
     frame_width: int = 320              # ... downscaled to this width in the browser
     max_frame_bytes: int = 300_000      # larger frames are refused (connection stays up)
     max_frame_side: int = 1920          # larger images are refused
+    max_frame_rate: float = 10.0        # per connection; faster frames are skipped (burst ok)
     max_body_bytes: int = 256_000       # largest HTTP request body
     max_samples_per_request: int = 600
     sample_interval: float = 1.0        # samples are stored at most this often (seconds)

@@ -84,6 +84,7 @@ async def learn(ws: WebSocket) -> None:
                          "frame_width": settings.frame_width,
                          "max_frame_bytes": settings.max_frame_bytes})
         seq = 0
+        bucket = _RateLimit(settings.max_frame_rate)
         while True:
             msg = await ws.receive()
             if msg["type"] == "websocket.disconnect":
@@ -95,6 +96,12 @@ async def learn(ws: WebSocket) -> None:
                     await _send(ws, {"type": "error", "seq": seq,
                                      "message": "server-side analysis is unavailable: "
                                                 f"{state.analysis_note}"})
+                    continue
+                if not bucket.take():
+                    await _send(ws, {"type": "error", "seq": seq,
+                                     "message": f"too many frames: at most "
+                                                f"{settings.max_frame_rate:g} per second; this "
+                                                "one was skipped"})
                     continue
                 try:
                     async with state.analysis_slots:
@@ -155,6 +162,22 @@ async def learn(ws: WebSocket) -> None:
             await ws.close(code=1008)
         except Exception:  # noqa: BLE001
             pass
+
+
+class _RateLimit:
+    """A token bucket: ``rate`` frames per second on average, bursts of up to ``rate``."""
+
+    def __init__(self, rate: float):
+        self.rate, self.tokens, self.last = rate, rate, time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.last) * self.rate)
+        self.last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 def _analyze(analyzer: Any, data: bytes, settings: Any) -> list[dict[str, Any]]:
