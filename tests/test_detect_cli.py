@@ -112,3 +112,14 @@ print("TORCH:", bad)
     assert done.returncode == 0, done.stderr
     assert "TORCH: []" in done.stdout
     assert Path(tmp_path / "s.json").is_file()
+
+
+def test_an_output_that_cannot_be_written_is_one_error_line(drawn_face_clip,
+                                                            brightness_onnx_model, tmp_path,
+                                                            capfd):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, not a folder")
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--jsonl", str(blocker / "events.jsonl")])
+    assert rc == 2
+    assert "--jsonl" in _one_error_line(capfd)

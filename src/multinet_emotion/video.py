@@ -670,6 +670,15 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def _open_output(path: Path, option: str, **kwargs):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w", encoding="utf-8", **kwargs)
+    except OSError as e:
+        raise MultiNetError(f"{option} {path}: cannot write there ({e.strerror}); choose "
+                            "another path") from None
+
+
 class EventWriter:
     """JSON Lines (``-`` = standard output) and/or CSV events, flushed after every frame, so
     a run that is stopped keeps everything written so far."""
@@ -681,11 +690,9 @@ class EventWriter:
         if jsonl is not None and not self._own_jsonl:
             self.jsonl = sys.stdout  # "-": events to standard output, for a pipe
         elif jsonl is not None:
-            jsonl.parent.mkdir(parents=True, exist_ok=True)
-            self.jsonl = open(jsonl, "w", encoding="utf-8")
+            self.jsonl = _open_output(jsonl, "--jsonl")
         if csv_path is not None:
-            csv_path.parent.mkdir(parents=True, exist_ok=True)
-            self.csv = open(csv_path, "w", encoding="utf-8", newline="")
+            self.csv = _open_output(csv_path, "--csv", newline="")
             self._writer = csv.DictWriter(self.csv, CSV_FIELDS)
             self._writer.writeheader()
 
@@ -864,10 +871,16 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
     }
     if source.labels:
         summary["images"] = source.labels
-    if config.summary is not None:
-        atomic_write_text(config.summary, json.dumps(summary, indent=2) + "\n")
-    if config.plot is not None:
-        plot_timeline(summary, config.plot)
+    for option, path, write in (
+            ("--summary", config.summary,
+             lambda p: atomic_write_text(p, json.dumps(summary, indent=2) + "\n")),
+            ("--plot", config.plot, lambda p: plot_timeline(summary, p))):
+        if path is not None:
+            try:
+                write(path)
+            except OSError as e:
+                raise MultiNetError(f"{option} {path}: cannot write there ({e.strerror}); the "
+                                    "events written so far are kept") from None
     return RunReport(summary=summary, events=n_events, interrupted=interrupted)
 
 
