@@ -247,15 +247,25 @@ class Store:
         from alembic import command
         from alembic.config import Config
 
+        from alembic.migration import MigrationContext
+
         cfg = Config()
         cfg.set_main_option("script_location", str(migrations_path()))
+        alembic_log = logging.getLogger("alembic")
+        if alembic_log.level == logging.NOTSET:  # its step-by-step INFO lines are noise here
+            alembic_log.setLevel(logging.WARNING)
         try:
             with self.engine.begin() as conn:
+                before = MigrationContext.configure(conn).get_current_revision()
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
+                after = MigrationContext.configure(conn).get_current_revision()
         except OperationalError as e:
             raise MultiNetError(f"cannot open the database {self.safe_url}: "
                                 f"{str(e.orig).strip().splitlines()[0]}") from None
+        if before != after:
+            log.info("database schema %s to revision %s", "created at" if before is None
+                     else f"upgraded from {before}", after)
 
     def close(self) -> None:
         self.engine.dispose()
