@@ -33,7 +33,13 @@ import numpy as np
 from multinet_emotion.classifier import ClassifierConfig, load_model
 from multinet_emotion.faces import DetectorConfig, HaarDetector
 from multinet_emotion.video import (
-    EmotionDetector, PipelineConfig, RunConfig, SourceConfig, open_source, quiet_opencv, run,
+    EmotionDetector,
+    PipelineConfig,
+    RunConfig,
+    SourceConfig,
+    open_source,
+    quiet_opencv,
+    run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,15 @@ import pytest
 
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import (
-    DEFAULT_CROP_SCALE, Box, DetectorConfig, HaarDetector, crop_faces, expand_box,
-    make_detector, register_detector, to_grey,
+    DEFAULT_CROP_SCALE,
+    Box,
+    DetectorConfig,
+    HaarDetector,
+    crop_faces,
+    expand_box,
+    make_detector,
+    register_detector,
+    to_grey,
 )
 
 

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from multinet_emotion import EmotionDetector
@@ -17,8 +15,15 @@ from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import Box, make_detector
 from multinet_emotion.video import (
-    ImageSource, LiveSource, MemoryCapture, PipelineConfig, RunConfig, SourceConfig,
-    VideoFileSource, open_source, run,
+    ImageSource,
+    LiveSource,
+    MemoryCapture,
+    PipelineConfig,
+    RunConfig,
+    SourceConfig,
+    VideoFileSource,
+    open_source,
+    run,
 )
 
 EVENT_KEYS = {"t", "frame", "track_id", "face", "box", "probs", "label", "smoothed",
@@ -272,8 +277,8 @@ def test_a_live_source_that_stops_ends_the_run_with_outputs_saved(drawn_face_cli
 
     source = LiveSource(lambda: _pace(opener()), "cam", retry_seconds=0.4)
     start = time.monotonic()
-    report = run(RunConfig(source="cam", model=brightness_onnx_model, jsonl=tmp_path / "e.jsonl",
-                           summary=tmp_path / "s.json"), source=source)
+    run(RunConfig(source="cam", model=brightness_onnx_model, jsonl=tmp_path / "e.jsonl",
+                  summary=tmp_path / "s.json"), source=source)
     assert time.monotonic() - start < 10
     s = json.loads((tmp_path / "s.json").read_text())
     assert s["source_lost"] is True and s["live"] is True and len(opened) >= 2

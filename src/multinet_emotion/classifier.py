@@ -141,7 +141,7 @@ class EmotionClassifier:
         try:
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=list(self.config.providers))
-        except Exception as e:  # ONNX Runtime raises its own exception types
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several exception types
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise MultiNetError(f"{self.path} is not an ONNX model ONNX Runtime can load "
                                 f"({reason}); pass --model PATH to an exported .onnx model") from None

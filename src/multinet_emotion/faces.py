@@ -175,7 +175,7 @@ class HaarDetector:
         grey = to_grey(_check_frame(frame), self.color)
         small, s = _downscale(grey, self.config.detect_width)
         small = self._equalize(small)
-        min_side = max(12, int(round(self.config.min_face * s)))
+        min_side = max(12, round(self.config.min_face * s))
         found = self.cascade.detectMultiScale(
             small, scaleFactor=self.config.scale_factor, minNeighbors=self.config.min_neighbors,
             minSize=(min_side, min_side))
@@ -216,8 +216,8 @@ class HaarDetector:
             minNeighbors=self.config.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
         best, best_iou = None, 0.0
         for x, y, w, h in np.asarray(found).reshape(-1, 4):
-            cand = Box(int(round(x0 + x / s)), int(round(y0 + y / s)), int(round(w / s)),
-                       int(round(h / s)))
+            cand = Box(round(x0 + x / s), round(y0 + y / s), round(w / s),
+                       round(h / s))
             iou = cand.iou(box)
             if iou > best_iou and min(cand.w, cand.h) >= self.config.min_face:
                 best, best_iou = cand, iou
@@ -274,7 +274,7 @@ def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
     same face (the Haar cascade does this now and then) and is dropped."""
     boxes = []
     for x, y, w, h, score in rows:
-        box = Box(int(round(x / s)), int(round(y / s)), int(round(w / s)), int(round(h / s)),
+        box = Box(round(x / s), round(y / s), round(w / s), round(h / s),
                   float(score))
         if min(box.w, box.h) >= min_face:
             boxes.append(box)
@@ -314,8 +314,8 @@ def expand_box(box: Box, scale: float) -> tuple[int, int, int, int]:
     """The crop window ``(x, y, w, h)``: ``box`` scaled by ``scale`` about its centre."""
     cx, cy = box.center
     w, h = box.w * scale, box.h * scale
-    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
-    return x0, y0, max(1, int(round(w))), max(1, int(round(h)))
+    x0, y0 = round(cx - w / 2), round(cy - h / 2)
+    return x0, y0, max(1, round(w)), max(1, round(h))
 
 
 def crop_faces(frame: np.ndarray, boxes: Sequence[Box], size: int = 48,

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 import cv2
 import numpy as np
@@ -206,7 +206,7 @@ class SourceConfig:
 class CaptureLike(Protocol):
     """What the capture thread needs from a cv2.VideoCapture (tests and benches fake it)."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802
+    def isOpened(self) -> bool: ...
     def read(self) -> tuple[bool, np.ndarray | None]: ...
     def release(self) -> None: ...
 
@@ -234,7 +234,7 @@ class Source:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> Source:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -342,7 +342,7 @@ def read_image(path: Path) -> np.ndarray | None:
         from PIL import Image
         with Image.open(path) as im:
             return cv2.cvtColor(np.asarray(im.convert("RGB")), cv2.COLOR_RGB2BGR)
-    except Exception:  # any decoder failure means the same to us: unreadable
+    except Exception:  # noqa: BLE001 - any decoder failure means the same: unreadable
         return None
 
 
@@ -484,7 +484,7 @@ class MemoryCapture:
         self.i = 0
         self.opened = True
 
-    def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+    def isOpened(self) -> bool:
         return self.opened
 
     def read(self) -> tuple[bool, np.ndarray | None]:
@@ -519,7 +519,7 @@ def open_source(spec: str | int | Path, config: SourceConfig | None = None) -> S
     if _URL.match(text) and not text.lower().startswith("file://"):
         ms = int(config.open_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        opener = lambda: cv2.VideoCapture(text, cv2.CAP_ANY, params)  # noqa: E731
+        opener = lambda: cv2.VideoCapture(text, cv2.CAP_ANY, params)
         if config.live == "off":
             cap = opener()
             if not cap.isOpened():
@@ -563,7 +563,7 @@ def annotate(frame: np.ndarray, faces: list[FaceResult], note: str = "") -> np.n
     """A copy of ``frame`` (BGR) with each face's box, id, smoothed label and confidence."""
     out = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     scale = max(0.4, min(out.shape[1] / 1280, 1.2))
-    thick = max(1, int(round(2 * scale)))
+    thick = max(1, round(2 * scale))
     for face in faces:
         b = face.box
         color = COLORS_BGR.get(face.smoothed_label, (255, 255, 255))
@@ -583,7 +583,7 @@ def annotate(frame: np.ndarray, faces: list[FaceResult], note: str = "") -> np.n
 class VideoSink:
     """An annotated video, written beside the target and renamed into place when closed."""
 
-    FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+    FOURCC: ClassVar[dict[str, str]] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = Path(path)
@@ -713,8 +713,8 @@ class EventWriter:
 
 def plot_timeline(summary: dict[str, Any], path: Path) -> None:
     """A PNG: per track, its smoothed emotion over time, and its shares of time per emotion."""
-    from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
     from matplotlib.patches import Patch
 
     tracks = summary.get("tracks", {})
