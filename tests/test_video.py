@@ -249,7 +249,7 @@ def test_a_single_image(drawn_face_clip, brightness_onnx_model, tmp_path):
 
 def test_live_capture_keeps_only_the_newest_frame(drawn_face_clip):
     frames = [drawn_face_clip.render(i) for i in (0, 30)]
-    source = LiveSource(lambda: MemoryCapture(frames, loop=True), "sim", pace_fps=200)
+    source = LiveSource(lambda: MemoryCapture(frames, loop=True), "sim", pace_fps=500)
     got = []
     try:
         for frame in source:
@@ -311,7 +311,7 @@ def test_a_live_source_reconnects_within_the_retry_time(drawn_face_clip):
             return _pace(MemoryCapture(frames))  # 5 frames then a failed read
         return _closed()
 
-    source = LiveSource(opener, "stream", retry_seconds=3.0, kind="stream")
+    source = LiveSource(opener, "stream", retry_seconds=1.5, kind="stream")
     seen = sum(1 for _ in source)
     source.close()
     assert source.reconnects == 1 and source.lost
