@@ -226,6 +226,14 @@ def main() -> None:
         "- Disgust is not predicted (dropped from training).",
     ]
     (args.assets / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
+    # the shipped file's figures, machine-readable: tests/test_shipped_model.py re-measures them
+    figures = {name: {"n": r["n"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
+                      "recall": {k: v["recall"] for k, v in r["per_class"].items()}}
+               for name, r in onnx.items()}
+    (args.assets / "model_metrics.json").write_text(json.dumps(
+        {"model": "model.onnx", "data": "FER2013 (../shared/data/fer2013), disgust dropped",
+         "figures": figures, "pytorch_test_accuracy": pt["test"]["accuracy"],
+         "best_epoch": best, "epochs_trained": len(epochs)}, indent=2) + "\n")
     print(f"wrote {args.assets / 'MODEL_CARD.md'}")
 
 
