@@ -8,8 +8,10 @@ Protocol (JSON text messages, binary frames):
 * client -> binary JPEG/PNG/WebP frames, or ``{"type": "sample", "probs": {...}}`` from a
   client that classified on its own, or ``{"type": "ping"}``;
 * server -> ``{"type": "result", "seq": n, "faces": [...], "current": {...}, "ms": ...}``
-  per frame, ``{"type": "recommendation", "recommendation": {...}}`` when one is made, and
-  ``{"type": "error", "seq": n, "message": ...}`` for a bad frame; the connection stays up.
+  per frame, preceded by ``{"type": "recommendation", "recommendation": {...}}`` when that
+  frame led to one, and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame, a
+  frame over the rate limit, or one replaced by a newer frame before it was analysed (only
+  the newest waiting frame is analysed); the connection stays up.
 
 Frames are decoded and analysed in memory and dropped; neither they nor their bytes are
 stored or logged.
@@ -23,6 +25,7 @@ import logging
 import time
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -83,77 +86,9 @@ async def learn(ws: WebSocket) -> None:
                          "frame_rate": settings.frame_rate,
                          "frame_width": settings.frame_width,
                          "max_frame_bytes": settings.max_frame_bytes})
-        seq = 0
-        bucket = _RateLimit(settings.max_frame_rate)
-        while True:
-            msg = await ws.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            t0 = time.perf_counter()
-            if msg.get("bytes") is not None:
-                seq += 1
-                if analyzer is None:
-                    await _send(ws, {"type": "error", "seq": seq,
-                                     "message": "server-side analysis is unavailable: "
-                                                f"{state.analysis_note}"})
-                    continue
-                if not bucket.take():
-                    await _send(ws, {"type": "error", "seq": seq,
-                                     "message": f"too many frames: at most "
-                                                f"{settings.max_frame_rate:g} per second; this "
-                                                "one was skipped"})
-                    continue
-                try:
-                    async with state.analysis_slots:
-                        faces = await run_in_threadpool(_analyze, analyzer, msg["bytes"],
-                                                        settings)
-                except FrameError as e:
-                    await _send(ws, {"type": "error", "seq": seq, "message": str(e)})
-                    continue
-                except Exception as e:  # noqa: BLE001 - one bad frame must not end the stream
-                    log.error("frame analysis failed: %s", type(e).__name__)
-                    await _send(ws, {"type": "error", "seq": seq,
-                                     "message": "this frame could not be analysed"})
-                    continue
-                current, rec = await run_in_threadpool(svc.add_faces, learner_id,
-                                                       session_id, faces)
-            elif msg.get("text") is not None:
-                try:
-                    data = json.loads(msg["text"])
-                    kind = data.get("type") if isinstance(data, dict) else None
-                except ValueError:
-                    kind = None
-                if kind == "ping":
-                    await _send(ws, {"type": "pong"})
-                    continue
-                if kind != "sample":
-                    await _send(ws, {"type": "error", "message": "unknown message; send image "
-                                     'frames as binary, or {"type": "sample", ...}'})
-                    continue
-                seq += 1
-                try:
-                    s = SampleIn(**{k: v for k, v in data.items() if k != "type"})
-                except (ValidationError, TypeError) as e:
-                    msg_text = _short(e) if isinstance(e, ValidationError) else str(e)
-                    await _send(ws, {"type": "error", "seq": seq, "message": msg_text})
-                    continue
-                raw = RawSample(svc.clock(), tuple(s.probs[e] for e in EMOTIONS)
-                                if s.face and s.probs else None, s.confidence)
-                faces = []
-                try:
-                    _, rec = await run_in_threadpool(svc.add_samples, learner_id, session_id,
-                                                     [raw], False)
-                except ServiceError as e:
-                    await _send(ws, {"type": "error", "seq": seq, "message": str(e)})
-                    continue
-                current = (await run_in_threadpool(svc.session, learner_id, session_id)).current
-            else:
-                continue
-            await _send(ws, {"type": "result", "seq": seq, "faces": faces, "current": current,
-                             "ms": round((time.perf_counter() - t0) * 1000, 1)})
-            if rec is not None:
-                await _send(ws, {"type": "recommendation",
-                                 "recommendation": recommendation_out(rec).model_dump()})
+        stream = _Stream(ws, svc, settings, analyzer, learner_id, session_id,
+                         state.analysis_slots, state.analysis_note)
+        await stream.run()
     except WebSocketDisconnect:
         pass
     except ServiceError as e:  # e.g. the learner deleted their data mid-stream
@@ -162,6 +97,132 @@ async def learn(ws: WebSocket) -> None:
             await ws.close(code=1008)
         except Exception:  # noqa: BLE001
             pass
+
+
+class _Stream:
+    """One learner's connection after the hello.
+
+    A reader takes every message at once; frames go to a one-slot mailbox that an analyst
+    empties. When frames arrive faster than they can be analysed, only the newest waits:
+    the older one is answered "skipped" at once, so latency stays bounded under load and
+    every frame gets an answer.
+    """
+
+    def __init__(self, ws: WebSocket, svc: LearningService, settings: Any, analyzer: Any,
+                 learner_id: str, session_id: str, slots: asyncio.Semaphore, note: str):
+        self.ws, self.svc, self.settings, self.analyzer = ws, svc, settings, analyzer
+        self.learner_id, self.session_id = learner_id, session_id
+        self.slots, self.note = slots, note
+        self.seq = 0
+        self.bucket = _RateLimit(settings.max_frame_rate)
+        self.waiting: tuple[int, bytes, float] | None = None
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        self.failure: BaseException | None = None
+        async with anyio.create_task_group() as tg:
+            self.scope = tg.cancel_scope
+            tg.start_soon(self.analyse)
+            try:
+                await self.read()  # until the client leaves (or the analyst gives up)
+            except WebSocketDisconnect:
+                pass
+            tg.cancel_scope.cancel()
+        if self.failure is not None:
+            raise self.failure
+
+    async def error(self, message: str, seq: int | None = None) -> None:
+        await _send(self.ws, {"type": "error", **({"seq": seq} if seq else {}),
+                              "message": message})
+
+    async def read(self) -> None:
+        while True:
+            msg = await self.ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            if msg.get("bytes") is not None:
+                await self.frame(msg["bytes"])
+            elif msg.get("text") is not None:
+                await self.text(msg["text"])
+
+    async def frame(self, data: bytes) -> None:
+        self.seq += 1
+        if self.analyzer is None:
+            return await self.error(f"server-side analysis is unavailable: {self.note}",
+                                    self.seq)
+        if not self.bucket.take():
+            return await self.error(f"too many frames: at most {self.settings.max_frame_rate:g}"
+                                    " per second; this one was skipped", self.seq)
+        if self.waiting is not None:
+            await self.error("skipped: a newer frame arrived before this one was analysed",
+                             self.waiting[0])
+        self.waiting = (self.seq, data, time.perf_counter())
+        self.wake.set()
+
+    async def analyse(self) -> None:
+        try:
+            await self._analyse()
+        except (ServiceError, WebSocketDisconnect) as e:  # the session or the client is gone
+            self.failure = e if isinstance(e, ServiceError) else None
+            self.scope.cancel()
+
+    async def _analyse(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if self.waiting is None:
+                continue
+            seq, data, t0 = self.waiting
+            self.waiting = None
+            try:
+                async with self.slots:
+                    faces = await run_in_threadpool(_analyze, self.analyzer, data, self.settings)
+            except FrameError as e:
+                await self.error(str(e), seq)
+                continue
+            except Exception as e:  # noqa: BLE001 - one bad frame must not end the stream
+                log.error("frame analysis failed: %s", type(e).__name__)
+                await self.error("this frame could not be analysed", seq)
+                continue
+            del data
+            current, rec = await run_in_threadpool(self.svc.add_faces, self.learner_id,
+                                                   self.session_id, faces)
+            await self.result(seq, faces, current, rec, t0)
+
+    async def result(self, seq: int, faces: list, current: Any, rec: Any, t0: float) -> None:
+        if rec is not None:  # before the result, so a client reading up to it sees both
+            await _send(self.ws, {"type": "recommendation", "seq": seq,
+                                  "recommendation": recommendation_out(rec).model_dump()})
+        await _send(self.ws, {"type": "result", "seq": seq, "faces": faces, "current": current,
+                              "ms": round((time.perf_counter() - t0) * 1000, 1)})
+
+    async def text(self, text: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            data = json.loads(text)
+            kind = data.get("type") if isinstance(data, dict) else None
+        except ValueError:
+            kind = None
+        if kind == "ping":
+            return await _send(self.ws, {"type": "pong"})
+        if kind != "sample":
+            return await self.error('unknown message; send image frames as binary, or '
+                                    '{"type": "sample", ...}')
+        self.seq += 1
+        try:
+            s = SampleIn(**{k: v for k, v in data.items() if k != "type"})
+        except (ValidationError, TypeError) as e:
+            return await self.error(_short(e) if isinstance(e, ValidationError) else str(e),
+                                    self.seq)
+        raw = RawSample(self.svc.clock(), tuple(s.probs[e] for e in EMOTIONS)
+                        if s.face and s.probs else None, s.confidence)
+        try:
+            _, rec = await run_in_threadpool(self.svc.add_samples, self.learner_id,
+                                             self.session_id, [raw], False)
+        except ServiceError as e:
+            return await self.error(str(e), self.seq)
+        live = await run_in_threadpool(self.svc.session, self.learner_id, self.session_id)
+        await self.result(self.seq, [], live.current, rec, t0)
 
 
 class _RateLimit:
