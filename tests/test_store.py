@@ -148,6 +148,14 @@ def test_class_queries(store: Store) -> None:
     assert store.class_ids()[0]["class_id"] == "c1"
     assert len(store.class_samples("c1", since=10)) == 20
     assert [x[1].name for x in store.class_sessions("c1")] == ["Ada"]
+    bob, _ = _fill(store, "Bob", 0.0, 30, HAPPY)
+    points = store.class_timeline("c1", since=0.0, bucket=10.0)
+    assert [p["t"] for p in points] == [5.0, 15.0, 25.0]
+    assert [p["learners"] for p in points] == [2, 2, 2]
+    assert points[0]["face_share"] == 0.9  # samples 0, 10, 20 of each learner: no face
+    assert points[1]["probs"]["sad"] == pytest.approx((0.7 + 0.02) / 2, abs=1e-4)
+    assert points[1]["probs"]["happy"] == pytest.approx((0.05 + 0.85) / 2, abs=1e-4)
+    assert store.class_timeline("other", since=0.0, bucket=10.0) == []
 
 
 def test_bad_database_urls() -> None:

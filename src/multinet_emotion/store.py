@@ -490,6 +490,34 @@ class Store:
         with self.session() as s:
             return list(s.scalars(q))
 
+    def class_timeline(self, class_id: str, since: float, bucket: float
+                       ) -> list[dict[str, Any]]:
+        """Per time bucket since ``since``: mean probabilities over the face samples of the
+        class, the share of samples with a face and how many learners sent samples.
+        Aggregated by the database, so a dashboard can poll it often."""
+        offset = (EmotionSample.t - since) / bucket
+        if self.engine.dialect.name == "sqlite":  # t >= since: truncation is floor
+            b = func.cast(offset, Integer)
+        else:
+            b = func.floor(offset)
+        b = b.label("b")
+        q = (select(b, func.count(), func.sum(func.cast(EmotionSample.face, Integer)),
+                    func.count(func.distinct(EmotionSample.learner_id)),
+                    *(func.avg(getattr(EmotionSample, e)) for e in EMOTIONS))
+             .join(LearningSession, LearningSession.id == EmotionSample.session_id)
+             .where(LearningSession.class_id == class_id, EmotionSample.t >= since)
+             .group_by(b).order_by(b))
+        out = []
+        with self.session() as s:
+            for row in s.execute(q):
+                index, total, faces, learners, *means = row
+                faces = int(faces or 0)
+                out.append({"t": since + (int(index) + 0.5) * bucket, "learners": learners,
+                            "face_share": round(faces / total, 3) if total else 0.0,
+                            "probs": {e: round(float(m), 4) for e, m in zip(EMOTIONS, means)}
+                            if faces else None})
+        return out
+
     def class_recommendations(self, class_id: str) -> list[tuple[RecommendationRow,
                                                                   OutcomeRow | None,
                                                                   FeedbackRow | None]]:

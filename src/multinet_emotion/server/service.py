@@ -526,25 +526,7 @@ class LearningService:
                        bucket: float = 10.0) -> dict[str, Any]:
         now = self.clock()
         since = now - minutes * 60
-        buckets: dict[int, dict[str, Any]] = {}
-        for s in self.store.class_samples(class_id, since):
-            b = int((s.t - since) // bucket)
-            acc = buckets.setdefault(b, {"sums": [0.0] * len(EMOTIONS), "faces": 0,
-                                         "total": 0, "learners": set()})
-            acc["total"] += 1
-            acc["learners"].add(s.learner_id)
-            p = s.probs()
-            if p is not None:
-                acc["faces"] += 1
-                acc["sums"] = [a + x for a, x in zip(acc["sums"], p)]
-        points = []
-        for b in sorted(buckets):
-            acc = buckets[b]
-            points.append({
-                "t": since + (b + 0.5) * bucket, "learners": len(acc["learners"]),
-                "face_share": round(acc["faces"] / acc["total"], 3),
-                "probs": {e: round(x / acc["faces"], 4) for e, x in zip(EMOTIONS, acc["sums"])}
-                if acc["faces"] else None})
+        points = self.store.class_timeline(class_id, since, bucket)
         return {"class_id": class_id, "since": since, "until": now, "bucket": bucket,
                 "points": points}
 
