@@ -273,9 +273,12 @@ def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> No
         page.wait_for_function(
             "document.getElementById('notice').textContent.includes('unavailable')",
             timeout=30_000)
+        assert "camera stays off" in notice.inner_text()
         assert "keep learning" in notice.inner_text()
         page.wait_for_timeout(1500)  # two frame periods: nothing is sent
         assert page.evaluate("state.frames") == 0
+        assert page.evaluate("state.stream") is None  # the camera was never opened
+        assert page.locator("#camera-toggle").inner_text() == "Turn camera on"
         shot(page, "learner-analysis-unavailable")
         page.close()
     finally:

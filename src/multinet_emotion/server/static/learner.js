@@ -108,8 +108,15 @@ function setCameraButton() {
 $("camera-toggle").addEventListener("click", () => state.cameraOn ? cameraOff() : cameraOn());
 
 async function cameraOn() {
+  if (!state.config.analysis) {  // nothing could use the picture: keep the camera off
+    analysisUnavailable();
+    setCameraButton();
+    status("camera off — analysis unavailable");
+    return;
+  }
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     notice("This browser gives no access to a camera here. You can keep learning without it.");
+    setCameraButton();
     status("no camera");
     return;
   }
@@ -128,8 +135,7 @@ async function cameraOn() {
   $("preview").srcObject = state.stream;
   state.cameraOn = true;
   setCameraButton();
-  if (!state.analysis && state.ws && state.ws.readyState === 1) analysisUnavailable();
-  else notice("");
+  notice("");
   status("camera on");
   clearInterval(state.timer);
   state.timer = setInterval(sendFrame, 1000 / (state.config.frame_rate || 2));
@@ -164,9 +170,11 @@ function sendFrame() {
 }
 
 function analysisUnavailable() {
+  state.config.analysis = false;
+  if (state.cameraOn) cameraOff();
   notice("Emotion analysis is unavailable on this server right now (" +
-         (state.config.analysis_note || "no model") + "). Your camera picture is not sent; " +
-         "you can keep learning.");
+         (state.config.analysis_note || "no model") + "), so your camera stays off. " +
+         "You can keep learning.");
 }
 
 function connect() {
@@ -181,7 +189,7 @@ function connect() {
     if (msg.type === "ready") {
       state.retry = 0;
       state.analysis = msg.analysis;
-      if (!msg.analysis && state.cameraOn) analysisUnavailable();
+      if (!msg.analysis && (state.cameraOn || state.config.analysis)) analysisUnavailable();
     } else if (msg.type === "result") {
       state.inFlight = false;
       onResult(msg);
