@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if not args.verbose:  # libraries' chatter (alembic lists its plugins at INFO)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except MultiNetError as e:
