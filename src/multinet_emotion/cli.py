@@ -78,7 +78,18 @@ def _train_parser(sub) -> None:
     p.set_defaults(func=_train)
 
 
+def _need_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+        import torchvision  # noqa: F401
+    except ImportError:
+        raise MultiNetError(f"'{command}' needs PyTorch: install the training extras with "
+                            "scripts/setup.sh full (or pip install 'multinet-emotion[train]')"
+                            ) from None
+
+
 def _train(args: argparse.Namespace) -> int:
+    _need_torch("train")
     from .model import ModelConfig
     from .train import TrainConfig, train
 
@@ -181,6 +192,7 @@ def _export_parser(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    _need_torch("export")
     from .export import ExportConfig, export
 
     if args.out.suffix != ".onnx":
