@@ -85,6 +85,8 @@ def main() -> None:
     best = history["best_epoch"]
     epochs = history["epochs"]
     hours = history["wall_time_s"] / 3600
+    stopped_early = len(epochs) - best >= config["patience"]
+    interim = len(epochs) < config["epochs"] and not stopped_early
     splits = data_report["splits"]
     cm = test["confusion"]
     header = "| | n | accuracy | macro F1 | " + " | ".join(f"recall {e}" for e in EMOTIONS) + " |"
@@ -179,7 +181,10 @@ def main() -> None:
         f"{config['model']['dropout']}, seed {config['seed']}, precision "
         f"{history.get('precision', config['precision'])} autocast.",
         f"- Best epoch {best} of {len(epochs)} (validation accuracy "
-        f"{history['best_val_accuracy']:.4f}), chosen on PublicTest.",
+        f"{history['best_val_accuracy']:.4f}), chosen on PublicTest."
+        + (f" **Interim snapshot:** the run had completed {len(epochs)} of its "
+           f"{config['epochs']} planned epochs when this model was shipped; the run goes on "
+           "(`--resume`) and its final model will replace this one." if interim else ""),
         f"- Hardware and time: {cpu_name()}, {os.cpu_count()} cores, no GPU; "
         f"{hours:.2f} h of training and validation wall time "
         f"(median {sorted(e['images_per_s'] for e in epochs)[len(epochs) // 2]:.0f} "

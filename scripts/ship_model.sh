@@ -13,6 +13,11 @@ out=${SHIP_REPORTS:-reports/ship}
 assets=${ASSETS:-src/multinet_emotion/assets}
 mkdir -p "$out"
 . .venv/bin/activate
+# work from a snapshot, so a run still training cannot change files half-way through
+snap="$out/run"
+rm -rf "$snap" && mkdir -p "$snap"
+cp "$run"/{best.pt,history.json,config.json,data_report.json,curves.png} "$snap"/
+run=$snap
 export MULTINET_PROGRESS=${MULTINET_PROGRESS:-0}
 
 python bench/accuracy.py --model "$run/best.pt" --data "$data" --splits val \
