@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from multinet_emotion import EmotionDetector
@@ -363,3 +364,18 @@ def test_between_full_scans_faces_are_followed_and_a_leaving_face_is_not_invente
     # ...and a face that leaves (A after frame 44) is dropped at once, not carried
     assert counts[45] == 1
     assert detector.timings["full_detections"] < 35  # frames 0-9 have no face: scanned each
+
+
+def test_ended_tracks_are_not_kept(drawn_face_clip, brightness_onnx_model):
+    """Images of a folder (reset each time) and a long live run must not pile up tracks."""
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=1))
+    frame = drawn_face_clip.render(30)
+    for i in range(20):
+        assert len(detector.process(frame, t=float(i))) == 2
+        detector.reset()
+    assert detector.tracker.ended == [] and detector.tracker.tracks == []
+    blank = np.zeros_like(frame)
+    detector.process(frame, t=100.0)
+    for i in range(10):  # the faces leave: their tracks end after max_missed rounds
+        detector.process(blank, t=101.0 + i)
+    assert detector.tracker.ended == [] and detector.tracker.tracks == []

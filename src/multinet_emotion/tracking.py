@@ -121,7 +121,9 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None = None) -> None:
         self.config = (config or TrackerConfig()).validate()
         self.tracks: list[Track] = []
-        self.ended: list[Track] = []  # tracks that ended since the last pop_ended()
+        # tracks that ended since the last pop_ended(); a caller that keeps a Tracker
+        # running must pop them (EmotionDetector does), or they pile up
+        self.ended: list[Track] = []
         self._next_id = 1
 
     def update(self, boxes: Sequence[Box], t: float) -> list[Track]:

@@ -161,6 +161,7 @@ class EmotionDetector:
                 # else a face was lost: look at the whole frame now
         if tracks is None:
             tracks = self.tracker.update(self.face_detector.detect(frame), t)
+            self.tracker.pop_ended()  # nothing here needs ended tracks: do not keep them
             self.timings["full_detections"] += 1
         self.timings["detect"] += time.perf_counter() - start
         due = [tr for tr in tracks if tr.due(t, self.config.refresh_hz)]
@@ -180,6 +181,7 @@ class EmotionDetector:
     def reset(self) -> None:
         """End every track (ids keep counting up)."""
         self.tracker.end_all()
+        self.tracker.pop_ended()
 
 
 # --- sources ------------------------------------------------------------------------------
