@@ -105,6 +105,9 @@ def test_strict_mode_fails_naming_the_file(tmp_path):
     root = _bad_folder(tmp_path / "d")
     with pytest.raises(MultiNetError, match=r"(truncated\.jpg|not_an_image\.png|contempt).*--strict"):
         load_dataset(cfg(root, strict=True))
+    load_dataset(cfg(root))  # a lenient read caches the data with its skipped list ...
+    with pytest.raises(MultiNetError, match=r"(truncated\.jpg|not_an_image\.png|contempt).*--strict"):
+        load_dataset(cfg(root, strict=True))  # ... and --strict still fails on it
 
 
 def test_empty_class_folder_is_reported(tmp_path):

@@ -96,16 +96,28 @@ def test_learns_a_separable_toy_problem(tmp_path):
 @pytest.mark.slow
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     data = toy_dataset(8)
-    whole, h1 = fit(config(tmp_path / "a", epochs=3, augment=True, max_steps_per_epoch=2), data)
-    fit(config(tmp_path / "b", epochs=1, augment=True, max_steps_per_epoch=2), data)
-    # the interrupted run is continued with the full schedule
+    settings = dict(epochs=3, augment=True, max_steps_per_epoch=4)
+    whole, h1 = fit(config(tmp_path / "a", **settings), data)
+    # the same run, interrupted after its first epoch ...
+    fit(config(tmp_path / "b", stop_after_epochs=1, **settings), data)
     ckpt = torch.load(tmp_path / "b" / "run" / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 0
-    resumed, h2 = fit(config(tmp_path / "b", epochs=3, augment=True, max_steps_per_epoch=2,
-                             resume=True), data)
+    assert ckpt["epoch"] == 0 and ckpt["meta"]["disgust"] == "drop"
+    # ... and resumed with nothing but --resume: the run's own settings are used
+    resumed, h2 = fit(TrainConfig(out=tmp_path / "b" / "run", resume=True), data)
     for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
     assert [e["val_loss"] for e in h1["epochs"]] == [e["val_loss"] for e in h2["epochs"]]
+
+
+def test_resume_refuses_options_that_change_the_run(tmp_path):
+    data = toy_dataset(3)
+    fit(config(tmp_path, epochs=2, stop_after_epochs=1, max_steps_per_epoch=1,
+               model=ModelConfig(arch="vgg16", image_size=SIZE, hidden=16)), data)
+    with pytest.raises(MultiNetError, match="--epochs 5 differs from the run's 2"):
+        fit(TrainConfig(out=tmp_path / "run", resume=True, epochs=5), data)
+    with pytest.raises(MultiNetError, match="--arch resnet50 differs|--arch"):
+        fit(TrainConfig(out=tmp_path / "run", resume=True,
+                        model=ModelConfig(arch="resnet50")), data)
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):
@@ -151,14 +163,13 @@ def test_two_process_ddp_keeps_weights_identical(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
-    init = torch.load(tmp_path / "rank0.pt")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
     # and the run did train: a head weight moved away from a fresh initialisation
     torch.manual_seed(0)
     fresh = build_model(ModelConfig(arch="hybrid", image_size=32, hidden=32)).state_dict()
-    assert not torch.equal(init["head.4.weight"], fresh["head.4.weight"])
+    assert not torch.equal(a["head.4.weight"], fresh["head.4.weight"])
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["world_size"] == 2
 

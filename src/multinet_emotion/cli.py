@@ -24,7 +24,8 @@ def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--strict", action="store_true",
                    help="fail on the first bad image/row instead of skipping and counting it")
     p.add_argument("--merge-disgust", action="store_true",
-                   help="merge FER2013 'disgust' into 'angry' (default: drop it)")
+                   help="merge FER2013 'disgust' into 'angry' (default: drop it; evaluate "
+                   "follows the model's own policy)")
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="validation share for data without a validation split (default 0.1)")
     p.add_argument("--no-dedupe", action="store_true",
@@ -71,7 +72,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--max-steps-per-epoch", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--backbone-weights", type=Path, action="append", default=[],
                    help="local torchvision ResNet50 / VGG16-BN weights (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out with its saved settings")
+    p.add_argument("--stop-after-epochs", type=int, default=0,
+                   help="end this invocation after N epochs (time-boxing); --resume continues")
     p.add_argument("--init", type=Path, default=None,
                    help="start from a checkpoint's weights with a fresh schedule (fine-tuning, "
                    "warm restarts)")
@@ -100,6 +104,7 @@ def _train(args: argparse.Namespace) -> int:
         mixup=args.mixup, augment=not args.no_augment, patience=args.patience,
         seed=args.seed, precision=args.precision, threads=args.threads,
         max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume, init=args.init,
+        stop_after_epochs=args.stop_after_epochs,
         model=ModelConfig(arch=args.arch, image_size=args.image_size, hidden=args.hidden,
                           dropout=args.dropout,
                           backbone_weights=[str(p) for p in args.backbone_weights]),
@@ -134,8 +139,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate, format_summary, markdown
 
     model = args.model or _default_model_path()
-    size = _model_input_size(model)
-    result = evaluate(EvalConfig(model=model, data=_data_config(args, size), split=args.split,
+    size, disgust = _model_facts(model)
+    data = _data_config(args, size)
+    if not args.merge_disgust:  # score the model on the label set it was trained with
+        data.disgust = disgust
+    result = evaluate(EvalConfig(model=model, data=data, split=args.split,
                                  out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip))
     print(markdown(result))
     print(format_summary(result))
@@ -151,24 +159,23 @@ def _default_model_path() -> Path:
     return path
 
 
-def _model_input_size(model: Path) -> int:
-    """The face size a model takes, read from its file."""
+def _model_facts(model: Path) -> tuple[int, DisgustPolicy]:
+    """The face size a model takes and the disgust policy it was trained with."""
     if not model.is_file():
         raise MultiNetError(f"{model}: model file not found")
     if model.suffix == ".onnx":
         from .classifier import load_model
-        return load_model(model).input_size
-    return _checkpoint_size(model)
-
-
-def _checkpoint_size(model: Path) -> int:
+        info = load_model(model).info
+        return info.input_size, DisgustPolicy(info.disgust)
     try:
         import torch
     except ImportError:
-        return 48
+        raise MultiNetError(f"{model}: reading a PyTorch checkpoint needs the training extras "
+                            "(scripts/setup.sh full), or pass the .onnx export") from None
     try:
-        return int(torch.load(model, map_location="cpu", weights_only=False)
-                   ["model_config"]["image_size"])
+        ckpt = torch.load(model, map_location="cpu", weights_only=False)
+        return (int(ckpt["model_config"]["image_size"]),
+                DisgustPolicy(ckpt.get("meta", {}).get("disgust", "drop")))
     except Exception as e:  # noqa: BLE001
         raise MultiNetError(f"{model}: not a MultiNetEmotion checkpoint ({e})") from None
 
@@ -197,6 +204,11 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".onnx":
         raise MultiNetError(f"{args.out}: the output file must end in .onnx")
+    if args.crop_scale is not None and not 0.5 <= args.crop_scale <= 4:
+        raise MultiNetError(f"--crop-scale {args.crop_scale}: use a value from 0.5 to 4")
+    if args.data is None and not args.no_quantize:
+        raise MultiNetError("int8 quantisation is calibrated on real faces: pass --data "
+                            "(e.g. the training dataset), or --no-quantize for fp32 only")
     report = export(ExportConfig(checkpoint=args.model, out=args.out,
                                  quantize=not args.no_quantize, tta_flip=args.tta_flip,
                                  calibration=args.data,

@@ -33,7 +33,8 @@ from .progress import progress
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm",
+                  ".gif"}
 SPLITS = ("train", "val", "test")
 _FER_PREFIX = {"Training": "train", "PublicTest": "val", "PrivateTest": "test"}
 _DIR_SPLIT = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -139,6 +140,12 @@ def load_dataset(config: DataConfig) -> Dataset:
     cached = _cache_load(key) if config.cache else None
     if cached is not None:
         log.info("loaded %s from cache", root)
+        if config.strict:  # the cache was made leniently: apply --strict to what it recorded
+            for item in cached.skipped:
+                _Problems(strict=True)(item.source, item.reason)
+            for note in cached.notes:
+                if note.startswith("empty class"):
+                    raise MultiNetError(f"{cached.root}: {note}")
         return cached
     if root.is_file():
         if root.suffix.lower() != ".csv":

@@ -17,12 +17,11 @@ import numpy as np
 
 from .emotions import EMOTIONS
 from .errors import MultiNetError
+from .classifier import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .files import atomic_path
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "multinet_emotion"
-INPUT_NAME, OUTPUT_NAME = "pixels", "probs"
 
 
 @dataclass
@@ -162,12 +161,15 @@ def export(config: ExportConfig) -> dict:
         pick = np.random.default_rng(0).permutation(len(train))[:config.calibration_images]
         calib = train.images[pick]
         check = data.split("val").images[:256]
-    else:  # no data given: random faces-like noise is still a fair parity input
-        calib = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
-        check = calib
+    elif config.quantize:
+        raise MultiNetError("int8 quantisation is calibrated on real faces: give a dataset "
+                            "(--data), or export fp32 only (--no-quantize)")
+    else:  # fp32 parity needs no real faces: random pixels exercise every operator
+        check = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
     reference = torch_probs(model, check, config.tta_flip)
     report = {"checkpoint": str(config.checkpoint), "fp32": str(fp32_path),
-              "parity_images": len(check)}
+              "parity_images": len(check),
+              "parity_inputs": "validation faces" if config.calibration else "random pixels"}
     got = load_model(fp32_path).predict(check)
     report["fp32_max_abs_diff"] = float(np.abs(got - reference).max())
     report["fp32_size_mb"] = fp32_path.stat().st_size / 1e6

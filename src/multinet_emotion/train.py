@@ -61,6 +61,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     resume: bool = False
     init: Path | None = None  # start from this checkpoint's weights (a new schedule, not a resume)
+    stop_after_epochs: int = 0  # end this invocation after N epochs (resume later); 0 = no limit
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
 
@@ -214,6 +215,15 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                             "or choose another --out")
     if config.resume and not last_path.exists():
         raise MultiNetError(f"{last_path}: nothing to resume; start without --resume")
+    resumed = None
+    if config.resume:
+        try:
+            resumed = torch.load(last_path, map_location="cpu", weights_only=False)
+            config = resumed_config(config, resumed["history"]["config"])
+        except MultiNetError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged file is the user's to know about
+            raise MultiNetError(f"{last_path}: cannot resume from this file ({e})") from None
     if dataset is None:
         if config.data is None:
             raise MultiNetError("no data: pass --data PATH")
@@ -244,13 +254,13 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                      "world_size": world, "precision": str(dtype or torch.float32),
                      "wall_time_s": 0.0}
     start_epoch, stale = 0, 0
-    if config.resume:
-        ckpt = torch.load(last_path, map_location=device, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        history, start_epoch, stale = ckpt["history"], ckpt["epoch"] + 1, ckpt["stale"]
+    if resumed is not None:
+        model.load_state_dict(resumed["model"])
+        optimizer.load_state_dict(resumed["optimizer"])
+        history, start_epoch, stale = resumed["history"], resumed["epoch"] + 1, resumed["stale"]
+        del resumed
         if main:
-            log.info("resuming %s after epoch %d", out, ckpt["epoch"] + 1)
+            log.info("resuming %s after epoch %d with the run's saved settings", out, start_epoch)
     if world > 1:
         model = nn.parallel.DistributedDataParallel(model)
 
@@ -271,6 +281,11 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
 
     for epoch in range(start_epoch, config.epochs):
         if stale >= config.patience:
+            break
+        if config.stop_after_epochs and epoch - start_epoch >= config.stop_after_epochs:
+            if main:
+                log.info("stopping after %d epochs as asked; continue with --resume",
+                         config.stop_after_epochs)
             break
         t0 = time.time()
         g = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
@@ -345,7 +360,8 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 stale += 1
             atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                          "epoch": epoch, "stale": stale, "history": history,
-                         "model_config": asdict(config.model), "labels": list(EMOTIONS)},
+                         "model_config": asdict(config.model), "labels": list(EMOTIONS),
+                         "meta": _meta(config, dataset, record)},
                         last_path)
             atomic_write_text(out / "history.json", json.dumps(history, indent=2))
             plot_history(history, out / "curves.png")
@@ -376,13 +392,61 @@ def _init_from(model: nn.Module, path: Path) -> None:
     log.info("starting from the weights of %s", path)
 
 
-def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
-               record: dict) -> None:
-    meta = {"epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
+def _meta(config: TrainConfig, dataset: Dataset, record: dict) -> dict:
+    return {"epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
             "val_macro_f1": record["val_macro_f1"], "disgust": str(dataset.disgust),
             "data": str(dataset.root), "train_config": _jsonable(asdict(config))}
+
+
+def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
+               record: dict) -> None:
     atomic_save({"model": unwrap(model).state_dict(), "model_config": asdict(config.model),
-                 "labels": list(EMOTIONS), "meta": meta}, path)
+                 "labels": list(EMOTIONS), "meta": _meta(config, dataset, record)}, path)
+
+
+#: options that may change between the start of a run and its resumption
+PER_INVOCATION = {"out", "resume", "threads", "eval_batch_size", "stop_after_epochs", "init",
+                  "path", "strict", "cache"}
+
+
+def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
+    """The saved settings of the run being resumed, with this invocation's own options.
+
+    An option given now that differs from the run's value (and from its default) is refused,
+    so a resumed run is the same run and nobody is surprised by an ignored option."""
+    from .datasets import DataConfig
+    from .emotions import DisgustPolicy
+
+    def merge(now_obj, saved_part: dict, default_obj, cls, where: str = ""):
+        now, default = _jsonable(asdict(now_obj)), _jsonable(asdict(default_obj))
+        values = {}
+        for key, value in now.items():
+            if key in ("model", "data"):
+                continue
+            if key in PER_INVOCATION or key not in saved_part:
+                values[key] = getattr(now_obj, key)
+                continue
+            if value != saved_part[key] and value != default.get(key):
+                flag = "--" + key.replace("_", "-")
+                raise MultiNetError(f"{flag} {value} differs from the run's {saved_part[key]}: "
+                                    f"a resumed run keeps its settings ({where or 'config.json'});"
+                                    " drop the option, or start a new run with another --out")
+            values[key] = saved_part[key]
+        return cls(**values)
+
+    model = merge(config.model, saved.get("model", {}), ModelConfig(), ModelConfig)
+    data = None
+    if config.data is not None:
+        data = merge(config.data, saved.get("data") or {}, DataConfig(path=config.data.path),
+                     DataConfig)
+        data.disgust = DisgustPolicy(data.disgust)
+        data.path = Path(data.path)
+    merged = merge(config, saved, TrainConfig(), TrainConfig)
+    merged.model, merged.data = model, data
+    if merged.init is not None:
+        merged.init = Path(merged.init)
+    merged.out = Path(merged.out)
+    return merged
 
 
 def plot_history(history: dict, path: Path) -> None:
