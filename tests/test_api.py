@@ -769,3 +769,78 @@ def test_ws_closes_when_the_session_ends_elsewhere(ws_env) -> None:
         with pytest.raises(WebSocketDisconnect) as closed:
             ws.receive_json()
         assert closed.value.code == 1008
+
+
+def test_ws_a_failing_store_answers_the_frame_and_keeps_the_connection(ws_env, monkeypatch,
+                                                                      caplog) -> None:
+    """A database error while storing one frame (not a ServiceError) gets an error answer for
+    that frame, the type only in the log, and the next frame is analysed as usual."""
+    from sqlalchemy.exc import OperationalError
+
+    from multinet_emotion.server.service import NotFound
+    client, clock, _ = ws_env
+    svc = client.app.state.service
+    h, sid = signup(client)
+    failing = {"add_faces": 1, "add_samples": 0, "session": 0}  # calls that fail next
+    secret = "SECRET-PAYLOAD"
+
+    def flaky(name: str):  # noqa: ANN202
+        real = getattr(svc, name)
+
+        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            if failing[name]:
+                failing[name] -= 1
+                if name == "session":
+                    raise NotFound("no session for this learner")
+                raise OperationalError(secret, {}, Exception("database is locked"))
+            return real(*args, **kwargs)
+        return call
+
+    with client.websocket_connect("/ws/learn") as ws:
+        hello(ws, h, sid)
+        for name in failing:
+            monkeypatch.setattr(svc, name, flaky(name))
+        ws.send_bytes(jpeg())
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and msg["seq"] == 1
+        assert "could not be stored" in msg["message"]
+        ws.send_bytes(jpeg())
+        msg = ws.receive_json()
+        assert msg["type"] == "result" and msg["seq"] == 2 and msg["faces"]
+        sample = {"type": "sample", "probs": dict.fromkeys(EMOTIONS, 1 / 6)}
+        failing["add_samples"] = 1  # the same over the sample path
+        ws.send_json(sample)
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and msg["seq"] == 3
+        assert "could not be stored" in msg["message"]
+        failing["session"] = 1  # a ServiceError while answering a sample: answered, kept
+        ws.send_json(sample)
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and msg["seq"] == 4 and "no session" in msg["message"]
+        clock.t += 1
+        ws.send_json(sample)
+        assert ws.receive_json()["type"] == "result"
+    assert "OperationalError" in caplog.text and secret not in caplog.text
+
+
+def test_ws_an_unexpected_error_closes_without_a_traceback(ws_env, monkeypatch) -> None:
+    """An error outside the per-frame handling comes out of the task group as an exception
+    group: the connection is told and closed (1011), not left to the ASGI server."""
+    from starlette.websockets import WebSocketDisconnect
+
+    from multinet_emotion.server import ws as ws_module
+    client, clock, _ = ws_env
+    h, sid = signup(client)
+
+    async def broken(self, text: str) -> None:  # noqa: ANN001
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(ws_module._Stream, "text", broken)
+    with client.websocket_connect("/ws/learn") as ws:
+        hello(ws, h, sid)
+        ws.send_json({"type": "ping"})
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and "internal server error" in msg["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1011

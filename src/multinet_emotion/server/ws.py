@@ -10,8 +10,10 @@ Protocol (JSON text messages, binary frames):
 * server -> ``{"type": "result", "seq": n, "faces": [...], "current": {...}, "ms": ...}``
   per frame, preceded by ``{"type": "recommendation", "recommendation": {...}}`` when that
   frame led to one, and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame, a
-  frame over the rate limit, or one replaced by a newer frame before it was analysed (only
-  the newest waiting frame is analysed); the connection stays up.
+  frame over the rate limit, one replaced by a newer frame before it was analysed (only
+  the newest waiting frame is analysed), or one whose result could not be stored (e.g. the
+  database was busy); the connection stays up. When the session ends or is deleted the
+  server sends an error and closes (1008); on an unexpected server error it closes (1011).
 
 Frames are decoded and analysed in memory and dropped; neither they nor their bytes are
 stored or logged.
@@ -97,6 +99,14 @@ async def learn(ws: WebSocket) -> None:
             await ws.close(code=1008)
         except Exception:  # noqa: BLE001
             pass
+    except Exception as e:  # noqa: BLE001 - e.g. the database is down: close, no traceback
+        log.error("learner connection failed: %s", type(e).__name__)  # never the payload
+        try:
+            await _send(ws, {"type": "error", "message": "internal server error; reconnect "
+                                                         "later"})
+            await ws.close(code=1011)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class _Stream:
@@ -119,15 +129,23 @@ class _Stream:
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
+        """Read and analyse until the client leaves; a ServiceError (the session ended or
+        was deleted) or an unexpected error is re-raised, unwrapped from the task group's
+        exception group, for :func:`learn` to answer and close."""
         self.failure: BaseException | None = None
-        async with anyio.create_task_group() as tg:
-            self.scope = tg.cancel_scope
-            tg.start_soon(self.analyse)
-            try:
+        try:
+            async with anyio.create_task_group() as tg:
+                self.scope = tg.cancel_scope
+                tg.start_soon(self.analyse)
                 await self.read()  # until the client leaves (or the analyst gives up)
-            except WebSocketDisconnect:
-                pass
-            tg.cancel_scope.cancel()
+                tg.cancel_scope.cancel()
+        except* WebSocketDisconnect:
+            pass
+        except* ServiceError as group:
+            self.failure = _first(group)
+        except* Exception as group:  # unexpected: learn() logs its type and closes
+            if self.failure is None:
+                self.failure = _first(group)
         if self.failure is not None:
             raise self.failure
 
@@ -162,8 +180,10 @@ class _Stream:
     async def analyse(self) -> None:
         try:
             await self._analyse()
-        except (ServiceError, WebSocketDisconnect) as e:  # the session or the client is gone
-            self.failure = e if isinstance(e, ServiceError) else None
+        except WebSocketDisconnect:  # the client is gone
+            self.scope.cancel()
+        except Exception as e:  # noqa: BLE001 - e.g. the session is gone: run() re-raises it
+            self.failure = e
             self.scope.cancel()
 
     async def _analyse(self) -> None:
@@ -185,16 +205,22 @@ class _Stream:
                 await self.error("this frame could not be analysed", seq)
                 continue
             del data
-            current, rec = await run_in_threadpool(self.svc.add_faces, self.learner_id,
-                                                   self.session_id, faces)
-            await self.result(seq, faces, current, rec, t0)
+            try:
+                current, rec = await run_in_threadpool(self.svc.add_faces, self.learner_id,
+                                                       self.session_id, faces)
+                messages = _result(seq, faces, current, rec, t0)
+            except ServiceError:  # the session ended or was deleted: close the connection
+                raise
+            except Exception as e:  # noqa: BLE001 - e.g. the database is busy: keep streaming
+                log.error("storing a frame's result failed: %s", type(e).__name__)
+                await self.error("this frame's result could not be stored; the next frame "
+                                 "will be tried", seq)
+                continue
+            await self.send_all(messages)
 
-    async def result(self, seq: int, faces: list, current: Any, rec: Any, t0: float) -> None:
-        if rec is not None:  # before the result, so a client reading up to it sees both
-            await _send(self.ws, {"type": "recommendation", "seq": seq,
-                                  "recommendation": recommendation_out(rec).model_dump()})
-        await _send(self.ws, {"type": "result", "seq": seq, "faces": faces, "current": current,
-                              "ms": round((time.perf_counter() - t0) * 1000, 1)})
+    async def send_all(self, messages: list[dict[str, Any]]) -> None:
+        for message in messages:
+            await _send(self.ws, message)
 
     async def text(self, text: str) -> None:
         t0 = time.perf_counter()
@@ -219,10 +245,35 @@ class _Stream:
         try:
             _, rec = await run_in_threadpool(self.svc.add_samples, self.learner_id,
                                              self.session_id, [raw], False)
+            live = await run_in_threadpool(self.svc.session, self.learner_id, self.session_id)
+            messages = _result(self.seq, [], live.current, rec, t0)
         except ServiceError as e:
             return await self.error(str(e), self.seq)
-        live = await run_in_threadpool(self.svc.session, self.learner_id, self.session_id)
-        await self.result(self.seq, [], live.current, rec, t0)
+        except Exception as e:  # noqa: BLE001 - e.g. the database is busy: keep streaming
+            log.error("storing a sample failed: %s", type(e).__name__)
+            return await self.error("this sample could not be stored; send the next one",
+                                    self.seq)
+        await self.send_all(messages)
+
+
+def _result(seq: int, faces: list, current: Any, rec: Any, t0: float) -> list[dict[str, Any]]:
+    """The answer to one frame or sample: the recommendation it led to first (so a client
+    reading up to the result sees both), then the result."""
+    out = []
+    if rec is not None:
+        out.append({"type": "recommendation", "seq": seq,
+                    "recommendation": recommendation_out(rec).model_dump()})
+    out.append({"type": "result", "seq": seq, "faces": faces, "current": current,
+                "ms": round((time.perf_counter() - t0) * 1000, 1)})
+    return out
+
+
+def _first(group: BaseExceptionGroup) -> BaseException:
+    """The first exception in a (possibly nested) exception group."""
+    e: BaseException = group
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return e
 
 
 class _RateLimit:
