@@ -48,6 +48,8 @@ def train_command(config: dict, run: Path) -> str:
             flags.append(f"{flag} {config[key]}")
     if config["model"]["arch"] != "hybrid":
         flags.append(f"--arch {config['model']['arch']}")
+    if config.get("init"):
+        flags.append("--init runs/first/last.pt")
     return "multinet-emotion train " + " ".join(flags)
 
 
@@ -75,7 +77,15 @@ def main() -> None:
     plain = load(args.reports / "select_plain.json")["val"]["accuracy"]
     flipped = load(args.reports / "select_flip.json")["val"]["accuracy"]
     flip = flipped > plain
-    shutil.copy(args.run / "curves.png", args.assets / "training_curves.png")
+    # a run started from another run's weights (--init): show that run's history too
+    parent = None
+    if config.get("init"):
+        parent_dir = Path(config["init"]).parent
+        if (parent_dir / "history.json").is_file():
+            parent = load(parent_dir / "history.json")
+            parent["stopped_at"] = parent["epochs"][-1]["epoch"]
+    shutil.copy((Path(config["init"]).parent if parent else args.run) / "curves.png",
+                args.assets / "training_curves.png")
     shutil.copy(args.reports / "onnx" / "test" / "confusion_normalized.png",
                 args.assets / "confusion_test.png")
 
@@ -84,7 +94,7 @@ def main() -> None:
     worst = min(test["per_class"], key=lambda k: test["per_class"][k]["recall"])
     best = history["best_epoch"]
     epochs = history["epochs"]
-    hours = history["wall_time_s"] / 3600
+    hours = (history["wall_time_s"] + (parent["wall_time_s"] if parent else 0)) / 3600
     stopped_early = len(epochs) - best >= config["patience"]
     interim = len(epochs) < config["epochs"] and not stopped_early
     splits = data_report["splits"]
@@ -190,21 +200,29 @@ def main() -> None:
         f"(median {sorted(e['images_per_s'] for e in epochs)[len(epochs) // 2]:.0f} "
         "training images/s; the machine was shared with development work, which paused "
         "training at times).",
+        *([f"- Two stages. First {parent['config']['epochs']}-epoch run, stopped after "
+           f"epoch {parent['stopped_at']} (it goes on; `--resume` continues it); then one "
+           f"short run started from its weights (`--init`) with a fresh, low learning rate "
+           f"annealed to zero ({config['epochs']} epoch(s), peak {config['lr']}), which is "
+           "the shipped model. Wall time below covers both."] if parent else []),
         "- Reproduce:",
         "",
         "```bash",
         "scripts/setup.sh full && . .venv/bin/activate",
+        *([train_command(parent["config"], Path("runs/first"))
+           + f" --stop-after-epochs {parent['stopped_at']}"] if parent else []),
         train_command(config, Path("runs/default")),
         "scripts/ship_model.sh runs/default",
         "```",
         "",
         "![training curves](training_curves.png)",
         "",
-        "| epoch | train loss | train acc | val loss | val acc | val macro F1 |",
-        "|---:|---:|---:|---:|---:|---:|",
-        *[f"| {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
+        "| stage | epoch | train loss | train acc | val loss | val acc | val macro F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[f"| {stage} | {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
           f"{e['val_loss']:.3f} | {e['val_accuracy']:.3f} | {e['val_macro_f1']:.3f} |"
-          for e in epochs],
+          for stage, part in ((("first run", parent["epochs"]),) if parent else ())
+          + (("anneal" if parent else "run", epochs),) for e in part],
         "",
         "## Intended use",
         "",
