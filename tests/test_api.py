@@ -712,6 +712,27 @@ def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
     app.state.service.store.close()
 
 
+def test_the_frame_limit_follows_the_frame_rate(monkeypatch) -> None:
+    """--frame-rate 20 must not have frames refused: the per-connection limit is derived from
+    it (with headroom) unless set, and a limit below the frame rate is refused at start."""
+    from multinet_emotion.errors import MultiNetError
+    from multinet_emotion.server import ws as ws_module
+    assert Settings().max_frame_rate == 10.0
+    fast = Settings.from_env({"MULTINET_FRAME_RATE": "20"})
+    assert fast.max_frame_rate is not None and fast.max_frame_rate >= 20 * 1.5
+    assert Settings.from_env({"MULTINET_MAX_FRAME_RATE": "4"}).max_frame_rate == 4.0
+    with pytest.raises(MultiNetError, match="below the frame rate"):
+        Settings.from_env({"MULTINET_FRAME_RATE": "20", "MULTINET_MAX_FRAME_RATE": "10"})
+    now = [0.0]
+    monkeypatch.setattr(ws_module.time, "monotonic", lambda: now[0])
+    bucket = ws_module._RateLimit(fast.max_frame_rate)
+    taken = 0
+    for i in range(200):  # 10 s at 20 frames per second, with jitter
+        now[0] = i / 20 + (0.02 if i % 2 else 0.0)
+        taken += bucket.take()
+    assert taken == 200
+
+
 def test_pages_are_self_contained_and_locked_down(sqlite_env) -> None:
     import re
     client, _ = sqlite_env

@@ -12,6 +12,13 @@ from ..errors import MultiNetError
 from ..store import default_database_url
 
 
+#: With max_frame_rate unset, a connection may send this many times the frame rate (the
+#: browser's timer is not exact, and a tab in the background sends in bursts)...
+FRAME_RATE_HEADROOM = 2.0
+#: ... and never fewer than this many frames per second.
+MIN_FRAME_RATE_LIMIT = 10.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything `multinet-emotion serve` can be told; defaults work on a fresh machine."""
@@ -28,7 +35,8 @@ class Settings:
     frame_width: int = 320              # ... downscaled to this width in the browser
     max_frame_bytes: int = 300_000      # larger frames are refused (connection stays up)
     max_frame_side: int = 1920          # larger images are refused
-    max_frame_rate: float = 10.0        # per connection; faster frames are skipped (burst ok)
+    max_frame_rate: float | None = None  # per connection; faster frames are skipped (burst
+    #                                     ok). None: FRAME_RATE_HEADROOM x frame_rate, >= 10
     max_body_bytes: int = 256_000       # largest HTTP request body
     max_samples_per_request: int = 600
     sample_interval: float = 1.0        # samples are stored at most this often (seconds)
@@ -37,6 +45,11 @@ class Settings:
     analysis_workers: int = 2           # frames analysed at once (CPU cores)
     detect_every: int | None = None     # full face scan every Nth frame (None: runtime default)
     live_seconds: float = 30.0          # a learner counts as live this long after a sample
+
+    def __post_init__(self) -> None:
+        if self.max_frame_rate is None:  # derived from the frame rate the page is told to use
+            object.__setattr__(self, "max_frame_rate",
+                               max(MIN_FRAME_RATE_LIMIT, FRAME_RATE_HEADROOM * self.frame_rate))
 
     def with_token(self) -> Settings:
         """These settings with an instructor token (a new random one when unset)."""
@@ -69,6 +82,7 @@ class Settings:
         get("MULTINET_MODEL", "model", Path)
         get("MULTINET_ANALYSIS", "analysis")
         get("MULTINET_FRAME_RATE", "frame_rate", float)
+        get("MULTINET_MAX_FRAME_RATE", "max_frame_rate", float)
         get("MULTINET_MAX_FRAME_BYTES", "max_frame_bytes", int)
         get("MULTINET_RETENTION_DAYS", "retention_days", float)
         get("MULTINET_ANALYSIS_WORKERS", "analysis_workers", int)
@@ -87,6 +101,12 @@ class Settings:
         if not 0.1 <= self.frame_rate <= 30:
             raise MultiNetError(f"frame rate {self.frame_rate} is out of range (0.1 to 30 per "
                                 "second)")
+        assert self.max_frame_rate is not None  # set by __post_init__
+        if self.max_frame_rate < self.frame_rate:
+            raise MultiNetError(f"max frame rate {self.max_frame_rate:g} is below the frame rate "
+                                f"{self.frame_rate:g}, so learners' frames would be refused; "
+                                "raise MULTINET_MAX_FRAME_RATE or leave it unset (it follows "
+                                "the frame rate)")
         if not 1 <= self.port <= 65535:
             raise MultiNetError(f"port {self.port} is out of range (1-65535)")
         if self.max_frame_bytes < 1000:
