@@ -158,6 +158,31 @@ def test_end_to_end(env) -> None:
     assert store.counts() == {k: 0 for k in store.counts()}
 
 
+def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) -> None:
+    """A request whose lookup of the old token is in flight while the instructor rotates it
+    must not leave the old token working afterwards."""
+    client, _ = sqlite_env
+    h, _ = signup(client)
+    svc = client.app.state.service
+    old = h["Authorization"][7:]
+    lid = svc.learner_for_token(old)
+    real = svc.store.learner_by_token
+    rotated: list[str] = []
+
+    def racing(token: str):  # noqa: ANN202
+        found = real(token)  # read the old row, then the instructor rotates the token
+        if not rotated:
+            rotated.append(svc.new_token(lid))
+        return found
+
+    monkeypatch.setattr(svc.store, "learner_by_token", racing)
+    assert svc.learner_for_token(old) == lid  # this request was already under way
+    monkeypatch.setattr(svc.store, "learner_by_token", real)
+    assert svc.learner_for_token(old) is None
+    assert client.get("/api/me", headers=h).status_code == 401
+    assert client.get("/api/me", headers=auth(rotated[0])).status_code == 200
+
+
 def test_instructor_export_and_delete(sqlite_env) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)

@@ -117,7 +117,6 @@ class LearningService:
         self.settings = settings
         self.clock = clock
         self._live: dict[str, LiveSession] = {}
-        self._tokens: dict[str, str] = {}  # token hash -> learner id
         self._lock = threading.Lock()
 
     # --- learners -------------------------------------------------------------------------
@@ -140,21 +139,14 @@ class LearningService:
         from ..store import Learner as L
         with self.store.session() as s:
             s.execute(update(L).where(L.id == learner_id).values(token_hash=hash_token(token)))
-        with self._lock:
-            self._tokens = {h: lid for h, lid in self._tokens.items() if lid != learner_id}
         return token
 
     def learner_for_token(self, token: str) -> str | None:
-        h = hash_token(token)
-        with self._lock:
-            if h in self._tokens:
-                return self._tokens[h]
+        """The learner of a token, read from the database on every call (a unique-index
+        lookup): no cache that a rotation or deletion racing with a lookup could leave
+        holding a revoked token."""
         learner = self.store.learner_by_token(token)
-        if learner is None:
-            return None
-        with self._lock:
-            self._tokens[h] = learner.id
-        return learner.id
+        return None if learner is None else learner.id
 
     # --- sessions -------------------------------------------------------------------------
 
@@ -548,8 +540,6 @@ class LearningService:
         counts = self.store.delete_learner(learner_id)
         if counts is None:
             raise NotFound(f"no learner {learner_id!r}")
-        with self._lock:
-            self._tokens = {h: lid for h, lid in self._tokens.items() if lid != learner_id}
         return counts
 
     def _lives_of(self, learner_id: str) -> list[LiveSession]:
