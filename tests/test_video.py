@@ -379,3 +379,32 @@ def test_ended_tracks_are_not_kept(drawn_face_clip, brightness_onnx_model):
     for i in range(10):  # the faces leave: their tracks end after max_missed rounds
         detector.process(blank, t=101.0 + i)
     assert detector.tracker.ended == [] and detector.tracker.tracks == []
+
+
+def test_a_plot_path_without_an_image_suffix_fails_before_any_work(drawn_face_clip,
+                                                                   brightness_onnx_model,
+                                                                   tmp_path):
+    from multinet_emotion.video import plot_timeline, run
+    frames = []
+    with pytest.raises(MultiNetError, match=r"--plot .*out.txt.*\.png"):
+        run(RunConfig(str(drawn_face_clip.path), model=brightness_onnx_model,
+                      plot=tmp_path / "out.txt"), on_frame=lambda f, faces: frames.append(f))
+    assert frames == []
+    with pytest.raises(MultiNetError, match="without a suffix"):
+        plot_timeline({"tracks": {}}, tmp_path / "timeline")
+
+
+def test_an_unwritable_csv_does_not_leave_the_jsonl_file_open(tmp_path, monkeypatch):
+    from multinet_emotion import video as video_module
+    opened = []
+    real = video_module._open_output
+
+    def recording(*args, **kwargs):
+        opened.append(real(*args, **kwargs))
+        return opened[-1]
+
+    monkeypatch.setattr(video_module, "_open_output", recording)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(MultiNetError, match="--csv"):
+        video_module.EventWriter(tmp_path / "e.jsonl", tmp_path / "a-file" / "e.csv")
+    assert len(opened) == 1 and opened[0].closed

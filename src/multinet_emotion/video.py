@@ -693,10 +693,14 @@ class EventWriter:
             self.jsonl = sys.stdout  # "-": events to standard output, for a pipe
         elif jsonl is not None:
             self.jsonl = _open_output(jsonl, "--jsonl")
-        if csv_path is not None:
-            self.csv = _open_output(csv_path, "--csv", newline="")
-            self._writer = csv.DictWriter(self.csv, CSV_FIELDS)
-            self._writer.writeheader()
+        try:
+            if csv_path is not None:
+                self.csv = _open_output(csv_path, "--csv", newline="")
+                self._writer = csv.DictWriter(self.csv, CSV_FIELDS)
+                self._writer.writeheader()
+        except BaseException:  # do not leave the JSON Lines file open
+            self.close()
+            raise
 
     def write(self, events: list[dict[str, Any]]) -> None:
         if self.jsonl is not None:
@@ -713,8 +717,23 @@ class EventWriter:
             self.csv.close()
 
 
+#: Plot formats, chosen by the file's suffix (those matplotlib's Agg canvas writes).
+PLOT_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".webp", ".tif", ".tiff")
+
+
+def check_plot_path(path: Path) -> None:
+    """One clear error for a ``--plot`` path whose suffix names no image format."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in PLOT_SUFFIXES:
+        kind = f"a {suffix} file" if suffix else "a file without a suffix"
+        raise MultiNetError(f"--plot {path}: cannot draw the plot as {kind}; name it with one "
+                            f"of {', '.join(PLOT_SUFFIXES)} (e.g. timeline.png)")
+
+
 def plot_timeline(summary: dict[str, Any], path: Path) -> None:
-    """A PNG: per track, its smoothed emotion over time, and its shares of time per emotion."""
+    """A PNG (or another format of :data:`PLOT_SUFFIXES`, by ``path``'s suffix): per track,
+    its smoothed emotion over time, and its shares of time per emotion."""
+    check_plot_path(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
     from matplotlib.patches import Patch
@@ -807,6 +826,8 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
     Ctrl-C (KeyboardInterrupt) ends the run like the end of the source: every output is
     flushed and the summary is written; :attr:`RunReport.interrupted` tells it happened."""
     quiet_opencv(log.isEnabledFor(logging.DEBUG))
+    if config.plot is not None:  # fail before any work, not after the run
+        check_plot_path(config.plot)
     display = Display() if config.show else None  # fail before any work when there is no GUI
     detector = detector or EmotionDetector(config.model, config.pipeline)
     source = source or open_source(config.source, config.source_config)
