@@ -183,6 +183,31 @@ def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) 
     assert client.get("/api/me", headers=auth(rotated[0])).status_code == 200
 
 
+def test_a_rule_in_its_own_cooldown_costs_no_bandit_statistics(tmp_path: Path,
+                                                              monkeypatch) -> None:
+    """While the only rule that holds is in its own cool-down, a stored sample neither
+    recommends nor scans the recommendations for the bandit."""
+    clock = Clock()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(SHORT_POLICY.replace("    min_duration: 8\n",
+                                           "    min_duration: 8\n    cooldown: 600\n", 1))
+    with make_client(f"sqlite:///{tmp_path / 'm.db'}", clock, policy=policy) as client:
+        h, sid = signup(client)
+        recs = [r["recommendation"] for r in post_mood(client, clock, h, sid, SAD, 20, batch=1)
+                if r["recommendation"]]
+        assert len(recs) == 1
+        assert client.post(f"/api/recommendations/{recs[0]['id']}/dismiss",
+                           headers=h).status_code == 200
+        svc = client.app.state.service
+        calls = []
+        real = svc.store.bandit_stats
+        monkeypatch.setattr(svc.store, "bandit_stats",
+                            lambda *a, **k: calls.append(1) or real(*a, **k))
+        out = post_mood(client, clock, h, sid, SAD, 60, batch=1)  # past the policy cool-down
+        assert not any(r["recommendation"] for r in out) and calls == []
+        client.app.state.service.store.close()
+
+
 def test_instructor_export_and_delete(sqlite_env) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)

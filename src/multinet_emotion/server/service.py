@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..emotions import EMOTIONS
 from ..errors import MultiNetError
-from ..recommend import LearnerContext, Recommender, Sample, Trigger
+from ..recommend import LearnerContext, Recommender, Sample, Trigger, detect_state
 from ..store import (
     CLASS_ID, Learner, LearningSession, RecommendationRow, Store, StoredSample, hash_token, new_id,
 )
@@ -317,8 +317,10 @@ class LearningService:
         if self.engine.in_cooldown(ctx, now):
             return None
         timeline = list(live.timeline)
-        if self.engine.evaluate(timeline, now) is None:
-            return None
+        if not any(not self.engine.in_cooldown(ctx, now, rule)  # cheap: check it first
+                   and detect_state(rule, self.policy, timeline, now) is not None
+                   for rule in self.policy.rules):
+            return None  # no rule that may suggest now holds: skip the bandit statistics
         ctx.you, ctx.others = self.store.bandit_stats(self.policy.personalisation,
                                                       live.learner_id)
         rec = self.engine.recommend(timeline, now, ctx)
