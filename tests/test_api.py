@@ -546,6 +546,32 @@ def test_ws_without_analysis_accepts_client_samples(tmp_path: Path) -> None:
     app.state.service.store.close()
 
 
+def test_client_samples_are_normalised_alike_over_http_and_the_websocket(ws_env) -> None:
+    """Probabilities that sum to about 1 (allowed) are stored summing to exactly 1, whichever
+    way the client sends them."""
+    client, clock, _ = ws_env
+    sent = {e: p * 1.04 for e, p in HAPPY.items()}
+    expected = {e: pytest.approx(p, abs=1e-4) for e, p in HAPPY.items()}
+    h, sid = signup(client)
+    with client.websocket_connect("/ws/learn") as ws:
+        hello(ws, h, sid)
+        clock.t += 1
+        ws.send_json({"type": "sample", "probs": sent})
+        msg = ws.receive_json()
+        assert msg["type"] == "result" and msg["current"]["probs"] == expected
+    h2, sid2 = signup(client, "Bo")
+    clock.t += 1
+    r = client.post(f"/api/sessions/{sid2}/samples", headers=h2,
+                    json={"samples": [{"t": clock.t, "probs": sent}]})
+    assert r.status_code == 200
+    svc = client.app.state.service
+    assert svc.session(None, sid2).current["probs"] == expected
+    for session_id in (sid, sid2):
+        svc.end_session(svc.session(None, session_id).learner_id, session_id)
+        [stored] = svc.store.samples(session_id=session_id)
+        assert dict(zip(EMOTIONS, stored.probs())) == expected
+
+
 def test_no_frame_reaches_disk_or_logs(ws_env, caplog: pytest.LogCaptureFixture) -> None:
     client, clock, tmp_path = ws_env
     marker = b"PRIVATE-FRAME-MARKER-1234"

@@ -139,9 +139,9 @@ def end_session(session_id: str, learner_id: LearnerId, svc: Service) -> Session
 def post_samples(session_id: str, body: SamplesIn, learner_id: LearnerId,
                  svc: Service) -> SamplesOut:
     now = svc.clock()
-    raw = [RawSample(s.t if s.t is not None else now,
-                     tuple(s.probs[e] / sum(s.probs.values()) for e in EMOTIONS)
-                     if s.face and s.probs else None, s.confidence) for s in body.samples]
+    raw = [RawSample.from_client(s.t if s.t is not None else now,
+                                 s.probs if s.face else None, s.confidence)
+           for s in body.samples]
     stored, rec = svc.add_samples(learner_id, session_id, raw)
     return SamplesOut(stored=stored, recommendation=recommendation_out(rec) if rec else None)
 

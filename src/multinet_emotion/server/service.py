@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,17 @@ class RawSample:
     t: float
     probs: tuple[float, ...] | None    # smoothed probabilities in EMOTIONS order; None = no face
     confidence: float | None = None
+
+    @classmethod
+    def from_client(cls, t: float, probs: Mapping[str, float] | None,
+                    confidence: float | None = None) -> RawSample:
+        """A sample from a client that classified on its own, over the HTTP API or the
+        WebSocket alike: its probabilities (validated to sum to about 1) normalised to sum
+        exactly 1, in EMOTIONS order; no probabilities = no face."""
+        if not probs:
+            return cls(t, None, confidence)
+        total = sum(probs[e] for e in EMOTIONS)
+        return cls(t, tuple(probs[e] / total for e in EMOTIONS), confidence)
 
 
 @dataclass

@@ -32,7 +32,6 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..emotions import EMOTIONS
 from ..errors import MultiNetError
 from .analysis import FrameError, decode_frame
 from .schemas import SampleIn, recommendation_out
@@ -240,8 +239,8 @@ class _Stream:
         except (ValidationError, TypeError) as e:
             return await self.error(_short(e) if isinstance(e, ValidationError) else str(e),
                                     self.seq)
-        raw = RawSample(self.svc.clock(), tuple(s.probs[e] for e in EMOTIONS)
-                        if s.face and s.probs else None, s.confidence)
+        raw = RawSample.from_client(self.svc.clock(), s.probs if s.face else None,
+                                    s.confidence)
         try:
             _, rec = await run_in_threadpool(self.svc.add_samples, self.learner_id,
                                              self.session_id, [raw], False)
