@@ -208,6 +208,29 @@ def test_a_rule_in_its_own_cooldown_costs_no_bandit_statistics(tmp_path: Path,
         client.app.state.service.store.close()
 
 
+def test_the_dashboards_negative_share_follows_the_policys_attention_rule(
+        tmp_path: Path) -> None:
+    """What counts as negative on the dashboard is the policy's attention rule, not a list
+    of emotions of its own; without an attention rule there is no negative share."""
+    clock = Clock()
+    only_sad = tmp_path / "sad.yaml"
+    only_sad.write_text(SHORT_POLICY.replace("attention:\n  states: [angry, sad, fear]",
+                                             "attention:\n  states: [sad]"))
+    no_attention = tmp_path / "none.yaml"
+    no_attention.write_text(SHORT_POLICY.split("attention:")[0])
+    angry, sad = probs(angry=0.8), probs(sad=0.8)
+    for policy, expected in ((only_sad, {"Ann": 0.0, "Sam": 1.0}),
+                             (no_attention, {"Ann": None, "Sam": None})):
+        with make_client(f"sqlite:///{tmp_path / policy.stem}.db", clock,
+                         policy=policy) as client:
+            for name, mood in (("Ann", angry), ("Sam", sad)):
+                h, sid = signup(client, name)
+                post_mood(client, clock, h, sid, mood, 5)
+            ov = client.get("/api/classes/algebra-1/overview", headers=IH).json()
+            assert {e["name"]: e["negative_share"] for e in ov["learners"]} == expected
+            client.app.state.service.store.close()
+
+
 def test_instructor_export_and_delete(sqlite_env) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)

@@ -40,6 +40,7 @@ from .recommend import Outcome, PersonalisationConfig, Sample, observations
 
 log = logging.getLogger(__name__)
 
+#: Ids a learner or a class may have (the API's schemas validate with the same patterns).
 LEARNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 CLASS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

@@ -8,10 +8,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..emotions import EMOTIONS
+from ..store import CLASS_ID, LEARNER_ID
 
 EmotionName = Literal["angry", "fear", "happy", "neutral", "sad", "surprise"]
-LEARNER_ID = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$"
-CLASS_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: Most samples one POST /samples may carry (a minute at 10 per second).
+MAX_SAMPLES_PER_REQUEST = 600
 
 
 class _In(BaseModel):
@@ -20,7 +21,7 @@ class _In(BaseModel):
 
 class RegisterIn(_In):
     name: str = Field("", max_length=100, description="display name shown to the instructor")
-    learner_id: str | None = Field(None, pattern=LEARNER_ID,
+    learner_id: str | None = Field(None, pattern=LEARNER_ID.pattern,
                                    description="your platform's id (instructor token needed)")
 
 
@@ -41,7 +42,7 @@ class MeOut(BaseModel):
 
 
 class SessionIn(_In):
-    class_id: str = Field("default", pattern=CLASS_ID, description="class or course id")
+    class_id: str = Field("default", pattern=CLASS_ID.pattern, description="class or course id")
     tags: list[str] = Field(default_factory=list, max_length=20,
                             description="topic tags, used to pick matching content")
     level: int | None = Field(None, ge=1, le=5, description="current difficulty 1-5")
@@ -95,8 +96,9 @@ class SampleIn(_In):
 
 
 class SamplesIn(_In):
-    samples: list[SampleIn] = Field(min_length=1, max_length=600,
-                                    description="in time order, at most 600 per request")
+    samples: list[SampleIn] = Field(
+        min_length=1, max_length=MAX_SAMPLES_PER_REQUEST,
+        description=f"in time order, at most {MAX_SAMPLES_PER_REQUEST} per request")
 
 
 class ItemOut(BaseModel):

@@ -29,8 +29,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-NEGATIVE = ("angry", "fear", "sad")
-
 
 class ServiceError(MultiNetError):
     status = 400
@@ -490,11 +488,12 @@ class LearningService:
                 if rows:
                     entry["current"] = rows[-1].to_dict()
             recent = [s for s in timeline if s.face and s.t >= now - 300]
-            if recent:
-                idx = [EMOTIONS.index(e) for e in NEGATIVE]
+            negative = self.policy.attention  # what counts as negative is the policy's call
+            if recent and negative is not None:
+                idx = negative.indices
                 entry["negative_share"] = round(sum(
-                    sum(s.probs[i] for i in idx) >= 0.5 for s in recent  # type: ignore[index]
-                ) / len(recent), 3)
+                    sum(s.probs[i] for i in idx) >= negative.threshold  # type: ignore[index]
+                    for s in recent) / len(recent), 3)
             trig: Trigger | None = self.engine.attention(timeline, timeline[-1].t) \
                 if timeline and entry["live"] else None
             if trig is not None:

@@ -38,7 +38,6 @@ class Settings:
     max_frame_rate: float | None = None  # per connection; faster frames are skipped (burst
     #                                     ok). None: FRAME_RATE_HEADROOM x frame_rate, >= 10
     max_body_bytes: int = 256_000       # largest HTTP request body
-    max_samples_per_request: int = 600
     sample_interval: float = 1.0        # samples are stored at most this often (seconds)
     retention_days: float = 30.0        # older emotion samples are deleted
     open_registration: bool = True      # learners may sign up themselves (else: token)
