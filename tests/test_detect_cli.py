@@ -114,6 +114,29 @@ print("TORCH:", bad)
     assert Path(tmp_path / "s.json").is_file()
 
 
+def test_the_server_and_every_runtime_module_never_import_torch(brightness_onnx_model,
+                                                                 tmp_path):
+    """Not only the detect path: the web service, the store, the recommender and the other
+    runtime modules import (and the app builds, with its analyser) without torch."""
+    code = f"""
+import sys
+import multinet_emotion.server, multinet_emotion.store, multinet_emotion.recommend
+import multinet_emotion.video, multinet_emotion.classifier, multinet_emotion.faces
+import multinet_emotion.tracking
+from multinet_emotion.server import Settings, create_app
+app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
+                          instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
+assert app.state.analyzer_factory is not None, app.state.analysis_note
+app.state.analyzer_factory()
+bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
+print("TORCH:", bad)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "TORCH: []" in done.stdout
+
+
 def test_an_output_that_cannot_be_written_is_one_error_line(drawn_face_clip,
                                                             brightness_onnx_model, tmp_path,
                                                             capfd):
