@@ -169,7 +169,7 @@ def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) 
     real = svc.store.learner_by_token
     rotated: list[str] = []
 
-    def racing(token: str):  # noqa: ANN202
+    def racing(token: str):
         found = real(token)  # read the old row, then the instructor rotates the token
         if not rotated:
             rotated.append(svc.new_token(lid))
@@ -904,10 +904,10 @@ def test_ws_a_failing_store_answers_the_frame_and_keeps_the_connection(ws_env, m
     failing = {"add_faces": 1, "add_samples": 0, "session": 0}  # calls that fail next
     secret = "SECRET-PAYLOAD"
 
-    def flaky(name: str):  # noqa: ANN202
+    def flaky(name: str):
         real = getattr(svc, name)
 
-        def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        def call(*args, **kwargs):
             if failing[name]:
                 failing[name] -= 1
                 if name == "session":
@@ -949,10 +949,10 @@ def test_ws_an_unexpected_error_closes_without_a_traceback(ws_env, monkeypatch) 
     from starlette.websockets import WebSocketDisconnect
 
     from multinet_emotion.server import ws as ws_module
-    client, clock, _ = ws_env
+    client, _, _ = ws_env
     h, sid = signup(client)
 
-    async def broken(self, text: str) -> None:  # noqa: ANN001
+    async def broken(self, text: str) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(ws_module._Stream, "text", broken)

@@ -11,7 +11,6 @@ from pathlib import Path
 from ..errors import MultiNetError
 from ..store import default_database_url
 
-
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
 #: browser's timer is not exact, and a tab in the background sends in bursts)...
 FRAME_RATE_HEADROOM = 2.0

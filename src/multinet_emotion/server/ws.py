@@ -142,7 +142,7 @@ class _Stream:
             pass
         except* ServiceError as group:
             self.failure = _first(group)
-        except* Exception as group:  # unexpected: learn() logs its type and closes
+        except* Exception as group:  # noqa: BLE001 - unexpected: learn() logs and closes
             if self.failure is None:
                 self.failure = _first(group)
         if self.failure is not None:
