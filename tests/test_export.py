@@ -50,6 +50,7 @@ def test_export_fp32_and_int8_match_pytorch(checkpoint, tmp_path):
     assert not fp32.info.quantized
     probs = fp32.predict(toy_faces(2, SIZE)[0])
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(toy_faces(2, SIZE)[0]).sum(1), 1, atol=1e-4)
 
 
 @pytest.mark.slow

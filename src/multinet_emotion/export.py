@@ -109,10 +109,13 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
     with tempfile.TemporaryDirectory() as tmpdir:
         pre = Path(tmpdir) / "pre.onnx"
         quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        # the probabilities stay float: quantising the softmax (and the flip average after
+        # it) would make them sum to 0.99 instead of 1
+        exclude = _softmax_and_after(onnx.load(str(pre)))
         tmp = Path(tmpdir) / "int8.onnx"
         quantize_static(str(pre), str(tmp), Reader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         extra_options={"ActivationSymmetric": False,
                                        "CalibMovingAverage": True})
         meta = {**read_metadata(fp32_path), "quantized": True}
@@ -121,6 +124,18 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
         with atomic_path(out_path) as final:
             onnx.save(proto, str(final))
     return out_path
+
+
+def _softmax_and_after(proto) -> list[str]:
+    """Names of the Softmax nodes and of every node that consumes what they produce."""
+    nodes = list(proto.graph.node)
+    tainted: set[str] = set()
+    names: list[str] = []
+    for node in nodes:  # ONNX graphs are stored in topological order
+        if node.op_type == "Softmax" or any(i in tainted for i in node.input):
+            names.append(node.name)
+            tainted.update(node.output)
+    return names
 
 
 def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
