@@ -81,14 +81,11 @@ def _set_metadata(proto, meta: dict) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
 
 
-def read_metadata(path: Path) -> dict:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    raw = sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
-    if raw is None:
-        raise MultiNetError(f"{path}: no '{METADATA_KEY}' metadata; not a MultiNetEmotion model")
-    return json.loads(raw)
+def _get_metadata(proto) -> dict:
+    for entry in proto.metadata_props:
+        if entry.key == METADATA_KEY:
+            return json.loads(entry.value)
+    raise MultiNetError(f"no '{METADATA_KEY}' metadata: not a MultiNetEmotion model")
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
@@ -118,7 +115,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         extra_options={"ActivationSymmetric": False,
                                        "CalibMovingAverage": True})
-        meta = {**read_metadata(fp32_path), "quantized": True}
+        meta = {**_get_metadata(onnx.load(str(pre))), "quantized": True}
         proto = onnx.load(str(tmp))
         _set_metadata(proto, meta)
         with atomic_path(out_path) as final:
