@@ -21,6 +21,7 @@ from multinet_emotion.classifier import default_model_path
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import EvalConfig, evaluate
+from multinet_emotion.export import parse_class_bias
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="FER+ folder (scored on the test split when present); 'none' to skip")
     p.add_argument("--splits", nargs="+", default=["val", "test"])
     p.add_argument("--tta-flip", action="store_true", help="PyTorch checkpoints only")
+    p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
+                   help="per-class logit offsets (PyTorch checkpoints only; bench/class_bias.py)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "accuracy")
     p.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = p.parse_args(argv)
@@ -47,10 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     figures = {}
     try:
+        bias = parse_class_bias(args.class_bias) if args.class_bias else None
         for split, ferplus in runs:
             name = f"{split}-ferplus" if ferplus else split
             r = evaluate(EvalConfig(model=args.model, split=split, ferplus=ferplus,
-                                    tta_flip=args.tta_flip, out=args.out / name,
+                                    tta_flip=args.tta_flip, class_bias=bias,
+                                    out=args.out / name,
                                     data=DataConfig(path=args.data)))
             figures[name] = r
             recalls = " ".join(f"{r['per_class'][e]['recall']:>8.3f}" for e in EMOTIONS)

@@ -9,8 +9,9 @@ from multinet_emotion.classifier import load_model
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import EvalConfig, evaluate
-from multinet_emotion.export import ExportConfig, export
-from multinet_emotion.model import ModelConfig, build_model, save_model
+from multinet_emotion.export import ExportConfig, export, parse_class_bias, torch_probs
+from multinet_emotion.metrics import apply_class_bias
+from multinet_emotion.model import ModelConfig, build_model, load_checkpoint, save_model
 from synth import toy_faces, write_folder
 
 SIZE = 32
@@ -79,3 +80,48 @@ def test_evaluate_rejects_a_model_of_another_input_size(checkpoint, tmp_path, mo
     with pytest.raises(MultiNetError, match="takes 32x32 faces"):
         evaluate(EvalConfig(model=checkpoint, split="all", out=tmp_path / "r",
                             data=DataConfig(path=data, image_size=48)))
+
+
+def test_export_builds_the_class_bias_into_the_graph(checkpoint, tmp_path):
+    bias = [0.0, 0.8, -0.4, 0.0, 0.3, -1.2]
+    faces = toy_faces(3, SIZE)[0]
+    plain = export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "plain.onnx",
+                                quantize=False))
+    biased = export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "bias.onnx",
+                                 quantize=False, tta_flip=True, class_bias=bias))
+    assert plain["fp32_max_abs_diff"] < 1e-4 and biased["fp32_max_abs_diff"] < 1e-4
+    clf = load_model(tmp_path / "bias.onnx")
+    assert clf.info.class_bias == tuple(bias) and clf.info.tta_flip
+    assert load_model(tmp_path / "plain.onnx").info.class_bias is None
+    model, _ = load_checkpoint(checkpoint)
+    expected = apply_class_bias(torch_probs(model, faces, tta_flip=True), bias)
+    np.testing.assert_allclose(clf.predict(faces), expected, atol=1e-5)
+    # evaluate applies the same offsets to the checkpoint; an ONNX file refuses them
+    data = write_folder(tmp_path / "data", *toy_faces(4, SIZE))
+    cfg = DataConfig(path=data, image_size=SIZE)
+    a = evaluate(EvalConfig(model=checkpoint, split="all", tta_flip=True, class_bias=bias,
+                            out=tmp_path / "ra", data=cfg))
+    b = evaluate(EvalConfig(model=tmp_path / "bias.onnx", split="all", out=tmp_path / "rb",
+                            data=cfg))
+    assert a["confusion"] == b["confusion"] and a["model_info"]["class_bias"] == bias
+    with pytest.raises(MultiNetError, match="carries its own"):
+        evaluate(EvalConfig(model=tmp_path / "bias.onnx", split="all", class_bias=bias,
+                            out=tmp_path / "rc", data=cfg))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0,1,2", "give 6"), ("0,1,2,3,4,x", "give 6 numbers"), ("0,0,0,0,0,nan", "finite"),
+    ("missing.json", "not found")])
+def test_bad_class_bias_is_a_clear_error(text, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(MultiNetError, match=message):
+        parse_class_bias(text)
+
+
+def test_class_bias_file_from_bench(tmp_path):
+    f = tmp_path / "b.json"
+    f.write_text(json.dumps({"class_bias": [0, 0.5, 0, 0, 0, 0]}))
+    assert parse_class_bias(str(f)) == [0, 0.5, 0, 0, 0, 0]
+    f.write_text("{}")
+    with pytest.raises(MultiNetError, match="no 'class_bias'"):
+        parse_class_bias(str(f))

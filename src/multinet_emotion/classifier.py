@@ -55,6 +55,7 @@ class ModelInfo:
     disgust: str = "drop"
     quantized: bool = False
     tta_flip: bool = False  # the graph itself averages each face with its mirror image
+    class_bias: tuple[float, ...] | None = None  # per-class logit offsets inside the graph
     version: int = METADATA_VERSION
     extra: dict = field(default_factory=dict)  # metadata keys this version does not use
 
@@ -111,7 +112,11 @@ def parse_metadata(text: str | None, path: Path) -> ModelInfo:
     if scale is not None and (not isinstance(scale, (int, float)) or not 0.5 <= scale <= 4.0):
         raise bad(f"crop_scale {scale!r} must be a number in 0.5..4")
     known = {"version", "labels", "input_size", "input", "value_range", "crop_scale", "arch",
-             "disgust", "quantized", "tta_flip"}
+             "disgust", "quantized", "tta_flip", "class_bias"}
+    bias = meta.get("class_bias")
+    if bias is not None and (not isinstance(bias, list) or len(bias) != len(EMOTIONS)
+                             or not all(isinstance(b, (int, float)) for b in bias)):
+        raise bad(f"class_bias {bias!r} must be {len(EMOTIONS)} numbers")
     return ModelInfo(
         path=path, labels=tuple(labels), input_size=size,
         value_range=(float(vr[0]), float(vr[1])),
@@ -119,6 +124,7 @@ def parse_metadata(text: str | None, path: Path) -> ModelInfo:
         crop_scale_from_model=scale is not None,
         arch=str(meta.get("arch", "unknown")), disgust=str(meta.get("disgust", "drop")),
         quantized=bool(meta.get("quantized", False)), tta_flip=bool(meta.get("tta_flip", False)),
+        class_bias=tuple(float(b) for b in bias) if bias is not None else None,
         version=version, extra={k: v for k, v in meta.items() if k not in known})
 
 

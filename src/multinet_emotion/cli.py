@@ -131,12 +131,15 @@ def _evaluate_parser(sub) -> None:
                    help="FER+ folder: score against the FER+ majority labels")
     p.add_argument("--tta-flip", action="store_true",
                    help="average with the mirrored face (PyTorch checkpoints)")
+    p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
+                   help="per-class logit offsets (PyTorch checkpoints; see export)")
     p.add_argument("--out", type=Path, default=None, help="report folder (default reports/...)")
     p.set_defaults(func=_evaluate)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import EvalConfig, evaluate, format_summary, markdown
+    from .export import parse_class_bias
 
     model = args.model or _default_model_path()
     size, disgust = _model_facts(model)
@@ -144,7 +147,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not args.merge_disgust:  # score the model on the label set it was trained with
         data.disgust = disgust
     result = evaluate(EvalConfig(model=model, data=data, split=args.split,
-                                 out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip))
+                                 out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip,
+                                 class_bias=(parse_class_bias(args.class_bias)
+                                             if args.class_bias else None)))
     print(markdown(result))
     print(format_summary(result))
     print(f"reports written to {result['out']}/ (metrics.json, report.md, confusion*.png)")
@@ -191,6 +196,9 @@ def _export_parser(sub) -> None:
     p.add_argument("--no-quantize", action="store_true", help="write fp32 only")
     p.add_argument("--tta-flip", action="store_true",
                    help="average each face with its mirror image inside the model")
+    p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
+                   help="per-class logit offsets built into the model (angry..surprise), "
+                   "or the JSON that bench/class_bias.py writes")
     p.add_argument("--calibration-images", type=int, default=512)
     p.add_argument("--crop-scale", type=float, default=None,
                    help="face framing for the runtime to record in the file")
@@ -200,7 +208,7 @@ def _export_parser(sub) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     _need_torch("export")
-    from .export import ExportConfig, export
+    from .export import ExportConfig, export, parse_class_bias
 
     if args.out.suffix != ".onnx":
         raise MultiNetError(f"{args.out}: the output file must end in .onnx")
@@ -213,7 +221,9 @@ def _export(args: argparse.Namespace) -> int:
                                  quantize=not args.no_quantize, tta_flip=args.tta_flip,
                                  calibration=args.data,
                                  calibration_images=args.calibration_images,
-                                 crop_scale=args.crop_scale))
+                                 crop_scale=args.crop_scale,
+                                 class_bias=(parse_class_bias(args.class_bias)
+                                             if args.class_bias else None)))
     if args.report:
         from .files import atomic_write_text
         atomic_write_text(args.report, json.dumps(report, indent=2))

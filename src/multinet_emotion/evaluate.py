@@ -29,16 +29,20 @@ class EvalConfig:
     out: Path | None = None  # report folder; None = reports/<model>-<split>
     ferplus: Path | None = None  # FER+ folder: score against FER+ majority labels instead
     tta_flip: bool = False  # PyTorch checkpoints only (ONNX files carry their own setting)
+    class_bias: tuple[float, ...] | None = None  # likewise: per-class logit offsets
     batch_size: int = 64
 
 
 def predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
-                  batch_size: int = 64) -> tuple[np.ndarray, dict]:
+                  batch_size: int = 64, class_bias=None) -> tuple[np.ndarray, dict]:
     """Probabilities [N, 6] for uint8 faces [N, S, S], and what the model says of itself."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise MultiNetError(f"{model_path}: model file not found")
     if model_path.suffix == ".onnx":
+        if tta_flip or class_bias is not None:
+            raise MultiNetError(f"{model_path}: an ONNX file carries its own flip and class "
+                                "bias; those options are for PyTorch checkpoints")
         from dataclasses import asdict
 
         from .classifier import load_model
@@ -57,7 +61,11 @@ def predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
     _check_size(model_path, model.config.image_size, images)
     info = {"arch": model.config.arch, "epoch": meta.get("epoch"), "tta_flip": tta_flip,
             "disgust": meta.get("disgust")}
-    return torch_probs(model, images, tta_flip, batch_size), info
+    if class_bias is not None:
+        from .export import check_class_bias
+        class_bias = check_class_bias(class_bias)
+        info["class_bias"] = class_bias
+    return torch_probs(model, images, tta_flip, batch_size, class_bias), info
 
 
 def _check_size(path: Path, size: int, images: np.ndarray) -> None:
@@ -74,7 +82,8 @@ def evaluate(config: EvalConfig) -> dict:
     if config.ferplus is not None:
         split, excluded = relabel_ferplus(split, config.ferplus)
     t0 = time.perf_counter()
-    probs, info = predict_probs(config.model, split.images, config.tta_flip, config.batch_size)
+    probs, info = predict_probs(config.model, split.images, config.tta_flip, config.batch_size,
+                                config.class_bias)
     seconds = time.perf_counter() - t0
     result = summarize(confusion_matrix(split.labels, probs.argmax(1)))
     result.update({

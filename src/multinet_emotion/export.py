@@ -34,32 +34,72 @@ class ExportConfig:
     calibration_images: int = 512
     opset: int = 18
     crop_scale: float | None = None  # face framing the runtime should use (None = runtime default)
+    class_bias: tuple[float, ...] | None = None  # per-class logit offsets (bench/class_bias.py)
 
 
-def _wrapped(model, tta_flip: bool):
+def check_class_bias(bias) -> list[float]:
+    """Six finite logit offsets, one per emotion in the standard order, or MultiNetError."""
+    try:
+        values = [float(b) for b in bias]
+    except (TypeError, ValueError):
+        raise MultiNetError(f"class bias {bias!r}: give {len(EMOTIONS)} numbers") from None
+    if len(values) != len(EMOTIONS) or not all(np.isfinite(values)) \
+            or max(abs(v) for v in values) > 10:
+        raise MultiNetError(f"class bias {values}: give {len(EMOTIONS)} finite numbers in "
+                            f"-10..10, one per emotion ({', '.join(EMOTIONS)})")
+    return values
+
+
+def parse_class_bias(arg: str) -> list[float]:
+    """``--class-bias``: six comma-separated numbers, or a JSON file with a ``class_bias``
+    list (what bench/class_bias.py writes)."""
+    path = Path(arg)
+    if path.suffix == ".json" or path.is_file():
+        if not path.is_file():
+            raise MultiNetError(f"{path}: class bias file not found")
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise MultiNetError(f"{path}: not a JSON class bias file ({e})") from None
+        if not isinstance(doc, dict) or "class_bias" not in doc:
+            raise MultiNetError(f"{path}: no 'class_bias' list in the file")
+        return check_class_bias(doc["class_bias"])
+    return check_class_bias([v for v in arg.split(",") if v.strip()])
+
+
+def _wrapped(model, tta_flip: bool, class_bias=None):
     import torch
+
+    weights = None if class_bias is None else torch.exp(
+        torch.tensor([float(b) for b in class_bias], dtype=torch.float32))
 
     class Probabilities(torch.nn.Module):
         def __init__(self, net):
             super().__init__()
             self.net = net
+            if weights is not None:
+                self.register_buffer("class_weights", weights)
 
         def forward(self, pixels):
             probs = torch.softmax(self.net(pixels), dim=1)
             if tta_flip:
                 probs = 0.5 * (probs + torch.softmax(self.net(torch.flip(pixels, dims=[3])), 1))
+            if weights is not None:  # p * exp(bias), renormalised: softmax(logits + bias)
+                probs = probs * self.class_weights
+                probs = probs / probs.sum(dim=1, keepdim=True)
             return probs
 
     return Probabilities(model).eval()
 
 
-def export_onnx(model, path: Path, meta: dict, tta_flip: bool = False, opset: int = 18) -> Path:
+def export_onnx(model, path: Path, meta: dict, tta_flip: bool = False, opset: int = 18,
+                class_bias=None) -> Path:
     """Write an fp32 ONNX file for a (PyTorch) EmotionNet, with metadata."""
     import onnx
     import torch
 
     size = model.config.image_size
-    wrapped = _wrapped(model.float().eval(), tta_flip)
+    wrapped = _wrapped(model.float().eval(), tta_flip, class_bias)
     x = torch.zeros(2, 1, size, size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, torch.no_grad():
@@ -136,11 +176,11 @@ def _softmax_and_after(proto) -> list[str]:
 
 
 def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
-                batch_size: int = 128) -> np.ndarray:
+                batch_size: int = 128, class_bias=None) -> np.ndarray:
     """fp32 PyTorch probabilities, the reference the ONNX file is checked against."""
     import torch
 
-    wrapped = _wrapped(model.float().eval(), tta_flip)
+    wrapped = _wrapped(model.float().eval(), tta_flip, class_bias)
     out = []
     with torch.no_grad():
         for i in range(0, len(images), batch_size):
@@ -163,9 +203,13 @@ def export(config: ExportConfig) -> dict:
             "quantized": False, "epoch": ckpt_meta.get("epoch")}
     if config.crop_scale:
         meta["crop_scale"] = config.crop_scale
+    bias = None
+    if config.class_bias is not None:
+        bias = check_class_bias(config.class_bias)
+        meta["class_bias"] = bias
     out = Path(config.out)
     fp32_path = out if not config.quantize else out.with_name(out.stem + ".fp32.onnx")
-    export_onnx(model, fp32_path, meta, config.tta_flip, config.opset)
+    export_onnx(model, fp32_path, meta, config.tta_flip, config.opset, bias)
 
     if config.calibration is not None:
         data = load_dataset(DataConfig(path=config.calibration, image_size=size))
@@ -178,7 +222,7 @@ def export(config: ExportConfig) -> dict:
                             "(--data), or export fp32 only (--no-quantize)")
     else:  # fp32 parity needs no real faces: random pixels exercise every operator
         check = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
-    reference = torch_probs(model, check, config.tta_flip)
+    reference = torch_probs(model, check, config.tta_flip, class_bias=bias)
     report = {"checkpoint": str(config.checkpoint), "fp32": str(fp32_path),
               "parity_images": len(check),
               "parity_inputs": "validation faces" if config.calibration else "random pixels"}
