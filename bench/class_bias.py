@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from multinet_emotion import MultiNetError
 from multinet_emotion.datasets import DataConfig, load_dataset
 from multinet_emotion.emotions import EMOTIONS

@@ -141,7 +141,7 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
             done.set()
             try:  # wait for the last replies (anything still missing after this is lost)
                 await asyncio.wait_for(receiver, timeout=10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 receiver.cancel()
     except Exception as e:  # noqa: BLE001 - report, do not crash the other learners
         out.failure = f"{type(e).__name__}: {e}"

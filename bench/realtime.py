@@ -12,8 +12,9 @@ Prints, for the model:
    capture-to-result latency p50 / p95 and the frames dropped because analysis was busy.
 Targets (issue 4): latency p50 <= 25 ms and p95 <= 40 ms; >= 20 frames/s with every frame,
 >= 30 frames/s at 10 Hz; live p95 <= 150 ms. Wall-clock figures suffer when other work
-shares the CPU, so CPU time per frame (and the frames/s it allows) is printed beside them. Nothing is written to the repository: the clip
-and the events go to a temporary folder that is deleted at the end.
+shares the CPU, so CPU time per frame (and the frames/s it allows) is printed beside them.
+Nothing is written to the repository: the clip and the events go to a temporary folder that
+is deleted at the end.
 """
 
 from __future__ import annotations

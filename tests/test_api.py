@@ -7,12 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.server import Settings, create_app
-
-from dbutil import BACKENDS, database_url
 
 INSTRUCTOR = "instructor-secret-token"
 T0 = 1_700_000_000.0
@@ -619,6 +618,7 @@ def test_ws_with_the_real_detector(tmp_path: Path, brightness_onnx_model: Path,
     """The real EmotionDetector (Haar faces + an ONNX model) behind the WebSocket."""
     import cv2
     import numpy as np
+
     from multinet_emotion.server.analysis import detector_factory
     factory, note = detector_factory(brightness_onnx_model)
     assert factory is not None, note
@@ -677,6 +677,7 @@ def test_serve_check_prints_where_to_go(tmp_path: Path, monkeypatch: pytest.Monk
 def test_serve_refuses_a_port_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                      capsys: pytest.CaptureFixture) -> None:
     import socket
+
     from multinet_emotion.cli import main
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     with socket.socket() as s:
@@ -762,6 +763,7 @@ def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
     import cv2
     import numpy as np
     from conftest import FER2013_DIR, _haar_finds
+
     from multinet_emotion.server.analysis import detector_factory
     factory, note = detector_factory(None)
     if factory is None:

@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from synth import toy_faces, write_folder
 
 from multinet_emotion.cli import main
-from synth import toy_faces, write_folder
 
 
 def run(*args):

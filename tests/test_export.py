@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from synth import toy_faces, write_folder
 
 from multinet_emotion import MultiNetError
 from multinet_emotion.classifier import load_model
@@ -12,7 +13,6 @@ from multinet_emotion.evaluate import EvalConfig, evaluate
 from multinet_emotion.export import ExportConfig, export, parse_class_bias, torch_probs
 from multinet_emotion.metrics import apply_class_bias
 from multinet_emotion.model import ModelConfig, build_model, load_checkpoint, save_model
-from synth import toy_faces, write_folder
 
 SIZE = 32
 

@@ -12,8 +12,14 @@ import pytest
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.recommend import (
-    LearnerContext, Recommender, Sample, describe_duration, load_catalog, load_policy,
-    observations, parse_policy,
+    LearnerContext,
+    Recommender,
+    Sample,
+    describe_duration,
+    load_catalog,
+    load_policy,
+    observations,
+    parse_policy,
 )
 
 

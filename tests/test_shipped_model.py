@@ -4,11 +4,11 @@ import json
 from pathlib import Path
 
 import pytest
+from synth import FER2013, FERPLUS
 
 from multinet_emotion.classifier import default_model_path
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.evaluate import EvalConfig, evaluate
-from synth import FER2013, FERPLUS
 
 METRICS = default_model_path().parent / "model_metrics.json"
 

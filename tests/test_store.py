@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dbutil import BACKENDS, database_url
 from sqlalchemy import LargeBinary, inspect
 
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.recommend import Outcome, PersonalisationConfig, Sample
 from multinet_emotion.store import Base, RecommendationRow, Store, StoredSample, new_id
-
-from dbutil import BACKENDS, database_url
 
 SAD = (0.1, 0.05, 0.05, 0.05, 0.7, 0.05)
 HAPPY = (0.02, 0.02, 0.85, 0.07, 0.02, 0.02)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from synth import toy_faces
 
 from multinet_emotion import MultiNetError
 from multinet_emotion.datasets import Dataset, Split
 from multinet_emotion.model import ModelConfig, build_model, load_checkpoint
 from multinet_emotion.train import TrainConfig, augment, fit, lr_at
-from synth import toy_faces
 
 SIZE = 32  # the real networks, on small toy images to keep tests fast
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .classifier import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .emotions import EMOTIONS
 from .errors import MultiNetError
-from .classifier import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,12 @@ def _get_metadata(proto) -> dict:
 def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
     """Static int8 quantisation (QDQ, per-channel weights) calibrated on real faces."""
     import onnx
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):

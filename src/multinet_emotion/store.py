@@ -27,8 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, SmallInteger, String, Text,
-    UniqueConstraint, create_engine, delete, event, func, select, update,
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
@@ -247,7 +262,6 @@ class Store:
         """Create or upgrade the schema to the newest migration (idempotent)."""
         from alembic import command
         from alembic.config import Config
-
         from alembic.migration import MigrationContext
 
         cfg = Config()

@@ -239,7 +239,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": config.weight_decay},

@@ -521,7 +521,8 @@ def open_source(spec: str | int | Path, config: SourceConfig | None = None) -> S
     if _URL.match(text) and not text.lower().startswith("file://"):
         ms = int(config.open_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        opener = lambda: cv2.VideoCapture(text, cv2.CAP_ANY, params)
+        def opener():
+            return cv2.VideoCapture(text, cv2.CAP_ANY, params)
         if config.live == "off":
             cap = opener()
             if not cap.isOpened():
@@ -585,7 +586,8 @@ def annotate(frame: np.ndarray, faces: list[FaceResult], note: str = "") -> np.n
 class VideoSink:
     """An annotated video, written beside the target and renamed into place when closed."""
 
-    FOURCC: ClassVar[dict[str, str]] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+    FOURCC: ClassVar[dict[str, str]] = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v",
+                                        ".avi": "MJPG", ".mkv": "MJPG"}
 
     def __init__(self, path: Path, fps: float) -> None:
         self.path = Path(path)
@@ -744,7 +746,7 @@ def plot_timeline(summary: dict[str, Any], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [4, 1]}, sharey=True)
     unit = "image" if summary.get("kind") in ("image", "images") else "time (s)"
-    for row, (tid, tr) in enumerate(tracks.items()):
+    for row, (_tid, tr) in enumerate(tracks.items()):
         for start, end, label in tr["segments"]:
             ax.broken_barh([(start, max(end - start, 1e-3))], (row - 0.4, 0.8),
                            color=COLORS_HEX[label])

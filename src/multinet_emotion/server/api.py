@@ -14,8 +14,20 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..emotions import EMOTIONS
 from .schemas import (
-    CurrentRecommendationOut, DeletedOut, FeedbackIn, FeedbackOut, MeOut, RecommendationOut,
-    RegisterIn, RegisterOut, SamplesIn, SamplesOut, SessionIn, SessionOut, TimelineOut, TokenOut,
+    CurrentRecommendationOut,
+    DeletedOut,
+    FeedbackIn,
+    FeedbackOut,
+    MeOut,
+    RecommendationOut,
+    RegisterIn,
+    RegisterOut,
+    SamplesIn,
+    SamplesOut,
+    SessionIn,
+    SessionOut,
+    TimelineOut,
+    TokenOut,
     recommendation_out,
 )
 from .service import LearningService, RawSample

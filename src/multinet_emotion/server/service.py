@@ -23,7 +23,14 @@ from ..emotions import EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import LearnerContext, Recommender, Sample, Trigger, detect_state
 from ..store import (
-    CLASS_ID, Learner, LearningSession, RecommendationRow, Store, StoredSample, hash_token, new_id,
+    CLASS_ID,
+    Learner,
+    LearningSession,
+    RecommendationRow,
+    Store,
+    StoredSample,
+    hash_token,
+    new_id,
 )
 from .settings import Settings
 

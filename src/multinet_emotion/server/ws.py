@@ -65,7 +65,7 @@ async def learn(ws: WebSocket) -> None:
             if hello.get("type") != "hello" or not isinstance(token, str) \
                     or not isinstance(session_id, str):
                 raise ValueError
-        except (asyncio.TimeoutError, ValueError, KeyError, TypeError, UnicodeDecodeError):
+        except (TimeoutError, ValueError, KeyError, TypeError, UnicodeDecodeError):
             await _send(ws, {"type": "error", "message": 'send {"type": "hello", "token": ..., '
                                                          '"session_id": ...} first'})
             await ws.close(code=1008)
