@@ -133,12 +133,13 @@ def markdown(result: dict) -> str:
 
 
 def plot_confusion(cm: np.ndarray, path: Path, normalize: bool, title: str | None = None) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
 
     values = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
-    fig, ax = plt.subplots(figsize=(5.2, 4.4), dpi=100)
+    fig = Figure(figsize=(5.2, 4.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     im = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalize else None)
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=35, ha="right")
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
@@ -155,7 +156,6 @@ def plot_confusion(cm: np.ndarray, path: Path, normalize: bool, title: str | Non
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)
 
 
 def format_summary(result: dict) -> str:

@@ -451,14 +451,15 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
 
 def plot_history(history: dict, path: Path) -> None:
     """Training and validation loss and accuracy per epoch, as a PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
 
     epochs = [e["epoch"] for e in history["epochs"]]
     if not epochs:
         return
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=100)
+    fig = Figure(figsize=(9, 3.4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
     ax1.plot(epochs, [e["train_loss"] for e in history["epochs"]], "o-", label="train")
     ax1.plot(epochs, [e["val_loss"] for e in history["epochs"]], "o-", label="validation")
     ax1.set(xlabel="epoch", ylabel="loss", title="Loss")
@@ -473,7 +474,6 @@ def plot_history(history: dict, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp)
-    plt.close(fig)
 
 
 def _jsonable(obj):
