@@ -672,6 +672,10 @@ def test_serve_check_prints_where_to_go(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("MULTINET_FRAME_RATE", "fast")
     assert main(["serve", "--check"]) == 2
     assert "MULTINET_FRAME_RATE='fast' is not a valid float" in capsys.readouterr().err
+    monkeypatch.delenv("MULTINET_FRAME_RATE")
+    assert main(["serve", "--check", "--no-analysis", "--frame-rate", "5",
+                 "--max-frame-rate", "3"]) == 2
+    assert "max frame rate 3 is below the frame rate 5" in capsys.readouterr().err
 
 
 def test_serve_refuses_a_port_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -378,6 +378,9 @@ def _serve_parser(sub) -> None:
                    help="no server-side frame analysis (clients post their own samples)")
     p.add_argument("--frame-rate", type=float, default=None,
                    help="frames per second the learner page sends (default 2)")
+    p.add_argument("--max-frame-rate", type=float, default=None,
+                   help="frames per second one connection may send before frames are skipped "
+                   "(default: twice the frame rate, at least 10)")
     p.add_argument("--retention-days", type=float, default=None,
                    help="delete emotion samples older than this (default 30)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
@@ -395,7 +398,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(
         host=args.host, port=args.port, database_url=args.database, policy=args.policy,
         catalog=args.catalog, model=args.model, frame_rate=args.frame_rate,
-        retention_days=args.retention_days,
+        max_frame_rate=args.max_frame_rate, retention_days=args.retention_days,
         analysis="off" if args.no_analysis else None).with_token()
     app = create_app(settings)
     st = app.state
