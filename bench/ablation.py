@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path,
                    default=Path.home() / ".cache" / "multinet-emotion" / "ablation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
 
     rows = []
@@ -55,16 +56,28 @@ def main(argv: list[str] | None = None) -> int:
             speeds = sorted(e["images_per_s"] for e in history["epochs"])
             rows.append((arch, best["val_accuracy"], best["val_macro_f1"], test["accuracy"],
                          test["macro_f1"], speeds[len(speeds) // 2],
-                         history["wall_time_s"] / 60))
+                         history["wall_time_s"] / 60, _millions_of_parameters(arch)))
     except MultiNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"same recipe, {args.epochs} epochs each, seed {args.seed}")
-    print(f"{'arch':<10}{'val acc':>9}{'val F1':>8}{'test acc':>10}{'test F1':>9}"
+    print(f"{'arch':<10}{'params':>8}{'val acc':>9}{'val F1':>8}{'test acc':>10}{'test F1':>9}"
           f"{'img/s':>8}{'minutes':>9}")
-    for arch, va, vf, ta, tf, speed, minutes in rows:
-        print(f"{arch:<10}{va:>9.4f}{vf:>8.4f}{ta:>10.4f}{tf:>9.4f}{speed:>8.1f}{minutes:>9.1f}")
+    for arch, va, vf, ta, tf, speed, minutes, params in rows:
+        print(f"{arch:<10}{params:>7.1f}M{va:>9.4f}{vf:>8.4f}{ta:>10.4f}{tf:>9.4f}{speed:>8.1f}"
+              f"{minutes:>9.1f}")
+    if args.json:
+        keys = ("arch", "val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1",
+                "images_per_s", "minutes", "params_millions")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"epochs": args.epochs, "seed": args.seed,
+                                         "rows": [dict(zip(keys, r)) for r in rows]}, indent=2))
     return 0
+
+
+def _millions_of_parameters(arch: str) -> float:
+    from multinet_emotion.model import build_model
+    return sum(p.numel() for p in build_model(ModelConfig(arch=arch)).parameters()) / 1e6
 
 
 if __name__ == "__main__":
