@@ -49,7 +49,7 @@ def train_command(config: dict, run: Path) -> str:
     if config["model"]["arch"] != "hybrid":
         flags.append(f"--arch {config['model']['arch']}")
     if config.get("init"):
-        flags.append("--init runs/first/last.pt")
+        flags.append(f"--init runs/first/{Path(config['init']).name}")
     return "multinet-emotion train " + " ".join(flags)
 
 
@@ -87,6 +87,10 @@ def main() -> None:
         if (parent_dir / "history.json").is_file():
             parent = load(parent_dir / "history.json")
             parent["stopped_at"] = parent["epochs"][-1]["epoch"]
+            parent["complete"] = (parent["stopped_at"] >= parent["config"]["epochs"]
+                                  or parent.get("stopped_early", False)
+                                  or parent["stopped_at"] - (parent["best_epoch"] or 0)
+                                  >= parent["config"]["patience"])
     shutil.copy((Path(config["init"]).parent if parent else args.run) / "curves.png",
                 args.assets / "training_curves.png")
     shutil.copy(args.reports / "onnx" / "test" / "confusion_normalized.png",
@@ -214,17 +218,21 @@ def main() -> None:
         f"(median {sorted(e['images_per_s'] for e in epochs)[len(epochs) // 2]:.0f} "
         "training images/s; the machine was shared with development work, which paused "
         "training at times).",
-        *([f"- Two stages. First {parent['config']['epochs']}-epoch run, stopped after "
-           f"epoch {parent['stopped_at']} (it goes on; `--resume` continues it); then one "
-           f"short run started from its weights (`--init`) with a fresh, low learning rate "
-           f"annealed to zero ({config['epochs']} epoch(s), peak {config['lr']}), which is "
-           "the shipped model. Wall time below covers both."] if parent else []),
+        *([f"- Two stages. First a {parent['config']['epochs']}-epoch run"
+           + (f" (complete, best epoch {parent['best_epoch']})" if parent["complete"] else
+              f", stopped after epoch {parent['stopped_at']} (it goes on; `--resume` "
+              "continues it)")
+           + f"; then a warm restart from its `{Path(config['init']).name}` (`--init`): a "
+           f"fresh schedule of {config['epochs']} epoch(s), peak learning rate {config['lr']}"
+           f" after {config['warmup']} epoch(s) of warm-up, annealed to zero, which is the "
+           "shipped model. The wall time above covers both."] if parent else []),
         "- Reproduce:",
         "",
         "```bash",
         "scripts/setup.sh full && . .venv/bin/activate",
         *([train_command(parent["config"], Path("runs/first"))
-           + f" --stop-after-epochs {parent['stopped_at']}"] if parent else []),
+           + ("" if parent["complete"] else f" --stop-after-epochs {parent['stopped_at']}")]
+          if parent else []),
         train_command(config, Path("runs/default")),
         "scripts/ship_model.sh runs/default",
         "```",
