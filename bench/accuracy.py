@@ -18,6 +18,7 @@ from pathlib import Path
 
 from multinet_emotion import MultiNetError
 from multinet_emotion.classifier import default_model_path
+from multinet_emotion.cli import _model_facts
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import EvalConfig, evaluate
@@ -51,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     try:
         bias = parse_class_bias(args.class_bias) if args.class_bias else None
+        size, disgust = _model_facts(args.model)  # read the faces at the model's own size
         for split, ferplus in runs:
             name = f"{split}-ferplus" if ferplus else split
             r = evaluate(EvalConfig(model=args.model, split=split, ferplus=ferplus,
                                     tta_flip=args.tta_flip, class_bias=bias,
                                     out=args.out / name,
-                                    data=DataConfig(path=args.data)))
+                                    data=DataConfig(path=args.data, image_size=size,
+                                                    disgust=disgust)))
             figures[name] = r
             recalls = " ".join(f"{r['per_class'][e]['recall']:>8.3f}" for e in EMOTIONS)
             print(f"{name:<16}{r['n']:>6}{r['accuracy']:>8.4f}{r['macro_f1']:>9.4f}  {recalls}")

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from multinet_emotion import MultiNetError
+from multinet_emotion.cli import _model_facts
 from multinet_emotion.datasets import DataConfig, load_dataset
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import predict_probs
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.model.suffix == ".onnx":
             raise MultiNetError(f"{args.model}: fit the offsets on the PyTorch checkpoint, "
                                 "then export with --class-bias")
-        val = load_dataset(DataConfig(path=args.data)).split("val")
+        size, disgust = _model_facts(args.model)
+        val = load_dataset(DataConfig(path=args.data, image_size=size,
+                                      disgust=disgust)).split("val")
         probs, _ = predict_probs(args.model, val.images, args.tta_flip)
     except MultiNetError as e:
         print(f"error: {e}", file=sys.stderr)

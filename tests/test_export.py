@@ -125,3 +125,37 @@ def test_class_bias_file_from_bench(tmp_path):
     f.write_text("{}")
     with pytest.raises(MultiNetError, match="no 'class_bias'"):
         parse_class_bias(str(f))
+
+
+@pytest.mark.slow
+def test_bench_class_bias_then_accuracy_with_it(checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "MULTINET_CACHE": str(tmp_path / "cache"), "MULTINET_PROGRESS": "0"}
+    data = write_folder(tmp_path / "data", *toy_faces(20, SIZE))
+    bias_json = tmp_path / "bias.json"
+
+    def bench(*args):
+        return subprocess.run([sys.executable, *args], cwd=root, env=env, capture_output=True,
+                              text=True, check=False, timeout=300)
+
+    r = bench("bench/class_bias.py", "--model", str(checkpoint), "--data", str(data),
+              "--json", str(bias_json))
+    assert r.returncode == 0, r.stderr
+    fit = json.loads(bias_json.read_text())
+    assert len(fit["class_bias"]) == 6 and fit["class_bias"][0] == 0
+    assert fit["val_after"]["macro_f1"] >= fit["val_before"]["macro_f1"]
+    assert "offsets: angry +0.00" in r.stdout
+    r = bench("bench/accuracy.py", "--model", str(checkpoint), "--data", str(data), "--splits",
+              "val", "--ferplus", "none", "--class-bias", str(bias_json), "--out",
+              str(tmp_path / "acc"), "--json", str(tmp_path / "acc.json"))
+    assert r.returncode == 0, r.stderr
+    val = json.loads((tmp_path / "acc.json").read_text())["val"]
+    assert val["macro_f1"] == pytest.approx(fit["val_after"]["macro_f1"], abs=1e-6)
+    r = bench("bench/class_bias.py", "--model", str(tmp_path / "x.onnx"), "--data", str(data),
+              "--json", str(bias_json))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
