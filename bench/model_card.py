@@ -225,7 +225,7 @@ def main() -> None:
         f"{data_report['disgust']}ped. Training {splits['train']['total']} images (Training, "
         "minus images pixel-identical to a PublicTest/PrivateTest image), validation "
         f"{splits['val']['total']} (PublicTest), test {splits['test']['total']} (PrivateTest). "
-        + " ".join(data_report.get("notes", [])),
+        + "; ".join(data_report.get("notes", [])) + ".",
         f"- Recipe: {config['epochs']} epochs planned, batch {config['batch_size']}, SGD "
         f"Nesterov momentum {config['momentum']}, peak learning rate {config['lr']} after "
         f"{config['warmup']} epoch of warm-up, cosine decay, weight decay "
@@ -270,7 +270,7 @@ def main() -> None:
         *[f"| {stage} | {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
           f"{e['val_loss']:.3f} | {e['val_accuracy']:.3f} | {e['val_macro_f1']:.3f} |"
           for stage, part in ((("first run", parent["epochs"]),) if parent else ())
-          + (("anneal" if parent else "run", epochs),) for e in part],
+          + (("warm restart" if parent else "run", epochs),) for e in part],
         "",
         *(ablation_section(load(args.ablation)) if args.ablation.is_file() else []),
         "## Intended use",
@@ -311,11 +311,11 @@ def main() -> None:
     if str(args.readme) != "none" and args.readme.is_file():
         lowest = {name: min(r["per_class"].items(), key=lambda kv: kv[1]["recall"])
                   for name, r in onnx.items()}
-        stages = (f"a {parent['config']['epochs']}-epoch run plus a {config['epochs']}-epoch "
-                  "warm restart" if parent else f"a {config['epochs']}-epoch run")
+        stages = (f"a {parent['config']['epochs']}-epoch run then a {config['epochs']}-epoch "
+                  "warm restart" if parent else f"one {config['epochs']}-epoch run")
         block = [
             f"`src/multinet_emotion/assets/model.onnx` ({export['int8_size_mb']:.1f} MB, int8) is "
-            f"the hybrid after {stages} from random weights on this 2-core CPU "
+            f"the hybrid trained from random weights, {stages}, on this 2-core CPU "
             f"({hours:.1f} h of training)"
             + (", with the mirror image averaged in" if flip else "")
             + ((f". **Interim:** {len(epochs)} of {config['epochs']} planned epochs")
