@@ -18,10 +18,9 @@ from pathlib import Path
 
 from multinet_emotion import MultiNetError
 from multinet_emotion.classifier import default_model_path
-from multinet_emotion.cli import _model_facts
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.evaluate import EvalConfig, evaluate
+from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 from multinet_emotion.export import parse_class_bias
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {}
     try:
         bias = parse_class_bias(args.class_bias) if args.class_bias else None
-        size, disgust = _model_facts(args.model)  # read the faces at the model's own size
+        size, disgust = model_facts(args.model)  # read the faces at the model's own size
         for split, ferplus in runs:
             name = f"{split}-ferplus" if ferplus else split
             r = evaluate(EvalConfig(model=args.model, split=split, ferplus=ferplus,

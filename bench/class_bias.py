@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.cli import _model_facts
 from multinet_emotion.datasets import DataConfig, load_dataset
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.evaluate import predict_probs
+from multinet_emotion.evaluate import model_facts, predict_probs
 from multinet_emotion.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.model.suffix == ".onnx":
             raise MultiNetError(f"{args.model}: fit the offsets on the PyTorch checkpoint, "
                                 "then export with --class-bias")
-        size, disgust = _model_facts(args.model)
+        size, disgust = model_facts(args.model)
         val = load_dataset(DataConfig(path=args.data, image_size=size,
                                       disgust=disgust)).split("val")
         probs, _ = predict_probs(args.model, val.images, args.tta_flip)

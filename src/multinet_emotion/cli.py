@@ -142,7 +142,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .export import parse_class_bias
 
     model = args.model or _default_model_path()
-    size, disgust = _model_facts(model)
+    from .evaluate import model_facts
+
+    size, disgust = model_facts(model)
     data = _data_config(args, size)
     if not args.merge_disgust:  # score the model on the label set it was trained with
         data.disgust = disgust
@@ -163,26 +165,6 @@ def _default_model_path() -> Path:
         raise MultiNetError(f"no default model is installed (expected {path}); pass --model PATH")
     return path
 
-
-def _model_facts(model: Path) -> tuple[int, DisgustPolicy]:
-    """The face size a model takes and the disgust policy it was trained with."""
-    if not model.is_file():
-        raise MultiNetError(f"{model}: model file not found")
-    if model.suffix == ".onnx":
-        from .classifier import load_model
-        info = load_model(model).info
-        return info.input_size, DisgustPolicy(info.disgust)
-    try:
-        import torch
-    except ImportError:
-        raise MultiNetError(f"{model}: reading a PyTorch checkpoint needs the training extras "
-                            "(scripts/setup.sh full), or pass the .onnx export") from None
-    try:
-        ckpt = torch.load(model, map_location="cpu", weights_only=False)
-        return (int(ckpt["model_config"]["image_size"]),
-                DisgustPolicy(ckpt.get("meta", {}).get("disgust", "drop")))
-    except Exception as e:  # noqa: BLE001
-        raise MultiNetError(f"{model}: not a MultiNetEmotion checkpoint ({e})") from None
 
 
 def _export_parser(sub) -> None:

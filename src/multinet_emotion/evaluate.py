@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import DataConfig, Split, load_dataset, relabel_ferplus
-from .emotions import EMOTIONS
+from .emotions import EMOTIONS, DisgustPolicy
 from .errors import MultiNetError
 from .files import atomic_path, atomic_write_text
 from .metrics import confusion_matrix, summarize
@@ -66,6 +66,27 @@ def predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
         class_bias = check_class_bias(class_bias)
         info["class_bias"] = class_bias
     return torch_probs(model, images, tta_flip, batch_size, class_bias), info
+
+
+def model_facts(model: Path) -> tuple[int, DisgustPolicy]:
+    """The face size a model takes and the disgust policy it was trained with."""
+    if not model.is_file():
+        raise MultiNetError(f"{model}: model file not found")
+    if model.suffix == ".onnx":
+        from .classifier import load_model
+        info = load_model(model).info
+        return info.input_size, DisgustPolicy(info.disgust)
+    try:
+        import torch
+    except ImportError:
+        raise MultiNetError(f"{model}: reading a PyTorch checkpoint needs the training extras "
+                            "(scripts/setup.sh full), or pass the .onnx export") from None
+    try:
+        ckpt = torch.load(model, map_location="cpu", weights_only=False)
+        return (int(ckpt["model_config"]["image_size"]),
+                DisgustPolicy(ckpt.get("meta", {}).get("disgust", "drop")))
+    except Exception as e:  # noqa: BLE001
+        raise MultiNetError(f"{model}: not a MultiNetEmotion checkpoint ({e})") from None
 
 
 def _check_size(path: Path, size: int, images: np.ndarray) -> None:
