@@ -28,7 +28,7 @@ from multinet_emotion.video import (
 )
 
 EVENT_KEYS = {"t", "frame", "track_id", "face", "box", "probs", "label", "smoothed",
-              "smoothed_label", "confidence"}
+              "smoothed_label", "stable_label", "confidence"}
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -88,7 +88,11 @@ class LearningSession(Base):
 
 
 class EmotionSample(Base):
-    """One downsampled time step: smoothed probabilities, or face=False. Never an image."""
+    """One downsampled time step: smoothed probabilities, or face=False. Never an image.
+
+    ``label`` is the stable label that was shown for it (minimum dwell and hysteresis, see
+    ``tracking.StableLabel``); rows without one (stored before it existed) show the top
+    class of their probabilities."""
 
     __tablename__ = "samples"
     __table_args__ = (Index("ix_samples_session_t", "session_id", "t"),
@@ -105,11 +109,18 @@ class EmotionSample(Base):
     sad: Mapped[float | None] = mapped_column(Float, nullable=True)
     surprise: Mapped[float | None] = mapped_column(Float, nullable=True)
     confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
     def probs(self) -> tuple[float, ...] | None:
         if not self.face:
             return None
         return tuple(getattr(self, e) or 0.0 for e in EMOTIONS)
+
+    def shown_label(self) -> str | None:
+        """The label shown to people: the stored stable label, else the top class."""
+        if not self.face:
+            return None
+        return self.label if self.label in EMOTIONS else Sample(self.t, self.probs()).label
 
     def to_sample(self) -> Sample:
         return Sample(self.t, self.probs())
@@ -118,7 +129,7 @@ class EmotionSample(Base):
         p = self.probs()
         return {"t": self.t, "face": self.face,
                 "probs": dict(zip(EMOTIONS, p)) if p else None,
-                "label": Sample(self.t, p).label, "confidence": self.confidence}
+                "label": self.shown_label(), "confidence": self.confidence}
 
 
 class RecommendationRow(Base):
@@ -206,10 +217,12 @@ def migrations_path() -> Path:
 
 @dataclass(frozen=True)
 class StoredSample:
-    """A sample to store: the engine's Sample plus the detector's confidence."""
+    """A sample to store: the engine's Sample plus the detector's confidence and the stable
+    label shown for it (None: the top class of its probabilities is shown)."""
 
     sample: Sample
     confidence: float | None = None
+    label: str | None = None
 
 
 class Store:
@@ -353,7 +366,8 @@ class Store:
             values = dict(zip(EMOTIONS, p)) if p is not None else {}
             rows.append(EmotionSample(session_id=session_id, learner_id=learner_id,
                                       t=st.sample.t, face=p is not None,
-                                      confidence=st.confidence, **values))
+                                      confidence=st.confidence,
+                                      label=st.label if p is not None else None, **values))
         with self.session() as s:
             s.add_all(rows)
         return len(rows)

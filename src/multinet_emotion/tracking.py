@@ -7,7 +7,14 @@
   (``ema``, weight ``alpha`` on the newest), a mean over the last ``window`` updates
   (``window``), or ``none``. The smoothed label is the argmax of the smoothed probabilities,
   so it does not flicker with single-frame noise.
-- :class:`Timeline` collects (time, track, smoothed label) and turns them into a summary:
+- On top of that, :class:`StableLabel` decides the label *shown to people* (``stable_label``):
+  it moves to another emotion only once that emotion has been the top smoothed class for
+  ``min_dwell`` seconds (the readings' own timestamps, so a video file behaves the same at
+  any speed) and its smoothed probability beats the shown label's by ``hysteresis``. Two
+  close emotions that trade places every few tenths of a second keep one label. The
+  probabilities are never changed by it; ``min_dwell=0, hysteresis=0`` makes the stable
+  label the smoothed label.
+- :class:`Timeline` collects (time, track, shown label) and turns them into a summary:
   per track, its duration and the share of time spent in each emotion.
 """
 
@@ -25,6 +32,9 @@ from .errors import MultiNetError
 from .faces import Box
 
 SMOOTHING = ("ema", "window", "none")
+#: Largest ``min_dwell`` (seconds) and ``hysteresis`` (exclusive) accepted, for every front end.
+MAX_MIN_DWELL = 60.0
+MAX_HYSTERESIS = 1.0
 
 
 @dataclass
@@ -36,6 +46,11 @@ class TrackerConfig:
     window: int = 10  # window length in emotion updates
     iou_threshold: float = 0.3  # minimum overlap to continue a track
     max_missed: int = 5  # detection rounds without the face before its track ends
+    # the shown label (stable_label) changes only when the new top emotion has held this
+    # many seconds (0 = at once) ...
+    min_dwell: float = 1.0
+    # ... and its smoothed probability beats the shown label's by this much (0 = any margin)
+    hysteresis: float = 0.1
 
     def validate(self) -> TrackerConfig:
         if self.smoothing not in SMOOTHING:
@@ -49,6 +64,12 @@ class TrackerConfig:
             raise MultiNetError(f"the IoU threshold must be in [0, 1), got {self.iou_threshold}")
         if self.max_missed < 0:
             raise MultiNetError(f"--max-missed must be >= 0, got {self.max_missed}")
+        if not 0.0 <= self.min_dwell <= MAX_MIN_DWELL:
+            raise MultiNetError(f"--min-dwell must be 0 to {MAX_MIN_DWELL:g} seconds, got "
+                                f"{self.min_dwell}")
+        if not 0.0 <= self.hysteresis < MAX_HYSTERESIS:
+            raise MultiNetError(f"--hysteresis must be in [0, {MAX_HYSTERESIS:g}), got "
+                                f"{self.hysteresis}")
         return self
 
 
@@ -73,6 +94,54 @@ class Smoother:
         return self.value
 
 
+class StableLabel:
+    """The label shown to people for one track (or one learner): a small state machine over
+    the smoothed probabilities, with a minimum dwell time and a hysteresis margin.
+
+    The first reading takes its top class at once. After that the label moves to another
+    emotion only when that emotion has been the top smoothed class in every reading for at
+    least ``min_dwell`` seconds (reading time ``t``, not the wall clock) *and* its smoothed
+    probability is at least ``hysteresis`` above the current label's. Whenever the top
+    class returns to the current label, or another emotion takes the top, the dwell starts
+    again. ``min_dwell=0, hysteresis=0`` follows the top class exactly."""
+
+    _EPS = 1e-9  # float slack, so 0.6 - 0.5 counts as a margin of 0.1
+
+    def __init__(self, config: TrackerConfig) -> None:
+        self.min_dwell = config.min_dwell
+        self.hysteresis = config.hysteresis
+        self.index: int | None = None  # the shown label, as an index into EMOTIONS
+        self.candidate: int | None = None  # another top class, waiting out the dwell
+        self.since: float | None = None  # when the candidate became the top class
+
+    @property
+    def label(self) -> str | None:
+        return None if self.index is None else EMOTIONS[self.index]
+
+    def reset(self) -> None:
+        """Forget the shown label (the face left): the next reading is taken at once."""
+        self.index = self.candidate = self.since = None
+
+    def update(self, smoothed: Sequence[float] | np.ndarray, t: float) -> str:
+        """Take the smoothed probabilities (EMOTIONS order) read at time ``t`` (seconds);
+        return the label to show now."""
+        p = np.asarray(smoothed, np.float64)
+        top = int(np.argmax(p))
+        if self.index is None or top == self.index:
+            self.index = top if self.index is None else self.index
+            self.candidate = self.since = None
+            return EMOTIONS[self.index]
+        if top != self.candidate:  # a new contender: its dwell starts now
+            self.candidate, self.since = top, t
+        assert self.since is not None
+        held = t - self.since >= self.min_dwell - self._EPS
+        margin = p[top] - p[self.index] >= self.hysteresis - self._EPS
+        if held and margin:
+            self.index = top
+            self.candidate = self.since = None
+        return EMOTIONS[self.index]
+
+
 @dataclass
 class Track:
     """One face followed over time."""
@@ -88,6 +157,8 @@ class Track:
     smoothed: np.ndarray | None = None
     updated_t: float | None = None  # time of the last emotion update
     updates: int = 0
+    # the shown label's state machine; Tracker gives it the tracker's settings
+    labeler: StableLabel = field(default_factory=lambda: StableLabel(TrackerConfig()))
 
     @property
     def label(self) -> str | None:
@@ -95,16 +166,24 @@ class Track:
 
     @property
     def smoothed_label(self) -> str | None:
+        """The top class of the smoothed probabilities."""
         return None if self.smoothed is None else EMOTIONS[int(np.argmax(self.smoothed))]
+
+    @property
+    def stable_label(self) -> str | None:
+        """The label to show people: the smoothed label after dwell and hysteresis."""
+        return self.labeler.label
 
     @property
     def confidence(self) -> float:
         return 0.0 if self.smoothed is None else float(np.max(self.smoothed))
 
     def set_probs(self, probs: np.ndarray, t: float) -> None:
-        """A new emotion reading for this face: store it and update the smoothed value."""
+        """A new emotion reading for this face: store it and update the smoothed value and
+        the shown label."""
         self.probs = np.asarray(probs, np.float32)
         self.smoothed = self.smoother.update(self.probs).astype(np.float32)
+        self.labeler.update(self.smoothed, t)
         self.updated_t = t
         self.updates += 1
 
@@ -160,7 +239,8 @@ class Tracker:
                 track.missed += 1
         for bi, box in enumerate(boxes):
             if bi not in assigned:
-                track = Track(self._next_id, box, t, t, Smoother(self.config))
+                track = Track(self._next_id, box, t, t, Smoother(self.config),
+                              labeler=StableLabel(self.config))
                 self._next_id += 1
                 self.tracks.append(track)
                 assigned[bi] = track
@@ -198,7 +278,8 @@ class _Span:
 
 
 class Timeline:
-    """Smoothed labels per track over time, summarised as shares of time per emotion.
+    """Labels per track over time (the detector gives the shown, stable labels), summarised
+    as shares of time per emotion.
 
     Each observation counts until the track's next one, capped at ``max_gap`` seconds; the
     last observation of a track counts for the track's typical interval. Frames without any
@@ -211,7 +292,7 @@ class Timeline:
         self.frames = 0
 
     def add_frame(self, t: float, labels: dict[int, str]) -> None:
-        """Record one analysed frame: ``{track_id: smoothed_label}`` (empty = no face)."""
+        """Record one analysed frame: ``{track_id: label}`` (empty = no face)."""
         self.frames += 1
         if not labels:
             self.no_face.append(t)
@@ -233,7 +314,7 @@ class Timeline:
         """``{"tracks": {id: {...}}, "no_face_frames": n, "frames": n}`` with, per track,
         ``start``, ``end``, ``duration`` (seconds), ``samples``, ``shares`` (label -> fraction
         of the track's time, the six labels always present), ``dominant`` and ``segments``
-        (runs of one smoothed label: [start, end, label])."""
+        (runs of one label: [start, end, label])."""
         out: dict[str, dict] = {}
         for tid, span in sorted(self.tracks.items()):
             times = np.array([s[0] for s in span.samples], np.float64)

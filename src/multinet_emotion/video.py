@@ -1,7 +1,7 @@
 """Frames in, emotion events out: the per-frame detector, sources, threaded capture, outputs.
 
 - :class:`EmotionDetector` is the Python API: give it a frame, get one :class:`FaceResult`
-  per face (track id, box, probabilities, raw and smoothed label, confidence).
+  per face (track id, box, probabilities, raw, smoothed and stable label, confidence).
 - Sources (:func:`open_source`): a camera index, a stream URL, a video file, an image or a
   folder of images. Cameras and streams are *live*: a capture thread keeps only the newest
   frame, so the analysis never builds a backlog; frames it overwrites are counted as dropped.
@@ -81,23 +81,35 @@ class PipelineConfig:
 
 @dataclass
 class FaceResult:
-    """One face in one frame."""
+    """One face in one frame.
+
+    Three labels, from jumpy to steady: ``label`` is the top class of the latest raw reading,
+    ``smoothed_label`` the top class of the smoothed probabilities, and ``stable_label`` the
+    one to show people: the smoothed label after the tracker's minimum dwell time and
+    hysteresis (``TrackerConfig.min_dwell`` / ``hysteresis``), so it does not flip between
+    two close emotions. The probabilities are the same whichever label is read."""
 
     track_id: int
     box: Box
     probs: dict[str, float]  # the latest raw reading
     label: str  # argmax of probs
     smoothed: dict[str, float]
-    smoothed_label: str
+    smoothed_label: str  # argmax of smoothed
     confidence: float  # max of the smoothed probabilities
     fresh: bool  # True when the emotion was re-read on this frame (see refresh_hz)
+    stable_label: str = ""  # the label to show (from_track fills it; "" = smoothed_label)
+
+    def __post_init__(self) -> None:
+        if not self.stable_label:
+            self.stable_label = self.smoothed_label
 
     @classmethod
     def from_track(cls, track: Track, fresh: bool) -> FaceResult:
         return cls(track.id, track.box,
                    {k: float(v) for k, v in zip(EMOTIONS, track.probs)}, track.label,
                    {k: float(v) for k, v in zip(EMOTIONS, track.smoothed)},
-                   track.smoothed_label, track.confidence, fresh)
+                   track.smoothed_label, track.confidence, fresh,
+                   track.stable_label or track.smoothed_label)
 
     def to_event(self, t: float, frame: int) -> dict[str, Any]:
         """The JSON Lines event for this face (the schema consumers rely on)."""
@@ -105,7 +117,8 @@ class FaceResult:
                 "face": True, "box": self.box.as_list(),
                 "probs": {k: round(v, 4) for k, v in self.probs.items()}, "label": self.label,
                 "smoothed": {k: round(v, 4) for k, v in self.smoothed.items()},
-                "smoothed_label": self.smoothed_label, "confidence": round(self.confidence, 4)}
+                "smoothed_label": self.smoothed_label, "stable_label": self.stable_label,
+                "confidence": round(self.confidence, 4)}
 
 
 def no_face_event(t: float, frame: int) -> dict[str, Any]:
@@ -118,11 +131,12 @@ class EmotionDetector:
 
     >>> detector = EmotionDetector()              # the default model, or a path to a .onnx
     >>> for face in detector.process(frame):      # a BGR uint8 frame (color="rgb" for RGB)
-    ...     print(face.track_id, face.box, face.smoothed_label, face.confidence)
+    ...     print(face.track_id, face.box, face.stable_label, face.confidence)
 
-    Faces of a frame are classified in one batch. ``t`` (seconds) drives smoothing and the
-    refresh rate; without it the wall clock since construction is used. Call :meth:`reset`
-    between unrelated images so their faces do not share tracks.
+    Faces of a frame are classified in one batch. ``t`` (seconds) drives smoothing, the
+    stable label's dwell time and the refresh rate; without it the wall clock since
+    construction is used. Call :meth:`reset` between unrelated images so their faces do not
+    share tracks.
     """
 
     def __init__(self, model: EmotionClassifier | str | Path | None = None,
@@ -563,15 +577,15 @@ class _CaptureFileSource(VideoFileSource):
 # --- outputs ------------------------------------------------------------------------------
 
 def annotate(frame: np.ndarray, faces: list[FaceResult], note: str = "") -> np.ndarray:
-    """A copy of ``frame`` (BGR) with each face's box, id, smoothed label and confidence."""
+    """A copy of ``frame`` (BGR) with each face's box, id, stable label and confidence."""
     out = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     scale = max(0.4, min(out.shape[1] / 1280, 1.2))
     thick = max(1, round(2 * scale))
     for face in faces:
         b = face.box
-        color = COLORS_BGR.get(face.smoothed_label, (255, 255, 255))
+        color = COLORS_BGR.get(face.stable_label, (255, 255, 255))
         cv2.rectangle(out, (b.x, b.y), (b.x + b.w, b.y + b.h), color, thick)
-        text = f"#{face.track_id} {face.smoothed_label} {face.confidence:.0%}"
+        text = f"#{face.track_id} {face.stable_label} {face.confidence:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale * 1.5, thick)
         y = b.y - 4 if b.y - th - base - 4 > 0 else b.y + b.h + th + 4
         cv2.rectangle(out, (b.x, y - th - base), (b.x + tw + 4, y + base), color, -1)
@@ -657,7 +671,8 @@ class Display:
 
 
 CSV_FIELDS = (["t", "frame", "track_id", "face", "x", "y", "w", "h", "label", "smoothed_label",
-               "confidence"] + [f"p_{k}" for k in EMOTIONS] + [f"s_{k}" for k in EMOTIONS])
+               "stable_label", "confidence"]
+              + [f"p_{k}" for k in EMOTIONS] + [f"s_{k}" for k in EMOTIONS])
 
 
 def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
@@ -668,6 +683,7 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     if event["face"]:
         row.update(zip("xywh", event["box"]))
         row.update(label=event["label"], smoothed_label=event["smoothed_label"],
+                   stable_label=event.get("stable_label", event["smoothed_label"]),
                    confidence=event["confidence"])
         row.update({f"p_{k}": v for k, v in event["probs"].items()})
         row.update({f"s_{k}": v for k, v in event["smoothed"].items()})
@@ -734,7 +750,7 @@ def check_plot_path(path: Path) -> None:
 
 def plot_timeline(summary: dict[str, Any], path: Path) -> None:
     """A PNG (or another format of :data:`PLOT_SUFFIXES`, by ``path``'s suffix): per track,
-    its smoothed emotion over time, and its shares of time per emotion."""
+    its shown (stable) emotion over time, and its shares of time per emotion."""
     check_plot_path(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: never touches the user's backend
@@ -760,7 +776,7 @@ def plot_timeline(summary: dict[str, Any], path: Path) -> None:
     ax.set_ylim(-0.6, n - 0.4)
     ax.invert_yaxis()
     ax.set_xlabel(unit)
-    ax.set_title(f"smoothed emotion per track - {Path(str(summary.get('source', ''))).name}")
+    ax.set_title(f"emotion per track - {Path(str(summary.get('source', ''))).name}")
     if not tracks:
         ax.text(0.5, 0.5, "no faces found", ha="center", va="center", transform=ax.transAxes)
     ax2.set_xlim(0, 1)
@@ -855,7 +871,7 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
             events_out.write(events)
             n_events += len(events)
             analysed += 1
-            timeline.add_frame(frame.t, {f.track_id: f.smoothed_label for f in faces})
+            timeline.add_frame(frame.t, {f.track_id: f.stable_label for f in faces})
             if video is not None or display is not None:
                 image = annotate(frame.image, faces)
                 if video is not None:

@@ -12,12 +12,15 @@ import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from ..emotions import EMOTIONS
 from ..errors import MultiNetError
+
+if TYPE_CHECKING:
+    from ..tracking import TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +89,27 @@ def face_dict(result: Any) -> dict[str, Any]:
 
     smoothed = probs(getattr(result, "smoothed", None) or getattr(result, "smoothed_probs", None))
     raw = probs(getattr(result, "probs", None))
+    smoothed_label = getattr(result, "smoothed_label", None) or getattr(result, "label", None)
     return {"face": True, "track_id": getattr(result, "track_id", None),
             "box": [int(x) for x in getattr(result, "box", (0, 0, 0, 0))],
             "probs": raw, "label": getattr(result, "label", None),
-            "smoothed": smoothed or raw,
-            "smoothed_label": getattr(result, "smoothed_label", None)
-            or getattr(result, "label", None),
+            "smoothed": smoothed or raw, "smoothed_label": smoothed_label,
+            # None: the service steadies the label itself (LearningService)
+            "stable_label": getattr(result, "stable_label", None),
             "confidence": float(getattr(result, "confidence", 0.0) or 0.0)}
+
+
+def stable_label_config(min_dwell: float | None = None,
+                        hysteresis: float | None = None) -> TrackerConfig:
+    """The runtime's TrackerConfig with the stable label's settings (None = its default)."""
+    from ..tracking import TrackerConfig
+
+    config = TrackerConfig()
+    if min_dwell is not None:
+        config.min_dwell = min_dwell
+    if hysteresis is not None:
+        config.hysteresis = hysteresis
+    return config.validate()
 
 
 class DetectorAnalyzer:
@@ -105,9 +122,13 @@ class DetectorAnalyzer:
         return [face_dict(r) for r in self.detector.process(frame_bgr)]
 
 
-def detector_factory(model: Path | None = None,
-                     detect_every: int | None = None) -> tuple[AnalyzerFactory | None, str]:
+def detector_factory(model: Path | None = None, detect_every: int | None = None,
+                     min_dwell: float | None = None, hysteresis: float | None = None
+                     ) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
+
+    ``detect_every``, ``min_dwell`` and ``hysteresis`` (the stable label's dwell time and
+    margin): None = the runtime's defaults (``PipelineConfig``, ``TrackerConfig``).
 
     Never raises: when the detector or the model is missing, the service runs without
     server-side analysis and the learner page says so.
@@ -131,6 +152,7 @@ def detector_factory(model: Path | None = None,
         # follows the known faces (detect_every: None = the runtime's default).
         config = PipelineConfig() if detect_every is None \
             else PipelineConfig(detect_every=detect_every)
+        config.tracker = stable_label_config(min_dwell, hysteresis)
         return DetectorAnalyzer(EmotionDetector(classifier, config))
 
     try:

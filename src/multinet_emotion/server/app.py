@@ -138,7 +138,8 @@ def create_app(settings: Settings | None = None, *,
         if settings.analysis == "off":
             factory, note = None, "server-side analysis is switched off"
         else:
-            factory, note = detector_factory(settings.model, settings.detect_every)
+            factory, note = detector_factory(settings.model, settings.detect_every,
+                                             settings.min_dwell, settings.hysteresis)
     else:
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"

@@ -5,6 +5,13 @@ in-memory view of each live session (the recent timeline, the open recommendatio
 latest state) so the engine runs once per stored sample without reading the database, and
 writes every downsampled sample, recommendation, response and outcome through the
 :class:`~multinet_emotion.store.Store`. One process owns the live view: run one worker.
+
+What people see is steady: the ``label`` of the live state (``current``) and of stored
+samples is the *stable* label (minimum dwell time and hysteresis, see
+:class:`~multinet_emotion.tracking.StableLabel`): the detector's ``stable_label`` for
+frames the server analysed, or, for samples without one (clients that classify on their
+own), a per-session state machine with the same settings. The probabilities stay the
+smoothed ones as received; the recommender works on them, not on the label.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from ..store import (
     hash_token,
     new_id,
 )
+from ..tracking import StableLabel
+from .analysis import stable_label_config
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,7 @@ class RawSample:
     t: float
     probs: tuple[float, ...] | None    # smoothed probabilities in EMOTIONS order; None = no face
     confidence: float | None = None
+    label: str | None = None           # the stable label to show; None = the session's own
 
     @classmethod
     def from_client(cls, t: float, probs: Mapping[str, float] | None,
@@ -81,26 +91,29 @@ class _Bucket:
     faces: int = 0
     total: int = 0
     confidence: float = 0.0
+    label: str | None = None  # the stable label of the bucket's last face sample
 
-    def add(self, s: RawSample) -> None:
+    def add(self, s: RawSample, label: str | None) -> None:
         self.total += 1
         self.t_last = s.t
         if s.probs is not None:
             self.faces += 1
             self.sums = [a + b for a, b in zip(self.sums, s.probs)]
             self.confidence += s.confidence or 0.0
+            self.label = label
 
     def sample(self) -> StoredSample:
         if self.faces * 2 < self.total or self.faces == 0:  # mostly nobody there
             return StoredSample(Sample(self.t_last, None))
         return StoredSample(Sample(self.t_last, tuple(x / self.faces for x in self.sums)),
-                            self.confidence / self.faces)
+                            self.confidence / self.faces, self.label)
 
 
 class LiveSession:
     """The in-memory view of one session."""
 
-    def __init__(self, row: LearningSession, horizon: float):
+    def __init__(self, row: LearningSession, horizon: float,
+                 labeler: StableLabel | None = None):
         self.row = row
         self.id, self.learner_id, self.class_id = row.id, row.learner_id, row.class_id
         self.timeline: deque[Sample] = deque()
@@ -108,6 +121,8 @@ class LiveSession:
         self.bucket: _Bucket | None = None
         self.last_raw_t: float | None = None
         self.current: dict[str, Any] | None = None
+        # steadies the label of samples that come without a stable label
+        self.labeler = labeler or StableLabel(stable_label_config())
         self.main_track: Any = None
         self.open_rec: RecommendationRow | None = None
         self.last_recommended_at: float | None = None
@@ -132,6 +147,7 @@ class LearningService:
         self.policy = recommender.policy
         self.settings = settings
         self.clock = clock
+        self.label_config = stable_label_config(settings.min_dwell, settings.hysteresis)
         self._live: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
 
@@ -179,7 +195,7 @@ class LearningService:
         with self._lock:
             if row.id in self._live:
                 return self._live[row.id]
-        live = LiveSession(row, self.policy.horizon)
+        live = LiveSession(row, self.policy.horizon, StableLabel(self.label_config))
         now = self.clock()
         for smp in self.store.samples(session_id=row.id, since=now - self.policy.horizon):
             live.append(smp.to_sample())
@@ -247,14 +263,20 @@ class LearningService:
                 prev = s.t
             stored: list[StoredSample] = []
             interval = self.settings.sample_interval
+            label: str | None = None
             for s in samples:
+                if s.probs is None:  # nobody in view: the next face's label is taken at once
+                    label = None
+                    live.labeler.reset()
+                else:
+                    label = s.label or live.labeler.update(s.probs, s.t)
                 index = int(s.t // interval)
                 if live.bucket is not None and live.bucket.index != index:
                     stored.append(live.bucket.sample())
                     live.bucket = None
                 if live.bucket is None:
                     live.bucket = _Bucket(index)
-                live.bucket.add(s)
+                live.bucket.add(s, label)
                 live.last_raw_t = s.t
             if flush and live.bucket is not None:
                 stored.append(live.bucket.sample())
@@ -262,10 +284,10 @@ class LearningService:
             if samples:
                 last = samples[-1]
                 live.last_seen = now
+                # "label" is the stable label, what the pages show; "probs" the smoothed ones
                 live.current = {"t": last.t, "face": last.probs is not None,
                                 "probs": dict(zip(EMOTIONS, last.probs)) if last.probs else None,
-                                "label": Sample(last.t, last.probs).label,
-                                "confidence": last.confidence}
+                                "label": label, "confidence": last.confidence}
             return len(stored), self._store_and_tick(live, stored)
 
     def add_faces(self, learner_id: str, session_id: str, faces: Sequence[dict[str, Any]],
@@ -280,11 +302,13 @@ class LearningService:
         else:
             sm = main.get("smoothed") or main.get("probs") or {}
             probs = tuple(float(sm.get(e, 0.0)) for e in EMOTIONS)
-            raw = RawSample(t, probs, float(main.get("confidence") or max(probs)))
+            stable = main.get("stable_label")
+            raw = RawSample(t, probs, float(main.get("confidence") or max(probs)),
+                            stable if stable in EMOTIONS else None)
         with live.lock:
             if live.last_raw_t is not None and t <= live.last_raw_t:
                 t = live.last_raw_t + 1e-3
-                raw = RawSample(t, raw.probs, raw.confidence)
+                raw = RawSample(t, raw.probs, raw.confidence, raw.label)
             _, rec = self.add_samples(learner_id, session_id, [raw], flush=False)
             return live.current, rec
 
@@ -434,7 +458,7 @@ class LearningService:
         faces = [s for s in samples if s.face]
         counts = {e: 0 for e in EMOTIONS}
         for s in faces:
-            counts[Sample(s.t, s.probs()).label] += 1  # type: ignore[index]
+            counts[s.shown_label()] += 1  # type: ignore[index]
         recs = self.store.recommendations(learner_id=learner_id)
         by_status: dict[str, int] = {}
         helped = 0

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import MultiNetError
 from ..store import default_database_url
+from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
 #: browser's timer is not exact, and a tab in the background sends in bursts)...
@@ -42,6 +43,10 @@ class Settings:
     open_registration: bool = True      # learners may sign up themselves (else: token)
     analysis_workers: int = 2           # frames analysed at once (CPU cores)
     detect_every: int | None = None     # full face scan every Nth frame (None: runtime default)
+    min_dwell: float | None = None      # seconds a new emotion holds before the shown label
+    #                                     changes (None: runtime default, 1.0; 0 = at once)
+    hysteresis: float | None = None     # ... and its margin over the shown one (None: runtime
+    #                                     default, 0.1; 0 = any)
     live_seconds: float = 30.0          # a learner counts as live this long after a sample
 
     def __post_init__(self) -> None:
@@ -85,6 +90,8 @@ class Settings:
         get("MULTINET_RETENTION_DAYS", "retention_days", float)
         get("MULTINET_ANALYSIS_WORKERS", "analysis_workers", int)
         get("MULTINET_DETECT_EVERY", "detect_every", int)
+        get("MULTINET_MIN_DWELL", "min_dwell", float)
+        get("MULTINET_HYSTERESIS", "hysteresis", float)
         if env.get("MULTINET_OPEN_REGISTRATION"):
             values["open_registration"] = env["MULTINET_OPEN_REGISTRATION"].lower() not in (
                 "0", "false", "no", "off")
@@ -111,6 +118,12 @@ class Settings:
             raise MultiNetError("max frame bytes must be at least 1000")
         if self.detect_every is not None and not 1 <= self.detect_every <= 30:
             raise MultiNetError(f"detect every must be 1 to 30 frames, got {self.detect_every}")
+        if self.min_dwell is not None and not 0 <= self.min_dwell <= MAX_MIN_DWELL:
+            raise MultiNetError(f"min dwell must be 0 to {MAX_MIN_DWELL:g} seconds, got "
+                                f"{self.min_dwell}")
+        if self.hysteresis is not None and not 0 <= self.hysteresis < MAX_HYSTERESIS:
+            raise MultiNetError(f"hysteresis must be at least 0 and below {MAX_HYSTERESIS:g}, "
+                                f"got {self.hysteresis}")
         if self.retention_days <= 0:
             raise MultiNetError("retention days must be positive")
         if self.instructor_token and len(self.instructor_token) < 8:

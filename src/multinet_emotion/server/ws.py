@@ -8,9 +8,12 @@ Protocol (JSON text messages, binary frames):
 * client -> binary JPEG/PNG/WebP frames, or ``{"type": "sample", "probs": {...}}`` from a
   client that classified on its own, or ``{"type": "ping"}``;
 * server -> ``{"type": "result", "seq": n, "faces": [...], "current": {...}, "ms": ...}``
-  per frame, preceded by ``{"type": "recommendation", "recommendation": {...}}`` when that
-  frame led to one, and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame, a
-  frame over the rate limit, one replaced by a newer frame before it was analysed (only
+  per frame (each face has ``label``, the top class of its raw reading, ``smoothed_label``,
+  the top class of its smoothed probabilities, and ``stable_label``, the one to show;
+  ``current.label`` is the learner's shown, stable label), preceded by
+  ``{"type": "recommendation", "recommendation": {...}}`` when that frame led to one,
+  and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame, a frame over the
+  rate limit, one replaced by a newer frame before it was analysed (only
   the newest waiting frame is analysed), or one whose result could not be stored (e.g. the
   database was busy); the connection stays up. When the session ends or is deleted the
   server sends an error and closes (1008); on an unexpected server error it closes (1011).
@@ -302,7 +305,8 @@ def _analyze(analyzer: Any, data: bytes, settings: Any) -> list[dict[str, Any]]:
 
 
 def _public_face(f: dict[str, Any]) -> dict[str, Any]:
-    keep = ("track_id", "box", "probs", "label", "smoothed", "smoothed_label", "confidence")
+    keep = ("track_id", "box", "probs", "label", "smoothed", "smoothed_label", "stable_label",
+            "confidence")
     out = {k: f.get(k) for k in keep}
     for k in ("probs", "smoothed"):
         if isinstance(out[k], dict):
