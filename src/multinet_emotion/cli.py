@@ -50,18 +50,37 @@ def _train_parser(sub) -> None:
     _add_data_args(p)
     p.add_argument("--out", type=Path, default=Path("runs/default"),
                    help="run folder: checkpoints, history.json, curves.png (default runs/default)")
-    p.add_argument("--arch", choices=("hybrid", "resnet50", "vgg16"), default="hybrid")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.03, help="peak learning rate (SGD Nesterov)")
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--warmup", type=float, default=0.5, help="warm-up length in epochs")
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default="sqrt")
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    from .config import ARCHS, LABEL_SETS, NORMALIZATIONS, STEMS, ModelConfig, TrainConfig
+
+    t, m = TrainConfig(), ModelConfig()
+    p.add_argument("--arch", choices=ARCHS, default=m.arch,
+                   help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN")
+    p.add_argument("--stem", choices=STEMS, default=m.stem,
+                   help="face: backbones keep the resolution of a 48x48 face (no ResNet stem "
+                   "max-pool, no VGG fifth pool); imagenet: torchvision's layout")
+    p.add_argument("--normalization", choices=NORMALIZATIONS, default=m.normalization,
+                   help="face: each face by its own mean and contrast; imagenet: fixed stats")
+    p.add_argument("--labels", choices=LABEL_SETS, default=t.labels,
+                   help="training targets: FER2013 labels, FER+ vote distributions, or a mix")
+    p.add_argument("--mix-weight", type=float, default=t.mix_weight,
+                   help="--labels mix: weight of the FER+ votes (0..1)")
+    p.add_argument("--ferplus", type=Path, default=None,
+                   help="FER+ folder (fer2013new.csv, kaggle_to_ferplus.csv); default: "
+                   "'ferplus' beside --data")
+    p.add_argument("--epochs", type=int, default=t.epochs)
+    p.add_argument("--batch-size", type=int, default=t.batch_size)
+    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=t.optimizer)
+    p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--warmup", type=float, default=t.warmup, help="warm-up length in epochs")
+    p.add_argument("--label-smoothing", type=float, default=t.label_smoothing)
+    p.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default=t.class_weights)
+    p.add_argument("--mixup", type=float, default=t.mixup, help="mixup alpha (0 = off)")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--hidden", type=int, default=512, help="width of the dense layer")
+    p.add_argument("--no-webcam", action="store_true",
+                   help="no webcam augmentation (light, blur, noise, JPEG, pose, occlusion)")
+    p.add_argument("--dropout", type=float, default=m.dropout)
+    p.add_argument("--hidden", type=int, default=m.hidden, help="width of the dense layer")
     p.add_argument("--image-size", type=int, default=48)
     p.add_argument("--patience", type=int, default=4,
                    help="stop after this many epochs without validation improvement")
@@ -77,8 +96,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--stop-after-epochs", type=int, default=0,
                    help="end this invocation after N epochs (time-boxing); --resume continues")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from a checkpoint's weights with a fresh schedule (fine-tuning, "
-                   "warm restarts)")
+                   help="start from a model's weights with a fresh schedule (fine-tuning, warm "
+                   "restarts): a best.pt/last.pt, or an exported .onnx such as the shipped model")
     p.set_defaults(func=_train)
 
 
@@ -99,6 +118,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = TrainConfig(
         out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        labels=args.labels, mix_weight=args.mix_weight, ferplus=args.ferplus,
+        optimizer=args.optimizer, webcam=not args.no_webcam,
         weight_decay=args.weight_decay, warmup=args.warmup,
         label_smoothing=args.label_smoothing, class_weights=args.class_weights,
         mixup=args.mixup, augment=not args.no_augment, patience=args.patience,
@@ -106,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
         max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume, init=args.init,
         stop_after_epochs=args.stop_after_epochs,
         model=ModelConfig(arch=args.arch, image_size=args.image_size, hidden=args.hidden,
-                          dropout=args.dropout,
+                          dropout=args.dropout, stem=args.stem, normalization=args.normalization,
                           backbone_weights=[str(p) for p in args.backbone_weights]),
         data=_data_config(args, args.image_size, args.seed))
     history = train(config)
@@ -268,6 +289,12 @@ def _detect_parser(sub) -> None:
                    help="window smoothing: number of readings averaged (default 10)")
     g.add_argument("--max-missed", type=int, default=5,
                    help="detection rounds without a face before its track ends (default 5)")
+    g.add_argument("--min-dwell", type=float, default=1.0,
+                   help="seconds (media time) a new emotion must stay on top before the shown "
+                   "label (stable_label) changes to it (default 1.0; 0 = at once)")
+    g.add_argument("--hysteresis", type=float, default=0.1,
+                   help="how much the new emotion's smoothed probability must exceed the shown "
+                   "label's before it changes (default 0.1; 0 with --min-dwell 0 = the top class)")
     g.add_argument("--refresh-hz", type=float, default=0.0,
                    help="re-read each face's emotion at most this often (0 = every frame)")
     g = p.add_argument_group("source")
@@ -298,7 +325,8 @@ def _detect(args: argparse.Namespace) -> int:
             detector=DetectorConfig(kind=args.detector, model_path=args.detector_model,
                                     detect_width=args.detect_width, min_face=args.min_face),
             tracker=TrackerConfig(smoothing=args.smoothing, alpha=args.alpha, window=args.window,
-                                  max_missed=args.max_missed),
+                                  max_missed=args.max_missed, min_dwell=args.min_dwell,
+                                  hysteresis=args.hysteresis),
             classifier=ClassifierConfig(threads=args.threads),
             detect_every=args.detect_every, refresh_hz=args.refresh_hz,
             crop_scale=args.crop_scale),
@@ -365,6 +393,12 @@ def _serve_parser(sub) -> None:
                    "(default: twice the frame rate, at least 10)")
     p.add_argument("--retention-days", type=float, default=None,
                    help="delete emotion samples older than this (default 30)")
+    p.add_argument("--min-dwell", type=float, default=None,
+                   help="seconds a new emotion must stay on top before the label shown to "
+                   "learners and instructors changes (default 1.0; 0 = at once)")
+    p.add_argument("--hysteresis", type=float, default=None,
+                   help="how much the new emotion's probability must exceed the shown one's "
+                   "before the label changes (default 0.1; 0 = any)")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     p.add_argument("--check", action="store_true",
                    help="load settings, policy, catalog, model and database, then exit")
@@ -381,6 +415,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, database_url=args.database, policy=args.policy,
         catalog=args.catalog, model=args.model, frame_rate=args.frame_rate,
         max_frame_rate=args.max_frame_rate, retention_days=args.retention_days,
+        min_dwell=args.min_dwell, hysteresis=args.hysteresis,
         analysis="off" if args.no_analysis else None).with_token()
     app = create_app(settings)
     st = app.state

@@ -424,6 +424,45 @@ def relabel_ferplus(split: Split, ferplus_dir: Path) -> tuple[Split, int]:
     return sub, len(split) - len(keep)
 
 
+def ferplus_distribution(votes: np.ndarray, disgust: DisgustPolicy = DisgustPolicy.DROP
+                         ) -> np.ndarray | None:
+    """The FER+ annotators' votes as a distribution over our six classes, or None when the
+    image is not usable as a face of ours: its plurality is 'not a face' or 'unknown', or no
+    vote falls on our classes. Contempt votes are dropped; disgust votes are dropped or
+    counted as angry, by the disgust policy."""
+    top = int(votes.max())
+    if top == 0 or any(votes[FERPLUS_COLUMNS.index(c)] == top for c in ("NF", "unknown")):
+        return None
+    dist = np.zeros(len(EMOTIONS), np.float32)
+    for column, count in zip(FERPLUS_COLUMNS, votes):
+        label = canonical(column)
+        if label == "disgust":
+            label = "angry" if disgust == DisgustPolicy.MERGE else None
+        if label is not None and count:
+            dist[EMOTIONS.index(label)] += float(count)
+    total = dist.sum()
+    return dist / total if total > 0 else None
+
+
+def ferplus_targets(split: Split, ferplus_dir: Path, disgust: DisgustPolicy = DisgustPolicy.DROP
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Soft training targets from the FER+ votes: (indices of the images of ``split`` that have
+    a usable vote distribution, their distributions [K, 6] float32)."""
+    votes = load_ferplus_votes(ferplus_dir)
+    keep, targets = [], []
+    for i, src in enumerate(split.sources):
+        v = votes.get(src.replace(os.sep, "/"))
+        dist = ferplus_distribution(v, disgust) if v is not None else None
+        if dist is not None:
+            keep.append(i)
+            targets.append(dist)
+    if not keep:
+        raise MultiNetError("no training image has FER+ votes; --labels ferplus/mix works with "
+                            "the FER2013 folder layout (train/, test/ with Kaggle file names) "
+                            "and --ferplus pointing at the FER+ folder")
+    return np.asarray(keep), np.stack(targets)
+
+
 # --- cache --------------------------------------------------------------------------------
 
 def cache_dir() -> Path:

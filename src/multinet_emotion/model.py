@@ -2,52 +2,75 @@
 pooled features concatenated, then dense layers with dropout and a 6-way classifier.
 
 The model takes raw grey pixels, shape ``[N, 1, S, S]`` with values 0..255, and normalises
-them itself (so the exported ONNX file needs no preprocessing beyond crop, grey, resize).
-The grey channel is repeated to three so torchvision's backbones, and ImageNet weights a user
-may have on disk, fit unchanged. VGG16 is torchvision's ``vgg16_bn`` (VGG16 with batch norm):
-from random initialisation the plain VGG16 trains far more slowly.
+them itself (so the exported ONNX file needs no preprocessing beyond crop, grey, resize, and
+training and the runtime cannot normalise differently). ``normalization="face"`` (the default)
+standardises each face by its own mean and contrast, so a dim or washed-out webcam face reaches
+the backbones like a well-lit one; ``"imagenet"`` (models before 0.2) uses fixed ImageNet
+statistics. The grey channel is repeated to three so torchvision's backbones, and ImageNet
+weights a user may have on disk, fit unchanged. VGG16 is torchvision's ``vgg16_bn`` (VGG16 with
+batch norm): from random initialisation the plain VGG16 trains far more slowly.
+
+Both backbones were designed for 224x224 photos and shrink their input 32-fold; a 48x48 face
+would leave VGG16 a 1x1 map and ResNet50 a 2x2 one. ``stem="face"`` (the default) keeps the
+resolution a small face needs: ResNet50 without the stem's max-pool (its blocks see 24x24,
+12x12, 6x6, 3x3) and VGG16 without its fifth max-pool (block 5 sees 3x3). Layer shapes, and so
+weight files, are the same as torchvision's. ``stem="imagenet"`` is the unmodified layout.
+
+``arch="small"`` is a small VGG-style CNN (four blocks of 32-64-128-256 channels, ~1.2 M
+parameters), kept as the baseline the hybrid is measured against (bench/ablation.py).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
+from .config import ARCHS, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, STEMS, ModelConfig  # noqa: F401
 from .emotions import EMOTIONS
 from .errors import MultiNetError
 
 log = logging.getLogger(__name__)
 
-ARCHS = ("hybrid", "resnet50", "vgg16")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass
-class ModelConfig:
-    arch: str = "hybrid"
-    image_size: int = 48
-    num_classes: int = len(EMOTIONS)
-    hidden: int = 512
-    dropout: float = 0.5
-    backbone_weights: list[str] = field(default_factory=list)
-
-
 class Preprocess(nn.Module):
-    """Raw grey pixels (0..255, one channel) to normalised three-channel input."""
+    """Raw grey pixels (0..255, one channel) to normalised three-channel input.
 
-    def __init__(self) -> None:
+    ``face``: each face minus its own mean, divided by its own standard deviation (floored at
+    8 grey levels so a blank frame is not blown up into noise). ``imagenet``: fixed statistics.
+    """
+
+    def __init__(self, normalization: str = "face", channels: int = 3) -> None:
         super().__init__()
+        self.normalization = normalization
+        self.channels = channels
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.repeat(1, 3, 1, 1) - self.mean) / self.std
+        if self.normalization == "face":
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            std = (x - mean).square().mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(8.0)
+            x = (x - mean) / std
+            return x.repeat(1, self.channels, 1, 1) if self.channels > 1 else x
+        x = (x.repeat(1, 3, 1, 1) - self.mean) / self.std
+        return x if self.channels > 1 else x[:, :1]
+
+
+def small_cnn() -> nn.Sequential:
+    """Four blocks of two 3x3 conv + batch norm + ReLU, max-pooled: 32-64-128-256 channels."""
+    layers: list[nn.Module] = []
+    channels = 1
+    for width in (32, 64, 128, 256):
+        for _ in range(2):
+            layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
 
 
 class EmotionNet(nn.Module):
@@ -55,22 +78,30 @@ class EmotionNet(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.arch not in ARCHS:
-            raise MultiNetError(f"unknown --arch {config.arch!r}; choose one of {', '.join(ARCHS)}")
         self.config = config
-        self.preprocess = Preprocess()
+        self.preprocess = Preprocess(config.normalization, 1 if config.arch == "small" else 3)
         width = 0
         self.resnet: nn.Module | None = None
         self.vgg: nn.Module | None = None
+        self.small: nn.Module | None = None
         if config.arch in ("hybrid", "resnet50"):
             resnet = torchvision.models.resnet50(weights=None, zero_init_residual=True)
             resnet.fc = nn.Identity()  # keeps its global average pool: 2048 features
+            if config.stem == "face":
+                resnet.maxpool = nn.Identity()
             self.resnet = resnet
             width += 2048
         if config.arch in ("hybrid", "vgg16"):
-            self.vgg = torchvision.models.vgg16_bn(weights=None).features
+            vgg = torchvision.models.vgg16_bn(weights=None).features
+            if config.stem == "face":  # the fifth max-pool is the last layer
+                vgg[-1] = nn.Identity()
+            self.vgg = vgg
             self.vgg_pool = nn.AdaptiveAvgPool2d(1)
             width += 512
+        if config.arch == "small":
+            self.small = small_cnn()
+            self.small_pool = nn.AdaptiveAvgPool2d(1)
+            width += 256
         self.head = nn.Sequential(
             nn.Dropout(config.dropout * 0.5),
             nn.Linear(width, config.hidden),
@@ -86,6 +117,8 @@ class EmotionNet(nn.Module):
             parts.append(self.resnet(x))
         if self.vgg is not None:
             parts.append(torch.flatten(self.vgg_pool(self.vgg(x)), 1))
+        if self.small is not None:
+            parts.append(torch.flatten(self.small_pool(self.small(x)), 1))
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +182,9 @@ def load_checkpoint(path: Path) -> tuple[EmotionNet, dict]:
         raise MultiNetError(f"{path}: model file not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        config = ModelConfig(**{**ckpt["model_config"], "backbone_weights": []})
+        config = ModelConfig.from_saved(ckpt["model_config"])
+    except MultiNetError as e:
+        raise MultiNetError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001
         raise MultiNetError(f"{path}: not a MultiNetEmotion checkpoint ({e})") from None
     if list(ckpt.get("labels", EMOTIONS)) != list(EMOTIONS):

@@ -1,10 +1,16 @@
 """Training: augmentation, the loop, checkpoints, exact resume, history and curves.
 
 One epoch = one pass over the training split in a seeded order. The learning rate follows a
-linear warm-up then a cosine decay, computed from the step number, so a resumed run is the
-same run. After each epoch the model is scored on the validation split, the best epoch is
-kept (``best.pt``), everything needed to continue is written atomically (``last.pt``), and
-training stops early once validation accuracy has not improved for ``patience`` epochs.
+linear warm-up then a cosine decay to zero (one cycle: every run ends annealed, with a
+shippable model), computed from the step number, so a resumed run is the same run.
+
+Targets (``labels``): the original FER2013 labels, the FER+ ten-annotator vote distribution
+(soft targets; images the annotators called not-a-face or unknown are left out), or a mix of
+the two. Validation always scores both label sets; the best epoch is chosen on the one trained
+for (FER+ majority labels for ``ferplus`` and ``mix``). After each epoch the model is scored
+on the validation split, the best epoch is kept (``best.pt``), everything needed to continue
+is written atomically (``last.pt``), and training stops early once validation accuracy has
+not improved for ``patience`` epochs.
 
 Runs unchanged under ``torchrun --nproc_per_node N``: DistributedDataParallel with gloo on
 CPU or NCCL on GPUs, each process taking its share of every batch order.
@@ -17,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +32,16 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from .datasets import DataConfig, Dataset, Split, load_dataset
+from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
+from .datasets import (
+    DataConfig,
+    Dataset,
+    Split,
+    ferplus_majority,
+    ferplus_targets,
+    load_dataset,
+    load_ferplus_votes,
+)
 from .emotions import EMOTIONS
 from .errors import MultiNetError
 from .files import atomic_path, atomic_write_text
@@ -37,71 +52,134 @@ from .progress import bar
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Every knob of a training run (the CLI fills it; it is saved beside the run)."""
-
-    out: Path = Path("runs/default")
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.03  # peak learning rate (SGD, Nesterov momentum)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup: float = 0.5  # epochs of linear warm-up
-    label_smoothing: float = 0.1
-    class_weights: str = "sqrt"  # none | sqrt (inverse square root of class frequency) | inverse
-    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 = off
-    augment: bool = True
-    patience: int = 4  # epochs without validation improvement before stopping early
-    seed: int = 0
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast)
-    channels_last: bool = True
-    threads: int = 0  # 0 = torch default
-    max_steps_per_epoch: int = 0  # 0 = whole epoch (tests and smoke runs use a few)
-    eval_batch_size: int = 256
-    resume: bool = False
-    init: Path | None = None  # start from this checkpoint's weights (a new schedule, not a resume)
-    stop_after_epochs: int = 0  # end this invocation after N epochs (resume later); 0 = no limit
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig | None = None
-
-
 # --- augmentation -------------------------------------------------------------------------
 
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-8%), brightness and
-    contrast, and a small random erasing, on a batch of raw grey images [N,1,S,S] 0..255."""
-    n = x.shape[0]
+def augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.Tensor:
+    """Augment a batch of raw grey faces [N,1,S,S] 0..255 (on the CPU).
+
+    Always: random flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-8%), brightness and
+    contrast, and random erasing. With ``webcam``, what a laptop camera adds, each on a share
+    of the batch: head yaw and pitch (a perspective warp), dim light and gamma, light from one
+    side, a hand or glasses over the face, low resolution, blur, sensor noise and JPEG."""
+    n, s = x.shape[0], x.shape[-1]
     u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
-    angle = (u(n) * 2 - 1) * math.radians(10)
-    scale = 0.9 + u(n) * 0.2
-    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
-    shift = (u(n, 2) * 2 - 1) * 0.08 * 2  # grid units span 2
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
-                         torch.stack([sin * flip, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    some = lambda p: u(n) < p  # noqa: E731
+    x = _warp(x, g, perspective=0.15 if webcam else 0.0)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
+    if webcam:
+        x = _occlude(x, g, xx, yy)
+        gamma = torch.where(some(0.5), torch.exp((u(n) * 2 - 1) * 0.5), torch.ones(n))
+        x = 255.0 * (x / 255.0).clamp_min(0).pow(gamma.view(n, 1, 1, 1))
+        gain = torch.where(some(0.25), 0.3 + u(n) * 0.7, torch.ones(n))
+        x = x * gain.view(n, 1, 1, 1)
+        direction = u(n) * 2 * math.pi
+        strength = torch.where(some(0.25), 0.2 + u(n) * 0.5, torch.zeros(n)).view(n, 1, 1)
+        side = (torch.cos(direction).view(n, 1, 1) * xx + torch.sin(direction).view(n, 1, 1) * yy)
+        x = x * (1 + strength * side).clamp_min(0.2).unsqueeze(1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     contrast = (0.75 + u(n) * 0.5).view(n, 1, 1, 1)
     brightness = ((u(n) * 2 - 1) * 25).view(n, 1, 1, 1)
     x = ((x - mean) * contrast + mean + brightness).clamp(0, 255)
-    # random erasing: a grey box of 4-20% of the area on a quarter of the images
-    s = x.shape[-1]
+    # random erasing: a box of 4-20% of the area, random grey, on some of the images
     area = (0.04 + u(n) * 0.16) * s * s
     aspect = torch.exp((u(n) * 2 - 1) * math.log(2))
     h = (area * aspect).sqrt().clamp(1, s).long()
     w = (area / aspect).sqrt().clamp(1, s).long()
     top = (u(n) * (s - h + 1)).long()
     left = (u(n) * (s - w + 1)).long()
-    on = u(n) < 0.25
+    on = some(0.15 if webcam else 0.25)
     rows = torch.arange(s).view(1, s, 1)
     cols = torch.arange(s).view(1, 1, s)
     box = ((rows >= top.view(n, 1, 1)) & (rows < (top + h).view(n, 1, 1))
            & (cols >= left.view(n, 1, 1)) & (cols < (left + w).view(n, 1, 1))
            & on.view(n, 1, 1))
     fill = u(n).view(n, 1, 1) * 255
-    return torch.where(box.unsqueeze(1), fill.unsqueeze(1), x)
+    x = torch.where(box.unsqueeze(1), fill.unsqueeze(1), x)
+    if webcam:
+        x = _degrade(x, g)
+    return x
+
+
+def _warp(x: torch.Tensor, g: torch.Generator, perspective: float) -> torch.Tensor:
+    """Flip, rotation, scale, shift and (``perspective`` > 0) a yaw/pitch foreshortening, as one
+    projective map sampled with bilinear interpolation."""
+    n, s = x.shape[0], x.shape[-1]
+    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    angle = (u(n) * 2 - 1) * math.radians(10)
+    scale = 0.9 + u(n) * 0.2
+    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
+    shift = (u(n, 2) * 2 - 1) * 0.08 * 2  # grid units span 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    m = torch.zeros(n, 3, 3)
+    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = cos * flip, -sin, shift[:, 0]
+    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = sin * flip, cos, shift[:, 1]
+    m[:, 2, 2] = 1.0
+    if perspective > 0:  # on half the faces: a head turned (x term) or tilted (y term)
+        tilt = (u(n, 2) * 2 - 1) * perspective * (u(n, 1) < 0.5)
+        m[:, 2, 0], m[:, 2, 1] = tilt[:, 0], tilt[:, 1]
+    lin = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
+    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
+    points = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.ones(s * s)])  # [3, S*S]
+    src = m @ points
+    grid = (src[:, :2] / src[:, 2:3]).transpose(1, 2).reshape(n, s, s, 2)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _occlude(x: torch.Tensor, g: torch.Generator, xx: torch.Tensor, yy: torch.Tensor
+             ) -> torch.Tensor:
+    """A hand (a skin-grey ellipse over the lower face) on 10% of the faces, dark glasses
+    frames at eye height on another 10%."""
+    n = x.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    v = lambda t: t.view(n, 1, 1)  # noqa: E731
+    hand = v(u(n) < 0.1)
+    cx, cy = v((u(n) * 2 - 1) * 0.6), v(0.3 + u(n) * 0.6)
+    rx, ry = v(0.3 + u(n) * 0.3), v(0.2 + u(n) * 0.25)
+    inside = ((xx - cx) / rx).square() + ((yy - cy) / ry).square() < 1
+    skin = v(90 + u(n) * 120) + 15 * yy
+    x = torch.where((inside & hand).unsqueeze(1), skin.unsqueeze(1), x)
+    glasses = v(u(n) < 0.1)
+    ey, ex, r = v(-0.25 + (u(n) * 2 - 1) * 0.08), v(0.33 + (u(n) * 2 - 1) * 0.05), v(0.2 + u(n) * 0.08)
+    width = v(0.05 + u(n) * 0.06)
+    ring = lambda c: (((xx - c).square() + (yy - ey).square()).sqrt() - r).abs() < width  # noqa: E731
+    bridge = ((yy - ey).abs() < width) & (xx.abs() < ex - r + width)
+    frame = (ring(ex) | ring(-ex) | bridge) & glasses
+    x = torch.where(frame.unsqueeze(1), v(10 + u(n) * 50).unsqueeze(1), x)
+    return x
+
+
+def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Low resolution (10%), Gaussian blur (20%), sensor noise (20%) and JPEG (15%)."""
+    n, s = x.shape[0], x.shape[-1]
+    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    low = u(n)
+    for size, lo, hi in ((12, 0.0, 0.03), (16, 0.03, 0.06), (24, 0.06, 0.10)):
+        pick = (low >= lo) & (low < hi)
+        if pick.any():
+            small = F.interpolate(x[pick], size=(size, size), mode="area")
+            x[pick] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
+    sigma = torch.where(u(n) < 0.2, 0.4 + u(n) * 1.0, torch.zeros(n))
+    if (sigma > 0).any():
+        k = torch.arange(7, dtype=torch.float32) - 3
+        kernel = torch.exp(-k.view(1, 7).square() / (2 * sigma.clamp_min(1e-3).view(n, 1).square()))
+        kernel = kernel / kernel.sum(1, keepdim=True)  # sigma 0: a delta
+        rows = x.view(1, n, s, s)
+        rows = F.conv2d(F.pad(rows, (3, 3, 0, 0), mode="replicate"), kernel.view(n, 1, 1, 7), groups=n)
+        rows = F.conv2d(F.pad(rows, (0, 0, 3, 3), mode="replicate"), kernel.view(n, 1, 7, 1), groups=n)
+        x = rows.view(n, 1, s, s)
+    noise = torch.where(u(n) < 0.2, 2 + u(n) * 8, torch.zeros(n)).view(n, 1, 1, 1)
+    x = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 255)
+    jpeg = (u(n) < 0.15).nonzero().flatten().tolist()
+    quality = (15 + u(n) * 55).long().tolist()
+    if jpeg:
+        import cv2
+
+        for i in jpeg:
+            img = x[i, 0].round().to(torch.uint8).numpy()
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+            if ok:
+                x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32))
+    return x
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -170,14 +248,86 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256,
     return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
 
 
+@dataclass
+class Targets:
+    """What the model is trained towards: one distribution over the six classes per image."""
+
+    split: Split  # the training images used (FER+-unusable ones left out)
+    probs: np.ndarray  # float32 [N, 6]
+    left_out: int = 0
+
+
+def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Targets:
+    """The training targets for ``config.labels``: one-hot original labels, FER+ vote
+    distributions, or ``mix_weight`` * votes + (1 - mix_weight) * original label."""
+    if config.labels not in LABEL_SETS:
+        raise MultiNetError(f"unknown --labels {config.labels!r}: use {', '.join(LABEL_SETS)}")
+    if not 0.0 <= config.mix_weight <= 1.0:
+        raise MultiNetError(f"--mix-weight {config.mix_weight}: give a number in 0..1")
+    onehot = np.eye(len(EMOTIONS), dtype=np.float32)
+    if config.labels == "fer2013":
+        return Targets(split, onehot[split.labels])
+    keep, votes = ferplus_targets(split, ferplus_dir(config), dataset.disgust)
+    sub = split.subset(keep)
+    probs = votes if config.labels == "ferplus" else \
+        config.mix_weight * votes + (1 - config.mix_weight) * onehot[sub.labels]
+    return Targets(sub, probs.astype(np.float32), len(split) - len(keep))
+
+
+def ferplus_dir(config: TrainConfig) -> Path:
+    if config.ferplus is not None:
+        return Path(config.ferplus)
+    if config.data is None:
+        raise MultiNetError("--labels ferplus/mix needs --ferplus FOLDER (the FER+ votes)")
+    return Path(config.data.path).parent / "ferplus"
+
+
+def ferplus_labels(split: Split, folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of ``split`` with a FER+ majority label among our classes, those labels)."""
+    votes = load_ferplus_votes(folder)
+    keep, labels = [], []
+    for i, src in enumerate(split.sources):
+        v = votes.get(src.replace(os.sep, "/"))
+        label = ferplus_majority(v) if v is not None else None
+        if label is not None:
+            keep.append(i)
+            labels.append(label)
+    return np.asarray(keep, np.int64), np.asarray(labels, np.int64)
+
+
 def score(model: nn.Module, split: Split, config: TrainConfig, device: torch.device,
-          dtype: torch.dtype | None) -> dict:
+          dtype: torch.dtype | None, ferplus: tuple[np.ndarray, np.ndarray] | None = None
+          ) -> dict:
+    """Validation figures on the original labels and, given ``ferplus`` (indices, labels),
+    on the FER+ majority labels; the top-level figures are those of the set trained for."""
     logits = predict_logits(model, split.images, config.eval_batch_size, device, dtype,
                             config.channels_last, desc="validating")
-    loss = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.labels)).item()
     result = summarize(confusion_matrix(split.labels, logits.argmax(1)))
-    result["loss"] = loss
+    result["loss"] = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(split.labels)).item()
+    result["fer2013"] = {"accuracy": result["accuracy"], "macro_f1": result["macro_f1"]}
+    if ferplus is not None and len(ferplus[0]):
+        idx, labels = ferplus
+        fp = summarize(confusion_matrix(labels, logits[idx].argmax(1)))
+        fp["loss"] = F.cross_entropy(torch.from_numpy(logits[idx]), torch.from_numpy(labels)).item()
+        fp["fer2013"] = result["fer2013"]
+        fp["ferplus"] = {"accuracy": fp["accuracy"], "macro_f1": fp["macro_f1"]}
+        if config.labels != "fer2013":
+            return fp
+        result["ferplus"] = fp["ferplus"]
     return result
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                       weights: torch.Tensor | None, smoothing: float) -> torch.Tensor:
+    """Cross-entropy against target distributions, with label smoothing and class weights
+    (each image weighted by its target's mix of class weights)."""
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / target.shape[1]
+    loss = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    if weights is None:
+        return loss.mean()
+    w = target @ weights
+    return (loss * w).sum() / w.sum()
 
 
 # --- distributed --------------------------------------------------------------------------
@@ -229,23 +379,39 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
             raise MultiNetError("no data: pass --data PATH")
         dataset = load_dataset(config.data)
     train_split, val_split = dataset.split("train"), dataset.split("val")
+    targets = training_targets(train_split, config, dataset)
+    train_split = targets.split
+    if main and targets.left_out:
+        log.info("--labels %s: %d training images left out (FER+ annotators: not a face, "
+                 "unknown, or no vote on our classes)", config.labels, targets.left_out)
+    val_ferplus = None
+    if config.labels != "fer2013" or (config.data is not None and ferplus_dir(config).is_dir()):
+        try:
+            val_ferplus = ferplus_labels(val_split, ferplus_dir(config))
+        except MultiNetError:
+            if config.labels != "fer2013":
+                raise
     config.model.image_size = train_split.images.shape[-1]
     dtype = autocast_dtype(config.precision, device)
 
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     if config.init is not None and not config.resume:
-        _init_from(model, Path(config.init))
+        _init_from(model, Path(config.init), train_split.images[:2048])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for _name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=True)
-    counts = np.bincount(train_split.labels, minlength=len(EMOTIONS))
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    elif config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
+    else:
+        raise MultiNetError(f"unknown --optimizer {config.optimizer!r}: use adamw or sgd")
+    counts = targets.probs.sum(0)
     weights = class_weights(counts, config.class_weights)
     weights = weights.to(device) if weights is not None else None
 
@@ -302,9 +468,12 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 group["lr"] = lr
             batch = order[(step * world + rank) * per_rank:(step * world + rank + 1) * per_rank]
             x = to_input(train_split.images[batch], device, config.channels_last)
-            y = torch.from_numpy(train_split.labels[batch]).to(device)
+            y = torch.from_numpy(targets.probs[batch]).to(device)
             if config.augment:
-                x = augment(x.cpu(), g).to(device)
+                threads = torch.get_num_threads()
+                torch.set_num_threads(1)  # small tensors: 10x faster than two contending threads
+                x = augment(x.cpu(), g, config.webcam).to(device)
+                torch.set_num_threads(threads)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
             lam, perm = 1.0, None
@@ -312,15 +481,12 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
                 perm = torch.randperm(len(x), generator=g).to(device)
                 x = lam * x + (1 - lam) * x[perm]
+                y = lam * y + (1 - lam) * y[perm]
             with torch.autocast(device.type, dtype=dtype or torch.bfloat16,
                                 enabled=dtype is not None):
                 logits = model(x)
             logits = logits.float()
-            loss = F.cross_entropy(logits, y, weight=weights,
-                                   label_smoothing=config.label_smoothing)
-            if perm is not None:
-                loss = lam * loss + (1 - lam) * F.cross_entropy(
-                    logits, y[perm], weight=weights, label_smoothing=config.label_smoothing)
+            loss = soft_cross_entropy(logits, y, weights, config.label_smoothing)
             if not torch.isfinite(loss):
                 raise MultiNetError(f"training diverged at epoch {epoch + 1} step {step} "
                                     f"(loss {loss.item()}); lower --lr")
@@ -328,7 +494,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
+            correct += int((logits.argmax(1) == y.argmax(1)).sum())
             seen += len(y)
             if pbar is not None:
                 pbar.update(len(y))
@@ -341,12 +507,14 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 dist.broadcast(buf, 0)
         train_time = time.time() - t0
         if main:
-            val = score(unwrap(model), val_split, config, device, dtype)
+            val = score(unwrap(model), val_split, config, device, dtype, val_ferplus)
             epoch_time = time.time() - t0
             record = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
                       "train_accuracy": correct / seen, "val_loss": val["loss"],
                       "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                       "val_recall": {k: v["recall"] for k, v in val["per_class"].items()},
+                      "val_accuracy_fer2013": val["fer2013"]["accuracy"],
+                      "val_accuracy_ferplus": val.get("ferplus", {}).get("accuracy"),
                       "lr": lr, "images_per_s": seen * world / train_time,
                       "epoch_time_s": epoch_time}
             history["epochs"].append(record)
@@ -380,9 +548,12 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     return unwrap(model), history
 
 
-def _init_from(model: nn.Module, path: Path) -> None:
+def _init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -> None:
     if not path.is_file():
         raise MultiNetError(f"{path}: --init checkpoint not found")
+    if path.suffix == ".onnx":
+        _init_from_onnx(unwrap(model), path, images)
+        return
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
@@ -392,8 +563,42 @@ def _init_from(model: nn.Module, path: Path) -> None:
     log.info("starting from the weights of %s", path)
 
 
+def _init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> None:
+    """Weights read back from an exported model (int8 dequantised), checked against ONNX
+    Runtime on the file's own layout; then copied into ``model`` if its stem or normalisation
+    differ (the layer shapes are the same)."""
+    import onnxruntime as ort
+
+    from .classifier import METADATA_KEY, parse_metadata
+    from .onnx_weights import load_onnx_weights
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) \
+            .get_modelmeta().custom_metadata_map
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several types
+        raise MultiNetError(f"{path}: --init cannot read this ONNX file ({e})") from None
+    info = parse_metadata(meta.get(METADATA_KEY), path)
+    config = model.config
+    file_config = ModelConfig(arch=config.arch, image_size=config.image_size, hidden=config.hidden,
+                              dropout=config.dropout,
+                              stem=str(info.extra.get("stem", "imagenet")),
+                              normalization=str(info.extra.get("normalization", "imagenet")))
+    source = model if (file_config.stem, file_config.normalization) == \
+        (config.stem, config.normalization) else build_model(file_config)
+    report = load_onnx_weights(source, path, images)
+    if source is not model:
+        model.load_state_dict(source.state_dict())
+        log.info("weights of a stem=%s normalization=%s model, continued as stem=%s "
+                 "normalization=%s", file_config.stem, file_config.normalization, config.stem,
+                 config.normalization)
+    model.train()
+    log.info("starting from the weights of %s: top-1 agreement with ONNX Runtime %.3f, max "
+             "|dp| %.4f", path, report["top1_agreement"], report["max_abs_diff"])
+
+
 def _meta(config: TrainConfig, dataset: Dataset, record: dict) -> dict:
     return {"epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
+            "labels": config.labels,
             "val_macro_f1": record["val_macro_f1"], "disgust": str(dataset.disgust),
             "data": str(dataset.root), "train_config": _jsonable(asdict(config))}
 
@@ -406,7 +611,7 @@ def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Datas
 
 #: options that may change between the start of a run and its resumption
 PER_INVOCATION = {"out", "resume", "threads", "eval_batch_size", "stop_after_epochs", "init",
-                  "path", "strict", "cache"}
+                  "path", "strict", "cache", "ferplus"}
 
 
 def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
@@ -414,7 +619,6 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
 
     An option given now that differs from the run's value (and from its default) is refused,
     so a resumed run is the same run and nobody is surprised by an ignored option."""
-    from .datasets import DataConfig
     from .emotions import DisgustPolicy
 
     def merge(now_obj, saved_part: dict, default_obj, cls, where: str = ""):
@@ -434,6 +638,9 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
             values[key] = saved_part[key]
         return cls(**values)
 
+    # runs from before these options existed were trained this way
+    saved = {"labels": "fer2013", "optimizer": "sgd", "webcam": False, **saved}
+    saved["model"] = {"stem": "imagenet", "normalization": "imagenet", **saved.get("model", {})}
     model = merge(config.model, saved.get("model", {}), ModelConfig(), ModelConfig)
     data = None
     if config.data is not None:
@@ -445,6 +652,8 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
     merged.model, merged.data = model, data
     if merged.init is not None:
         merged.init = Path(merged.init)
+    if merged.ferplus is not None:
+        merged.ferplus = Path(merged.ferplus)
     merged.out = Path(merged.out)
     return merged
 
