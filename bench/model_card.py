@@ -9,6 +9,7 @@ export` and the training run wrote; nothing is typed in by hand.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -17,7 +18,9 @@ from pathlib import Path
 
 from multinet_emotion.emotions import EMOTIONS
 
-TARGETS = {"accuracy": 0.70, "macro_f1": 0.67, "min_recall": 0.45}
+#: issue 14's targets for the shipped file (PrivateTest, six classes)
+TARGETS = {"ferplus_accuracy": 0.86, "ferplus_macro_f1": 0.75, "ferplus_neutral_recall": 0.80,
+           "accuracy": 0.66, "ferplus_min_recall": 0.50, "robustness_drop": 5.0, "size_mb": 50.0}
 
 
 def load(path: Path) -> dict:
@@ -34,23 +37,47 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def train_command(config: dict, run: Path) -> str:
-    from multinet_emotion.train import TrainConfig
-    defaults = TrainConfig()
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def train_command(config: dict, run: Path, init: str | None = None) -> str:
+    from multinet_emotion.config import ModelConfig, TrainConfig
+    defaults, model_defaults = TrainConfig(), ModelConfig()
     flags = [f"--data {config['data']['path']}", f"--out {run}"]
-    names = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr",
+    names = {"epochs": "--epochs", "batch_size": "--batch-size", "labels": "--labels",
+             "mix_weight": "--mix-weight", "optimizer": "--optimizer", "lr": "--lr",
              "weight_decay": "--weight-decay", "warmup": "--warmup",
              "label_smoothing": "--label-smoothing", "class_weights": "--class-weights",
              "mixup": "--mixup", "patience": "--patience", "seed": "--seed",
-             "precision": "--precision"}
+             "precision": "--precision", "max_steps_per_epoch": "--max-steps-per-epoch"}
     for key, flag in names.items():
-        if config.get(key) != getattr(defaults, key):
+        if key in config and config.get(key) != getattr(defaults, key):
+            if key == "mix_weight" and config.get("labels") != "mix":
+                continue
             flags.append(f"{flag} {config[key]}")
-    if config["model"]["arch"] != "hybrid":
-        flags.append(f"--arch {config['model']['arch']}")
+    for key in ("arch", "stem", "normalization"):
+        if config["model"].get(key, getattr(model_defaults, key)) != getattr(model_defaults, key):
+            flags.append(f"--{key} {config['model'][key]}")
+    if config.get("webcam") is False:
+        flags.append("--no-webcam")
     if config.get("init"):
-        flags.append(f"--init runs/first/{Path(config['init']).name}")
+        flags.append(f"--init {init or Path(config['init']).name}")
     return "multinet-emotion train " + " ".join(flags)
+
+
+def stage_of(history: dict, config: dict, command: str, what: str) -> dict:
+    epochs = history["epochs"]
+    steps = config.get("max_steps_per_epoch") or 0
+    seen = sum(e.get("images") or steps * config["batch_size"] for e in epochs)
+    return {"stage": what, "command": command, "labels": config.get("labels", "fer2013"),
+            "epochs": len(epochs), "images_seen": seen or None,
+            "hours": round(history["wall_time_s"] / 3600, 2), "machine": cpu_name(),
+            "images_per_s": round(sorted(e["images_per_s"] for e in epochs)[len(epochs) // 2], 1)}
 
 
 def row(name: str, r: dict) -> str:
@@ -58,30 +85,32 @@ def row(name: str, r: dict) -> str:
     return f"| {name} | {r['n']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | {recalls} |"
 
 
+def verdict(value: float, target: float, lower_is_better: bool = False) -> str:
+    ok = value <= target if lower_is_better else value >= target
+    return "met" if ok else "**missed**"
+
+
 def ablation_section(ab: dict) -> list[str]:
-    names = {"hybrid": "hybrid", "resnet50": "ResNet50 alone", "vgg16": "VGG16-BN alone"}
-    return [
-        "## Ablation: the hybrid against each backbone alone",
-        "",
-        f"`python bench/ablation.py --epochs {ab['epochs']}`: the same recipe and seed "
-        f"({ab['seed']}), {ab['epochs']} epochs each, best checkpoint scored without flip.",
-        "",
-        "| arch | parameters | val accuracy | val macro F1 | test accuracy | test macro F1 | "
-        "training images/s | minutes |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        *[f"| {names.get(r['arch'], r['arch'])} | {r['params_millions']:.1f} M | "
-          f"{r['val_accuracy']:.4f} | {r['val_macro_f1']:.4f} | {r['test_accuracy']:.4f} | "
-          f"{r['test_macro_f1']:.4f} | {r['images_per_s']:.0f} | {r['minutes']:.1f} |"
-          for r in ab["rows"]],
-        "",
-        "Read it for what it is: a short schedule, one seed. Where a single backbone scores "
-        "as well as the hybrid or better, this budget does not show the hybrid helping.",
-        "",
-    ]
-
-
-def verdict(value: float, target: float) -> str:
-    return "met" if value >= target else "**missed**"
+    rows = ab["rows"]
+    budget = (f"{ab['minutes']:g} minutes of training each" if ab.get("minutes")
+              else f"{ab['epochs']} epochs each")
+    lines = ["## Ablation: the hybrid against each backbone alone and a small CNN", "",
+             f"`{ab.get('command', 'python bench/ablation.py')}`: the same recipe, data and "
+             f"seed, {budget}, scored on PrivateTest (both label sets).", "",
+             "| arch | params | images/s | minutes | val acc | test acc | test acc FER+ |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        fp = r.get("test_accuracy_ferplus")
+        lines.append(f"| {r['arch']} | {r['params_millions']:.1f} M | {r['images_per_s']:.1f} | "
+                     f"{r['minutes']:.1f} | {r['val_accuracy']:.4f} | {r['test_accuracy']:.4f} | "
+                     f"{'' if fp is None else f'{fp:.4f}'} |")
+    hybrid = next((r for r in rows if r["arch"] == "hybrid"), None)
+    others = [r for r in rows if r["arch"] != "hybrid"]
+    if hybrid and others:
+        beaten = [r["arch"] for r in others if r["test_accuracy"] >= hybrid["test_accuracy"]]
+        lines += ["", "At this budget the hybrid does **not** beat " + ", ".join(beaten) + "."
+                  if beaten else "At this budget the hybrid beats each of the others."]
+    return lines + [""]
 
 
 def main() -> None:
@@ -91,206 +120,277 @@ def main() -> None:
     p.add_argument("--assets", type=Path, default=Path("src/multinet_emotion/assets"))
     p.add_argument("--ablation", type=Path, default=Path("reports/ablation.json"),
                    help="bench/ablation.py --json output to quote, when present")
+    p.add_argument("--tradeoff", type=Path, default=Path("reports/label_tradeoff.json"),
+                   help="bench/ablation.py --labels-tradeoff output to quote, when present")
     p.add_argument("--readme", type=Path, default=Path("README.md"),
                    help="README whose marked 'default model' block is rewritten ('none' = skip)")
+    p.add_argument("--previous", type=Path, default=None,
+                   help="the model.onnx the run started from (default: the shipped one, read "
+                        "before it is replaced)")
     args = p.parse_args()
 
     history = load(args.run / "history.json")
     config = history["config"]
     data_report = load(args.run / "data_report.json")
-    pt, onnx = load(args.reports / "pytorch.json"), load(args.reports / "onnx.json")
+    onnx = load(args.reports / "onnx.json")
+    pt = load(args.reports / "pytorch.json") if (args.reports / "pytorch.json").is_file() else None
     export = load(args.reports / "export.json")
-    plain = load(args.reports / "select_plain.json")["val"]["accuracy"]
-    flipped = load(args.reports / "select_flip.json")["val"]["accuracy"]
-    flip = flipped > plain
+    chosen = (args.reports / "select_plain.json").is_file()
+    if chosen:
+        plain = load(args.reports / "select_plain.json")["val"]["accuracy"]
+        flipped = load(args.reports / "select_flip.json")["val"]["accuracy"]
+        flip = flipped > plain
+    else:
+        from multinet_emotion.classifier import load_model
+        flip = load_model(args.assets / "model.onnx").info.tta_flip
+    robust_file = args.reports / "robustness.json"
+    robust = load(robust_file) if robust_file.is_file() else None
     bias_file = args.reports / "class_bias.json"
     bias = load(bias_file) if bias_file.is_file() else None
-    nobias = load(args.reports / "pytorch_nobias.json") if bias else None
-    # a run started from another run's weights (--init): show that run's history too
-    parent = None
-    if config.get("init"):
-        parent_dir = Path(config["init"]).parent
-        if (parent_dir / "history.json").is_file():
-            parent = load(parent_dir / "history.json")
-            parent["stopped_at"] = parent["epochs"][-1]["epoch"]
-            parent["complete"] = (parent["stopped_at"] >= parent["config"]["epochs"]
-                                  or parent.get("stopped_early", False)
-                                  or parent["stopped_at"] - (parent["best_epoch"] or 0)
-                                  >= parent["config"]["patience"])
-    shutil.copy((Path(config["init"]).parent if parent else args.run) / "curves.png",
-                args.assets / "training_curves.png")
-    shutil.copy(args.reports / "onnx" / "test" / "confusion_normalized.png",
+
+    # every stage behind the model: the ledger of the model this run started from, plus it
+    ledger_file = args.assets / "training_stages.json"
+    ledger = load(ledger_file) if ledger_file.is_file() else {"stages": []}
+    init = config.get("init")
+    stages: list[dict] = []
+    init_label = None
+    if init and Path(init).suffix == ".onnx":
+        previous = args.previous or Path(init)
+        if previous.is_file() and sha256(previous) == ledger.get("model_sha256"):
+            stages = list(ledger["stages"])
+            commit = stages[-1].get("shipped_in", "HEAD") if stages else "HEAD"
+            init_label = f"previous.onnx  # git show {commit}:src/multinet_emotion/assets/model.onnx"
+        else:
+            stages = [{"stage": f"unrecorded model {Path(init).name}", "command": "", "labels": "?",
+                       "epochs": None, "images_seen": None, "hours": 0.0, "machine": "?",
+                       "images_per_s": None}]
+    elif init and (Path(init).parent / "history.json").is_file():
+        parent = load(Path(init).parent / "history.json")
+        stages = [stage_of(parent, parent["config"], train_command(parent["config"],
+                                                                   Path("runs/first")),
+                           "first run")]
+        init_label = f"runs/first/{Path(init).name}"
+    what = ("fine-tuned from the shipped model" if init and Path(init).suffix == ".onnx"
+            else "warm restart" if init else "from random weights")
+    what += f", {config.get('labels', 'fer2013')} labels"
+    command = train_command(config, Path("runs/default"), init_label)
+    stages.append(stage_of(history, config, command, what))
+    hours = sum(st["hours"] or 0.0 for st in stages)
+
+    shutil.copy(args.run / "curves.png", args.assets / "training_curves.png")
+    shutil.copy(args.reports / "onnx" / "test-ferplus" / "confusion_normalized.png",
                 args.assets / "confusion_test.png")
 
-    test = onnx["test"]
-    min_recall = min(v["recall"] for v in test["per_class"].values())
-    worst = min(test["per_class"], key=lambda k: test["per_class"][k]["recall"])
+    test, fp = onnx["test"], onnx["test-ferplus"]
+    fp_recall = {k: v["recall"] for k, v in fp["per_class"].items()}
+    fp_worst = min(fp_recall, key=fp_recall.get)
     best = history["best_epoch"]
     epochs = history["epochs"]
-    hours = (history["wall_time_s"] + (parent["wall_time_s"] if parent else 0)) / 3600
-    stopped_early = len(epochs) - best >= config["patience"]
-    interim = len(epochs) < config["epochs"] and not stopped_early
     splits = data_report["splits"]
-    cm = test["confusion"]
+    cm = fp["confusion"]
+    robust_drop = robust["mean_over_corruptions"]["ferplus"]["drop_points"] if robust and \
+        robust["mean_over_corruptions"].get("ferplus") else None
     header = "| | n | accuracy | macro F1 | " + " | ".join(f"recall {e}" for e in EMOTIONS) + " |"
     sep = "|---" * (4 + len(EMOTIONS)) + "|"
+    size_mb = os.path.getsize(args.assets / "model.onnx") / 1e6
+    model = config["model"]
     lines = [
         "# Model card: MultiNetEmotion default model",
         "",
-        f"`model.onnx` ({os.path.getsize(args.assets / 'model.onnx') / 1e6:.1f} MB): the "
-        f"{config['model']['arch']} network (torchvision ResNet50 and VGG16-BN side by side on "
-        "the same 48x48 grey face, pooled features concatenated, dropout, a 512-unit dense "
-        "layer, dropout, 6 logits), trained from random initialisation on FER2013, exported to "
-        "ONNX and quantised to int8 (static, per-channel, calibrated on "
-        f"{512} training faces)"
-        + (", with the mirror image averaged in (test-time flip, chosen on validation: "
-           f"{flipped:.4f} against {plain:.4f} without)." if flip else
-           f"; no test-time flip (validation {plain:.4f} without, {flipped:.4f} with)."),
-        *(["", "Per-class logit offsets, fitted on PublicTest only (`bench/class_bias.py`: the "
-           "best validation macro F1 that costs at most "
-           f"{100 * bias['max_accuracy_drop']:.1f} points of validation accuracy), are built "
-           "into the graph after the softmax (probabilities re-weighted by exp(offset)): "
-           + ", ".join(f"{e} {b:+.2f}" for e, b in zip(EMOTIONS, bias["class_bias"]))
-           + f". On validation they moved macro F1 from {bias['macro_f1_before']:.4f} to "
-           f"{bias['macro_f1_after']:.4f} and accuracy from {bias['accuracy_before']:.4f} to "
-           f"{bias['accuracy_after']:.4f}; the PyTorch table below shows PrivateTest without "
-           "them too."] if bias else []),
+        f"`model.onnx` ({size_mb:.1f} MB): the {model['arch']} network (torchvision ResNet50 "
+        "and VGG16-BN side by side on the same 48x48 grey face, pooled features concatenated, "
+        "dropout, a 512-unit dense layer, dropout, 6 logits; layout "
+        f"`--stem {model.get('stem', 'imagenet')}`, face normalisation "
+        f"`{model.get('normalization', 'imagenet')}`, both inside the graph and recorded in its "
+        "metadata), trained on FER2013 images"
+        + (" with the FER+ ten-annotator vote distributions as targets"
+           if config.get("labels") == "ferplus" else
+           f" with a mix of FER+ votes (weight {config['mix_weight']}) and the original labels"
+           if config.get("labels") == "mix" else " with the original FER2013 labels")
+        + ", exported to ONNX and quantised to int8 (static, per-channel 7-bit weights, "
+        "calibrated on 512 training faces)"
+        + ((", with the mirror image averaged in (test-time flip, chosen on validation: "
+            f"{flipped:.4f} against {plain:.4f} without)." if flip else
+            f"; no test-time flip (validation {plain:.4f} without, {flipped:.4f} with).")
+           if chosen else (", with the mirror image averaged in (test-time flip, set, not "
+                           "chosen on validation)." if flip else ", no test-time flip (set).")),
         "",
         "Input: grey face crop, 48x48, pixel values 0..255 (`pixels`, [N,1,48,48]); output: "
-        "probabilities for angry, fear, happy, neutral, sad, surprise (`probs`). The file's "
-        "metadata (`multinet_emotion`) records this.",
+        "probabilities for angry, fear, happy, neutral, sad, surprise (`probs`).",
         "",
         "## Figures (all from `scripts/ship_model.sh`, rerunnable with `python bench/accuracy.py`)",
         "",
-        "Shipped int8 ONNX file:",
+        "FER2013's original labels agree with the FER+ ten-annotator majority on only about "
+        "two images in three; the FER+ majority is what people see in the face, so it is the "
+        "label set this model is trained and judged on. Both are reported. Shipped int8 file:",
         "",
         header, sep,
-        row("PublicTest (validation)", onnx["val"]),
-        row("PrivateTest (test)", onnx["test"]),
-        row("PrivateTest, FER+ majority labels", onnx["test-ferplus"]),
+        row("PublicTest, original labels", onnx["val"]),
+        row("PrivateTest, original labels", test),
+        row("PrivateTest, FER+ majority labels", fp),
         "",
-        "The fp32 PyTorch checkpoint it came from"
-        + (" (with the same flip):" if flip else ":"),
+        *(["The fp32 PyTorch checkpoint it came from" + (" (with the same flip):" if flip else ":"),
+           "", header, sep,
+           row("PublicTest, original labels", pt["val"]),
+           row("PrivateTest, original labels", pt["test"]),
+           row("PrivateTest, FER+ majority labels", pt["test-ferplus"]), "",
+           f"Quantisation: PrivateTest FER+ accuracy {fp['accuracy']:.4f} (int8) against "
+           f"{pt['test-ferplus']['accuracy']:.4f} (fp32)."] if pt else []),
+        f"Quantisation: on {export['parity_images']} validation "
+        f"faces the int8 probabilities differ from PyTorch's by at most "
+        f"{export['int8_max_abs_diff']:.4f} (mean {export['int8_mean_abs_diff']:.5f}), top-1 "
+        f"agreement {export['int8_top1_agreement']:.4f}. Size: {export['int8_size_mb']:.1f} MB "
+        f"int8 against {export['fp32_size_mb']:.1f} MB fp32.",
         "",
-        header, sep,
-        row("PublicTest (validation)", pt["val"]),
-        row("PrivateTest (test)", pt["test"]),
-        row("PrivateTest, FER+ majority labels", pt["test-ferplus"]),
-        *([row("PrivateTest, without the class offsets", nobias["test"]),
-           row("PrivateTest FER+, without the offsets", nobias["test-ferplus"])] if bias else []),
+        f"FER+ rows: the PrivateTest images whose FER+ votes have a strict majority in our six "
+        f"classes ({fp['n']} of {test['n']}; {fp['ferplus_excluded']} left out for ties, "
+        "contempt, unknown or not-a-face majorities), scored against that majority.",
         "",
-        f"Quantisation: PrivateTest accuracy {test['accuracy']:.4f} (int8) against "
-        f"{pt['test']['accuracy']:.4f} (fp32), a difference of "
-        f"{100 * (test['accuracy'] - pt['test']['accuracy']):+.2f} points; on "
-        f"{export['parity_images']} validation faces the int8 probabilities differ from "
-        f"PyTorch's by at most {export['int8_max_abs_diff']:.4f} (mean "
-        f"{export['int8_mean_abs_diff']:.5f}), top-1 agreement "
-        f"{export['int8_top1_agreement']:.4f}; the fp32 ONNX export differs by at most "
-        f"{export['fp32_max_abs_diff']:.1e}. Size: {export['int8_size_mb']:.1f} MB int8 against "
-        f"{export['fp32_size_mb']:.1f} MB fp32.",
-        "",
-        "FER+ row: the PrivateTest images whose FER+ ten-annotator votes have a strict "
-        f"majority in our six classes ({onnx['test-ferplus']['n']} of {onnx['test']['n']}; "
-        f"{onnx['test-ferplus']['ferplus_excluded']} left out for ties, contempt, unknown or "
-        "not-a-face majorities), scored against that majority.",
-        "",
-        "### Against the targets (PrivateTest, original labels, shipped file)",
+        "### Against the targets (PrivateTest, shipped file)",
         "",
         "| target | measured | |",
         "|---|---:|---|",
-        f"| accuracy >= {TARGETS['accuracy']:.0%} | {test['accuracy']:.2%} | "
+        f"| accuracy, FER+ majority labels >= {TARGETS['ferplus_accuracy']:.0%} | "
+        f"{fp['accuracy']:.2%} | {verdict(fp['accuracy'], TARGETS['ferplus_accuracy'])} |",
+        f"| macro F1, FER+ majority labels >= {TARGETS['ferplus_macro_f1']} | "
+        f"{fp['macro_f1']:.3f} | {verdict(fp['macro_f1'], TARGETS['ferplus_macro_f1'])} |",
+        f"| neutral recall, FER+ >= {TARGETS['ferplus_neutral_recall']:.0%} | "
+        f"{fp_recall['neutral']:.2%} | "
+        f"{verdict(fp_recall['neutral'], TARGETS['ferplus_neutral_recall'])} |",
+        f"| accuracy, original labels >= {TARGETS['accuracy']:.0%} | {test['accuracy']:.2%} | "
         f"{verdict(test['accuracy'], TARGETS['accuracy'])} |",
-        f"| macro F1 >= {TARGETS['macro_f1']} | {test['macro_f1']:.3f} | "
-        f"{verdict(test['macro_f1'], TARGETS['macro_f1'])} |",
-        f"| every class recall >= {TARGETS['min_recall']:.0%} | lowest: {worst} "
-        f"{min_recall:.2%} | {verdict(min_recall, TARGETS['min_recall'])} |",
-        f"| file <= 50 MB | {export['int8_size_mb']:.1f} MB | "
-        f"{verdict(50 - export['int8_size_mb'], 0)} |",
-        f"| int8 within 0.5 points of fp32 | "
-        f"{100 * abs(test['accuracy'] - pt['test']['accuracy']):.2f} points | "
-        f"{verdict(0.5 - 100 * abs(test['accuracy'] - pt['test']['accuracy']), 0)} |",
+        f"| lowest class recall, FER+ >= {TARGETS['ferplus_min_recall']:.0%} | {fp_worst} "
+        f"{fp_recall[fp_worst]:.2%} | "
+        f"{verdict(fp_recall[fp_worst], TARGETS['ferplus_min_recall'])} |",
+        (f"| mean accuracy drop over the robustness suite (FER+) <= "
+         f"{TARGETS['robustness_drop']:.0f} points | {robust_drop:.1f} points | "
+         f"{verdict(robust_drop, TARGETS['robustness_drop'], lower_is_better=True)} |"
+         if robust_drop is not None else "| robustness suite | not measured | |"),
+        f"| int8 file <= {TARGETS['size_mb']:.0f} MB | {export['int8_size_mb']:.1f} MB | "
+        f"{verdict(export['int8_size_mb'], TARGETS['size_mb'], lower_is_better=True)} |",
         "",
-        "Confusion matrix on PrivateTest (rows true, columns predicted, counts):",
+        "Per-face latency is measured by `python bench/realtime.py` (README, \"Speed\").",
+        "",
+        "Confusion matrix on PrivateTest, FER+ majority labels (rows true, columns predicted):",
         "",
         "| true \\ pred | " + " | ".join(EMOTIONS) + " |",
         "|---" * (len(EMOTIONS) + 1) + "|",
         *[f"| {EMOTIONS[i]} | " + " | ".join(str(v) for v in cm[i]) + " |"
           for i in range(len(EMOTIONS))],
         "",
-        "![confusion matrix, PrivateTest, row-normalised](confusion_test.png)",
+        "![confusion matrix, PrivateTest FER+, row-normalised](confusion_test.png)",
         "",
+    ]
+    if robust:
+        lines += [
+            "## Webcam conditions: `python bench/robustness.py`",
+            "",
+            f"PrivateTest ({robust['n']} faces; FER+ labels for {robust['n_ferplus']}) under "
+            "named corruptions at webcam-like severities, seed "
+            f"{robust['seed']}; drop = clean accuracy minus corrupted, in points.",
+            "",
+            "| corruption | severity | accuracy | drop | accuracy FER+ | drop FER+ |",
+            "|---|---|---:|---:|---:|---:|",
+            *[f"| {r['corruption']} | {r['severity']} | {r['original']['accuracy']:.4f} | "
+              f"{r['original'].get('drop_points', 0):.1f} | "
+              + (f"{r['ferplus']['accuracy']:.4f} | {r['ferplus'].get('drop_points', 0):.1f} |"
+                 if "ferplus" in r else " | |") for r in robust["rows"]],
+            f"| **mean over {len(robust['rows']) - 1}** | | "
+            f"{robust['mean_over_corruptions']['original']['accuracy']:.4f} | "
+            f"{robust['mean_over_corruptions']['original']['drop_points']:.1f} | "
+            + (f"{robust['mean_over_corruptions']['ferplus']['accuracy']:.4f} | "
+               f"{robust_drop:.1f} |" if robust_drop is not None else " | |"),
+            "",
+        ]
+    if args.tradeoff.is_file():
+        tr = load(args.tradeoff)
+        lines += ["## Which labels to train on", "", f"`{tr['command']}`:", "",
+                  "| targets | test acc, original | test acc, FER+ | neutral recall FER+ |",
+                  "|---|---:|---:|---:|",
+                  *[f"| {r['labels']} | {r['test_accuracy']:.4f} | {r['test_accuracy_ferplus']:.4f}"
+                    f" | {r['neutral_recall_ferplus']:.3f} |" for r in tr["rows"]], ""]
+    else:
+        lines += ["## Which labels to train on", "",
+                  "The trade-off between the label sets (`--labels fer2013|ferplus|mix`) has "
+                  "not been measured with this code on this machine (`python bench/ablation.py "
+                  "--labels-tradeoff` does it). The default, `ferplus`, follows issue 14's "
+                  "calibration run, where FER+ targets took a small CNN from 71.0% to 85.5% on "
+                  "the FER+ labels and from 43% to 0% of a calm talking face's frames read as "
+                  "fear, at a cost of 7.5 points on the original labels.", ""]
+    lines += [
         "## Training",
         "",
         "- Data: FER2013 from `../shared/data/fer2013` (Kaggle folder layout), disgust "
         f"{data_report['disgust']}ped. Training {splits['train']['total']} images (Training, "
-        "minus images pixel-identical to a PublicTest/PrivateTest image), validation "
-        f"{splits['val']['total']} (PublicTest), test {splits['test']['total']} (PrivateTest). "
-        + "; ".join(data_report.get("notes", [])) + ".",
-        f"- Recipe: {config['epochs']} epochs planned, batch {config['batch_size']}, SGD "
-        f"Nesterov momentum {config['momentum']}, peak learning rate {config['lr']} after "
-        f"{config['warmup']} epoch of warm-up, cosine decay, weight decay "
-        f"{config['weight_decay']}, label smoothing {config['label_smoothing']}, class "
-        f"weights '{config['class_weights']}', augmentation (flip, rotation +-10 deg, scale "
-        "0.9-1.1, shift +-8%, brightness/contrast, random erasing), dropout "
-        f"{config['model']['dropout']}, seed {config['seed']}, precision "
-        f"{history.get('precision', config['precision'])} autocast.",
-        f"- Best epoch {best} of {len(epochs)} (validation accuracy "
-        f"{history['best_val_accuracy']:.4f}), chosen on PublicTest."
-        + (f" **Interim snapshot:** the run had completed {len(epochs)} of its "
-           f"{config['epochs']} planned epochs when this model was shipped; the run goes on "
-           "(`--resume`) and its final model will replace this one." if interim else ""),
-        f"- Hardware and time: {cpu_name()}, {os.cpu_count()} cores, no GPU; "
-        f"{hours:.2f} h of training and validation wall time "
-        f"(median {sorted(e['images_per_s'] for e in epochs)[len(epochs) // 2]:.0f} "
-        "training images/s; the machine was shared with development work, which paused "
-        "training at times).",
-        *([f"- Two stages. First a {parent['config']['epochs']}-epoch run"
-           + (f" (complete, best epoch {parent['best_epoch']})" if parent["complete"] else
-              f", stopped after epoch {parent['stopped_at']} (it goes on; `--resume` "
-              "continues it)")
-           + f"; then a warm restart from its `{Path(config['init']).name}` (`--init`): a "
-           f"fresh schedule of {config['epochs']} epoch(s), peak learning rate {config['lr']}"
-           f" after {config['warmup']} epoch(s) of warm-up, annealed to zero, which is the "
-           "shipped model. The wall time above covers both."] if parent else []),
+        "minus images pixel-identical to a PublicTest/PrivateTest image"
+        + ("; those the FER+ annotators called not a face or unknown left out"
+           if config.get("labels") in ("ferplus", "mix") else "")
+        + f"), validation {splits['val']['total']} (PublicTest), test "
+        f"{splits['test']['total']} (PrivateTest).",
+        f"- Recipe of the last stage: {config.get('optimizer', 'sgd')}, peak learning rate "
+        f"{config['lr']} after {config['warmup']} epoch(s) of warm-up, cosine decay to zero, "
+        f"weight decay {config['weight_decay']}, batch {config['batch_size']}, label smoothing "
+        f"{config['label_smoothing']}, class weights '{config['class_weights']}', "
+        "augmentation: flip, rotation, scale, shift, brightness/contrast, random erasing"
+        + (", and webcam conditions (head yaw/pitch, dim light and gamma, side light, a hand "
+           "or glasses over the face, low resolution, blur, sensor noise, JPEG)"
+           if config.get("webcam") else "")
+        + f"; dropout {model['dropout']}, seed {config['seed']}, precision "
+        f"{history.get('precision', config['precision'])}.",
+        f"- Best epoch {best} of {len(epochs)} (validation: FER+ accuracy "
+        f"{epochs[best - 1].get('val_accuracy_ferplus') or 0:.4f}, original-label accuracy "
+        f"{epochs[best - 1].get('val_accuracy_fer2013') or epochs[best - 1]['val_accuracy']:.4f}"
+        "), chosen on PublicTest.",
+        f"- Every stage behind this file, {hours:.2f} h of training in all "
+        "(`training_stages.json` beside the model keeps this list):",
+        "",
+        "| # | stage | labels | epochs | images seen | hours | images/s | machine |",
+        "|---:|---|---|---:|---:|---:|---:|---|",
+        *[f"| {i} | {st['stage']} | {st['labels']} | {st['epochs'] or ''} | "
+          f"{st['images_seen'] or ''} | {st['hours']:.2f} | {st['images_per_s'] or ''} | "
+          f"{st['machine']} |" for i, st in enumerate(stages, 1)],
+        "",
         "- Reproduce:",
         "",
         "```bash",
         "scripts/setup.sh full && . .venv/bin/activate",
-        *([train_command(parent["config"], Path("runs/first"))
-           + ("" if parent["complete"] else f" --stop-after-epochs {parent['stopped_at']}")]
-          if parent else []),
-        train_command(config, Path("runs/default")),
+        *[st["command"] for st in stages if st["command"]],
         "scripts/ship_model.sh runs/default",
         "```",
         "",
         "![training curves](training_curves.png)",
         "",
-        "| stage | epoch | train loss | train acc | val loss | val acc | val macro F1 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *[f"| {stage} | {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
-          f"{e['val_loss']:.3f} | {e['val_accuracy']:.3f} | {e['val_macro_f1']:.3f} |"
-          for stage, part in ((("first run", parent["epochs"]),) if parent else ())
-          + (("warm restart" if parent else "run", epochs),) for e in part],
+        "| epoch | train loss | train acc | val acc (trained labels) | val acc FER+ | "
+        "val acc original |",
+        "|---:|---:|---:|---:|---:|---:|",
+        *[f"| {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
+          f"{e['val_accuracy']:.3f} | {e.get('val_accuracy_ferplus') or 0:.3f} | "
+          f"{e.get('val_accuracy_fer2013') or 0:.3f} |" for e in epochs],
         "",
-        *(ablation_section(load(args.ablation)) if args.ablation.is_file() else []),
+        *(ablation_section(load(args.ablation)) if args.ablation.is_file() else
+          ["## Ablation", "", "The equal-time ablation of this layout (`python bench/ablation.py "
+           "--minutes M`) has not been run for this model; the last one measured (README, "
+           "\"Ablation\") was of the previous recipe, where VGG16-BN alone beat the hybrid at "
+           "equal time. Until it is rerun, the hybrid is not shown to beat a single backbone "
+           "or a small CNN.", ""]),
         "## Intended use",
         "",
-        "Estimating the broad emotional state of a consenting learner in front of a camera, "
+        "Estimating the broad facial expression of a consenting learner in front of a camera, "
         "smoothed over seconds, to offer optional, explainable content suggestions and to give "
-        "an instructor an aggregate picture of a class. It is not for judging individuals, "
-        "grading, hiring, surveillance, health or lie detection, nor for any decision about "
-        "a person without their knowledge.",
+        "an instructor an aggregate picture of a class. It reads expressions, not inner "
+        "feelings. It is not for judging individuals, grading, hiring, surveillance, health "
+        "or lie detection, nor for any decision about a person without their knowledge. In "
+        "the EU, the AI Act (Article 5(1)(f)) prohibits emotion recognition in education "
+        "institutions and workplaces except for medical or safety reasons.",
         "",
         "## Known limitations and biases",
         "",
         "- FER2013 is web images found by keyword search: posed and exaggerated expressions "
         "are over-represented, natural classroom expressions are subtler; expect lower "
         "accuracy on real learners than on the test set.",
-        "- The labels are noisy (only about 63% agree with the FER+ ten-annotator majority; "
-        "human accuracy on FER2013 is about 65%). Fear and sad are the most confused classes, "
-        "often with neutral; an accuracy well above human agreement is not meaningful.",
-        "- 48x48 grey faces: no colour, little detail; glasses, hands, strong side poses and "
-        "poor light degrade results. The crops must be framed like FER2013 faces (the "
+        "- Fear is the rarest class in the FER+ votes and the least reliable output.",
+        "- 48x48 grey faces: no colour, little detail; the robustness table shows what light, "
+        "blur, pose and occlusion cost. The crops must be framed like FER2013 faces (the "
         "runtime's face cropping does this).",
         "- The demographic make-up of FER2013 is undocumented; performance across age, "
         "gender, skin tone and culture has not been measured and may differ. Expressions "
@@ -298,28 +398,31 @@ def main() -> None:
         "- Disgust is not predicted (dropped from training).",
     ]
     (args.assets / "MODEL_CARD.md").write_text("\n".join(lines) + "\n")
-    # the shipped file's figures, machine-readable: tests/test_shipped_model.py re-measures them
     figures = {name: {"n": r["n"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"],
                       "recall": {k: v["recall"] for k, v in r["per_class"].items()}}
                for name, r in onnx.items()}
     (args.assets / "model_metrics.json").write_text(json.dumps(
         {"model": "model.onnx", "data": "FER2013 (../shared/data/fer2013), disgust dropped",
-         "figures": figures, "pytorch_test_accuracy": pt["test"]["accuracy"],
-         "best_epoch": best, "epochs_trained": len(epochs),
+         "figures": figures, "pytorch_test_accuracy": pt["test"]["accuracy"] if pt else None,
+         "best_epoch": best, "epochs_trained": len(epochs), "labels": config.get("labels"),
+         "robustness_mean_drop_ferplus": robust_drop, "training_hours": round(hours, 2),
          "class_bias": bias["class_bias"] if bias else None}, indent=2) + "\n")
-    print(f"wrote {args.assets / 'MODEL_CARD.md'}")
+    commit = "the commit that ships this file"
+    ledger_file.write_text(json.dumps({"about": ledger.get("about", ""),
+                                       "model_sha256": sha256(args.assets / "model.onnx"),
+                                       "stages": [{**st, "shipped_in": st.get("shipped_in", commit)}
+                                                  for st in stages]}, indent=2) + "\n")
+    print(f"wrote {args.assets / 'MODEL_CARD.md'} and {ledger_file}")
     if str(args.readme) != "none" and args.readme.is_file():
         lowest = {name: min(r["per_class"].items(), key=lambda kv: kv[1]["recall"])
                   for name, r in onnx.items()}
-        stages = (f"a {parent['config']['epochs']}-epoch run then a {config['epochs']}-epoch "
-                  "warm restart" if parent else f"one {config['epochs']}-epoch run")
         block = [
             f"`src/multinet_emotion/assets/model.onnx` ({export['int8_size_mb']:.1f} MB, int8) is "
-            f"the hybrid trained from random weights, {stages}, on this 2-core CPU "
-            f"({hours:.1f} h of training)"
+            f"the hybrid after {len(stages)} training stages ({hours:.1f} h in all, listed in "
+            "its model card), the last one on "
+            + {"ferplus": "the FER+ vote distributions", "mix": "a mix of FER+ votes and the "
+               "original labels"}.get(config.get("labels"), "the original FER2013 labels")
             + (", with the mirror image averaged in" if flip else "")
-            + ((f". **Interim:** {len(epochs)} of {config['epochs']} planned epochs")
-               if interim else "")
             + ". `python bench/accuracy.py` measures it on FER2013 (six classes, disgust "
             "dropped):",
             "",
@@ -327,16 +430,21 @@ def main() -> None:
             "|---|---:|---:|---|",
             *[f"| {label} | {100 * onnx[k]['accuracy']:.1f}% | {onnx[k]['macro_f1']:.3f} | "
               f"{lowest[k][0]} {lowest[k][1]['recall']:.3f} |"
-              for k, label in (("val", "PublicTest (validation)"), ("test", "PrivateTest (test)"),
+              for k, label in (("val", "PublicTest, original labels"),
+                               ("test", "PrivateTest, original labels"),
                                ("test-ferplus", "PrivateTest, FER+ majority labels"))],
             "",
-            f"Against the targets (PrivateTest): accuracy {test['accuracy']:.1%} (target 70%, "
-            f"{verdict(test['accuracy'], TARGETS['accuracy'])}), macro F1 "
-            f"{test['macro_f1']:.3f} (0.67, {verdict(test['macro_f1'], TARGETS['macro_f1'])}), "
-            f"lowest recall {worst} {min_recall:.1%} (45%, "
-            f"{verdict(min_recall, TARGETS['min_recall'])}); int8 file within "
-            f"{100 * abs(test['accuracy'] - pt['test']['accuracy']):.2f} points of the fp32 "
-            f"PyTorch model ({100 * pt['test']['accuracy']:.1f}%).",
+            f"Against issue 14's targets: FER+ accuracy {fp['accuracy']:.1%} (86%, "
+            f"{verdict(fp['accuracy'], TARGETS['ferplus_accuracy'])}), FER+ macro F1 "
+            f"{fp['macro_f1']:.3f} (0.75, {verdict(fp['macro_f1'], TARGETS['ferplus_macro_f1'])}"
+            f"), neutral recall {fp_recall['neutral']:.1%} (80%, "
+            f"{verdict(fp_recall['neutral'], TARGETS['ferplus_neutral_recall'])}), original-label "
+            f"accuracy {test['accuracy']:.1%} (66%, {verdict(test['accuracy'], TARGETS['accuracy'])}"
+            f"), lowest FER+ recall {fp_worst} {fp_recall[fp_worst]:.1%} (50%, "
+            f"{verdict(fp_recall[fp_worst], TARGETS['ferplus_min_recall'])})"
+            + (f", mean drop over the robustness suite {robust_drop:.1f} points (5, "
+               f"{verdict(robust_drop, TARGETS['robustness_drop'], lower_is_better=True)})"
+               if robust_drop is not None else "") + ".",
         ]
         text = args.readme.read_text()
         start, end = "<!-- default-model:start -->", "<!-- default-model:end -->"

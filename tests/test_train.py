@@ -28,6 +28,7 @@ def toy_dataset(n_per_class=24, seed=0) -> Dataset:
 
 def config(tmp_path, **kw) -> TrainConfig:
     base = dict(out=tmp_path / "run", epochs=2, batch_size=16, lr=0.02, augment=False,
+                optimizer="sgd", weight_decay=5e-4, labels="fer2013",
                 label_smoothing=0.0, precision="fp32", channels_last=False, eval_batch_size=64,
                 model=ModelConfig(arch="hybrid", image_size=SIZE, hidden=64))
     base.update(kw)

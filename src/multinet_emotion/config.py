@@ -10,7 +10,7 @@ from .datasets import DataConfig
 from .emotions import EMOTIONS
 from .errors import MultiNetError
 
-LABEL_SETS = ("fer2013", "ferplus", "mix")
+LABEL_SETS = ("auto", "fer2013", "ferplus", "mix")
 ARCHS = ("hybrid", "resnet50", "vgg16", "small")
 STEMS = ("face", "imagenet")
 NORMALIZATIONS = ("face", "imagenet")
@@ -54,7 +54,8 @@ class TrainConfig:
     out: Path = Path("runs/default")
     epochs: int = 10
     batch_size: int = 64
-    labels: str = "ferplus"  # fer2013 | ferplus (vote distributions) | mix
+    # auto = ferplus where the FER+ votes cover the data (FER2013), else the data's own labels
+    labels: str = "auto"  # auto | fer2013 | ferplus (vote distributions) | mix
     mix_weight: float = 0.5  # --labels mix: weight of the FER+ votes (the rest: original label)
     ferplus: Path | None = None  # FER+ folder; None = 'ferplus' beside the --data folder
     optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum)

@@ -265,6 +265,13 @@ def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Tar
     if not 0.0 <= config.mix_weight <= 1.0:
         raise MultiNetError(f"--mix-weight {config.mix_weight}: give a number in 0..1")
     onehot = np.eye(len(EMOTIONS), dtype=np.float32)
+    if config.labels == "auto":
+        try:
+            keep, votes = ferplus_targets(split, ferplus_dir(config), dataset.disgust)
+            config.labels = "ferplus"
+        except MultiNetError as e:
+            log.info("--labels auto: training on the dataset's own labels (%s)", e)
+            config.labels = "fer2013"
     if config.labels == "fer2013":
         return Targets(split, onehot[split.labels])
     keep, votes = ferplus_targets(split, ferplus_dir(config), dataset.disgust)
@@ -515,7 +522,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                       "val_recall": {k: v["recall"] for k, v in val["per_class"].items()},
                       "val_accuracy_fer2013": val["fer2013"]["accuracy"],
                       "val_accuracy_ferplus": val.get("ferplus", {}).get("accuracy"),
-                      "lr": lr, "images_per_s": seen * world / train_time,
+                      "lr": lr, "images": seen * world, "images_per_s": seen * world / train_time,
                       "epoch_time_s": epoch_time}
             history["epochs"].append(record)
             history["wall_time_s"] += epoch_time
