@@ -76,7 +76,8 @@ def stage_of(history: dict, config: dict, command: str, what: str) -> dict:
     seen = sum(e.get("images") or steps * config["batch_size"] for e in epochs)
     return {"stage": what, "command": command, "labels": config.get("labels", "fer2013"),
             "epochs": len(epochs), "images_seen": seen or None,
-            "hours": round(history["wall_time_s"] / 3600, 2), "machine": cpu_name(),
+            "hours": round(history["wall_time_s"] / 3600, 2),
+            "machine": history.get("device") or cpu_name(),
             "images_per_s": round(sorted(e["images_per_s"] for e in epochs)[len(epochs) // 2], 1)}
 
 

@@ -24,7 +24,11 @@ mkdir -p "$out"
 # work from a snapshot, so a run still training cannot change files half-way through
 snap="$out/run"
 rm -rf "$snap" && mkdir -p "$snap"
-cp "$run"/{best.pt,history.json,config.json,data_report.json,curves.png} "$snap"/
+if [ -n "${SHIP_ONNX:-}" ]; then  # exported elsewhere (scripts/gpu_ship.sh): no best.pt here
+  cp "$run"/{history.json,config.json,data_report.json,curves.png,export.json} "$snap"/
+else
+  cp "$run"/{best.pt,history.json,config.json,data_report.json,curves.png} "$snap"/
+fi
 run=$snap
 export MULTINET_PROGRESS=${MULTINET_PROGRESS:-0}
 
@@ -59,8 +63,12 @@ if [ "${SHIP_CLASS_BIAS:-0}" = 1 ]; then
     --out "$out/pytorch-nobias" --json "$out/pytorch_nobias.json"
 fi
 
-multinet-emotion export --model "$run/best.pt" --out "$out/model.onnx" --data "$data" \
-  $flip "${bias[@]}" --report "$out/export.json"
+if [ -n "${SHIP_ONNX:-}" ]; then
+  cp "$SHIP_ONNX" "$out/model.onnx" && cp "$run/export.json" "$out/export.json"
+else
+  multinet-emotion export --model "$run/best.pt" --out "$out/model.onnx" --data "$data" \
+    $flip "${bias[@]}" --report "$out/export.json"
+fi
 if [ "${SHIP_PYTORCH:-1}" != 0 ]; then
   python bench/accuracy.py --model "$run/best.pt" --data "$data" $flip "${bias[@]}" \
     --out "$out/pytorch" --json "$out/pytorch.json"

@@ -54,7 +54,20 @@ log = logging.getLogger(__name__)
 
 # --- augmentation -------------------------------------------------------------------------
 
+def _uniform(g: torch.Generator, device: torch.device):
+    """Uniform random numbers from the CPU generator ``g`` (so a run's randomness does not
+    depend on the device), placed on ``device``."""
+    return lambda *shape: torch.rand(*shape, generator=g, device="cpu").to(device)
+
+
 def augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.Tensor:
+    """Augment a batch of raw grey faces [N,1,S,S] 0..255 on their own device (a GPU's, where
+    training runs on one); the random draws come from the CPU generator ``g``."""
+    with torch.device(x.device):
+        return _augment(x, g, webcam)
+
+
+def _augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.Tensor:
     """Augment a batch of raw grey faces [N,1,S,S] 0..255 (on the CPU).
 
     Always: random flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-8%), brightness and
@@ -62,7 +75,7 @@ def augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.T
     of the batch: head yaw and pitch (a perspective warp), dim light and gamma, light from one
     side, a hand or glasses over the face, low resolution, blur, sensor noise and JPEG."""
     n, s = x.shape[0], x.shape[-1]
-    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    u = _uniform(g, x.device)
     some = lambda p: u(n) < p  # noqa: E731
     x = _warp(x, g, perspective=0.15 if webcam else 0.0)
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
@@ -104,7 +117,7 @@ def _warp(x: torch.Tensor, g: torch.Generator, perspective: float) -> torch.Tens
     """Flip, rotation, scale, shift and (``perspective`` > 0) a yaw/pitch foreshortening, as one
     projective map sampled with bilinear interpolation."""
     n, s = x.shape[0], x.shape[-1]
-    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    u = _uniform(g, x.device)
     angle = (u(n) * 2 - 1) * math.radians(10)
     scale = 0.9 + u(n) * 0.2
     flip = torch.where(u(n) < 0.5, -1.0, 1.0)
@@ -130,7 +143,7 @@ def _occlude(x: torch.Tensor, g: torch.Generator, xx: torch.Tensor, yy: torch.Te
     """A hand (a skin-grey ellipse over the lower face) on 10% of the faces, dark glasses
     frames at eye height on another 10%."""
     n = x.shape[0]
-    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    u = _uniform(g, x.device)
     v = lambda t: t.view(n, 1, 1)  # noqa: E731
     hand = v(u(n) < 0.1)
     cx, cy = v((u(n) * 2 - 1) * 0.6), v(0.3 + u(n) * 0.6)
@@ -151,7 +164,7 @@ def _occlude(x: torch.Tensor, g: torch.Generator, xx: torch.Tensor, yy: torch.Te
 def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Low resolution (10%), Gaussian blur (20%), sensor noise (20%) and JPEG (15%)."""
     n, s = x.shape[0], x.shape[-1]
-    u = lambda *shape: torch.rand(*shape, generator=g)  # noqa: E731
+    u = _uniform(g, x.device)
     low = u(n)
     for size, lo, hi in ((12, 0.0, 0.03), (16, 0.03, 0.06), (24, 0.06, 0.10)):
         pick = (low >= lo) & (low < hi)
@@ -168,17 +181,18 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         rows = F.conv2d(F.pad(rows, (0, 0, 3, 3), mode="replicate"), kernel.view(n, 1, 7, 1), groups=n)
         x = rows.view(n, 1, s, s)
     noise = torch.where(u(n) < 0.2, 2 + u(n) * 8, torch.zeros(n)).view(n, 1, 1, 1)
-    x = (x + noise * torch.randn(x.shape, generator=g)).clamp(0, 255)
+    x = (x + noise * torch.randn(x.shape, generator=g, device="cpu").to(x.device)).clamp(0, 255)
     jpeg = (u(n) < 0.15).nonzero().flatten().tolist()
     quality = (15 + u(n) * 55).long().tolist()
     if jpeg:
         import cv2
 
         for i in jpeg:
-            img = x[i, 0].round().to(torch.uint8).numpy()
+            img = x[i, 0].round().to(torch.uint8).cpu().numpy()
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
             if ok:
-                x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32))
+                x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+                                           .astype(np.float32)).to(x.device)
     return x
 
 
@@ -425,6 +439,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     history: dict = {"config": _jsonable(asdict(config)), "epochs": [], "best_epoch": None,
                      "best_val_accuracy": -1.0, "data": dataset.report() | {"skipped": None},
                      "world_size": world, "precision": str(dtype or torch.float32),
+                     "device": _device_name(device),
                      "wall_time_s": 0.0}
     start_epoch, stale = 0, 0
     if resumed is not None:
@@ -476,13 +491,15 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
             batch = order[(step * world + rank) * per_rank:(step * world + rank + 1) * per_rank]
             x = to_input(train_split.images[batch], device, config.channels_last)
             y = torch.from_numpy(targets.probs[batch]).to(device)
-            if config.augment:
+            if config.augment and device.type == "cpu":
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)  # small tensors: 10x faster than two contending threads
-                x = augment(x.cpu(), g, config.webcam).to(device)
+                x = augment(x, g, config.webcam)
                 torch.set_num_threads(threads)
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
+            elif config.augment:
+                x = augment(x, g, config.webcam)  # on the GPU
+            if config.augment and config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             lam, perm = 1.0, None
             if config.mixup > 0:
                 lam = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
@@ -568,6 +585,18 @@ def _init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -
         raise MultiNetError(f"{path}: cannot start from this checkpoint ({e}); it must be a "
                             "best.pt/last.pt of the same --arch") from None
     log.info("starting from the weights of %s", path)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    except OSError:
+        pass
+    return f"CPU, {os.cpu_count()} cores"
 
 
 def _init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> None:

@@ -1,0 +1,52 @@
+"""scripts/pack_data.py: the packed copy reads as the same images and FER+ labels."""
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_packed_data_keeps_images_splits_and_ferplus_labels(tmp_path):
+    spec = importlib.util.spec_from_file_location("pack_data", ROOT / "scripts" / "pack_data.py")
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    data, fp = tmp_path / "fer2013", tmp_path / "ferplus"
+    rng = np.random.default_rng(0)
+    names = [("train", "happy", "Training_1.jpg"), ("train", "sad", "Training_2.jpg"),
+             ("test", "happy", "PublicTest_3.jpg"), ("test", "sad", "PrivateTest_4.jpg")]
+    for split, label, name in names:
+        (data / split / label).mkdir(parents=True, exist_ok=True)
+        smooth = np.kron(rng.integers(0, 255, (6, 6)), np.ones((8, 8))).astype(np.uint8)
+        Image.fromarray(smooth).save(data / split / label / name, quality=95)
+    fp.mkdir()
+    with (fp / "fer2013new.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["Usage", "Image name", "neutral", "happiness", "surprise", "sadness",
+                    "anger", "disgust", "fear", "contempt", "unknown", "NF"])
+        for i in range(4):
+            w.writerow(["x", f"fer{i}.png", 10 if i % 2 else 0, 0 if i % 2 else 10,
+                        0, 0, 0, 0, 0, 0, 0, 0])
+    with (fp / "kaggle_to_ferplus.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["kaggle_path", "usage", "ferplus_image", "fer2013_row", "pixel_rms",
+                    "pixel_duplicate", "n_candidates"])
+        for i, (split, label, name) in enumerate(names):
+            w.writerow([f"{split}/{label}/{name}", "x", f"fer{i}.png", i, 1.0, 0, 1])
+    out = tmp_path / "pack"
+    assert pack.main(["--data", str(data), "--ferplus", str(fp), "--out", str(out)]) == 0
+    assert len(list((out / "fer2013").rglob("*.webp"))) == 4
+    original = load_dataset(DataConfig(path=data, cache=False))
+    packed = load_dataset(DataConfig(path=out / "fer2013", cache=False))
+    for split in ("train", "val", "test"):
+        a, b = original.split(split), packed.split(split)
+        assert np.array_equal(a.labels, b.labels)
+        assert np.abs(a.images.astype(int) - b.images.astype(int)).mean() < 6  # WebP q85
+    relabelled, _ = relabel_ferplus(packed.split("test"), out / "ferplus")
+    assert len(relabelled) == 1  # PrivateTest_4 -> neutral
+    assert pack.main(["--data", str(tmp_path / "none"), "--out", str(out)]) == 2
