@@ -215,6 +215,14 @@ def main() -> None:
             f"; no test-time flip (validation {plain:.4f} without, {flipped:.4f} with).")
            if chosen else (", with the mirror image averaged in (test-time flip, set, not "
                            "chosen on validation)." if flip else ", no test-time flip (set).")),
+        *(["", "Per-class logit offsets, fitted on PublicTest only (`bench/class_bias.py`, "
+           f"{bias.get('fitted_on', 'val')}: the best validation macro F1 that costs at most "
+           f"{100 * bias['max_accuracy_drop']:.1f} points of validation accuracy), are built "
+           "into the graph after the softmax: "
+           + ", ".join(f"{e} {b:+.2f}" for e, b in zip(EMOTIONS, bias["class_bias"]))
+           + f". On validation they moved macro F1 from {bias['macro_f1_before']:.4f} to "
+           f"{bias['macro_f1_after']:.4f} and accuracy from {bias['accuracy_before']:.4f} to "
+           f"{bias['accuracy_after']:.4f}."] if bias else []),
         "",
         "Input: grey face crop, 48x48, pixel values 0..255 (`pixels`, [N,1,48,48]); output: "
         "probabilities for angry, fear, happy, neutral, sad, surprise (`probs`).",

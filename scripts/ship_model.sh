@@ -55,11 +55,14 @@ esac
 bias=()
 rm -f "$out/class_bias.json" "$out/pytorch_nobias.json"
 if [ "${SHIP_CLASS_BIAS:-0}" = 1 ]; then
-  python bench/class_bias.py --model "$run/best.pt" --data "$data" $flip \
+  labels=$(python -c "import json,sys; print(json.load(open(sys.argv[1])).get('labels','fer2013'))" "$run/config.json")
+  fp=()  # offsets fitted on the label set the run was trained for
+  [ "$labels" != fer2013 ] && fp=(--ferplus "$(dirname "$data")/ferplus")
+  python bench/class_bias.py --model "$run/best.pt" --data "$data" $flip "${fp[@]}" \
     --json "$out/class_bias.json"
   bias=(--class-bias "$out/class_bias.json")
   # the same checkpoint without the offsets, so the model card can show what they changed
-  python bench/accuracy.py --model "$run/best.pt" --data "$data" $flip \
+  [ "${SHIP_PYTORCH:-1}" = 0 ] || python bench/accuracy.py --model "$run/best.pt" --data "$data" $flip \
     --out "$out/pytorch-nobias" --json "$out/pytorch_nobias.json"
 fi
 
