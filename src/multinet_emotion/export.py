@@ -166,7 +166,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                         extra_options={"ActivationSymmetric": False,
                                        "CalibMovingAverage": True})
-        meta = {**_get_metadata(onnx.load(str(pre))), "quantized": True}
+        meta = {**_get_metadata(onnx.load(str(pre))), "quantized": True,
+                "weight_range": "reduced"}
         proto = onnx.load(str(tmp))
         _set_metadata(proto, meta)
         with atomic_path(out_path) as final:
