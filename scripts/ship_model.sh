@@ -76,7 +76,7 @@ if [ "${SHIP_PYTORCH:-1}" != 0 ]; then
   python bench/accuracy.py --model "$run/best.pt" --data "$data" $flip "${bias[@]}" \
     --out "$out/pytorch" --json "$out/pytorch.json"
 fi
-python bench/accuracy.py --model "$out/model.onnx" --data "$data" \
+python bench/accuracy.py --model "$out/model.onnx" --data "$data" --splits ${SHIP_SPLITS:-val test} \
   --out "$out/onnx" --json "$out/onnx.json"
 limit=()
 [ -n "${SHIP_ROBUSTNESS_LIMIT:-}" ] && limit=(--limit "$SHIP_ROBUSTNESS_LIMIT")
