@@ -146,14 +146,16 @@ def test_int8_file_loads_back_close(exported, tmp_path):
     # against the file's own int8 arithmetic: activation rounding is all that differs
     assert report["max_abs_diff"] < 0.05 and report["mean_abs_diff"] < 0.02
     assert report["top1_agreement"] >= 0.85
-    # the dequantised weights are the fused ones up to half an int8 step per channel
+    # the dequantised weights are the fused ones up to half a quantisation step per channel
+    # (exports use 7-bit weights, -64..63, so that CPUs without VNNI do not saturate)
     for (conv, bn), (conv2, _) in zip(_conv_bn_pairs(model), _conv_bn_pairs(fresh)):
         fused = conv.weight * (bn.weight / (bn.running_var + bn.eps).sqrt()).view(-1, 1, 1, 1)
-        step = fused.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+        step = fused.abs().amax(dim=(1, 2, 3), keepdim=True) / 63
         assert bool(((conv2.weight - fused).abs() <= step * 0.51 + 1e-7).all())
     got = torch_probs(fresh, images)
     want = torch_probs(model, images)
-    assert np.abs(got - want).max() < 0.02 and (got.argmax(1) == want.argmax(1)).mean() >= 0.9
+    # 7-bit weights of a random toy net: the weights above are the exact check
+    assert np.abs(got - want).max() < 0.1 and (got.argmax(1) == want.argmax(1)).mean() >= 0.9
 
 
 def test_wrong_files_are_clear_errors(exported, tmp_path, make_emotion_onnx):

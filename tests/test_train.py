@@ -30,7 +30,8 @@ def config(tmp_path, **kw) -> TrainConfig:
     base = dict(out=tmp_path / "run", epochs=2, batch_size=16, lr=0.02, augment=False,
                 optimizer="sgd", weight_decay=5e-4, labels="fer2013",
                 label_smoothing=0.0, precision="fp32", channels_last=False, eval_batch_size=64,
-                model=ModelConfig(arch="hybrid", image_size=SIZE, hidden=64))
+                # the ImageNet layout: a third of the face stem's compute, same loop behaviour
+                model=ModelConfig(arch="hybrid", image_size=SIZE, hidden=64, stem="imagenet"))
     base.update(kw)
     return TrainConfig(**base)
 
@@ -147,7 +148,7 @@ from multinet_emotion.model import ModelConfig
 from multinet_emotion.train import fit
 import torch.distributed as dist
 cfg = config(Path({out!r}), epochs=1, max_steps_per_epoch=3, augment=True,
-             model=ModelConfig(arch="hybrid", image_size=32, hidden=32))
+             model=ModelConfig(arch="hybrid", image_size=32, hidden=32, stem="imagenet"))
 model, history = fit(cfg, toy_dataset(8))
 torch.save(model.state_dict(), Path({out!r}) / f"rank{{dist.get_rank()}}.pt")
 """
@@ -169,7 +170,7 @@ def test_two_process_ddp_keeps_weights_identical(tmp_path):
         assert torch.equal(a[k], b[k]), k
     # and the run did train: a head weight moved away from a fresh initialisation
     torch.manual_seed(0)
-    fresh = build_model(ModelConfig(arch="hybrid", image_size=32, hidden=32)).state_dict()
+    fresh = build_model(ModelConfig(arch="hybrid", image_size=32, hidden=32, stem="imagenet")).state_dict()
     assert not torch.equal(a["head.4.weight"], fresh["head.4.weight"])
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history["world_size"] == 2
