@@ -229,8 +229,8 @@ def main() -> None:
         "",
         "## Figures (all from `scripts/ship_model.sh`, rerunnable with `python bench/accuracy.py`)",
         "",
-        "FER2013's original labels agree with the FER+ ten-annotator majority on only about "
-        "two images in three; the FER+ majority is what people see in the face, so it is the "
+        "FER2013's original labels often disagree with the FER+ ten-annotator majority; "
+        "the FER+ majority is what people see in the face, so it is the "
         "label set this model is trained and judged on. Both are reported. Shipped int8 file:",
         "",
         header, sep,

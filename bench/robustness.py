@@ -25,7 +25,7 @@ import numpy as np
 from multinet_emotion import MultiNetError
 from multinet_emotion.classifier import ClassifierConfig, default_model_path, load_model
 from multinet_emotion.corruptions import CORRUPTIONS, apply, describe, get
-from multinet_emotion.datasets import DataConfig, Split, load_dataset, relabel_ferplus
+from multinet_emotion.datasets import DataConfig, Split, ferplus_majority_labels, load_dataset
 from multinet_emotion.emotions import DisgustPolicy
 from multinet_emotion.metrics import confusion_matrix, summarize
 from multinet_emotion.progress import bar
@@ -188,10 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         ferplus = None
         excluded = 0
         if str(args.ferplus) != "none" and args.ferplus.is_dir():
-            relabelled, excluded = relabel_ferplus(split, args.ferplus)
-            position = {source: i for i, source in enumerate(split.sources)}
-            ferplus = (np.asarray([position[s] for s in relabelled.sources], np.int64),
-                       relabelled.labels)
+            ferplus = ferplus_majority_labels(split, args.ferplus)
+            excluded = len(split) - len(ferplus[0])
+            if not len(ferplus[0]):
+                raise MultiNetError(f"{args.ferplus}: no test image has a FER+ label; pass "
+                                    "--ferplus none for a dataset FER+ does not cover")
         print(f"model: {args.model}\ndata:  {args.data} (test split, n={len(split)}"
               + (f"; FER+ majority labels for {len(ferplus[0])}, {excluded} without" if ferplus
                  else "; no FER+ labels") + f")\nseed:  {args.seed}")

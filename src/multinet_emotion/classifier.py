@@ -170,8 +170,8 @@ class EmotionClassifier:
         if self.info.quantized and self.info.extra.get("weight_range") != "reduced" \
                 and not cpu_has_vnni():
             # full-range int8 weights on a CPU without VNNI: ONNX Runtime's fused u8 x s8
-            # kernels saturate there (the first shipped models moved by up to 0.3 in a
-            # probability, 8% of faces changing emotion). Run the graph's exact arithmetic.
+            # kernels saturate there (`python bench/int8_kernels.py` on the previous shipped
+            # file: 6% of faces changed emotion). Run the graph's exact arithmetic.
             options.add_session_config_entry("session.disable_quant_qdq", "1")
             self.session = ort.InferenceSession(str(self.path), options,
                                                 providers=list(self.config.providers))

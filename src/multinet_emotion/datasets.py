@@ -408,6 +408,18 @@ def relabel_ferplus(split: Split, ferplus_dir: Path) -> tuple[Split, int]:
 
     Returns the new split and the number of images left out (no FER+ row, tie, or a
     majority outside our six classes)."""
+    keep, labels = ferplus_majority_labels(split, ferplus_dir)
+    if not len(keep):
+        raise MultiNetError("no image of this split has a FER+ label; --ferplus works with the "
+                            "FER2013 folder layout (train/, test/ with Kaggle file names)")
+    sub = split.subset(keep)
+    sub.labels = labels
+    return sub, len(split) - len(keep)
+
+
+def ferplus_majority_labels(split: Split, ferplus_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the images of ``split`` that have a FER+ majority label among our six
+    classes, those labels): one model pass can then be scored on both label sets."""
     votes = load_ferplus_votes(ferplus_dir)
     keep, labels = [], []
     for i, src in enumerate(split.sources):
@@ -416,12 +428,7 @@ def relabel_ferplus(split: Split, ferplus_dir: Path) -> tuple[Split, int]:
         if label is not None:
             keep.append(i)
             labels.append(label)
-    if not keep:
-        raise MultiNetError("no image of this split has a FER+ label; --ferplus works with the "
-                            "FER2013 folder layout (train/, test/ with Kaggle file names)")
-    sub = split.subset(np.asarray(keep))
-    sub.labels = np.asarray(labels, np.int64)
-    return sub, len(split) - len(keep)
+    return np.asarray(keep, np.int64), np.asarray(labels, np.int64)
 
 
 def ferplus_distribution(votes: np.ndarray, disgust: DisgustPolicy = DisgustPolicy.DROP

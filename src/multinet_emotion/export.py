@@ -159,8 +159,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
                                                if n.name.startswith("/net/preprocess/")]
         tmp = Path(tmpdir) / "int8.onnx"
         # reduce_range: 7-bit weights. CPUs without VNNI (AVX2 only) multiply u8 x s8 pairs
-        # into saturating 16-bit sums; full-range weights overflow there and moved the shipped
-        # model's probabilities by up to 0.4 (top-1 agreement 0.93 with its own exact graph).
+        # into saturating 16-bit sums; full-range weights overflow there (bench/int8_kernels.py).
         quantize_static(str(pre), str(tmp), Reader(calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=exclude,

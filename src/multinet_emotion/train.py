@@ -37,10 +37,9 @@ from .datasets import (
     DataConfig,
     Dataset,
     Split,
-    ferplus_majority,
+    ferplus_majority_labels,
     ferplus_targets,
     load_dataset,
-    load_ferplus_votes,
 )
 from .emotions import EMOTIONS
 from .errors import MultiNetError
@@ -303,19 +302,6 @@ def ferplus_dir(config: TrainConfig) -> Path:
     return Path(config.data.path).parent / "ferplus"
 
 
-def ferplus_labels(split: Split, folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(indices of ``split`` with a FER+ majority label among our classes, those labels)."""
-    votes = load_ferplus_votes(folder)
-    keep, labels = [], []
-    for i, src in enumerate(split.sources):
-        v = votes.get(src.replace(os.sep, "/"))
-        label = ferplus_majority(v) if v is not None else None
-        if label is not None:
-            keep.append(i)
-            labels.append(label)
-    return np.asarray(keep, np.int64), np.asarray(labels, np.int64)
-
-
 def score(model: nn.Module, split: Split, config: TrainConfig, device: torch.device,
           dtype: torch.dtype | None, ferplus: tuple[np.ndarray, np.ndarray] | None = None
           ) -> dict:
@@ -408,7 +394,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     val_ferplus = None
     if config.labels != "fer2013" or (config.data is not None and ferplus_dir(config).is_dir()):
         try:
-            val_ferplus = ferplus_labels(val_split, ferplus_dir(config))
+            val_ferplus = ferplus_majority_labels(val_split, ferplus_dir(config))
         except MultiNetError:
             if config.labels != "fer2013":
                 raise
