@@ -83,6 +83,6 @@ limit=()
 python bench/robustness.py --model "$out/model.onnx" --data "$data" "${limit[@]}" \
   --json "$out/robustness.json"
 cp "$out/model.onnx" "$assets/model.onnx"
-python bench/model_card.py --run "$run" --reports "$out" --assets "$assets" \
+python bench/model_card.py --run "$run" --reports "$out" --assets "$assets" --data "$data" \
   --previous "$out/previous.onnx"
 echo "shipped: $assets/model.onnx ($(du -h "$assets/model.onnx" | cut -f1)), $assets/MODEL_CARD.md"

@@ -154,6 +154,9 @@ def _evaluate_parser(sub) -> None:
                    help="average with the mirrored face (PyTorch checkpoints)")
     p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
                    help="per-class logit offsets (PyTorch checkpoints; see export)")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="score a seeded random sample of N faces (a quick check; default all)")
+    p.add_argument("--seed", type=int, default=0, help="the --sample seed")
     p.add_argument("--out", type=Path, default=None, help="report folder (default reports/...)")
     p.set_defaults(func=_evaluate)
 
@@ -172,7 +175,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate(EvalConfig(model=model, data=data, split=args.split,
                                  out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip,
                                  class_bias=(parse_class_bias(args.class_bias)
-                                             if args.class_bias else None)))
+                                             if args.class_bias else None),
+                                 sample=args.sample, seed=args.seed))
     print(markdown(result))
     print(format_summary(result))
     print(f"reports written to {result['out']}/ (metrics.json, report.md, confusion*.png)")

@@ -32,6 +32,17 @@ class EvalConfig:
     tta_flip: bool = False  # PyTorch checkpoints only (ONNX files carry their own setting)
     class_bias: tuple[float, ...] | None = None  # likewise: per-class logit offsets
     batch_size: int = 64
+    sample: int = 0  # > 0: score a seeded random sample of this many faces (quick checks)
+    seed: int = 0
+
+
+def sample_split(split: Split, n: int, seed: int = 0) -> Split:
+    """A seeded random sample of n faces, in their original order (folders list the classes
+    one after another, so the first n faces would be one class)."""
+    if n < 1 or n >= len(split):
+        return split
+    pick = np.random.default_rng(seed).choice(len(split), n, replace=False)
+    return split.subset(np.sort(pick))
 
 
 #: probabilities already computed in this process, per model file state and face: scoring
@@ -126,6 +137,9 @@ def evaluate(config: EvalConfig) -> dict:
     """Score a model on a split, write the reports and return the metrics dict."""
     data = load_dataset(config.data)
     split: Split = data.split(config.split)
+    if config.sample < 0:
+        raise MultiNetError(f"--sample {config.sample}: must be 0 (all faces) or more")
+    split = sample_split(split, config.sample, config.seed)
     excluded = 0
     if config.ferplus is not None:
         split, excluded = relabel_ferplus(split, config.ferplus)
@@ -137,6 +151,7 @@ def evaluate(config: EvalConfig) -> dict:
     result.update({
         "model": str(config.model), "model_info": info, "data": str(data.root),
         "split": config.split, "labels": "ferplus-majority" if config.ferplus else "original",
+        "sample": {"n": config.sample, "seed": config.seed} if config.sample else None,
         "ferplus_excluded": excluded, "skipped_inputs": len(data.skipped),
         "seconds": seconds, "images_per_s": len(split) / seconds if seconds else None,
     })
