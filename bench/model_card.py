@@ -192,21 +192,29 @@ def main() -> None:
     init = config.get("init")
     stages: list[dict] = []
     init_label = None
-    if init and Path(init).suffix == ".onnx":
-        previous = args.previous or Path(init)
+    def chain(onnx_init: str) -> tuple[list[dict], str | None]:
+        """The stages behind an exported model a run started from: the ledger's, when the
+        file is the one the ledger describes."""
+        previous = args.previous or Path(onnx_init)
         if previous.is_file() and sha256(previous) == ledger.get("model_sha256"):
-            stages = list(ledger["stages"])
-            commit = stages[-1].get("shipped_in", "HEAD") if stages else "HEAD"
-            init_label = f"previous.onnx  # git show {commit}:src/multinet_emotion/assets/model.onnx"
-        else:
-            stages = [{"stage": f"unrecorded model {Path(init).name}", "command": "", "labels": "?",
-                       "epochs": None, "images_seen": None, "hours": 0.0, "machine": "?",
-                       "images_per_s": None}]
+            known = list(ledger["stages"])
+            commit = known[-1].get("shipped_in", "HEAD") if known else "HEAD"
+            return known, f"previous.onnx  # git show {commit}:src/multinet_emotion/assets/model.onnx"
+        return [{"stage": f"unrecorded model {Path(onnx_init).name}", "command": "", "labels": "?",
+                 "epochs": None, "images_seen": None, "hours": 0.0, "machine": "?",
+                 "images_per_s": None}], None
+
+    if init and Path(init).suffix == ".onnx":
+        stages, init_label = chain(init)
     elif init and (Path(init).parent / "history.json").is_file():
+        # a warm restart from another run's checkpoint: that run, and what it started from
         parent = load(Path(init).parent / "history.json")
-        stages = [stage_of(parent, parent["config"], train_command(parent["config"],
-                                                                   Path("runs/first")),
-                           "first run")]
+        pconf, parent_label, pwhat = parent["config"], None, "first run"
+        if pconf.get("init") and Path(pconf["init"]).suffix == ".onnx":
+            stages, parent_label = chain(pconf["init"])
+            pwhat = f"fine-tuned from the shipped model, {pconf.get('labels', 'fer2013')} labels"
+        stages.append(stage_of(parent, pconf, train_command(pconf, Path("runs/first"),
+                                                            parent_label), pwhat))
         init_label = f"runs/first/{Path(init).name}"
     what = ("fine-tuned from the shipped model" if init and Path(init).suffix == ".onnx"
             else "warm restart" if init else "from random weights")

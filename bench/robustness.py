@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
+from multinet_emotion.checkpoint import load_checkpoint
 from multinet_emotion.classifier import ClassifierConfig, default_model_path, load_model
 from multinet_emotion.corruptions import CORRUPTIONS, apply, describe, get
 from multinet_emotion.datasets import DataConfig, Split, ferplus_majority_labels, load_dataset
@@ -38,7 +39,8 @@ Predictor = Callable[[np.ndarray], np.ndarray]  # uint8 [N, S, S] -> probabiliti
 
 def load_predictor(model: Path, threads: int, batch_size: int) -> tuple[Predictor, int, DisgustPolicy]:
     """Load the model once: an ONNX export through the runtime classifier (load_model), a PyTorch
-    checkpoint through what evaluate.predict_probs uses (load_checkpoint + torch_probs).
+    checkpoint through what evaluate.predict_probs uses (checkpoint.load_checkpoint +
+    torch_probs).
     Returns the predictor, the face size the model takes and its disgust policy."""
     if not model.is_file():
         raise MultiNetError(f"{model}: model file not found")
@@ -49,15 +51,14 @@ def load_predictor(model: Path, threads: int, batch_size: int) -> tuple[Predicto
         import torch
 
         from multinet_emotion.export import torch_probs
-        from multinet_emotion.model import load_checkpoint
     except ImportError:
         raise MultiNetError(f"{model}: evaluating a PyTorch checkpoint needs the training extras "
                             "(scripts/setup.sh full), or pass the .onnx export") from None
     if threads > 0:
         torch.set_num_threads(threads)
-    net, meta = load_checkpoint(model)
+    net, ckpt = load_checkpoint(model)
     return (lambda images: torch_probs(net, images, batch_size=batch_size),
-            net.config.image_size, DisgustPolicy(meta.get("disgust", "drop")))
+            net.config.image_size, ckpt.disgust)
 
 
 def score(labels: np.ndarray, predicted: np.ndarray) -> dict:

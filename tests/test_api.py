@@ -10,7 +10,7 @@ import pytest
 from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 
-from multinet_emotion.emotions import EMOTIONS
+from multinet_emotion.emotions import EMOTIONS, Reading
 from multinet_emotion.server import Settings, create_app
 
 INSTRUCTOR = "instructor-secret-token"
@@ -162,7 +162,7 @@ def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) 
     must not leave the old token working afterwards."""
     client, _ = sqlite_env
     h, _ = signup(client)
-    svc = client.app.state.service
+    svc = client.app.state.service.ingest
     old = h["Authorization"][7:]
     lid = svc.learner_for_token(old)
     real = svc.store.learner_by_token
@@ -199,8 +199,8 @@ def test_a_rule_in_its_own_cooldown_costs_no_bandit_statistics(tmp_path: Path,
                            headers=h).status_code == 200
         svc = client.app.state.service
         calls = []
-        real = svc.store.bandit_stats
-        monkeypatch.setattr(svc.store, "bandit_stats",
+        real = svc.store.responses
+        monkeypatch.setattr(svc.store, "responses",
                             lambda *a, **k: calls.append(1) or real(*a, **k))
         out = post_mood(client, clock, h, sid, SAD, 60, batch=1)  # past the policy cool-down
         assert not any(r["recommendation"] for r in out) and calls == []
@@ -398,6 +398,9 @@ def test_openapi_documents_the_api(sqlite_env) -> None:
         assert p in paths, p
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
     assert client.get("/docs").status_code == 200
+    assert "/api/ws-schema" in paths  # the WebSocket's messages, as a JSON Schema
+    assert client.get("/api/health").json() == {"status": "ok", "analysis": False,
+                                                "database": "sqlite"}
 
 
 # --- the learner WebSocket ------------------------------------------------------------------
@@ -436,7 +439,7 @@ class FakeAnalyzer:
     def __init__(self, clock: Clock):
         self.clock = clock
 
-    def analyze(self, frame):  # noqa: ANN001
+    def analyze(self, frame, t):  # noqa: ANN001
         assert frame.ndim == 3 and frame.dtype.name == "uint8"
         self.clock.t += 0.5
         if frame.mean() > 250:  # a white frame: nobody there
@@ -444,9 +447,8 @@ class FakeAnalyzer:
         if frame.mean() < 5:
             raise RuntimeError("analyzer crashed")
         label = max(self.mood, key=self.mood.get)
-        return [{"face": True, "track_id": 1, "box": [4, 4, 40, 40], "probs": self.mood,
-                 "label": label, "smoothed": self.mood, "smoothed_label": label,
-                 "confidence": self.mood[label]}]
+        return [Reading(t, tuple(self.mood[e] for e in EMOTIONS), self.mood[label],
+                        track_id=1, box=(4, 4, 40, 40))]
 
 
 @pytest.fixture
@@ -545,6 +547,104 @@ def test_ws_needs_a_hello_with_a_valid_token_and_own_session(ws_env) -> None:
             assert closed.value.code == 1008
 
 
+def test_ws_messages_follow_the_published_schema(ws_env) -> None:
+    """Every message of a session, both ways, is valid under GET /api/ws-schema (the
+    same document as messages.json_schema()), and the schema refuses malformed ones."""
+    from wsschema import check_messages, is_valid
+
+    from multinet_emotion.server.messages import json_schema
+    client, clock, _ = ws_env
+    schema = client.get("/api/ws-schema").json()
+    assert schema == json_schema() and schema["$defs"]["ServerMessage"]["oneOf"]
+    h, sid = signup(client)
+    sent: list[dict] = []
+    received: list[dict] = []
+    with client.websocket_connect("/ws/learn") as ws:
+        def send(m: dict) -> None:
+            sent.append(m)
+            ws.send_json(m)
+
+        def receive() -> dict:
+            received.append(ws.receive_json())
+            return received[-1]
+
+        send({"type": "hello", "token": h["Authorization"][7:], "session_id": sid})
+        assert receive()["type"] == "ready"
+        send({"type": "ping"})
+        assert receive() == {"type": "pong"}
+        for _ in range(25):  # sad frames: a recommendation is pushed on the way
+            ws.send_bytes(jpeg())
+            while receive()["type"] != "result":
+                pass
+        ws.send_bytes(b"junk")
+        assert receive()["type"] == "error" and received[-1]["seq"] == 26
+        ws.send_text("[1]")
+        assert receive() == {"type": "error", "message": UNKNOWN}  # no "seq": null
+        clock.t += 1
+        send({"type": "sample", "probs": HAPPY, "confidence": 0.8})
+        assert receive()["faces"] == []
+        clock.t += 1
+        send({"type": "sample", "face": False})
+        assert receive()["current"]["face"] is False
+    assert {m["type"] for m in received} == {"ready", "pong", "result", "recommendation",
+                                            "error"}
+    check_messages(schema, sent, received)
+    result = next(m for m in received if m["type"] == "result" and m["faces"])
+    assert is_valid(schema, "ServerMessage", result)
+    for broken in ({**result, "seq": None}, {**result, "faces": [{"box": [1, 2]}]},
+                   {k: v for k, v in result.items() if k != "type"},
+                   {**result, "extra": 1}, {"type": "ready"}):
+        assert not is_valid(schema, "ServerMessage", broken), broken
+    for broken in ({"type": "hello", "token": 5, "session_id": sid},
+                   {"type": "sample", "probs": HAPPY, "colour": "red"}, {"type": "frame"}):
+        assert not is_valid(schema, "ClientMessage", broken), broken
+
+
+UNKNOWN = 'unknown message; send image frames as binary, or {"type": "sample", ...}'
+
+
+def test_ws_bad_messages_get_a_clear_error(ws_env) -> None:
+    """Messages the models refuse are answered with what is wrong, never a traceback: a bad
+    hello closes the connection (1008), a bad message after it does not."""
+    from starlette.websockets import WebSocketDisconnect
+    client, clock, _ = ws_env
+    h, sid = signup(client)
+    token = h["Authorization"][7:]
+    for first in ("not json", "[1, 2]", '{"type": "hello", "token": 5, "session_id": "x"}',
+                  '{"token": "' + token + '", "session_id": "' + sid + '"}', b"\xff\xd8\xff"):
+        with client.websocket_connect("/ws/learn") as ws:
+            if isinstance(first, bytes):
+                ws.send_bytes(first)
+            else:
+                ws.send_text(first)
+            assert ws.receive_json() == {
+                "type": "error",
+                "message": 'send {"type": "hello", "token": ..., "session_id": ...} first'}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008
+    with client.websocket_connect("/ws/learn") as ws:
+        hello(ws, h, sid)
+        for message, words, seq in (
+                ({"type": "sample", "probs": HAPPY, "colour": "red"},
+                 "colour: Extra inputs are not permitted", 1),
+                ({"type": "sample", "face": False, "probs": HAPPY},
+                 "a sample without a face has no probabilities", 2),
+                ({"type": "sample", "probs": HAPPY, "confidence": 2}, "confidence:", 3),
+                ({"type": "hello", "token": token, "session_id": sid}, UNKNOWN, None),
+                (None, UNKNOWN, None), ("sample", UNKNOWN, None)):
+            ws.send_json(message)
+            msg = ws.receive_json()
+            assert msg["type"] == "error" and words in msg["message"], (message, msg)
+            assert msg.get("seq") == seq
+            ws.send_json({"type": "ping", "nonce": 1})  # extra fields of a ping: ignored
+            assert ws.receive_json() == {"type": "pong"}
+        clock.t += 1
+        ws.send_json({"type": "sample", "probs": HAPPY})
+        msg = ws.receive_json()
+        assert msg["type"] == "result" and msg["seq"] == 4
+
+
 def test_ws_without_analysis_accepts_client_samples(tmp_path: Path) -> None:
     clock = Clock()
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}",
@@ -586,8 +686,8 @@ def test_client_samples_are_normalised_alike_over_http_and_the_websocket(ws_env)
     r = client.post(f"/api/sessions/{sid2}/samples", headers=h2,
                     json={"samples": [{"t": clock.t, "probs": sent}]})
     assert r.status_code == 200
-    svc = client.app.state.service
-    assert svc.session(None, sid2).current["probs"] == expected
+    svc = client.app.state.service.ingest
+    assert svc.session(None, sid2).current.sample_json()["probs"] == expected
     for session_id in (sid, sid2):
         svc.end_session(svc.session(None, session_id).learner_id, session_id)
         [stored] = svc.store.samples(session_id=session_id)
@@ -746,7 +846,9 @@ def test_serve_end_to_end_from_the_command_line(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
-    assert f"{base}/dashboard#token={INSTRUCTOR}" in out
+    # a token from the environment is never printed (it was, before)
+    assert f"{base}/dashboard" in out and INSTRUCTOR not in out
+    assert "from MULTINET_INSTRUCTOR_TOKEN" in out
     assert f"sqlite:///{tmp_path}/multinet-emotion/multinet.db" in out
     assert (tmp_path / "multinet-emotion" / "multinet.db").is_file()
 
@@ -858,9 +960,9 @@ def test_only_the_newest_waiting_frame_is_analysed(tmp_path: Path) -> None:
     gate = threading.Event()
 
     class Slow(FakeAnalyzer):
-        def analyze(self, frame):  # noqa: ANN001
+        def analyze(self, frame, t):  # noqa: ANN001
             gate.wait(10)
-            return super().analyze(frame)
+            return super().analyze(frame, t)
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}",
                               instructor_token=INSTRUCTOR, max_frame_rate=100),
@@ -905,7 +1007,7 @@ def test_ws_a_failing_store_answers_the_frame_and_keeps_the_connection(ws_env, m
 
     from multinet_emotion.server.service import NotFound
     client, clock, _ = ws_env
-    svc = client.app.state.service
+    svc = client.app.state.service.ingest
     h, sid = signup(client)
     failing = {"add_faces": 1, "add_samples": 0, "session": 0}  # calls that fail next
     secret = "SECRET-PAYLOAD"

@@ -137,6 +137,31 @@ print("TORCH:", bad)
     assert "TORCH: []" in done.stdout
 
 
+def test_the_server_imports_the_detector_but_never_the_video_io(brightness_onnx_model,
+                                                                tmp_path):
+    """The web service analyses frames with multinet_emotion.detect; sources, capture
+    threads, writers and plots (multinet_emotion.video) stay out of its process."""
+    code = f"""
+import sys
+import multinet_emotion.server
+from multinet_emotion.server import Settings, create_app
+app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
+                          instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
+assert app.state.analyzer_factory is not None, app.state.analysis_note
+analyzer = app.state.analyzer_factory()
+import numpy as np
+assert analyzer.analyze(np.zeros((48, 64, 3), np.uint8), 12.5) == []
+assert "multinet_emotion.detect" in sys.modules
+bad = sorted(m for m in sys.modules if m == "multinet_emotion.video"
+             or m.startswith("multinet_emotion.video."))
+print("VIDEO:", bad)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "VIDEO: []" in done.stdout
+
+
 def test_an_output_that_cannot_be_written_is_one_error_line(drawn_face_clip,
                                                             brightness_onnx_model, tmp_path,
                                                             capfd):

@@ -6,21 +6,24 @@ import torch
 from synth import toy_faces, write_folder
 
 from multinet_emotion import MultiNetError
+from multinet_emotion.checkpoint import load_checkpoint, save_checkpoint
 from multinet_emotion.classifier import load_model
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import EvalConfig, evaluate
 from multinet_emotion.export import ExportConfig, export, parse_class_bias, torch_probs
 from multinet_emotion.metrics import apply_class_bias
-from multinet_emotion.model import ModelConfig, build_model, load_checkpoint, save_model
+from multinet_emotion.model import ModelConfig, build_model
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
+    # the small network: export, parity and class bias do not depend on its size (the full
+    # hybrid's export: test_train.py::test_the_full_size_hybrid_builds_trains_and_exports)
     torch.manual_seed(0)
-    model = build_model(ModelConfig(arch="vgg16", image_size=SIZE, hidden=32))
+    model = build_model(ModelConfig(arch="small", image_size=SIZE, hidden=32))
     # non-trivial weights: a few SGD steps on toy data so the outputs are not near-uniform
     images, labels = toy_faces(8, SIZE)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -32,7 +35,7 @@ def checkpoint(tmp_path_factory):
         loss.backward()
         opt.step()
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
-    save_model(path, model, {"epoch": 3, "disgust": "drop"})
+    save_checkpoint(path, model, {"epoch": 3, "disgust": "drop"})
     return path
 
 
@@ -46,7 +49,7 @@ def test_export_fp32_and_int8_match_pytorch(checkpoint, tmp_path):
     assert report["int8_max_abs_diff"] < 0.2
     clf = load_model(tmp_path / "m.onnx")
     assert clf.info.quantized and clf.input_size == SIZE and clf.crop_scale == 1.2
-    assert clf.info.arch == "vgg16" and list(clf.info.labels) == list(EMOTIONS)
+    assert clf.info.arch == "small" and list(clf.info.labels) == list(EMOTIONS)
     fp32 = load_model(report["fp32"])
     assert not fp32.info.quantized
     probs = fp32.predict(toy_faces(2, SIZE)[0])

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from multinet_emotion.cli import main
-from multinet_emotion.emotions import EMOTIONS
+from multinet_emotion.emotions import EMOTIONS, Reading
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import Box
 from multinet_emotion.server import Settings, create_app
@@ -156,15 +156,17 @@ def test_bad_stable_label_settings(kwargs, option):
 # --- the detector's outputs and the command lines ------------------------------------------
 
 def test_events_carry_the_stable_label_beside_the_others():
-    from multinet_emotion.video import CSV_FIELDS, FaceResult, event_to_row
+    from multinet_emotion.detect import track_reading
+    from multinet_emotion.video import CSV_FIELDS, event_to_row, face_event
 
     track = Track(3, Box(1, 2, 30, 30), 0.0, 0.0, Smoother(TrackerConfig(smoothing="none")),
                   labeler=StableLabel(TrackerConfig()))
     track.set_probs(NEUTRAL, 0.0)
     track.set_probs(HAPPY, 0.1)  # the top class changed, the shown label not yet
-    face = FaceResult.from_track(track, fresh=True)
-    assert (face.label, face.smoothed_label, face.stable_label) == ("happy", "happy", "neutral")
-    event = face.to_event(0.1, 3)
+    face = track_reading(track, 0.1)
+    assert (face.raw_label, face.label, face.stable_label) == ("happy", "happy", "neutral")
+    assert face.shown_label == "neutral"
+    event = face_event(face, 3)
     assert event["stable_label"] == "neutral" and event["smoothed_label"] == "happy"
     assert event["probs"]["happy"] == pytest.approx(0.8)  # probabilities untouched
     assert "stable_label" in CSV_FIELDS and event_to_row(event)["stable_label"] == "neutral"
@@ -195,14 +197,14 @@ def test_server_settings_from_the_environment_and_the_command_line(capfd):
     assert (s.min_dwell, s.hysteresis) == (2.0, 0.05)
     assert Settings.from_env({}).min_dwell is None  # the runtime's default
     assert Settings.from_env({"MULTINET_MIN_DWELL": "2"}, min_dwell=0.0).min_dwell == 0.0
-    for env, message in (({"MULTINET_MIN_DWELL": "-1"}, "min dwell"),
-                         ({"MULTINET_HYSTERESIS": "1"}, "hysteresis"),
+    for env, message in (({"MULTINET_MIN_DWELL": "-1"}, "MULTINET_MIN_DWELL -1.0: must be 0 to"),
+                         ({"MULTINET_HYSTERESIS": "1"}, "MULTINET_HYSTERESIS 1.0: must be at "),
                          ({"MULTINET_MIN_DWELL": "soon"}, "not a valid float")):
         with pytest.raises(MultiNetError, match=message):
             Settings.from_env(env)
     assert main(["serve", "--min-dwell", "100", "--check"]) == 2
     err = capfd.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "min dwell" in err[0], err
+    assert len(err) == 1 and "--min-dwell 100.0: must be 0 to 60 seconds" in err[0], err
 
 
 class _Clock:
@@ -238,7 +240,7 @@ def test_client_samples_get_a_stable_label_live_and_stored(tmp_path, settings, s
     clock = _Clock()
     with _client(tmp_path, clock, **settings) as client:
         h, sid = _signup(client)
-        svc = client.app.state.service
+        svc = client.app.state.service.ingest
         shown = []
         for i in range(20):  # 4 samples per second; two close classes trade places every 0.5 s
             batch = []
@@ -248,7 +250,7 @@ def test_client_samples_get_a_stable_label_live_and_stored(tmp_path, settings, s
             r = client.post(f"/api/sessions/{sid}/samples", json={"samples": batch},
                             headers=h)
             assert r.status_code == 200, r.text
-            current = svc.session(None, sid).current
+            current = svc.session(None, sid).current.sample_json()
             shown.append(current["label"])
             top = max(current["probs"], key=current["probs"].get)
             assert current["probs"][top] == pytest.approx(0.45)  # the probabilities as sent
@@ -265,7 +267,7 @@ def test_client_samples_get_a_stable_label_live_and_stored(tmp_path, settings, s
             clock.t += 0.25
             client.post(f"/api/sessions/{sid}/samples", headers=h,
                         json={"samples": [{"t": clock.t, "probs": _as_dict(mix(sad=0.8))}]})
-            shown.append(svc.session(None, sid).current["label"])
+            shown.append(svc.session(None, sid).current.shown_label)
         assert shown[-6:] == (["happy"] * 4 + ["sad"] * 2 if steady else ["sad"] * 6)
         svc.store.close()
 
@@ -276,12 +278,10 @@ class _Analyzer:
     def __init__(self, clock: _Clock):
         self.clock = clock
 
-    def analyze(self, frame):  # noqa: ANN001
+    def analyze(self, frame, t):  # noqa: ANN001
         self.clock.t += 0.5
-        return [{"face": True, "track_id": 1, "box": [4, 4, 40, 40],
-                 "probs": _as_dict(HAPPY_AHEAD), "label": "happy",
-                 "smoothed": _as_dict(HAPPY_AHEAD), "smoothed_label": "happy",
-                 "stable_label": "neutral", "confidence": 0.45}]
+        return [Reading(t, tuple(HAPPY_AHEAD), 0.45, track_id=1, box=(4, 4, 40, 40),
+                        stable_label="neutral")]
 
 
 def test_frames_analysed_by_the_server_show_and_store_the_detectors_stable_label(tmp_path):
@@ -302,7 +302,7 @@ def test_frames_analysed_by_the_server_show_and_store_the_detectors_stable_label
                 assert msg["faces"][0]["smoothed_label"] == "happy"
                 assert msg["current"]["label"] == "neutral"  # what the pages show
                 assert msg["current"]["probs"]["happy"] == pytest.approx(0.45)
-        svc = client.app.state.service
+        svc = client.app.state.service.ingest
         svc.end_session(svc.session(None, sid).learner_id, sid)  # flush the last sample
         tl = client.get("/api/me/timeline", headers=h).json()["samples"]
         assert tl and {s["label"] for s in tl} == {"neutral"}

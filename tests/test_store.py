@@ -8,10 +8,10 @@ import pytest
 from dbutil import BACKENDS, database_url
 from sqlalchemy import LargeBinary, inspect
 
-from multinet_emotion.emotions import EMOTIONS
+from multinet_emotion.emotions import EMOTIONS, Reading
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.recommend import Outcome, PersonalisationConfig, Sample
-from multinet_emotion.store import Base, RecommendationRow, Store, StoredSample, new_id
+from multinet_emotion.recommend import Outcome, PersonalisationConfig, bandit_stats
+from multinet_emotion.store import Base, RecommendationRow, Store, new_id
 
 SAD = (0.1, 0.05, 0.05, 0.05, 0.7, 0.05)
 HAPPY = (0.02, 0.02, 0.85, 0.07, 0.02, 0.02)
@@ -54,6 +54,10 @@ def test_learners_tokens_and_sessions(store: Store) -> None:
         store.create_learner("Bob", learner_id=learner.id)
     with pytest.raises(MultiNetError, match="not valid"):
         store.create_learner("Bob", learner_id="no spaces please")
+    new = store.new_token(learner.id)  # the old token stops working
+    assert store.learner_by_token(token) is None and store.learner_by_token(new).id == learner.id
+    assert store.new_token("nobody") is None
+    assert store.dialect in ("sqlite", "postgresql")
     sess = store.start_session(learner.id, "algebra-1", ["algebra"], 2, now=200.0)
     assert store.get_session(sess.id).tags == ["algebra"]
     store.end_session(sess.id, now=300.0)
@@ -64,7 +68,7 @@ def _fill(store: Store, name: str, t0: float, n: int, probs=SAD):
     learner, _ = store.create_learner(name)
     sess = store.start_session(learner.id, "c1", now=t0)
     store.add_samples(sess.id, learner.id,
-                      [StoredSample(Sample(t0 + i, probs if i % 10 else None), 0.7)
+                      [Reading(t0 + i, probs, 0.7) if i % 10 else Reading(t0 + i, None)
                        for i in range(n)])
     return learner, sess
 
@@ -105,7 +109,7 @@ def test_bandit_statistics_separate_you_from_others(store: Store) -> None:
     store.add_outcome(r4, None, now=300)  # not measured: no information
     store.set_feedback(r4, bob.id, 1, "nice", now=50)
     _recommend(store, bob.id, s2.id, "break", 50, status="open")  # open: not counted
-    you, others = store.bandit_stats(p, ada.id)
+    you, others = bandit_stats(store.responses(), ada.id, p)  # the store keeps, the engine weighs
     assert you[("persistent_negative", "break")] == (1.0, 1.0)
     assert you[("persistent_negative", "light_hearted")] == (0.0, 0.5)
     assert others == {("persistent_negative", "break"): (1.0, 0.0)}

@@ -8,6 +8,7 @@ within seconds. Screenshots go to reports/screenshots/ (ignored by git).
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from wsschema import check_messages
 
 from multinet_emotion.server import Settings, create_app
 from multinet_emotion.server.analysis import detector_factory
@@ -138,6 +140,29 @@ def browser(chromium):  # noqa: ANN001
     context.close()
 
 
+def capture_ws(page) -> tuple[list, list]:  # noqa: ANN001
+    """The messages the page sends and receives over its WebSockets, as they travel (text
+    as str, camera frames as bytes)."""
+    sent: list = []
+    received: list = []
+
+    def on_websocket(ws) -> None:  # noqa: ANN001
+        ws.on("framesent", lambda payload: sent.append(payload))  # not a bound method:
+        ws.on("framereceived", lambda payload: received.append(payload))  # Playwright tags it
+
+    page.on("websocket", on_websocket)
+    return sent, received
+
+
+def check_ws(page, base_url: str, sent: list, received: list) -> tuple[set, set]:  # noqa: ANN001
+    """Check the captured messages against the schema the server publishes; the types of
+    the text messages sent and received."""
+    schema = page.request.get(base_url + "/api/ws-schema").json()
+    check_messages(schema, sent, received)
+    return ({json.loads(m)["type"] for m in sent if isinstance(m, str)},
+            {json.loads(m)["type"] for m in received if isinstance(m, str)})
+
+
 def shot(page, name: str) -> None:  # noqa: ANN001
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -162,6 +187,7 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    sent, received = capture_ws(page)
     page.goto(server["url"] + "/learn")
     page.fill("#name", "Web Learner")
     page.fill("#class-id", "web-class")
@@ -169,6 +195,8 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     consent = page.locator("#consent")
     consent.wait_for(state="visible")
     assert "No image is stored" in consent.inner_text()
+    # the emotions' names come from the server (emotions.ADJECTIVES), not from the page
+    assert "(angry, afraid, happy, neutral, sad or surprised)" in consent.inner_text()
     shot(page, "learner-consent")
     page.click("#agree")
     # the real detector reads the (dark) face from the fake camera as sad
@@ -189,6 +217,10 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     assert store.get_recommendation(rec_id).status == "accepted"
     card.locator(".thumb-up").click()
     page.wait_for_function("document.querySelector('.rec-status').textContent.includes('Thanks')")
+    # the chosen thumb shows as pressed, and the thanks says which one it was
+    assert card.locator(".thumb-up").get_attribute("aria-pressed") == "true"
+    assert card.locator(".thumb-down").get_attribute("aria-pressed") == "false"
+    assert "helped" in card.locator(".rec-status").inner_text()
     deadline = time.monotonic() + 10
     while store.export_learner(store.get_recommendation(rec_id).learner_id)["feedback"] == [] \
             and time.monotonic() < deadline:
@@ -215,6 +247,10 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     assert page.locator("#camera-toggle").inner_text() == "Turn camera on"
     assert "nothing is analysed" in page.locator("#status").inner_text()
     assert not errors, errors
+    # what the page sent and got over the WebSocket is what the server's schema says
+    sent_types, received_types = check_ws(page, server["url"], sent, received)
+    assert sent_types == {"hello"} and any(isinstance(m, bytes) for m in sent)  # + frames
+    assert {"ready", "result", "recommendation"} <= received_types
     page.close()
 
 
@@ -263,6 +299,7 @@ def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> No
         while not srv.started and time.monotonic() < deadline:
             time.sleep(0.05)
         page = browser.new_page()
+        sent, received = capture_ws(page)
         page.goto(f"http://127.0.0.1:{port}/learn")
         page.evaluate("localStorage.clear()")
         page.reload()
@@ -280,6 +317,9 @@ def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> No
         assert page.evaluate("state.stream") is None  # the camera was never opened
         assert page.locator("#camera-toggle").inner_text() == "Turn camera on"
         shot(page, "learner-analysis-unavailable")
+        assert check_ws(page, f"http://127.0.0.1:{port}", sent, received) == ({"hello"},
+                                                                              {"ready"})
+        assert json.loads(received[0])["analysis"] is False
         page.close()
     finally:
         srv.should_exit = True

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import options
 from .emotions import EMOTIONS
 from .errors import MultiNetError
-from .faces import DEFAULT_CROP_SCALE
+from .faces import DEFAULT_CROP_SCALE, check_crop_scale
+from .options import setting
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +66,12 @@ class ModelInfo:
 class ClassifierConfig:
     """How to run the model. ``threads`` = ONNX Runtime intra-op threads (0 = its default)."""
 
-    threads: int = 1
+    threads: int = setting(1, min=0, help="ONNX Runtime threads (0 = its default)")
     providers: tuple[str, ...] = ("CPUExecutionProvider",)
-    max_batch: int = 32  # larger batches are split
+    max_batch: int = setting(32, cli=False, min=1, help="larger batches are split")
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
 
 def parse_metadata(text: str | None, path: Path) -> ModelInfo:
@@ -109,8 +114,10 @@ def parse_metadata(text: str | None, path: Path) -> ModelInfo:
             or not all(isinstance(v, (int, float)) for v in vr) or vr[0] == vr[1]):
         raise bad(f"value_range {vr!r} must be two different numbers")
     scale = meta.get("crop_scale")
-    if scale is not None and (not isinstance(scale, (int, float)) or not 0.5 <= scale <= 4.0):
-        raise bad(f"crop_scale {scale!r} must be a number in 0.5..4")
+    try:  # the one range of every crop scale (faces.CROP_SCALE_RANGE)
+        check_crop_scale("crop_scale", scale)
+    except MultiNetError as e:
+        raise bad(str(e)) from None
     known = {"version", "labels", "input_size", "input", "value_range", "crop_scale", "arch",
              "disgust", "quantized", "tta_flip", "class_bias"}
     bias = meta.get("class_bias")
@@ -153,13 +160,13 @@ class EmotionClassifier:
         if not self.path.is_file():
             raise MultiNetError(f"model file {self.path} does not exist; pass --model PATH to "
                                 "an exported .onnx model")
-        options = ort.SessionOptions()
+        session_options = ort.SessionOptions()
         if self.config.threads > 0:
-            options.intra_op_num_threads = self.config.threads
-            options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+            session_options.intra_op_num_threads = self.config.threads
+            session_options.inter_op_num_threads = 1
+        session_options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(str(self.path), options,
+            self.session = ort.InferenceSession(str(self.path), session_options,
                                                 providers=list(self.config.providers))
         except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several exception types
             reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
@@ -172,8 +179,8 @@ class EmotionClassifier:
             # full-range int8 weights on a CPU without VNNI: ONNX Runtime's fused u8 x s8
             # kernels saturate there (`python bench/int8_kernels.py` on the previous shipped
             # file: 6% of faces changed emotion). Run the graph's exact arithmetic.
-            options.add_session_config_entry("session.disable_quant_qdq", "1")
-            self.session = ort.InferenceSession(str(self.path), options,
+            session_options.add_session_config_entry("session.disable_quant_qdq", "1")
+            self.session = ort.InferenceSession(str(self.path), session_options,
                                                 providers=list(self.config.providers))
             log.info("%s: full-range int8 weights and no VNNI on this CPU: exact QDQ "
                      "arithmetic instead of the fused int8 kernels", self.path)

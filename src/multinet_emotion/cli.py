@@ -18,27 +18,20 @@ from .errors import MultiNetError
 log = logging.getLogger("multinet_emotion")
 
 
-def _add_data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--data", type=Path, required=required,
-                   help="FER2013 CSV (emotion,pixels,Usage) or a folder of class sub-folders")
-    p.add_argument("--strict", action="store_true",
-                   help="fail on the first bad image/row instead of skipping and counting it")
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from . import options
+    from .datasets import DataConfig
+    options.add_options(p, DataConfig)
     p.add_argument("--merge-disgust", action="store_true",
                    help="merge FER2013 'disgust' into 'angry' (default: drop it; evaluate "
                    "follows the model's own policy)")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="validation share for data without a validation split (default 0.1)")
-    p.add_argument("--no-dedupe", action="store_true",
-                   help="keep training images that are pixel-identical to val/test images")
-    p.add_argument("--no-cache", action="store_true", help="do not cache decoded images")
 
 
 def _data_config(args: argparse.Namespace, image_size: int = 48, seed: int = 0):
+    from . import options
     from .datasets import DataConfig
-    return DataConfig(path=args.data, image_size=image_size,
-                      disgust=DisgustPolicy.MERGE if args.merge_disgust else DisgustPolicy.DROP,
-                      strict=args.strict, val_fraction=args.val_fraction, seed=seed,
-                      dedupe=not args.no_dedupe, cache=not args.no_cache)
+    return DataConfig(**options.values(DataConfig, args), image_size=image_size, seed=seed,
+                      disgust=DisgustPolicy.MERGE if args.merge_disgust else DisgustPolicy.DROP)
 
 
 # --- train --------------------------------------------------------------------------------
@@ -48,56 +41,10 @@ def _train_parser(sub) -> None:
                        description="Train the hybrid (or one backbone) with checkpoints after "
                        "every epoch; --resume continues an interrupted run exactly.")
     _add_data_args(p)
-    p.add_argument("--out", type=Path, default=Path("runs/default"),
-                   help="run folder: checkpoints, history.json, curves.png (default runs/default)")
-    from .config import ARCHS, LABEL_SETS, NORMALIZATIONS, STEMS, ModelConfig, TrainConfig
-
-    t, m = TrainConfig(), ModelConfig()
-    p.add_argument("--arch", choices=ARCHS, default=m.arch,
-                   help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN")
-    p.add_argument("--stem", choices=STEMS, default=m.stem,
-                   help="face: backbones keep the resolution of a 48x48 face (no ResNet stem "
-                   "max-pool, no VGG fifth pool); imagenet: torchvision's layout")
-    p.add_argument("--normalization", choices=NORMALIZATIONS, default=m.normalization,
-                   help="face: each face by its own mean and contrast; imagenet: fixed stats")
-    p.add_argument("--labels", choices=LABEL_SETS, default=t.labels,
-                   help="training targets: FER2013 labels, FER+ vote distributions, or a mix")
-    p.add_argument("--mix-weight", type=float, default=t.mix_weight,
-                   help="--labels mix: weight of the FER+ votes (0..1)")
-    p.add_argument("--ferplus", type=Path, default=None,
-                   help="FER+ folder (fer2013new.csv, kaggle_to_ferplus.csv); default: "
-                   "'ferplus' beside --data")
-    p.add_argument("--epochs", type=int, default=t.epochs)
-    p.add_argument("--batch-size", type=int, default=t.batch_size)
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=t.optimizer)
-    p.add_argument("--lr", type=float, default=t.lr, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
-    p.add_argument("--warmup", type=float, default=t.warmup, help="warm-up length in epochs")
-    p.add_argument("--label-smoothing", type=float, default=t.label_smoothing)
-    p.add_argument("--class-weights", choices=("none", "sqrt", "inverse"), default=t.class_weights)
-    p.add_argument("--mixup", type=float, default=t.mixup, help="mixup alpha (0 = off)")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--no-webcam", action="store_true",
-                   help="no webcam augmentation (light, blur, noise, JPEG, pose, occlusion)")
-    p.add_argument("--dropout", type=float, default=m.dropout)
-    p.add_argument("--hidden", type=int, default=m.hidden, help="width of the dense layer")
-    p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--patience", type=int, default=4,
-                   help="stop after this many epochs without validation improvement")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto = bf16 autocast where the CPU/GPU supports it")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = all)")
-    p.add_argument("--max-steps-per-epoch", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--backbone-weights", type=Path, action="append", default=[],
-                   help="local torchvision ResNet50 / VGG16-BN weights (repeatable)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out with its saved settings")
-    p.add_argument("--stop-after-epochs", type=int, default=0,
-                   help="end this invocation after N epochs (time-boxing); --resume continues")
-    p.add_argument("--init", type=Path, default=None,
-                   help="start from a model's weights with a fresh schedule (fine-tuning, warm "
-                   "restarts): a best.pt/last.pt, or an exported .onnx such as the shipped model")
+    from . import options
+    from .config import ModelConfig, TrainConfig
+    options.add_options(p, TrainConfig)  # each option from its one statement in config.py
+    options.add_options(p, ModelConfig)
     p.set_defaults(func=_train)
 
 
@@ -113,23 +60,12 @@ def _need_torch(command: str) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     _need_torch("train")
+    from . import options
     from .model import ModelConfig
     from .train import TrainConfig, train
-
-    config = TrainConfig(
-        out=args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        labels=args.labels, mix_weight=args.mix_weight, ferplus=args.ferplus,
-        optimizer=args.optimizer, webcam=not args.no_webcam,
-        weight_decay=args.weight_decay, warmup=args.warmup,
-        label_smoothing=args.label_smoothing, class_weights=args.class_weights,
-        mixup=args.mixup, augment=not args.no_augment, patience=args.patience,
-        seed=args.seed, precision=args.precision, threads=args.threads,
-        max_steps_per_epoch=args.max_steps_per_epoch, resume=args.resume, init=args.init,
-        stop_after_epochs=args.stop_after_epochs,
-        model=ModelConfig(arch=args.arch, image_size=args.image_size, hidden=args.hidden,
-                          dropout=args.dropout, stem=args.stem, normalization=args.normalization,
-                          backbone_weights=[str(p) for p in args.backbone_weights]),
-        data=_data_config(args, args.image_size, args.seed))
+    config = TrainConfig(**options.values(TrainConfig, args),
+                         model=ModelConfig(**options.values(ModelConfig, args)),
+                         data=_data_config(args, args.image_size, args.seed))
     history = train(config)
     if history.get("best_epoch"):
         print(f"best epoch {history['best_epoch']}: validation accuracy "
@@ -214,13 +150,14 @@ def _export_parser(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from .faces import check_crop_scale
+
+    check_crop_scale("--crop-scale", args.crop_scale)  # the range of detect's and the model's
     _need_torch("export")
     from .export import ExportConfig, export, parse_class_bias
 
     if args.out.suffix != ".onnx":
         raise MultiNetError(f"{args.out}: the output file must end in .onnx")
-    if args.crop_scale is not None and not 0.5 <= args.crop_scale <= 4:
-        raise MultiNetError(f"--crop-scale {args.crop_scale}: use a value from 0.5 to 4")
     if args.data is None and not args.no_quantize:
         raise MultiNetError("int8 quantisation is calibrated on real faces: pass --data "
                             "(e.g. the training dataset), or --no-quantize for fp32 only")
@@ -252,95 +189,52 @@ def _detect_parser(sub) -> None:
         description="Find faces, follow them with stable ids and classify their emotions. "
         "Cameras and streams are live (the newest frame is always analysed); video files are "
         "analysed frame by frame. Ctrl-C stops and saves everything written so far.")
-    p.add_argument("--source", required=True,
-                   help="camera index (0), video file, stream URL, image, or folder of images")
-    p.add_argument("--model", type=Path, default=None,
-                   help="exported .onnx model (default: the model shipped in the package)")
+    from . import options
+    from .classifier import ClassifierConfig
+    from .detect import PipelineConfig
+    from .faces import DetectorConfig
+    from .tracking import TrackerConfig
+    from .video import RunConfig, SourceConfig
+    # each option from its one statement on the stage's config (faces, tracking, classifier,
+    # detect, video/sources, video/runner), in the argument groups of the help
+    options.add_options(p, RunConfig, only=("source", "model"))
     g = p.add_argument_group("outputs")
     g.add_argument("--out", type=Path, default=None,
                    help="folder for events.jsonl, summary.json and timeline.png (shortcut)")
-    g.add_argument("--jsonl", type=Path, default=None,
-                   help="JSON Lines events, one per face per analysed frame ('-' = stdout)")
-    g.add_argument("--csv", type=Path, default=None, help="the same events as CSV")
-    g.add_argument("--video-out", type=Path, default=None,
-                   help="annotated video file (.mp4 or .avi)")
-    g.add_argument("--video-fps", type=float, default=None,
-                   help="frame rate of --video-out (default: the source's; 15 for live)")
-    g.add_argument("--summary", type=Path, default=None,
-                   help="summary JSON: per track, duration and share of time in each emotion")
-    g.add_argument("--plot", type=Path, default=None, help="timeline plot PNG")
-    g.add_argument("--show", action="store_true",
-                   help="annotated window (needs a display and OpenCV with GUI support)")
+    options.add_options(g, RunConfig, exclude=("source", "model", "max_frames", "max_seconds"))
     g = p.add_argument_group("faces")
-    g.add_argument("--detector", default="haar",
-                   help="face detector: haar (built in) or yunet (needs --detector-model)")
-    g.add_argument("--detector-model", type=Path, default=None,
-                   help="the detector's model file (YuNet .onnx, or another Haar cascade)")
-    g.add_argument("--detect-width", type=int, default=320,
-                   help="detect faces on a copy this many pixels wide (0 = full size; default 320)")
-    g.add_argument("--detect-every", type=int, default=5,
-                   help="scan the whole frame for faces every N frames; in between, known faces "
-                   "are searched for only around their last box (default 5; 1 = full every frame)")
-    g.add_argument("--min-face", type=int, default=48,
-                   help="ignore faces narrower than this many pixels (default 48)")
-    g.add_argument("--crop-scale", type=float, default=None,
-                   help="face crop size relative to the detected box (default: the model's)")
+    options.add_options(g, DetectorConfig)
+    options.add_options(g, PipelineConfig, only=("detect_every", "crop_scale"))
     g = p.add_argument_group("tracking and smoothing")
-    g.add_argument("--smoothing", choices=("ema", "window", "none"), default="ema")
-    g.add_argument("--alpha", type=float, default=0.3,
-                   help="EMA weight of the newest reading (default 0.3)")
-    g.add_argument("--window", type=int, default=10,
-                   help="window smoothing: number of readings averaged (default 10)")
-    g.add_argument("--max-missed", type=int, default=5,
-                   help="detection rounds without a face before its track ends (default 5)")
-    g.add_argument("--min-dwell", type=float, default=1.0,
-                   help="seconds (media time) a new emotion must stay on top before the shown "
-                   "label (stable_label) changes to it (default 1.0; 0 = at once)")
-    g.add_argument("--hysteresis", type=float, default=0.1,
-                   help="how much the new emotion's smoothed probability must exceed the shown "
-                   "label's before it changes (default 0.1; 0 with --min-dwell 0 = the top class)")
-    g.add_argument("--refresh-hz", type=float, default=0.0,
-                   help="re-read each face's emotion at most this often (0 = every frame)")
+    options.add_options(g, TrackerConfig)
+    options.add_options(g, PipelineConfig, only=("refresh_hz",))
     g = p.add_argument_group("source")
-    g.add_argument("--live", choices=("auto", "on", "off"), default="auto",
-                   help="auto: cameras and URLs live (newest frame wins); on: also play files "
-                   "at their frame rate; off: every frame of a stream")
-    g.add_argument("--retry-seconds", type=float, default=10.0,
-                   help="how long to reconnect a camera/stream that stopped (default 10)")
-    g.add_argument("--frame-step", type=int, default=1,
-                   help="video files: analyse every Nth frame (default 1 = all)")
-    g.add_argument("--max-frames", type=int, default=0, help="stop after N analysed frames")
-    g.add_argument("--max-seconds", type=float, default=0.0, help="stop after N seconds")
-    g.add_argument("--threads", type=int, default=1,
-                   help="ONNX Runtime threads (default 1; 0 = its default)")
+    options.add_options(g, SourceConfig)
+    options.add_options(g, RunConfig, only=("max_frames", "max_seconds"))
+    options.add_options(g, ClassifierConfig)
     p.set_defaults(func=_detect)
 
 
 def _detect(args: argparse.Namespace) -> int:
+    from . import options
     from .classifier import ClassifierConfig
     from .faces import DetectorConfig
     from .tracking import TrackerConfig
     from .video import PipelineConfig, RunConfig, SourceConfig, run
 
     out = args.out
+    given = options.values(RunConfig, args)
+    given.update(jsonl=args.jsonl or (out / "events.jsonl" if out else None),
+                 summary=args.summary or (out / "summary.json" if out else None),
+                 plot=args.plot or (out / "timeline.png" if out else None))
     config = RunConfig(
-        source=args.source, model=args.model,
+        **given,
         pipeline=PipelineConfig(
-            detector=DetectorConfig(kind=args.detector, model_path=args.detector_model,
-                                    detect_width=args.detect_width, min_face=args.min_face),
-            tracker=TrackerConfig(smoothing=args.smoothing, alpha=args.alpha, window=args.window,
-                                  max_missed=args.max_missed, min_dwell=args.min_dwell,
-                                  hysteresis=args.hysteresis),
-            classifier=ClassifierConfig(threads=args.threads),
-            detect_every=args.detect_every, refresh_hz=args.refresh_hz,
-            crop_scale=args.crop_scale),
-        source_config=SourceConfig(live=args.live, retry_seconds=args.retry_seconds,
-                                   frame_step=args.frame_step),
-        jsonl=args.jsonl or (out / "events.jsonl" if out else None),
-        csv=args.csv, video_out=args.video_out, video_fps=args.video_fps,
-        summary=args.summary or (out / "summary.json" if out else None),
-        plot=args.plot or (out / "timeline.png" if out else None),
-        show=args.show, max_frames=args.max_frames, max_seconds=args.max_seconds)
+            **options.values(PipelineConfig, args),
+            detector=DetectorConfig(**options.values(DetectorConfig, args)),
+            tracker=TrackerConfig(**options.values(TrackerConfig, args)),
+            classifier=ClassifierConfig(**options.values(ClassifierConfig, args))),
+        source_config=SourceConfig(**options.values(SourceConfig, args)))
     report = run(config)
     s = report.summary
     # the events may be on stdout ("--jsonl -"): then the report goes to stderr
@@ -363,7 +257,8 @@ def _detect(args: argparse.Namespace) -> int:
             print(f"  {what}: {path}", file=stream)
     if s["source_lost"]:
         print(f"multinet-emotion detect: source {s['source']} stopped and did not come back "
-              f"within {args.retry_seconds:g} s; everything analysed so far is saved",
+              f"within {config.source_config.retry_seconds:g} s; everything analysed so far "
+              "is saved",
               file=sys.stderr)
         return 1
     return 0
@@ -379,30 +274,13 @@ def _serve_parser(sub) -> None:
         "the API (/docs). Settings also come from MULTINET_* environment variables "
         "(MULTINET_DATABASE_URL, MULTINET_INSTRUCTOR_TOKEN, MULTINET_POLICY, ...); options "
         "given here win.")
-    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default 8000)")
-    p.add_argument("--database", default=None, metavar="URL",
-                   help="sqlite:///PATH or postgresql://USER@HOST/DB (default: SQLite under "
-                        "~/.local/share/multinet-emotion/)")
-    p.add_argument("--policy", type=Path, default=None, help="recommendation policy YAML/JSON")
-    p.add_argument("--catalog", type=Path, default=None, help="content catalog YAML/JSON")
-    p.add_argument("--model", type=Path, default=None, help="emotion model .onnx "
-                   "(default: the model shipped in the package)")
-    p.add_argument("--no-analysis", action="store_true",
-                   help="no server-side frame analysis (clients post their own samples)")
-    p.add_argument("--frame-rate", type=float, default=None,
-                   help="frames per second the learner page sends (default 2)")
-    p.add_argument("--max-frame-rate", type=float, default=None,
-                   help="frames per second one connection may send before frames are skipped "
-                   "(default: twice the frame rate, at least 10)")
-    p.add_argument("--retention-days", type=float, default=None,
-                   help="delete emotion samples older than this (default 30)")
-    p.add_argument("--min-dwell", type=float, default=None,
-                   help="seconds a new emotion must stay on top before the label shown to "
-                   "learners and instructors changes (default 1.0; 0 = at once)")
-    p.add_argument("--hysteresis", type=float, default=None,
-                   help="how much the new emotion's probability must exceed the shown one's "
-                   "before the label changes (default 0.1; 0 = any)")
+    from . import options
+    from .server.settings import Settings
+    # every setting of the web service, from its one statement in server/settings.py; not
+    # given = the MULTINET_* variable, else the default
+    options.add_options(p, Settings, defaults_from_class=False)
+    p.add_argument("--no-analysis", dest="analysis", action="store_const", const="off",
+                   help="the same as --analysis off")
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     p.add_argument("--check", action="store_true",
                    help="load settings, policy, catalog, model and database, then exit")
@@ -410,28 +288,31 @@ def _serve_parser(sub) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import os
     import socket
 
+    from . import options
     from .server import Settings, create_app
-
-    settings = Settings.from_env(
-        host=args.host, port=args.port, database_url=args.database, policy=args.policy,
-        catalog=args.catalog, model=args.model, frame_rate=args.frame_rate,
-        max_frame_rate=args.max_frame_rate, retention_days=args.retention_days,
-        min_dwell=args.min_dwell, hysteresis=args.hysteresis,
-        analysis="off" if args.no_analysis else None).with_token()
+    from .server.settings import token_file
+    settings, how = Settings.from_env(**options.values(Settings, args)).with_saved_token()
     app = create_app(settings)
     st = app.state
     base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:" \
            f"{settings.port}"
-    token_note = ("from MULTINET_INSTRUCTOR_TOKEN" if os.environ.get("MULTINET_INSTRUCTOR_TOKEN")
-                  else "generated; set MULTINET_INSTRUCTOR_TOKEN to keep one")
+    if how == "generated":  # the only time the token is printed
+        dashboard = f"{base}/dashboard#token={settings.instructor_token}"
+        token_line = (f"{settings.instructor_token}  (generated; kept in {token_file()}, "
+                      "readable by you only; set MULTINET_INSTRUCTOR_TOKEN to choose one)")
+    elif how == "file":
+        dashboard = f"{base}/dashboard  (add #token=TOKEN)"
+        token_line = f"kept in {token_file()} (not shown; `cat` it to see it)"
+    else:
+        dashboard = f"{base}/dashboard  (add #token=TOKEN)"
+        token_line = "from MULTINET_INSTRUCTOR_TOKEN (not shown)"
     analysis = "on" if st.analyzer_factory else f"off ({st.analysis_note})"
     print(f"MultiNetEmotion {'configuration is valid' if args.check else 'web app'}\n"
           f"  learners open:    {base}/learn\n"
-          f"  instructor opens: {base}/dashboard#token={settings.instructor_token}\n"
-          f"  instructor token: {settings.instructor_token}  ({token_note})\n"
+          f"  instructor opens: {dashboard}\n"
+          f"  instructor token: {token_line}\n"
           f"  API docs:         {base}/docs\n"
           f"  store:            {st.service.store.safe_url}\n"
           f"  emotion analysis: {analysis}", flush=True)

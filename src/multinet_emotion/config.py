@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import options
 from .datasets import DataConfig
 from .emotions import EMOTIONS
-from .errors import MultiNetError
+from .options import setting
 
 LABEL_SETS = ("auto", "fer2013", "ferplus", "mix")
 ARCHS = ("hybrid", "resnet50", "vgg16", "small")
@@ -20,23 +21,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class ModelConfig:
-    arch: str = "hybrid"
-    image_size: int = 48
-    num_classes: int = len(EMOTIONS)
-    hidden: int = 512
-    dropout: float = 0.5
-    stem: str = "face"  # face: keep resolution for 48x48 faces | imagenet: torchvision as is
-    normalization: str = "face"  # face: each face's own mean/contrast | imagenet: fixed stats
-    backbone_weights: list[str] = field(default_factory=list)
+    arch: str = setting("hybrid", choices=ARCHS,
+                        help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN")
+    image_size: int = setting(48, min=16, max=512, unit="pixels",
+                              help="face side the model takes")
+    num_classes: int = setting(len(EMOTIONS), cli=False, min=2, help="output classes")
+    hidden: int = setting(512, min=1, help="width of the dense layer")
+    dropout: float = setting(0.5, min=0, max=1, max_open=True, help="dropout before the classifier")
+    stem: str = setting("face", choices=STEMS,
+                        help="face: backbones keep the resolution of a 48x48 face (no ResNet "
+                             "stem max-pool, no VGG fifth pool); imagenet: torchvision's layout")
+    normalization: str = setting("face", choices=NORMALIZATIONS,
+                                 help="face: each face by its own mean and contrast; imagenet: "
+                                      "fixed stats")
+    backbone_weights: list[str] = setting(default_factory=list, metavar="FILE",
+                                          help="local torchvision ResNet50 / VGG16-BN weights "
+                                               "(repeatable)")
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise MultiNetError(f"unknown --arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.stem not in STEMS:
-            raise MultiNetError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
-        if self.normalization not in NORMALIZATIONS:
-            raise MultiNetError(f"unknown normalization {self.normalization!r}; choose one of "
-                                f"{', '.join(NORMALIZATIONS)}")
+        options.check(self)
 
     @classmethod
     def from_saved(cls, saved: dict) -> ModelConfig:
@@ -51,32 +54,50 @@ class ModelConfig:
 class TrainConfig:
     """Every knob of a training run (the CLI fills it; it is saved beside the run)."""
 
-    out: Path = Path("runs/default")
-    epochs: int = 10
-    batch_size: int = 64
-    # auto = ferplus where the FER+ votes cover the data (FER2013), else the data's own labels
-    labels: str = "auto"  # auto | fer2013 | ferplus (vote distributions) | mix
-    mix_weight: float = 0.5  # --labels mix: weight of the FER+ votes (the rest: original label)
-    ferplus: Path | None = None  # FER+ folder; None = 'ferplus' beside the --data folder
-    optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum)
-    lr: float = 1e-3  # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 0.05
-    warmup: float = 1.0  # epochs of linear warm-up
-    label_smoothing: float = 0.05
-    class_weights: str = "none"  # none | sqrt (inverse square root of class frequency) | inverse
-    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 = off
-    augment: bool = True
-    webcam: bool = True  # webcam conditions: light, blur, noise, JPEG, low res, pose, occlusion
-    patience: int = 4  # epochs without validation improvement before stopping early
-    seed: int = 0
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast)
-    channels_last: bool = True
-    threads: int = 0  # 0 = torch default
-    max_steps_per_epoch: int = 0  # 0 = whole epoch (tests and smoke runs use a few)
-    eval_batch_size: int = 256
-    resume: bool = False
-    init: Path | None = None  # start from this checkpoint's weights (a new schedule, not a resume)
-    stop_after_epochs: int = 0  # end this invocation after N epochs (resume later); 0 = no limit
+    out: Path = setting(Path("runs/default"),
+                        help="run folder: checkpoints, history.json, curves.png")
+    epochs: int = setting(10, min=1, help="passes over the training data")
+    batch_size: int = setting(64, min=1, help="faces per step")
+    labels: str = setting("auto", choices=LABEL_SETS,
+                          help="training targets: FER2013 labels, FER+ vote distributions, or a "
+                               "mix; auto = ferplus where the FER+ votes cover the data")
+    mix_weight: float = setting(0.5, min=0, max=1,
+                                help="--labels mix: weight of the FER+ votes (the rest: the "
+                                     "original label)")
+    ferplus: Path | None = setting(None, help="FER+ folder (fer2013new.csv, "
+                                   "kaggle_to_ferplus.csv); default: 'ferplus' beside --data")
+    optimizer: str = setting("adamw", choices=("adamw", "sgd"),
+                             help="adamw, or sgd with Nesterov momentum")
+    lr: float = setting(1e-3, min=0, min_open=True, help="peak learning rate")
+    momentum: float = setting(0.9, min=0, max=1, max_open=True, help="SGD momentum")
+    weight_decay: float = setting(0.05, min=0, help="weight decay")
+    warmup: float = setting(1.0, min=0, help="warm-up length in epochs")
+    label_smoothing: float = setting(0.05, min=0, max=1, max_open=True, help="label smoothing")
+    class_weights: str = setting("none", choices=("none", "sqrt", "inverse"),
+                                 help="loss weights: none, the inverse square root of class "
+                                      "frequency, or its inverse")
+    mixup: float = setting(0.0, min=0, help="mixup alpha (0 = off)")
+    augment: bool = setting(True, help="augment the training faces (flip, affine, light)")
+    webcam: bool = setting(True, help="webcam augmentation: light, blur, noise, JPEG, low "
+                           "resolution, pose, occlusion")
+    patience: int = setting(4, min=1, help="stop after this many epochs without validation "
+                            "improvement")
+    seed: int = setting(0, help="random seed (data split, initialisation, augmentation)")
+    precision: str = setting("auto", choices=("auto", "fp32", "bf16"),
+                             help="auto = bf16 autocast where the CPU/GPU supports it")
+    channels_last: bool = setting(True, help="channels-last memory layout")
+    threads: int = setting(0, min=0, help="CPU threads (0 = all)")
+    max_steps_per_epoch: int = setting(0, min=0, hidden=True,  # tests and smoke runs
+                                       help="cap on the steps of an epoch (0 = whole epoch)")
+    eval_batch_size: int = setting(256, min=1, help="faces per validation batch")
+    resume: bool = setting(False, help="continue the run in --out with its saved settings")
+    init: Path | None = setting(None, help="start from a model's weights with a fresh schedule "
+                                "(fine-tuning, warm restarts): a best.pt/last.pt, or an exported "
+                                ".onnx such as the shipped model")
+    stop_after_epochs: int = setting(0, min=0, help="end this invocation after N epochs "
+                                     "(time-boxing); --resume continues")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
+
+    def __post_init__(self) -> None:
+        options.check(self)

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from . import options
 from .emotions import EMOTIONS, FER2013_CODES, DisgustPolicy, canonical, to_index
 from .errors import MultiNetError
 from .files import atomic_path
+from .options import setting
 from .progress import progress
 
 log = logging.getLogger(__name__)
@@ -46,14 +48,22 @@ CACHE_VERSION = 2
 class DataConfig:
     """How to read a dataset. Filled from the CLI (``--data``, ``--strict``, ...)."""
 
-    path: Path
-    image_size: int = 48
-    disgust: DisgustPolicy = DisgustPolicy.DROP
-    strict: bool = False
-    val_fraction: float = 0.1  # for datasets without a validation split of their own
-    seed: int = 0
-    dedupe: bool = True  # drop training images whose pixels equal a val/test image
-    cache: bool = True
+    path: Path = setting(flag="--data", help="FER2013 CSV (emotion,pixels,Usage) or a folder "
+                         "of class sub-folders")
+    image_size: int = setting(48, cli=False, min=16, max=512, help="faces are read at this size")
+    disgust: DisgustPolicy = setting(DisgustPolicy.DROP, cli=False,
+                                     help="FER2013 'disgust': drop it or merge it into 'angry'")
+    strict: bool = setting(False, help="fail on the first bad image/row instead of skipping "
+                           "and counting it")
+    val_fraction: float = setting(0.1, min=0, max=1, min_open=True, max_open=True,
+                                  help="validation share for data without a validation split")
+    seed: int = setting(0, cli=False, help="seed of that validation split")
+    dedupe: bool = setting(True, help="drop training images that are pixel-identical to a "
+                           "validation or test image")
+    cache: bool = setting(True, help="cache decoded images")
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
 
 @dataclass

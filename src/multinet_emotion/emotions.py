@@ -1,13 +1,26 @@
-"""The six emotion labels, their fixed order, dataset aliases and the disgust policy."""
+"""The six emotion labels, their fixed order, dataset aliases and the disgust policy, and
+:class:`Reading`, the one value an emotion reading is from the detector to the database."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from .errors import MultiNetError
 
 #: The model's classes, in the order of its outputs. Never reorder: models depend on it.
 EMOTIONS: tuple[str, ...] = ("angry", "fear", "happy", "neutral", "sad", "surprise")
+
+#: How every page, plot and overlay draws each emotion (the pages get them from the server
+#: as /static/emotions.js; nothing else states them).
+COLORS: dict[str, str] = {"angry": "#dc2828", "fear": "#963ca0", "happy": "#3cc828",
+                          "neutral": "#9aa3ad", "sad": "#2878c8", "surprise": "#e0b000"}
+#: How a sentence names someone who shows each emotion ("you seem ... ").
+ADJECTIVES: dict[str, str] = {"angry": "angry", "fear": "afraid", "happy": "happy",
+                              "neutral": "neutral", "sad": "sad", "surprise": "surprised"}
 
 #: Names used by datasets (FER2013, FER+, AffectNet-style folders, ...) for our labels.
 ALIASES: dict[str, str] = {
@@ -57,3 +70,126 @@ def to_index(name: str, disgust: DisgustPolicy = DisgustPolicy.DROP) -> int | No
             return None
         label = "angry"
     return EMOTIONS.index(label)
+
+
+def _probabilities(name: str, values: Sequence[float]) -> tuple[float, ...]:
+    """``values`` as a tuple of six floats in EMOTIONS order, or MultiNetError."""
+    try:
+        out = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        raise MultiNetError(f"reading: {name} must be {len(EMOTIONS)} numbers in the order "
+                            f"{', '.join(EMOTIONS)}") from None
+    if len(out) != len(EMOTIONS):
+        raise MultiNetError(f"reading: {name} has {len(out)} values; give {len(EMOTIONS)}, in "
+                            f"the order {', '.join(EMOTIONS)}")
+    for label, p in zip(EMOTIONS, out):
+        if not (math.isfinite(p) and -1e-6 <= p <= 1.0 + 1e-6):
+            raise MultiNetError(f"reading: {name} of {label} must be between 0 and 1, got {p}")
+    if abs(sum(out) - 1.0) > 0.05:  # as loose as the API (0.95..1.05): older rows pass
+        raise MultiNetError(f"reading: {name} must sum to 1, got {sum(out):.4f}")
+    return out
+
+
+def _top(probs: tuple[float, ...]) -> str:
+    return EMOTIONS[max(range(len(EMOTIONS)), key=probs.__getitem__)]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One emotion reading: the value that travels, as it is, from the detector (or a client
+    that classified on its own) through the service and the recommender into the store.
+
+    ``probs`` are the (smoothed) probabilities everything downstream works on; ``None``
+    means nobody was in view at time ``t``, so no emotion is invented. What only the
+    detector knows is optional: ``raw_probs`` (the latest unsmoothed classifier output, when
+    it differs), ``stable_label`` (the label to show, after the tracker's dwell time and
+    hysteresis; None = not decided yet), ``track_id``, ``box`` and ``fresh`` (the emotion
+    was re-read on this frame). JSON is made only at the edges: :meth:`face_json` (the
+    detector's per-face events and WebSocket faces) and :meth:`sample_json` (a learner's
+    timeline and live state).
+    """
+
+    t: float  # seconds: media time (files), since start (live) or UTC epoch (server)
+    probs: tuple[float, ...] | None  # EMOTIONS order; None = no face in view
+    confidence: float | None = None  # the detector's: the largest of probs
+    track_id: int | None = None
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h in frame pixels
+    raw_probs: tuple[float, ...] | None = None  # the latest unsmoothed reading; None = probs
+    stable_label: str | None = None  # the label to show; None = not decided here
+    fresh: bool = True  # the emotion was (re)read on this frame
+
+    def __post_init__(self) -> None:
+        t = float(self.t)
+        if not math.isfinite(t):
+            raise MultiNetError(f"reading: t must be a finite number of seconds, got {self.t}")
+        object.__setattr__(self, "t", t)
+        if self.probs is None:
+            extra = [name for name in ("confidence", "track_id", "box", "raw_probs",
+                                       "stable_label") if getattr(self, name) is not None]
+            if extra:
+                raise MultiNetError(f"reading at t={t}: no face, so no {', '.join(extra)}")
+            return
+        object.__setattr__(self, "probs", _probabilities("probs", self.probs))
+        if self.raw_probs is not None:
+            object.__setattr__(self, "raw_probs", _probabilities("raw_probs", self.raw_probs))
+        if self.confidence is not None:
+            c = float(self.confidence)
+            if not (math.isfinite(c) and 0.0 <= c <= 1.0 + 1e-6):
+                raise MultiNetError(f"reading: confidence must be between 0 and 1, got "
+                                    f"{self.confidence}")
+            object.__setattr__(self, "confidence", c)
+        if self.stable_label is not None and self.stable_label not in EMOTIONS:
+            raise MultiNetError(f"reading: stable_label {self.stable_label!r} is not one of "
+                                f"{', '.join(EMOTIONS)}")
+        if self.box is not None:
+            box = tuple(int(v) for v in self.box)
+            if len(box) != 4 or box[2] < 0 or box[3] < 0:
+                raise MultiNetError(f"reading: box must be x, y, w, h (w, h >= 0), got "
+                                    f"{self.box}")
+            object.__setattr__(self, "box", box)
+        if self.track_id is not None:
+            object.__setattr__(self, "track_id", int(self.track_id))
+
+    @property
+    def face(self) -> bool:
+        """Whether a face was in view (else there are no probabilities)."""
+        return self.probs is not None
+
+    @property
+    def label(self) -> str | None:
+        """The top class of ``probs`` (the smoothed label); None without a face."""
+        return None if self.probs is None else _top(self.probs)
+
+    @property
+    def raw_label(self) -> str | None:
+        """The top class of the latest unsmoothed reading."""
+        if self.probs is None:
+            return None
+        return _top(self.raw_probs if self.raw_probs is not None else self.probs)
+
+    @property
+    def shown_label(self) -> str | None:
+        """The label to show people: the stable label when decided, else the top class."""
+        return self.stable_label or self.label
+
+    def face_json(self) -> dict[str, Any]:
+        """The detector's JSON for this face (``detect`` events and WebSocket ``faces``):
+        ``probs``/``label`` are the raw reading, ``smoothed``/``smoothed_label`` the smoothed
+        one; probabilities and confidence rounded to 4 places (the one place they are)."""
+        if self.probs is None:
+            raise ValueError("a reading without a face has no face JSON")
+        raw = self.raw_probs if self.raw_probs is not None else self.probs
+        return {"track_id": self.track_id,
+                "box": None if self.box is None else list(self.box),
+                "probs": {e: round(p, 4) for e, p in zip(EMOTIONS, raw)},
+                "label": self.raw_label,
+                "smoothed": {e: round(p, 4) for e, p in zip(EMOTIONS, self.probs)},
+                "smoothed_label": self.label, "stable_label": self.stable_label,
+                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+
+    def sample_json(self) -> dict[str, Any]:
+        """The JSON of a learner's sample (timeline, live state, export): the probabilities
+        as they are, and the label shown."""
+        return {"t": self.t, "face": self.face,
+                "probs": None if self.probs is None else dict(zip(EMOTIONS, self.probs)),
+                "label": self.shown_label, "confidence": self.confidence}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import load_checkpoint, read_checkpoint
 from .datasets import DataConfig, Split, load_dataset, relabel_ferplus
 from .emotions import EMOTIONS, DisgustPolicy
 from .errors import MultiNetError
@@ -90,15 +91,14 @@ def _predict_probs(model_path: Path, images: np.ndarray, tta_flip: bool = False,
         return classifier.predict(images), info
     try:
         from .export import torch_probs
-        from .model import load_checkpoint
     except ImportError:
         raise MultiNetError(f"{model_path}: evaluating a PyTorch checkpoint needs the training "
                             "extras (pip install 'multinet-emotion[train]'), or pass the "
                             ".onnx export") from None
-    model, meta = load_checkpoint(model_path)
+    model, ckpt = load_checkpoint(model_path)
     _check_size(model_path, model.config.image_size, images)
-    info = {"arch": model.config.arch, "epoch": meta.get("epoch"), "tta_flip": tta_flip,
-            "disgust": meta.get("disgust")}
+    info = {"arch": model.config.arch, "epoch": ckpt.epoch, "tta_flip": tta_flip,
+            "disgust": str(ckpt.disgust)}
     if class_bias is not None:
         from .export import check_class_bias
         class_bias = check_class_bias(class_bias)
@@ -114,17 +114,8 @@ def model_facts(model: Path) -> tuple[int, DisgustPolicy]:
         from .classifier import load_model
         info = load_model(model).info
         return info.input_size, DisgustPolicy(info.disgust)
-    try:
-        import torch
-    except ImportError:
-        raise MultiNetError(f"{model}: reading a PyTorch checkpoint needs the training extras "
-                            "(scripts/setup.sh full), or pass the .onnx export") from None
-    try:
-        ckpt = torch.load(model, map_location="cpu", weights_only=False)
-        return (int(ckpt["model_config"]["image_size"]),
-                DisgustPolicy(ckpt.get("meta", {}).get("disgust", "drop")))
-    except Exception as e:  # noqa: BLE001
-        raise MultiNetError(f"{model}: not a MultiNetEmotion checkpoint ({e})") from None
+    ckpt = read_checkpoint(model)
+    return ckpt.model_config.image_size, ckpt.disgust
 
 
 def _check_size(path: Path, size: int, images: np.ndarray) -> None:

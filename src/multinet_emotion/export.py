@@ -202,19 +202,19 @@ def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
 
 def export(config: ExportConfig) -> dict:
     """Checkpoint -> fp32 ONNX (-> int8 ONNX), parity-checked on real faces. Returns a report."""
+    from .checkpoint import load_checkpoint
     from .classifier import load_model
     from .datasets import DataConfig, load_dataset
-    from .model import load_checkpoint
 
-    model, ckpt_meta = load_checkpoint(config.checkpoint)
+    model, ckpt = load_checkpoint(config.checkpoint)
     size = model.config.image_size
     meta = {"version": 1, "labels": list(EMOTIONS), "input_size": size, "input": "grey",
             "value_range": [0, 255], "arch": model.config.arch,
-            "disgust": ckpt_meta.get("disgust", "drop"), "tta_flip": config.tta_flip,
-            "quantized": False, "epoch": ckpt_meta.get("epoch"),
+            "disgust": str(ckpt.disgust), "tta_flip": config.tta_flip,
+            "quantized": False, "epoch": ckpt.epoch,
             # the face normalisation is inside the graph, so training and the runtime share it
             "stem": model.config.stem, "normalization": model.config.normalization,
-            "labels_trained": ckpt_meta.get("labels", "fer2013")}
+            "labels_trained": ckpt.labels_trained}
     if config.crop_scale:
         meta["crop_scale"] = config.crop_scale
     bias = None

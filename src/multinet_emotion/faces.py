@@ -29,7 +29,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from . import options
 from .errors import MultiNetError
+from .options import setting
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,10 @@ log = logging.getLogger(__name__)
 #: the box centre sat on the image centre to within 0.5% of the box width. FER2013 images
 #: are framed almost exactly like a Haar box, so the crop is the box scaled by 1.01.
 DEFAULT_CROP_SCALE = 1.01
+#: The crop scales accepted wherever one is given (``detect --crop-scale``, ``export
+#: --crop-scale``, a model file's metadata), as the range arguments of a setting.
+CROP_SCALE_RANGE: dict[str, float] = {"min": 0.5, "max": 4.0}
+EQUALIZE = ("clahe", "hist", "none")
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
@@ -91,15 +97,29 @@ class FaceDetector(Protocol):
 class DetectorConfig:
     """Which face detector to use and how. Filled from ``detect --detector ...``."""
 
-    kind: str = "haar"  # "haar", "yunet" or a name given to register_detector()
-    model_path: Path | None = None  # the detector's own model file (YuNet .onnx, a cascade)
-    detect_width: int = 320  # run detection on a copy this wide (0 = full frame)
-    min_face: int = 48  # ignore faces narrower than this, in original frame pixels
-    scale_factor: float = 1.1  # Haar: image pyramid step
-    min_neighbors: int = 5  # Haar: overlapping hits needed to keep a face
-    equalize: str = "clahe"  # Haar: contrast step, "clahe", "hist" (global) or "none"
-    score_threshold: float = 0.7  # CNN detectors (YuNet): minimum face score
-    nms_threshold: float = 0.3  # CNN detectors (YuNet)
+    kind: str = setting("haar", flag="--detector", metavar="DETECTOR",  # or register_detector()
+                        help="face detector: haar (built in) or yunet (needs --detector-model)")
+    model_path: Path | None = setting(None, flag="--detector-model", metavar="DETECTOR_MODEL",
+                                      help="the detector's model file (YuNet .onnx, or another "
+                                           "Haar cascade)")
+    detect_width: int = setting(320, min=0, unit="pixels",
+                                help="detect faces on a copy this many pixels wide (0 = full size)")
+    min_face: int = setting(48, min=0, unit="pixels",
+                            help="ignore faces narrower than this many pixels")
+    # tuning of the detectors, set in code only
+    scale_factor: float = setting(1.1, cli=False, min=1, min_open=True,
+                                  help="Haar: image pyramid step")
+    min_neighbors: int = setting(5, cli=False, min=0,
+                                 help="Haar: overlapping hits needed to keep a face")
+    equalize: str = setting("clahe", cli=False, choices=EQUALIZE,
+                            help="Haar: contrast step, clahe, hist (global) or none")
+    score_threshold: float = setting(0.7, cli=False, min=0, max=1,
+                                     help="CNN detectors (YuNet): minimum face score")
+    nms_threshold: float = setting(0.3, cli=False, min=0, max=1,
+                                   help="CNN detectors (YuNet): non-maximum suppression overlap")
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
 
 def to_grey(frame: np.ndarray, color: str = "bgr") -> np.ndarray:
@@ -156,9 +176,6 @@ class HaarDetector:
         if not path.is_file():
             raise MultiNetError(f"Haar cascade {path} does not exist; pass --detector-model "
                                 "PATH to a cascade XML file")
-        if self.config.equalize not in ("clahe", "hist", "none"):
-            raise MultiNetError(f"unknown equalize {self.config.equalize!r}; use clahe, hist "
-                                "or none")
         # Local (CLAHE) rather than global equalisation: on FER2013 faces pasted darker or
         # brighter than the background, global equalizeHist lost 10-20% of the faces the
         # raw frame gives, and CLAHE found slightly more than the raw frame.
@@ -303,11 +320,19 @@ def detector_names() -> list[str]:
 def make_detector(config: DetectorConfig | None = None, color: str = "bgr") -> FaceDetector:
     """Build the detector the config names; MultiNetError for an unknown name or a bad file."""
     config = config or DetectorConfig()
+    options.check(config)  # also a config changed after it was made
     factory = _FACTORIES.get(config.kind)
     if factory is None:
         raise MultiNetError(f"unknown face detector {config.kind!r}; choose one of "
                             f"{', '.join(detector_names())}")
     return factory(config, color)
+
+
+def check_crop_scale(where: str, value: float | None) -> None:
+    """The check of a crop scale given outside a PipelineConfig (export's option, a model
+    file's metadata), by the same range (:data:`CROP_SCALE_RANGE`) and message; None = not
+    given."""
+    options.check_value(where, value, options.Spec(**CROP_SCALE_RANGE), optional=True)
 
 
 def expand_box(box: Box, scale: float) -> tuple[int, int, int, int]:

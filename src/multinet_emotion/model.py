@@ -23,7 +23,6 @@ parameters), kept as the baseline the hybrid is measured against (bench/ablation
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -31,7 +30,6 @@ import torchvision
 from torch import nn
 
 from .config import ARCHS, IMAGENET_MEAN, IMAGENET_STD, NORMALIZATIONS, STEMS, ModelConfig  # noqa: F401
-from .emotions import EMOTIONS
 from .errors import MultiNetError
 
 log = logging.getLogger(__name__)
@@ -127,6 +125,9 @@ class EmotionNet(nn.Module):
 
 def build_model(config: ModelConfig) -> EmotionNet:
     """Create a network with random weights, then load any local backbone weights."""
+    for path in config.backbone_weights:  # a mistyped path fails before the (slow) build
+        if not Path(path).is_file():
+            raise MultiNetError(f"{path}: backbone weights file not found")
     model = EmotionNet(config)
     for path in config.backbone_weights:
         load_backbone_weights(model, Path(path))
@@ -166,33 +167,6 @@ def load_backbone_weights(model: EmotionNet, path: Path) -> None:
         raise MultiNetError(f"{path}: {name} weights do not fit (missing {missing[:3]}, "
                             f"unexpected {unexpected[:3]})")
     log.info("loaded %s weights from %s", name, path)
-
-
-def save_model(path: Path, model: EmotionNet, meta: dict) -> None:
-    """Write a model checkpoint (weights + config + labels + meta) atomically."""
-    from .train import atomic_save  # local: keeps model.py free of training code
-    atomic_save({"model": unwrap(model).state_dict(), "model_config": asdict(unwrap(model).config),
-                 "labels": list(EMOTIONS), "meta": meta}, path)
-
-
-def load_checkpoint(path: Path) -> tuple[EmotionNet, dict]:
-    """Load a model from a training checkpoint (best.pt / last.pt). Returns (model, meta)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MultiNetError(f"{path}: model file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        config = ModelConfig.from_saved(ckpt["model_config"])
-    except MultiNetError as e:
-        raise MultiNetError(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001
-        raise MultiNetError(f"{path}: not a MultiNetEmotion checkpoint ({e})") from None
-    if list(ckpt.get("labels", EMOTIONS)) != list(EMOTIONS):
-        raise MultiNetError(f"{path}: labels {ckpt['labels']} differ from {list(EMOTIONS)}")
-    model = EmotionNet(config)
-    model.load_state_dict(ckpt["model"])
-    model.eval()
-    return model, ckpt.get("meta", {})
 
 
 def unwrap(model: nn.Module) -> EmotionNet:

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import options
 from .emotions import EMOTIONS
-from .errors import MultiNetError
 from .faces import Box
+from .options import setting
 
 SMOOTHING = ("ema", "window", "none")
 #: Largest ``min_dwell`` (seconds) and ``hysteresis`` (exclusive) accepted, for every front end.
@@ -41,35 +42,31 @@ MAX_HYSTERESIS = 1.0
 class TrackerConfig:
     """Tracking and smoothing. Filled from ``detect --smoothing/--alpha/--window/...``."""
 
-    smoothing: str = "ema"  # "ema", "window" or "none"
-    alpha: float = 0.3  # EMA weight of the newest probabilities (1 = no smoothing)
-    window: int = 10  # window length in emotion updates
-    iou_threshold: float = 0.3  # minimum overlap to continue a track
-    max_missed: int = 5  # detection rounds without the face before its track ends
-    # the shown label (stable_label) changes only when the new top emotion has held this
-    # many seconds (0 = at once) ...
-    min_dwell: float = 1.0
-    # ... and its smoothed probability beats the shown label's by this much (0 = any margin)
-    hysteresis: float = 0.1
+    smoothing: str = setting("ema", choices=SMOOTHING,
+                             help="how each face's probabilities are smoothed over time: ema "
+                                  "(moving average, --alpha), window (mean of the last --window "
+                                  "readings) or none")
+    alpha: float = setting(0.3, min=0, min_open=True, max=1,  # 1 = no smoothing
+                           help="EMA weight of the newest reading")
+    window: int = setting(10, min=1, help="window smoothing: number of readings averaged")
+    iou_threshold: float = setting(0.3, cli=False, min=0, max=1, max_open=True,
+                                   help="minimum overlap to continue a track")
+    max_missed: int = setting(5, min=0,
+                              help="detection rounds without a face before its track ends")
+    min_dwell: float = setting(1.0, min=0, max=MAX_MIN_DWELL, unit="seconds",
+                               help="seconds (media time) a new emotion must stay on top before "
+                                    "the shown label (stable_label) changes to it (0 = at once)")
+    hysteresis: float = setting(0.1, min=0, max=MAX_HYSTERESIS, max_open=True,
+                                help="how much the new emotion's smoothed probability must "
+                                     "exceed the shown label's before it changes (0 with "
+                                     "--min-dwell 0 = the top class)")
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
     def validate(self) -> TrackerConfig:
-        if self.smoothing not in SMOOTHING:
-            raise MultiNetError(f"unknown smoothing {self.smoothing!r}; choose one of "
-                                f"{', '.join(SMOOTHING)}")
-        if not 0.0 < self.alpha <= 1.0:
-            raise MultiNetError(f"--alpha must be in (0, 1], got {self.alpha}")
-        if self.window < 1:
-            raise MultiNetError(f"--window must be at least 1, got {self.window}")
-        if not 0.0 <= self.iou_threshold < 1.0:
-            raise MultiNetError(f"the IoU threshold must be in [0, 1), got {self.iou_threshold}")
-        if self.max_missed < 0:
-            raise MultiNetError(f"--max-missed must be >= 0, got {self.max_missed}")
-        if not 0.0 <= self.min_dwell <= MAX_MIN_DWELL:
-            raise MultiNetError(f"--min-dwell must be 0 to {MAX_MIN_DWELL:g} seconds, got "
-                                f"{self.min_dwell}")
-        if not 0.0 <= self.hysteresis < MAX_HYSTERESIS:
-            raise MultiNetError(f"--hysteresis must be in [0, {MAX_HYSTERESIS:g}), got "
-                                f"{self.hysteresis}")
+        """Check the settings again (they may have been changed since the config was made)."""
+        options.check(self)
         return self
 
 

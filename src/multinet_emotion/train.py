@@ -9,8 +9,8 @@ Targets (``labels``): the original FER2013 labels, the FER+ ten-annotator vote d
 the two. Validation always scores both label sets; the best epoch is chosen on the one trained
 for (FER+ majority labels for ``ferplus`` and ``mix``). After each epoch the model is scored
 on the validation split, the best epoch is kept (``best.pt``), everything needed to continue
-is written atomically (``last.pt``), and training stops early once validation accuracy has
-not improved for ``patience`` epochs.
+is written atomically (``last.pt``; the file format is checkpoint.py's), and training stops
+early once validation accuracy has not improved for ``patience`` epochs.
 
 Runs unchanged under ``torchrun --nproc_per_node N``: DistributedDataParallel with gloo on
 CPU or NCCL on GPUs, each process taking its share of every batch order.
@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import RESUME_KEYS, read_checkpoint, save_checkpoint, training_meta
 from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
 from .datasets import (
     DataConfig,
@@ -196,12 +197,6 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-def atomic_save(obj: object, path: Path) -> None:
-    """torch.save to a temporary file, then rename over the target."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
 
 def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
     if mode == "none":
@@ -374,13 +369,18 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
         raise MultiNetError(f"{last_path}: nothing to resume; start without --resume")
     resumed = None
     if config.resume:
+        ckpt = read_checkpoint(last_path)
+        if set(ckpt.resume) != set(RESUME_KEYS):
+            raise MultiNetError(f"{last_path}: cannot resume from this file: it has no "
+                                f"{', '.join(RESUME_KEYS)} (a best.pt copied over last.pt?)")
         try:
-            resumed = torch.load(last_path, map_location="cpu", weights_only=False)
-            config = resumed_config(config, resumed["history"]["config"])
+            config = resumed_config(config, ckpt.resume["history"]["config"])
         except MultiNetError:
             raise
         except Exception as e:  # noqa: BLE001 - a damaged file is the user's to know about
             raise MultiNetError(f"{last_path}: cannot resume from this file ({e})") from None
+        resumed = {"model": ckpt.state, **ckpt.resume}
+        del ckpt
     if dataset is None:
         if config.data is None:
             raise MultiNetError("no data: pass --data PATH")
@@ -536,11 +536,9 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 _save_best(out / "best.pt", model, config, dataset, record)
             else:
                 stale += 1
-            atomic_save({"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                         "epoch": epoch, "stale": stale, "history": history,
-                         "model_config": asdict(config.model), "labels": list(EMOTIONS),
-                         "meta": _meta(config, dataset, record)},
-                        last_path)
+            save_checkpoint(last_path, model, _meta(config, dataset, record),
+                            resume={"optimizer": optimizer.state_dict(), "epoch": epoch,
+                                    "stale": stale, "history": history})
             atomic_write_text(out / "history.json", json.dumps(history, indent=2))
             plot_history(history, out / "curves.png")
             log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f"
@@ -564,9 +562,9 @@ def _init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -
     if path.suffix == ".onnx":
         _init_from_onnx(unwrap(model), path, images)
         return
+    ckpt = read_checkpoint(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict(ckpt.state)
     except Exception as e:  # noqa: BLE001 - a wrong file is the user's to fix
         raise MultiNetError(f"{path}: cannot start from this checkpoint ({e}); it must be a "
                             "best.pt/last.pt of the same --arch") from None
@@ -619,16 +617,15 @@ def _init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> 
 
 
 def _meta(config: TrainConfig, dataset: Dataset, record: dict) -> dict:
-    return {"epoch": record["epoch"], "val_accuracy": record["val_accuracy"],
-            "labels": config.labels,
-            "val_macro_f1": record["val_macro_f1"], "disgust": str(dataset.disgust),
-            "data": str(dataset.root), "train_config": _jsonable(asdict(config))}
+    return training_meta(epoch=record["epoch"], val_accuracy=record["val_accuracy"],
+                         labels=config.labels, val_macro_f1=record["val_macro_f1"],
+                         disgust=str(dataset.disgust), data=str(dataset.root),
+                         train_config=_jsonable(asdict(config)))
 
 
 def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Dataset,
                record: dict) -> None:
-    atomic_save({"model": unwrap(model).state_dict(), "model_config": asdict(config.model),
-                 "labels": list(EMOTIONS), "meta": _meta(config, dataset, record)}, path)
+    save_checkpoint(path, model, _meta(config, dataset, record))
 
 
 #: options that may change between the start of a run and its resumption

@@ -1,25 +1,29 @@
 """Frame analysis behind a small interface, so the service does not care who analyses.
 
 The server decodes and checks each frame (in memory only; frames are never written or
-logged), then hands the BGR array to an :class:`Analyzer`: one per learner connection, so
-face tracking and smoothing stay per learner. :class:`DetectorAnalyzer` wraps the runtime
-detector (``multinet_emotion.EmotionDetector``); tests inject fakes.
+logged), then hands the BGR array and the time it arrived to an :class:`Analyzer`: one per
+learner connection, so face tracking and smoothing stay per learner. It gives back one
+:class:`~multinet_emotion.emotions.Reading` per face, which the service takes as it is.
+:class:`DetectorAnalyzer` wraps the runtime detector (:mod:`multinet_emotion.detect`; never
+the video I/O of :mod:`multinet_emotion.video`); tests inject fakes.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from ..emotions import EMOTIONS
+from ..emotions import Reading
 from ..errors import MultiNetError
 
 if TYPE_CHECKING:
+    from ..detect import EmotionDetector
     from ..tracking import TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -32,9 +36,10 @@ class FrameError(MultiNetError):
 
 
 class Analyzer(Protocol):
-    """Turns one decoded frame into per-face results (detector event dicts, face=True)."""
+    """Turns one decoded frame, received at ``t`` (the service clock's seconds), into one
+    reading per face (each at time ``t``); [] when nobody is in view."""
 
-    def analyze(self, frame_bgr: np.ndarray) -> list[dict[str, Any]]: ...
+    def analyze(self, frame_bgr: np.ndarray, t: float) -> list[Reading]: ...
 
 
 AnalyzerFactory = Callable[[], Analyzer]
@@ -61,6 +66,11 @@ def decode_frame(data: bytes, max_bytes: int, max_side: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as im:  # reads the header only
             w, h = im.size
+    except Image.DecompressionBombError as e:  # a small file that declares huge pixels
+        pixels = re.search(r"\((\d+) pixels\)", str(e))
+        said = f" of {int(pixels.group(1)):,} pixels" if pixels else ""
+        raise FrameError(f"frame{said} is too large: too many pixels (at most {max_side} on a "
+                         "side)") from None
     except (UnidentifiedImageError, OSError, ValueError):
         raise FrameError(f"frame is not a readable {kind} image") from None
     if max(w, h) > max_side:
@@ -71,32 +81,6 @@ def decode_frame(data: bytes, max_bytes: int, max_side: int) -> np.ndarray:
     if img is None or img.size == 0:
         raise FrameError(f"frame is a damaged {kind} image")
     return img
-
-
-def face_dict(result: Any) -> dict[str, Any]:
-    """A per-face result (object or dict) as a JSON-ready event dict."""
-    if isinstance(result, dict):
-        return result
-    if hasattr(result, "to_event"):  # multinet_emotion.video.FaceResult
-        return result.to_event(0.0, 0)
-
-    def probs(v: Any) -> dict[str, float]:
-        if v is None:
-            return {}
-        if isinstance(v, dict):
-            return {k: float(p) for k, p in v.items()}
-        return {e: float(p) for e, p in zip(EMOTIONS, v)}
-
-    smoothed = probs(getattr(result, "smoothed", None) or getattr(result, "smoothed_probs", None))
-    raw = probs(getattr(result, "probs", None))
-    smoothed_label = getattr(result, "smoothed_label", None) or getattr(result, "label", None)
-    return {"face": True, "track_id": getattr(result, "track_id", None),
-            "box": [int(x) for x in getattr(result, "box", (0, 0, 0, 0))],
-            "probs": raw, "label": getattr(result, "label", None),
-            "smoothed": smoothed or raw, "smoothed_label": smoothed_label,
-            # None: the service steadies the label itself (LearningService)
-            "stable_label": getattr(result, "stable_label", None),
-            "confidence": float(getattr(result, "confidence", 0.0) or 0.0)}
 
 
 def stable_label_config(min_dwell: float | None = None,
@@ -115,11 +99,11 @@ def stable_label_config(min_dwell: float | None = None,
 class DetectorAnalyzer:
     """The runtime EmotionDetector: one per connection, sharing one loaded classifier."""
 
-    def __init__(self, detector: Any):
+    def __init__(self, detector: EmotionDetector):
         self.detector = detector
 
-    def analyze(self, frame_bgr: np.ndarray) -> list[dict[str, Any]]:
-        return [face_dict(r) for r in self.detector.process(frame_bgr)]
+    def analyze(self, frame_bgr: np.ndarray, t: float) -> list[Reading]:
+        return self.detector.process(frame_bgr, t)
 
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
@@ -134,7 +118,8 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
     server-side analysis and the learner page says so.
     """
     try:
-        from .. import EmotionDetector, load_model  # type: ignore[attr-defined]
+        from ..classifier import load_model
+        from ..detect import EmotionDetector, PipelineConfig
     except ImportError:
         return None, "the emotion detector is not installed in this version"
     try:
@@ -144,8 +129,6 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
     except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
         log.exception("loading the emotion model failed")
         return None, f"the emotion model could not be loaded ({type(e).__name__})"
-
-    from ..video import PipelineConfig  # present whenever EmotionDetector is
 
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
         # Face detection dominates the cost of a frame; between full scans the detector

@@ -1,4 +1,5 @@
-"""The HTTP API: thin routes over :class:`~.service.LearningService`.
+"""The HTTP API: thin routes over the service (:mod:`.service`): ``ingest`` for what
+learners send and do, ``reports`` for what is read back. No route touches the store.
 
 Learners authenticate with their own bearer token (from ``POST /api/learners``) and only
 ever reach their own data; instructor routes need the instructor token.
@@ -30,7 +31,7 @@ from .schemas import (
     TokenOut,
     recommendation_out,
 )
-from .service import LearningService, RawSample
+from .service import IngestService, LearningService, ReportService, client_reading
 from .settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="a learner token or the instructor token")
@@ -45,7 +46,17 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
+def get_ingest(request: Request) -> IngestService:
+    return request.app.state.service.ingest
+
+
+def get_reports(request: Request) -> ReportService:
+    return request.app.state.service.reports
+
+
 Service = Annotated[LearningService, Depends(get_service)]
+Ingest = Annotated[IngestService, Depends(get_ingest)]
+Reports = Annotated[ReportService, Depends(get_reports)]
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -63,7 +74,7 @@ def require_instructor(request: Request, creds: Creds) -> None:
         raise _unauthorized("this needs the instructor token (Authorization: Bearer TOKEN)")
 
 
-def require_learner(svc: Service, creds: Creds) -> str:
+def require_learner(svc: Ingest, creds: Creds) -> str:
     if creds is None:
         raise _unauthorized("this needs your learner token (Authorization: Bearer TOKEN)")
     learner_id = svc.learner_for_token(creds.credentials)
@@ -81,17 +92,16 @@ instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instruc
 
 
 @public.get("/health", summary="Is the service up")
-def health(request: Request) -> dict[str, Any]:
-    st = request.app.state
-    return {"status": "ok", "analysis": st.analyzer_factory is not None,
-            "database": st.service.store.engine.dialect.name}
+def health(request: Request, svc: Service) -> dict[str, Any]:
+    return {"status": "ok", "analysis": request.app.state.analyzer_factory is not None,
+            "database": svc.database}
 
 
 @public.get("/config", summary="Settings the pages need (no secrets)")
-def config(request: Request) -> dict[str, Any]:
+def config(request: Request, svc: Service) -> dict[str, Any]:
     st = request.app.state
     s: Settings = st.settings
-    policy = st.service.policy
+    policy = svc.policy
     return {"emotions": list(EMOTIONS), "analysis": st.analyzer_factory is not None,
             "analysis_note": st.analysis_note, "frame_rate": s.frame_rate,
             "frame_width": s.frame_width, "max_frame_bytes": s.max_frame_bytes,
@@ -108,7 +118,7 @@ def config(request: Request) -> dict[str, Any]:
              description="Open to anyone when registration is open (the default); choosing "
                          "your own learner_id, or signing up when registration is closed, "
                          "needs the instructor token.")
-def register(body: RegisterIn, request: Request, svc: Service, creds: Creds) -> RegisterOut:
+def register(body: RegisterIn, request: Request, svc: Ingest, creds: Creds) -> RegisterOut:
     settings: Settings = request.app.state.settings
     trusted = creds is not None and is_instructor(settings, creds.credentials)
     if not trusted and (body.learner_id is not None or not settings.open_registration):
@@ -119,9 +129,8 @@ def register(body: RegisterIn, request: Request, svc: Service, creds: Creds) -> 
 
 
 @learner.get("/me", response_model=MeOut, summary="Who this token belongs to")
-def me(learner_id: LearnerId, svc: Service) -> MeOut:
-    row = svc.store.get_learner(learner_id)
-    return MeOut(learner_id=learner_id, name=row.name if row else "")
+def me(learner_id: LearnerId, svc: Ingest) -> MeOut:
+    return MeOut(learner_id=learner_id, name=svc.learner_name(learner_id))
 
 
 def _session_out(row: Any) -> SessionOut:
@@ -132,14 +141,14 @@ def _session_out(row: Any) -> SessionOut:
 
 @learner.post("/sessions", status_code=201, response_model=SessionOut,
               summary="Start a learning session")
-def start_session(body: SessionIn, learner_id: LearnerId, svc: Service) -> SessionOut:
+def start_session(body: SessionIn, learner_id: LearnerId, svc: Ingest) -> SessionOut:
     live = svc.start_session(learner_id, body.class_id, body.tags, body.level, body.source)
     return _session_out(live.row)
 
 
 @learner.post("/sessions/{session_id}/end", response_model=SessionOut,
               summary="End a session (pending outcomes are measured)")
-def end_session(session_id: str, learner_id: LearnerId, svc: Service) -> SessionOut:
+def end_session(session_id: str, learner_id: LearnerId, svc: Ingest) -> SessionOut:
     return _session_out(svc.end_session(learner_id, session_id))
 
 
@@ -149,43 +158,43 @@ def end_session(session_id: str, learner_id: LearnerId, svc: Service) -> Session
                           "(or a platform's detector). All or nothing: one bad sample "
                           "rejects the request. Stored downsampled; never images.")
 def post_samples(session_id: str, body: SamplesIn, learner_id: LearnerId,
-                 svc: Service) -> SamplesOut:
+                 svc: Ingest) -> SamplesOut:
     now = svc.clock()
-    raw = [RawSample.from_client(s.t if s.t is not None else now,
-                                 s.probs if s.face else None, s.confidence)
-           for s in body.samples]
-    stored, rec = svc.add_samples(learner_id, session_id, raw)
+    readings = [client_reading(s.t if s.t is not None else now,
+                               s.probs if s.face else None, s.confidence)
+                for s in body.samples]
+    stored, rec = svc.add_samples(learner_id, session_id, readings)
     return SamplesOut(stored=stored, recommendation=recommendation_out(rec) if rec else None)
 
 
 @learner.get("/sessions/{session_id}/recommendation", response_model=CurrentRecommendationOut,
              summary="The current (open) recommendation, if any")
-def current(session_id: str, learner_id: LearnerId, svc: Service) -> CurrentRecommendationOut:
+def current(session_id: str, learner_id: LearnerId, svc: Ingest) -> CurrentRecommendationOut:
     rec = svc.current_recommendation(learner_id, session_id)
     return CurrentRecommendationOut(recommendation=recommendation_out(rec) if rec else None)
 
 
 @learner.post("/recommendations/{rec_id}/accept", response_model=RecommendationOut,
               summary="Accept a recommendation (its effect on affect is then measured)")
-def accept(rec_id: str, learner_id: LearnerId, svc: Service) -> RecommendationOut:
+def accept(rec_id: str, learner_id: LearnerId, svc: Ingest) -> RecommendationOut:
     return recommendation_out(svc.respond(learner_id, rec_id, "accept"))
 
 
 @learner.post("/recommendations/{rec_id}/dismiss", response_model=RecommendationOut,
               summary="Dismiss a recommendation")
-def dismiss(rec_id: str, learner_id: LearnerId, svc: Service) -> RecommendationOut:
+def dismiss(rec_id: str, learner_id: LearnerId, svc: Ingest) -> RecommendationOut:
     return recommendation_out(svc.respond(learner_id, rec_id, "dismiss"))
 
 
 @learner.post("/recommendations/{rec_id}/feedback", response_model=FeedbackOut,
               summary="Thumbs up or down for a recommendation")
-def feedback(rec_id: str, body: FeedbackIn, learner_id: LearnerId, svc: Service) -> FeedbackOut:
+def feedback(rec_id: str, body: FeedbackIn, learner_id: LearnerId, svc: Ingest) -> FeedbackOut:
     d = svc.feedback(learner_id, rec_id, 1 if body.value == "up" else -1, body.comment)
     return FeedbackOut(**d)
 
 
 @learner.get("/me/timeline", response_model=TimelineOut, summary="Your emotion timeline")
-def my_timeline(learner_id: LearnerId, svc: Service, session_id: str | None = None,
+def my_timeline(learner_id: LearnerId, svc: Reports, session_id: str | None = None,
                 since: float | None = None,
                 limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
     return TimelineOut(learner_id=learner_id,
@@ -193,33 +202,33 @@ def my_timeline(learner_id: LearnerId, svc: Service, session_id: str | None = No
 
 
 @learner.get("/me/summary", summary="Your summary: emotion shares, recommendations")
-def my_summary(learner_id: LearnerId, svc: Service) -> dict[str, Any]:
+def my_summary(learner_id: LearnerId, svc: Reports) -> dict[str, Any]:
     return svc.summary(learner_id)
 
 
 @learner.get("/me/export", summary="Everything stored about you (JSON)")
-def my_export(learner_id: LearnerId, svc: Service) -> dict[str, Any]:
+def my_export(learner_id: LearnerId, svc: Reports) -> dict[str, Any]:
     return svc.export(learner_id)
 
 
 @learner.delete("/me", response_model=DeletedOut, summary="Delete all your data")
-def delete_me(learner_id: LearnerId, svc: Service) -> DeletedOut:
+def delete_me(learner_id: LearnerId, svc: Ingest) -> DeletedOut:
     return DeletedOut(deleted=svc.delete(learner_id))
 
 
 @instructor.get("/classes", summary="Classes with sessions")
-def classes(svc: Service) -> list[dict[str, Any]]:
+def classes(svc: Reports) -> list[dict[str, Any]]:
     return svc.classes()
 
 
 @instructor.get("/classes/{class_id}/overview",
                 summary="Live state of a class: learners, attention, outcomes")
-def class_overview(class_id: str, svc: Service) -> dict[str, Any]:
+def class_overview(class_id: str, svc: Reports) -> dict[str, Any]:
     return svc.class_overview(class_id)
 
 
 @instructor.get("/classes/{class_id}/timeline", summary="Class-level emotion timeline")
-def class_timeline(class_id: str, svc: Service,
+def class_timeline(class_id: str, svc: Reports,
                    minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 10.0,
                    bucket: Annotated[float, Query(ge=1, le=3600)] = 10.0) -> dict[str, Any]:
     if minutes * 60 / bucket > 2000:
@@ -229,34 +238,30 @@ def class_timeline(class_id: str, svc: Service,
 
 @instructor.post("/learners/{learner_id}/token", response_model=TokenOut,
                  summary="Issue a new token for a learner (the old one stops working)")
-def learner_token(learner_id: str, svc: Service) -> TokenOut:
+def learner_token(learner_id: str, svc: Ingest) -> TokenOut:
     return TokenOut(learner_id=learner_id, token=svc.new_token(learner_id))
 
 
 @instructor.get("/learners/{learner_id}/summary", summary="A learner's summary")
-def learner_summary(learner_id: str, svc: Service) -> dict[str, Any]:
-    if svc.store.get_learner(learner_id) is None:
-        raise HTTPException(404, f"no learner {learner_id!r}")
+def learner_summary(learner_id: str, svc: Reports) -> dict[str, Any]:
     return svc.summary(learner_id)
 
 
 @instructor.get("/learners/{learner_id}/timeline", response_model=TimelineOut,
                 summary="A learner's emotion timeline")
-def learner_timeline(learner_id: str, svc: Service, session_id: str | None = None,
+def learner_timeline(learner_id: str, svc: Reports, session_id: str | None = None,
                      since: float | None = None,
                      limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
-    if svc.store.get_learner(learner_id) is None:
-        raise HTTPException(404, f"no learner {learner_id!r}")
     return TimelineOut(learner_id=learner_id,
                        samples=svc.timeline(learner_id, session_id, since, limit))
 
 
 @instructor.get("/learners/{learner_id}/export", summary="Export a learner's data (JSON)")
-def learner_export(learner_id: str, svc: Service) -> dict[str, Any]:
+def learner_export(learner_id: str, svc: Reports) -> dict[str, Any]:
     return svc.export(learner_id)
 
 
 @instructor.delete("/learners/{learner_id}", response_model=DeletedOut,
                    summary="Delete a learner's data completely")
-def learner_delete(learner_id: str, svc: Service) -> DeletedOut:
+def learner_delete(learner_id: str, svc: Ingest) -> DeletedOut:
     return DeletedOut(deleted=svc.delete(learner_id))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
@@ -11,12 +12,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..emotions import ADJECTIVES, COLORS, EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
 from ..store import Store
@@ -120,6 +122,14 @@ def _validation_message(errors: list[dict]) -> str:
     return "; ".join(parts) + more
 
 
+def emotions_script() -> str:
+    """The labels, colours and names of the emotions, for the pages: stated once in
+    emotions.py, never repeated in the JavaScript, CSS or HTML."""
+    data = {"EMOTIONS": list(EMOTIONS), "COLORS": COLORS, "ADJECTIVES": ADJECTIVES}
+    return '"use strict";\n' + "".join(f"const {k} = Object.freeze({json.dumps(v)});\n"
+                                        for k, v in data.items())
+
+
 def create_app(settings: Settings | None = None, *,
                analyzer_factory: AnalyzerFactory | None | str = "auto",
                store: Store | None = None, clock: Callable[[], float] | None = None,
@@ -177,6 +187,8 @@ def create_app(settings: Settings | None = None, *,
     app.state.analyzer_factory = factory
     app.state.analysis_note = note
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+    app.state.connections = ws.Connections()  # ended when a learner's token stops working
+    service.ingest.on_revoke.append(app.state.connections.revoke)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
 
@@ -204,7 +216,19 @@ def create_app(settings: Settings | None = None, *,
     app.include_router(api.learner)
     app.include_router(api.instructor)
     app.include_router(ws.router)
+    emotions_js = emotions_script()  # before the mount, so this route wins
+
+    @app.get("/static/emotions.js", include_in_schema=False)
+    def emotions() -> Response:
+        return Response(emotions_js, media_type="text/javascript",
+                        headers={"Cache-Control": "no-cache"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it whatever the pages link
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})
 
     def page(name: str) -> Callable[[], FileResponse]:
         def serve() -> FileResponse:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
 
 from ..emotions import EMOTIONS
 from ..store import CLASS_ID, LEARNER_ID
@@ -13,6 +13,8 @@ from ..store import CLASS_ID, LEARNER_ID
 EmotionName = Literal["angry", "fear", "happy", "neutral", "sad", "surprise"]
 #: Most samples one POST /samples may carry (a minute at 10 per second).
 MAX_SAMPLES_PER_REQUEST = 600
+#: A number as JSON writes it: a float or an int (0, 1), never a string ("0.1") or a bool.
+Number = Annotated[float, Field(strict=True)]
 
 
 class _In(BaseModel):
@@ -69,12 +71,12 @@ class SessionOut(BaseModel):
 
 
 class SampleIn(_In):
-    t: float | None = Field(None, description="UTC epoch seconds; default: when received")
-    face: bool = Field(True, description="false when no face was seen")
-    probs: dict[EmotionName, float] | None = Field(
+    t: Number | None = Field(None, description="UTC epoch seconds; default: when received")
+    face: StrictBool = Field(True, description="false when no face was seen")
+    probs: dict[EmotionName, Number] | None = Field(
         None, description="smoothed probabilities of all six emotions (sum 1); omit when "
                           "face is false")
-    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    confidence: Number | None = Field(None, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _check(self) -> SampleIn:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .. import options
 from ..errors import MultiNetError
-from ..store import default_database_url
+from ..options import setting
+from ..store import data_dir, default_database_url
 from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
@@ -17,37 +19,79 @@ from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 FRAME_RATE_HEADROOM = 2.0
 #: ... and never fewer than this many frames per second.
 MIN_FRAME_RATE_LIMIT = 10.0
+#: The file, in the data directory, that keeps a generated instructor token (mode 0600).
+TOKEN_FILE = "instructor-token"
+
+
+def token_file() -> Path:
+    """Where a generated instructor token is kept: the data directory (that of the default
+    SQLite database), $XDG_DATA_HOME/multinet-emotion/instructor-token."""
+    return data_dir() / TOKEN_FILE
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything `multinet-emotion serve` can be told; defaults work on a fresh machine."""
+    """Everything `multinet-emotion serve` can be told; defaults work on a fresh machine.
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    database_url: str = field(default_factory=default_database_url)
-    instructor_token: str = ""          # empty: generated at start and printed
-    policy: Path | None = None          # None: the shipped assets/policy.yaml
-    catalog: Path | None = None         # None: the shipped assets/catalog.yaml
-    model: Path | None = None           # None: the default model (assets/model.onnx)
-    analysis: str = "auto"              # auto: server-side analysis when the model loads; off
-    frame_rate: float = 2.0             # frames per second the learner page sends
-    frame_width: int = 320              # ... downscaled to this width in the browser
-    max_frame_bytes: int = 300_000      # larger frames are refused (connection stays up)
-    max_frame_side: int = 1920          # larger images are refused
-    max_frame_rate: float | None = None  # per connection; faster frames are skipped (burst
-    #                                     ok). None: FRAME_RATE_HEADROOM x frame_rate, >= 10
-    max_body_bytes: int = 256_000       # largest HTTP request body
-    sample_interval: float = 1.0        # samples are stored at most this often (seconds)
-    retention_days: float = 30.0        # older emotion samples are deleted
-    open_registration: bool = True      # learners may sign up themselves (else: token)
-    analysis_workers: int = 2           # frames analysed at once (CPU cores)
-    detect_every: int | None = None     # full face scan every Nth frame (None: runtime default)
-    min_dwell: float | None = None      # seconds a new emotion holds before the shown label
-    #                                     changes (None: runtime default, 1.0; 0 = at once)
-    hysteresis: float | None = None     # ... and its margin over the shown one (None: runtime
-    #                                     default, 0.1; 0 = any)
-    live_seconds: float = 30.0          # a learner counts as live this long after a sample
+    Each field is stated once: `serve --field-name` and MULTINET_FIELD_NAME come from it."""
+
+    host: str = setting("127.0.0.1", env=True, help="address to listen on")
+    port: int = setting(8000, env=True, min=1, max=65535, help="port")
+    database_url: str = setting(
+        default_factory=default_database_url, env=True, flag="--database", metavar="URL",
+        help="sqlite:///PATH or postgresql://USER@HOST/DB (default: SQLite under "
+             "~/.local/share/multinet-emotion/)")
+    instructor_token: str = setting(
+        "", env=True, cli=False,  # never on a command line, where `ps` shows it
+        help="the instructor's token (empty: generated once, printed once and kept in "
+             "the data directory, readable by its owner only)")
+    policy: Path | None = setting(None, env=True,
+                                  help="recommendation policy YAML/JSON (default: the shipped one)")
+    catalog: Path | None = setting(None, env=True,
+                                   help="content catalog YAML/JSON (default: the shipped one)")
+    model: Path | None = setting(None, env=True, help="emotion model .onnx (default: the model "
+                                 "shipped in the package)")
+    analysis: str = setting("auto", env=True, choices=("auto", "off"),
+                            help="auto: analyse frames on the server when the model loads; off: "
+                                 "clients post their own samples")
+    frame_rate: float = setting(2.0, env=True, min=0.1, max=30, unit="per second",
+                                help="frames per second the learner page sends")
+    frame_width: int = setting(320, env=True, min=64, max=1920, unit="pixels",
+                               help="width the learner page scales frames to before sending them")
+    max_frame_bytes: int = setting(300_000, env=True, min=1000,
+                                   help="larger frames are refused (the connection stays up)")
+    max_frame_side: int = setting(1920, env=True, min=64, help="larger images are refused")
+    max_frame_rate: float | None = setting(
+        None, env=True, min=0, min_open=True,
+        help="frames per second one connection may send before frames are skipped (default: "
+             f"{FRAME_RATE_HEADROOM:g} x the frame rate, at least {MIN_FRAME_RATE_LIMIT:g})")
+    max_body_bytes: int = setting(256_000, env=True, min=1024, help="largest HTTP request body")
+    sample_interval: float = setting(1.0, env=True, min=0.1, max=60, unit="seconds",
+                                     help="emotion samples are stored at most this often")
+    retention_days: float = setting(30.0, env=True, min=0, min_open=True,
+                                    help="delete emotion samples older than this many days")
+    open_registration: bool = setting(True, env=True,
+                                      help="learners may sign up themselves (else: by token)")
+    analysis_workers: int = setting(2, env=True, min=1, max=64,
+                                    help="frames analysed at once (CPU cores)")
+    detect_every: int | None = setting(None, env=True, min=1, max=30, unit="frames",
+                                       help="full face scan every Nth frame (default: the "
+                                            "runtime's)")
+    min_dwell: float | None = setting(
+        None, env=True, min=0, max=MAX_MIN_DWELL, unit="seconds",
+        help="seconds a new emotion must stay on top before the label shown to learners and "
+             "instructors changes (default 1.0; 0 = at once)")
+    hysteresis: float | None = setting(
+        None, env=True, min=0, max=MAX_HYSTERESIS, max_open=True,
+        help="how much the new emotion's probability must exceed the shown one's before the "
+             "label changes (default 0.1; 0 = any)")
+    live_seconds: float = setting(30.0, env=True, min=1, max=3600, unit="seconds",
+                                  help="a learner counts as live this long after a sample")
+    allowed_origins: str = setting(
+        "", env=True, metavar="ORIGINS",
+        help="comma-separated origins (https://lms.example.org) whose pages may open the "
+             "learner WebSocket (default: only the server's own, as named by the request's "
+             "Host)")
 
     def __post_init__(self) -> None:
         if self.max_frame_rate is None:  # derived from the frame rate the page is told to use
@@ -60,71 +104,93 @@ class Settings:
             return self
         return replace(self, instructor_token=secrets.token_urlsafe(18))
 
+    def with_saved_token(self, path: Path | None = None) -> tuple[Settings, str]:
+        """These settings with an instructor token, and where it came from: "env" (it was
+        set: MULTINET_INSTRUCTOR_TOKEN), "file" (kept in ``path`` from an earlier start),
+        or "generated" (new, now kept in ``path``, readable by its owner only)."""
+        if self.instructor_token:
+            return self, "env"
+        path = path or token_file()
+        try:
+            token = _read_token(path)
+            how = "file"
+            if token is None:
+                token, how = _save_token(path, secrets.token_urlsafe(18))
+        except OSError as e:
+            raise MultiNetError(f"cannot keep the instructor token in {path} ({e.strerror}); "
+                                "set MULTINET_INSTRUCTOR_TOKEN instead") from None
+        return replace(self, instructor_token=token), how
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
         """Read MULTINET_* variables; keyword overrides (from the CLI) win when not None."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-
-        def get(name: str, key: str, conv=str) -> None:  # noqa: ANN001
-            raw = env.get(name)
-            if raw is None or raw == "":
-                return
-            try:
-                values[key] = conv(raw)
-            except ValueError:
-                raise MultiNetError(f"environment variable {name}={raw!r} is not a valid "
-                                    f"{conv.__name__}") from None
-
-        get("MULTINET_HOST", "host")
-        get("MULTINET_PORT", "port", int)
-        get("MULTINET_DATABASE_URL", "database_url")
-        get("MULTINET_INSTRUCTOR_TOKEN", "instructor_token")
-        get("MULTINET_POLICY", "policy", Path)
-        get("MULTINET_CATALOG", "catalog", Path)
-        get("MULTINET_MODEL", "model", Path)
-        get("MULTINET_ANALYSIS", "analysis")
-        get("MULTINET_FRAME_RATE", "frame_rate", float)
-        get("MULTINET_MAX_FRAME_RATE", "max_frame_rate", float)
-        get("MULTINET_MAX_FRAME_BYTES", "max_frame_bytes", int)
-        get("MULTINET_RETENTION_DAYS", "retention_days", float)
-        get("MULTINET_ANALYSIS_WORKERS", "analysis_workers", int)
-        get("MULTINET_DETECT_EVERY", "detect_every", int)
-        get("MULTINET_MIN_DWELL", "min_dwell", float)
-        get("MULTINET_HYSTERESIS", "hysteresis", float)
-        if env.get("MULTINET_OPEN_REGISTRATION"):
-            values["open_registration"] = env["MULTINET_OPEN_REGISTRATION"].lower() not in (
-                "0", "false", "no", "off")
-        values.update({k: v for k, v in overrides.items() if v is not None})
+        values = options.from_env(cls, env)
+        origins = {name: options.env_of(name) for name in values}
+        given = {k: v for k, v in overrides.items() if v is not None}
+        origins.update({name: options.flag_of(name, options.specs(cls)[name][1])
+                        for name in given})
+        values.update(given)
         settings = cls(**values)  # type: ignore[arg-type]
-        settings.check()
+        settings.check(origins)
         return settings
 
-    def check(self) -> None:
-        if self.analysis not in ("auto", "off"):
-            raise MultiNetError(f"analysis must be 'auto' or 'off', got {self.analysis!r}")
-        if not 0.1 <= self.frame_rate <= 30:
-            raise MultiNetError(f"frame rate {self.frame_rate} is out of range (0.1 to 30 per "
-                                "second)")
+    def check(self, origins: Mapping[str, str] | None = None) -> None:
+        options.check(self, origins)
         assert self.max_frame_rate is not None  # set by __post_init__
         if self.max_frame_rate < self.frame_rate:
             raise MultiNetError(f"max frame rate {self.max_frame_rate:g} is below the frame rate "
                                 f"{self.frame_rate:g}, so learners' frames would be refused; "
                                 "raise MULTINET_MAX_FRAME_RATE or leave it unset (it follows "
                                 "the frame rate)")
-        if not 1 <= self.port <= 65535:
-            raise MultiNetError(f"port {self.port} is out of range (1-65535)")
-        if self.max_frame_bytes < 1000:
-            raise MultiNetError("max frame bytes must be at least 1000")
-        if self.detect_every is not None and not 1 <= self.detect_every <= 30:
-            raise MultiNetError(f"detect every must be 1 to 30 frames, got {self.detect_every}")
-        if self.min_dwell is not None and not 0 <= self.min_dwell <= MAX_MIN_DWELL:
-            raise MultiNetError(f"min dwell must be 0 to {MAX_MIN_DWELL:g} seconds, got "
-                                f"{self.min_dwell}")
-        if self.hysteresis is not None and not 0 <= self.hysteresis < MAX_HYSTERESIS:
-            raise MultiNetError(f"hysteresis must be at least 0 and below {MAX_HYSTERESIS:g}, "
-                                f"got {self.hysteresis}")
-        if self.retention_days <= 0:
-            raise MultiNetError("retention days must be positive")
         if self.instructor_token and len(self.instructor_token) < 8:
             raise MultiNetError("MULTINET_INSTRUCTOR_TOKEN must be at least 8 characters")
+        for origin in self.allowed_origins.split(","):
+            origin = origin.strip().rstrip("/")
+            scheme, _, rest = origin.partition("://")
+            if origin and (scheme.lower() not in ("http", "https") or not rest or "/" in rest):
+                where = (origins or {}).get("allowed_origins", "--allowed-origins")
+                raise MultiNetError(f"{where}: {origin!r} is not an origin; write it as "
+                                    "https://host or http://host:port, comma-separated")
+
+
+def _read_token(path: Path) -> str | None:
+    """The token kept in ``path`` (None when there is no such file); the file is made
+    readable by its owner only if it was not."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+    token = text.strip()
+    if len(token) < 8 or any(c.isspace() for c in token):
+        raise MultiNetError(f"{path} does not hold an instructor token (one line, at least 8 "
+                            "characters); delete it to have a new one generated")
+    return token
+
+
+def _save_token(path: Path, token: str) -> tuple[str, str]:
+    """Keep a new token in ``path`` (created readable by its owner only, atomically); when
+    another start kept one first, that one wins. Returns the token and "generated" or
+    "file"."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails when the file exists: never replace a kept token
+        except FileExistsError:
+            kept = _read_token(path)
+            if kept is not None:
+                return kept, "file"
+            os.replace(tmp, path)
+        except OSError:  # a file system without hard links
+            os.replace(tmp, path)
+        return token, "generated"
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,25 +1,38 @@
 """The learner WebSocket: camera frames in, emotions and recommendations out.
 
-Protocol (JSON text messages, binary frames):
+Protocol (JSON text messages, binary frames; the messages are typed in :mod:`.messages`,
+and their JSON Schema is served at ``GET /api/ws-schema``):
 
 * client -> ``{"type": "hello", "token": LEARNER_TOKEN, "session_id": ID}`` first (the token
   travels in the message, not the URL, so it never reaches access logs);
 * server -> ``{"type": "ready", "analysis": bool, "frame_rate": 2, ...}``;
 * client -> binary JPEG/PNG/WebP frames, or ``{"type": "sample", "probs": {...}}`` from a
-  client that classified on its own, or ``{"type": "ping"}``;
+  client that classified on its own, or ``{"type": "ping"}`` (answered ``{"type": "pong"}``);
 * server -> ``{"type": "result", "seq": n, "faces": [...], "current": {...}, "ms": ...}``
   per frame (each face has ``label``, the top class of its raw reading, ``smoothed_label``,
   the top class of its smoothed probabilities, and ``stable_label``, the one to show;
   ``current.label`` is the learner's shown, stable label), preceded by
   ``{"type": "recommendation", "recommendation": {...}}`` when that frame led to one,
-  and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame, a frame over the
-  rate limit, one replaced by a newer frame before it was analysed (only
+  and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame or sample, a frame
+  over the rate limit, one replaced by a newer frame before it was analysed (only
   the newest waiting frame is analysed), or one whose result could not be stored (e.g. the
-  database was busy); the connection stays up. When the session ends or is deleted the
-  server sends an error and closes (1008); on an unexpected server error it closes (1011).
+  database was busy); the connection stays up. A text message that is not understood gets
+  an error without ``seq``. When the session ends or is deleted the server sends an error
+  and closes (1008); on an unexpected server error it closes (1011).
+
+A hello for a session that has ended is refused (an error, then close 1008). When the
+learner's token is replaced or the learner is deleted, every open connection of that
+learner is told why and closed at once (1008, reason "token revoked"); nothing it sends
+afterwards is stored (:class:`Connections`, one registry per app: one worker process).
+A browser's handshake must come from an allowed origin (``allowed_origins``; by default the
+page's own: the origin's host must be the request's Host); others are refused (1008, which
+an ASGI server answers with HTTP 403). Clients that send no Origin (not browsers) pass.
 
 Frames are decoded and analysed in memory and dropped; neither they nor their bytes are
-stored or logged.
+stored or logged. The analyser gives one :class:`~multinet_emotion.emotions.Reading` per
+face, stamped with the time the frame arrived; the service takes them as they are, and the
+answer is made here, from the message models (:meth:`Reading.face_json` for the faces,
+:meth:`Reading.sample_json` for the learner's state).
 """
 
 from __future__ import annotations
@@ -27,27 +40,49 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..emotions import Reading
 from ..errors import MultiNetError
 from .analysis import FrameError, decode_frame
-from .schemas import SampleIn, recommendation_out
-from .service import LearningService, RawSample, ServiceError
+from .messages import (
+    HELLO_FIRST,
+    UNKNOWN_MESSAGE,
+    ErrorMessage,
+    Face,
+    Hello,
+    Pong,
+    Ready,
+    RecommendationMessage,
+    Result,
+    Sample,
+    json_schema,
+)
+from .schemas import recommendation_out
+from .service import IngestService, ServiceError, client_reading
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 
 HELLO_TIMEOUT = 15.0
+#: The close code and reason when the learner's token stops working mid-connection.
+REVOKED_CODE, REVOKED_REASON = 1008, "token revoked"
+#: The JSON Schema of the messages (:func:`.messages.json_schema`), made once.
+SCHEMA = json_schema()
+
+Reply = Ready | Result | RecommendationMessage | ErrorMessage | Pong
 
 
-async def _send(ws: WebSocket, data: dict[str, Any]) -> None:
-    await ws.send_text(json.dumps(data, separators=(",", ":")))
+async def _send(ws: WebSocket, message: Reply) -> None:
+    await ws.send_text(message.encode())
 
 
 def _short(err: ValidationError) -> str:
@@ -55,60 +90,160 @@ def _short(err: ValidationError) -> str:
                      for e in err.errors(include_input=False, include_url=False))
 
 
+@router.get("/api/ws-schema", tags=["service"],
+            summary="JSON Schema of the learner WebSocket's messages (/ws/learn)",
+            description="Every text message is one of $defs/ClientMessage (page to server) "
+                        "or $defs/ServerMessage (server to page); frames are binary.")
+def ws_schema() -> dict[str, Any]:
+    return SCHEMA
+
+
+class Connection:
+    """One open learner connection, as the registry knows it."""
+
+    def __init__(self, learner_id: str, loop: asyncio.AbstractEventLoop):
+        self.learner_id, self.loop = learner_id, loop
+        self.revoked: str | None = None  # why the token stopped working, once it has
+        self.stop: Any = None  # cancels the connection's stream (set while it runs)
+
+    def revoke(self, reason: str) -> None:
+        """From any thread: mark it revoked now (nothing is stored after this), and stop
+        its stream on its own event loop."""
+        self.revoked = reason
+        try:
+            self.loop.call_soon_threadsafe(self._stop)
+        except RuntimeError:  # the loop is closed: the connection is gone already
+            pass
+
+    def _stop(self) -> None:
+        if self.stop is not None:
+            self.stop()
+
+
+class Connections:
+    """The open learner connections, per learner, so that replacing a learner's token or
+    deleting the learner ends them (:attr:`IngestService.on_revoke`). In-process: one
+    worker."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_learner: dict[str, set[Connection]] = {}
+
+    def add(self, learner_id: str) -> Connection:
+        conn = Connection(learner_id, asyncio.get_running_loop())
+        with self._lock:
+            self._by_learner.setdefault(learner_id, set()).add(conn)
+        return conn
+
+    def remove(self, conn: Connection) -> None:
+        with self._lock:
+            conns = self._by_learner.get(conn.learner_id)
+            if conns is not None:
+                conns.discard(conn)
+                if not conns:
+                    del self._by_learner[conn.learner_id]
+
+    def count(self, learner_id: str) -> int:
+        with self._lock:
+            return len(self._by_learner.get(learner_id, ()))
+
+    def revoke(self, learner_id: str, reason: str) -> None:
+        """End every open connection of this learner (callable from any thread)."""
+        with self._lock:
+            conns = list(self._by_learner.get(learner_id, ()))
+        for conn in conns:
+            conn.revoke(reason)
+
+
+def parse_origins(text: str) -> set[str]:
+    """The allowed origins of a comma-separated list ("https://a.example, http://b:8000"),
+    normalised (lower case, no trailing slash)."""
+    return {o.strip().rstrip("/").lower() for o in text.split(",") if o.strip()}
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: set[str]) -> bool:
+    """Whether a handshake's Origin may open a learner connection: no Origin (not a
+    browser) passes; else it must be in ``allowed``, or, when that is empty, be the page's
+    own origin (its host and port those of the request's Host header)."""
+    if origin is None:
+        return True
+    origin = origin.strip().rstrip("/").lower()
+    if allowed:
+        return origin in allowed
+    try:
+        parts = urlsplit(origin)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and \
+        host is not None and parts.netloc == host.strip().lower() and not parts.path
+
+
 @router.websocket("/ws/learn")
 async def learn(ws: WebSocket) -> None:
     state = ws.app.state
-    svc: LearningService = state.service
+    svc: IngestService = state.service.ingest
     settings = state.settings
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
+                          parse_origins(settings.allowed_origins)):
+        log.warning("learner connection refused: origin not allowed")
+        await ws.close(code=1008)  # before accepting: the ASGI server answers 403
+        return
     await ws.accept()
+    conn: Connection | None = None
     try:
         try:
-            hello = json.loads(await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT))
-            token, session_id = hello["token"], hello["session_id"]
-            if hello.get("type") != "hello" or not isinstance(token, str) \
-                    or not isinstance(session_id, str):
-                raise ValueError
+            text = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
+            hello = Hello.model_validate_json(text)  # a ValidationError is a ValueError
         except (TimeoutError, ValueError, KeyError, TypeError, UnicodeDecodeError):
-            await _send(ws, {"type": "error", "message": 'send {"type": "hello", "token": ..., '
-                                                         '"session_id": ...} first'})
+            await _send(ws, ErrorMessage(message=HELLO_FIRST))
             await ws.close(code=1008)
             return
+        token, session_id = hello.token, hello.session_id
         learner_id = await run_in_threadpool(svc.learner_for_token, token)
         try:
             if learner_id is None:
                 raise ServiceError("unknown or revoked learner token; sign up again")
-            await run_in_threadpool(svc.session, learner_id, session_id)
+            # registered before the token is looked up again: a rotation from now on
+            # reaches this connection, and one before it is seen by the second look-up
+            conn = state.connections.add(learner_id)
+            if await run_in_threadpool(svc.learner_for_token, token) != learner_id:
+                raise ServiceError("unknown or revoked learner token; sign up again")
+            await run_in_threadpool(svc.open_session, learner_id, session_id)
         except ServiceError as e:
-            await _send(ws, {"type": "error", "message": str(e)})
+            await _send(ws, ErrorMessage(message=str(e)))
             await ws.close(code=1008)
             return
         analyzer = None
         if state.analyzer_factory is not None:
             analyzer = await run_in_threadpool(state.analyzer_factory)
-        await _send(ws, {"type": "ready", "analysis": analyzer is not None,
-                         "analysis_note": state.analysis_note,
-                         "frame_rate": settings.frame_rate,
-                         "frame_width": settings.frame_width,
-                         "max_frame_bytes": settings.max_frame_bytes})
+        await _send(ws, Ready(analysis=analyzer is not None, analysis_note=state.analysis_note,
+                              frame_rate=settings.frame_rate, frame_width=settings.frame_width,
+                              max_frame_bytes=settings.max_frame_bytes))
         stream = _Stream(ws, svc, settings, analyzer, learner_id, session_id,
-                         state.analysis_slots, state.analysis_note)
-        await stream.run()
+                         state.analysis_slots, state.analysis_note, conn)
+        if conn.revoked is None:
+            await stream.run()
+        if conn.revoked is not None:  # the token was replaced or the learner deleted
+            await _send(ws, ErrorMessage(message=conn.revoked))
+            await ws.close(code=REVOKED_CODE, reason=REVOKED_REASON)
     except WebSocketDisconnect:
         pass
     except ServiceError as e:  # e.g. the learner deleted their data mid-stream
         try:
-            await _send(ws, {"type": "error", "message": str(e)})
+            await _send(ws, ErrorMessage(message=str(e)))
             await ws.close(code=1008)
         except Exception:  # noqa: BLE001
             pass
     except Exception as e:  # noqa: BLE001 - e.g. the database is down: close, no traceback
         log.error("learner connection failed: %s", type(e).__name__)  # never the payload
         try:
-            await _send(ws, {"type": "error", "message": "internal server error; reconnect "
-                                                         "later"})
+            await _send(ws, ErrorMessage(message="internal server error; reconnect later"))
             await ws.close(code=1011)
         except Exception:  # noqa: BLE001
             pass
+    finally:
+        if conn is not None:
+            state.connections.remove(conn)
 
 
 class _Stream:
@@ -120,14 +255,17 @@ class _Stream:
     every frame gets an answer.
     """
 
-    def __init__(self, ws: WebSocket, svc: LearningService, settings: Any, analyzer: Any,
-                 learner_id: str, session_id: str, slots: asyncio.Semaphore, note: str):
+    def __init__(self, ws: WebSocket, svc: IngestService, settings: Any, analyzer: Any,
+                 learner_id: str, session_id: str, slots: asyncio.Semaphore, note: str,
+                 conn: Connection):
         self.ws, self.svc, self.settings, self.analyzer = ws, svc, settings, analyzer
         self.learner_id, self.session_id = learner_id, session_id
+        self.conn = conn
         self.slots, self.note = slots, note
         self.seq = 0
         self.bucket = _RateLimit(settings.max_frame_rate)
-        self.waiting: tuple[int, bytes, float] | None = None
+        # the newest frame not analysed yet: (seq, bytes, perf_counter, arrival time)
+        self.waiting: tuple[int, bytes, float, float] | None = None
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -138,6 +276,9 @@ class _Stream:
         try:
             async with anyio.create_task_group() as tg:
                 self.scope = tg.cancel_scope
+                self.conn.stop = tg.cancel_scope.cancel  # a revoked token ends the stream
+                if self.conn.revoked is not None:
+                    tg.cancel_scope.cancel()
                 tg.start_soon(self.analyse)
                 await self.read()  # until the client leaves (or the analyst gives up)
                 tg.cancel_scope.cancel()
@@ -152,8 +293,7 @@ class _Stream:
             raise self.failure
 
     async def error(self, message: str, seq: int | None = None) -> None:
-        await _send(self.ws, {"type": "error", **({"seq": seq} if seq else {}),
-                              "message": message})
+        await _send(self.ws, ErrorMessage(seq=seq or None, message=message))
 
     async def read(self) -> None:
         while True:
@@ -176,7 +316,7 @@ class _Stream:
         if self.waiting is not None:
             await self.error("skipped: a newer frame arrived before this one was analysed",
                              self.waiting[0])
-        self.waiting = (self.seq, data, time.perf_counter())
+        self.waiting = (self.seq, data, time.perf_counter(), self.svc.clock())
         self.wake.set()
 
     async def analyse(self) -> None:
@@ -194,11 +334,12 @@ class _Stream:
             self.wake.clear()
             if self.waiting is None:
                 continue
-            seq, data, t0 = self.waiting
+            seq, data, t0, t = self.waiting
             self.waiting = None
             try:
                 async with self.slots:
-                    faces = await run_in_threadpool(_analyze, self.analyzer, data, self.settings)
+                    faces = await run_in_threadpool(_analyze, self.analyzer, data, t,
+                                                    self.settings)
             except FrameError as e:
                 await self.error(str(e), seq)
                 continue
@@ -207,9 +348,11 @@ class _Stream:
                 await self.error("this frame could not be analysed", seq)
                 continue
             del data
+            if self.conn.revoked is not None:  # the token stopped working: store nothing
+                return
             try:
                 current, rec = await run_in_threadpool(self.svc.add_faces, self.learner_id,
-                                                       self.session_id, faces)
+                                                       self.session_id, faces, t)
                 messages = _result(seq, faces, current, rec, t0)
             except ServiceError:  # the session ended or was deleted: close the connection
                 raise
@@ -220,35 +363,35 @@ class _Stream:
                 continue
             await self.send_all(messages)
 
-    async def send_all(self, messages: list[dict[str, Any]]) -> None:
+    async def send_all(self, messages: list[Reply]) -> None:
         for message in messages:
             await _send(self.ws, message)
 
     async def text(self, text: str) -> None:
+        """A text message after the hello: a ping, or a sample of a client that classified
+        on its own (checked with :class:`~.messages.Sample`, answered like a frame)."""
         t0 = time.perf_counter()
         try:
             data = json.loads(text)
-            kind = data.get("type") if isinstance(data, dict) else None
         except ValueError:
-            kind = None
+            data = None
+        kind = data.get("type") if isinstance(data, dict) else None
         if kind == "ping":
-            return await _send(self.ws, {"type": "pong"})
+            return await _send(self.ws, Pong())
         if kind != "sample":
-            return await self.error('unknown message; send image frames as binary, or '
-                                    '{"type": "sample", ...}')
+            return await self.error(UNKNOWN_MESSAGE)
         self.seq += 1
         try:
-            s = SampleIn(**{k: v for k, v in data.items() if k != "type"})
-        except (ValidationError, TypeError) as e:
-            return await self.error(_short(e) if isinstance(e, ValidationError) else str(e),
-                                    self.seq)
-        raw = RawSample.from_client(self.svc.clock(), s.probs if s.face else None,
-                                    s.confidence)
+            s = Sample.model_validate(data)
+        except ValidationError as e:
+            return await self.error(_short(e), self.seq)
+        reading = client_reading(self.svc.clock(), s.probs if s.face else None, s.confidence)
+        if self.conn.revoked is not None:  # the token stopped working: store nothing
+            return
         try:
-            _, rec = await run_in_threadpool(self.svc.add_samples, self.learner_id,
-                                             self.session_id, [raw], False)
-            live = await run_in_threadpool(self.svc.session, self.learner_id, self.session_id)
-            messages = _result(self.seq, [], live.current, rec, t0)
+            current, rec = await run_in_threadpool(self.svc.add_reading, self.learner_id,
+                                                   self.session_id, reading)
+            messages = _result(self.seq, [], current, rec, t0)
         except ServiceError as e:
             return await self.error(str(e), self.seq)
         except Exception as e:  # noqa: BLE001 - e.g. the database is busy: keep streaming
@@ -258,15 +401,17 @@ class _Stream:
         await self.send_all(messages)
 
 
-def _result(seq: int, faces: list, current: Any, rec: Any, t0: float) -> list[dict[str, Any]]:
+def _result(seq: int, faces: list[Reading], current: Reading | None, rec: Any,
+            t0: float) -> list[Reply]:
     """The answer to one frame or sample: the recommendation it led to first (so a client
-    reading up to the result sees both), then the result."""
-    out = []
+    reading up to the result sees both), then the result (each face's JSON, and the
+    learner's shown state)."""
+    out: list[Reply] = []
     if rec is not None:
-        out.append({"type": "recommendation", "seq": seq,
-                    "recommendation": recommendation_out(rec).model_dump()})
-    out.append({"type": "result", "seq": seq, "faces": faces, "current": current,
-                "ms": round((time.perf_counter() - t0) * 1000, 1)})
+        out.append(RecommendationMessage(seq=seq, recommendation=recommendation_out(rec)))
+    out.append(Result(seq=seq, faces=[Face.model_validate(f.face_json()) for f in faces],
+                      current=None if current is None else current.sample_json(),
+                      ms=round((time.perf_counter() - t0) * 1000, 1)))
     return out
 
 
@@ -294,23 +439,11 @@ class _RateLimit:
         return False
 
 
-def _analyze(analyzer: Any, data: bytes, settings: Any) -> list[dict[str, Any]]:
+def _analyze(analyzer: Any, data: bytes, t: float, settings: Any) -> list[Reading]:
     frame = decode_frame(data, settings.max_frame_bytes, settings.max_frame_side)
     try:
-        faces = analyzer.analyze(frame)
+        faces = analyzer.analyze(frame, t)
     except MultiNetError as e:
         raise FrameError(str(e)) from None
     del frame
-    return [_public_face(f) for f in faces]
-
-
-def _public_face(f: dict[str, Any]) -> dict[str, Any]:
-    keep = ("track_id", "box", "probs", "label", "smoothed", "smoothed_label", "stable_label",
-            "confidence")
-    out = {k: f.get(k) for k in keep}
-    for k in ("probs", "smoothed"):
-        if isinstance(out[k], dict):
-            out[k] = {e: round(float(p), 4) for e, p in out[k].items()}
-    if out["box"] is not None:
-        out["box"] = [int(x) for x in out["box"]]
-    return out
+    return [f for f in faces if f.face]

@@ -1,8 +1,6 @@
 /* Small chart helpers drawn on <canvas>: no libraries, no network. */
 "use strict";
-const EMOTIONS = ["angry", "fear", "happy", "neutral", "sad", "surprise"];
-const COLORS = {angry: "#dc2828", fear: "#963ca0", happy: "#3cc828", neutral: "#9aa3ad",
-                sad: "#2878c8", surprise: "#e0b000"};
+/* EMOTIONS, COLORS and ADJECTIVES come from the server (/static/emotions.js, loaded first). */
 
 function fitCanvas(canvas, height) {
   const ratio = window.devicePixelRatio || 1;
@@ -109,9 +107,11 @@ function drawBars(canvas, rows, series, opts = {}) {
   });
 }
 
+/* items: [[name, color, {dashed}?]]; a dashed series gets a dashed line as its swatch. */
 function legendHTML(items) {
-  return items.map(([name, color]) =>
-    `<span><span class="swatch" style="background:${color}"></span>${name}</span>`).join("");
+  return items.map(([name, color, opts]) => opts && opts.dashed
+    ? `<span><span class="swatch dashed" style="border-top-color:${color}"></span>${escapeHTML(name)}</span>`
+    : `<span><span class="swatch" style="background:${color}"></span>${escapeHTML(name)}</span>`).join("");
 }
 
 function probBarsHTML(probs) {
@@ -133,4 +133,18 @@ function stackHTML(probs) {
 function escapeHTML(s) {
   return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
                                                    '"': "&quot;", "'": "&#39;"}[c]));
+}
+
+/* Bidirectional-text controls (embeddings, overrides, isolates, marks): a name with them can
+   display reversed ("evil" shown as "live"), so they are removed from every shown name. */
+const BIDI_CONTROLS = /[\u202A-\u202E\u2066-\u2069\u200E\u200F\u061C]/g;
+function plainName(s) {
+  return String(s ?? "").replace(BIDI_CONTROLS, "");
+}
+
+/* A name as HTML: without bidi controls, escaped, isolated from the text around it, with
+   the full name as its title (long names are cut short by the CSS). */
+function nameHTML(s) {
+  const name = escapeHTML(plainName(s));
+  return `<bdi class="person" title="${name}">${name}</bdi>`;
 }

@@ -3,7 +3,7 @@
 const $ = id => document.getElementById(id);
 const TOKEN_KEY = "multinet.instructor";
 const OUTCOME_SERIES = [
-  {name: "offered", color: "#9aa3ad"}, {name: "accepted", color: "#2f6fdb"},
+  {name: "offered", color: "#a3abb5"}, {name: "accepted", color: "#2f6fdb"},
   {name: "helped", color: "#2f855a"}, {name: "dismissed", color: "#c05621"},
   {name: "thumbs_down", color: "#c53030"}];
 const board = {token: null, classId: null, timers: []};
@@ -26,8 +26,8 @@ function tokenFromHash() {
   return decodeURIComponent(m[1]);
 }
 
-async function start() {
-  board.token = tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
+async function start(token) {
+  board.token = token || tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
   if (!board.token) return showLogin();
   try {
     await loadClasses();
@@ -39,16 +39,18 @@ async function start() {
   $("login").classList.add("hidden");
   $("board").classList.remove("hidden");
   $("timeline-legend").innerHTML = legendHTML(EMOTIONS.map(e => [e, COLORS[e]])
-    .concat([["learners with a face in view (dashed)", "#17324d"]]));
+    .concat([["learners with a face in view (dashed)", "#17324d", {dashed: true}]]));
   $("outcome-legend").innerHTML = legendHTML(OUTCOME_SERIES.map(s =>
     [s.name.replace("_", " "), s.color]));
   refresh();
-  board.timers.push(setInterval(refresh, 2000));
+  board.timers.forEach(clearInterval);  // signed in again: one set of timers
+  board.timers = [setInterval(refresh, 2000)];
   board.timers.push(setInterval(loadClasses, 15000));
 }
 
 function showLogin(message) {
   $("login").classList.remove("hidden");
+  $("class-picker").classList.add("hidden");
   $("board").classList.add("hidden");
   const err = $("login-error");
   err.textContent = message || "";
@@ -57,8 +59,7 @@ function showLogin(message) {
 
 $("login-form").addEventListener("submit", ev => {
   ev.preventDefault();
-  board.token = $("token").value.trim();
-  start().catch(e => showLogin(e.message));
+  start($("token").value.trim()).catch(e => showLogin(e.message));
 });
 
 async function loadClasses() {
@@ -69,6 +70,7 @@ async function loadClasses() {
   select.innerHTML = classes.map(c =>
     `<option value="${escapeHTML(c.class_id)}">${escapeHTML(c.class_id)} (${c.live} live)</option>`).join("");
   if (!classes.length) select.innerHTML = '<option value="default">default</option>';
+  $("class-picker").classList.remove("hidden");  // hidden on the login screen
   const ids = classes.map(c => c.class_id);
   board.classId = ids.includes(current) ? current
     : (classes.slice().sort((a, b) => b.live - a.live || b.last_started - a.last_started)[0]
@@ -105,7 +107,7 @@ function renderOverview(ov) {
   const live = ov.learners.filter(l => l.live).length;
   $("learner-count").textContent = `(${live} live of ${ov.learners.length})`;
   $("attention").innerHTML = ov.attention.length ? ov.attention.map(a =>
-    `<div class="attention-item" data-learner-id="${escapeHTML(a.learner_id)}"><b>${escapeHTML(a.name || a.learner_id)}</b>: ${escapeHTML(a.reason)}</div>`).join("")
+    `<div class="attention-item" data-learner-id="${escapeHTML(a.learner_id)}"><b>${nameHTML(a.name || a.learner_id)}</b>: ${escapeHTML(a.reason)}</div>`).join("")
     : '<p class="muted">Nobody right now.</p>';
   $("learners").innerHTML = ov.learners.length ? ov.learners.map(learnerCard).join("")
     : '<p class="muted">No learner in this class yet.</p>';
@@ -123,7 +125,7 @@ function learnerCard(l) {
     `<div class="muted">negative ${Math.round(l.negative_share * 100)}% of the last 5 min</div>`;
   const rec = l.recommendation ? `<div class="muted">suggested: ${escapeHTML(l.recommendation.title)}</div>` : "";
   return `<div class="${classes}" data-learner-id="${escapeHTML(l.learner_id)}" style="border-top-color:${color}">
-    <div class="name"><span class="dot ${l.live ? "live" : ""}"></span>${escapeHTML(l.name || l.learner_id)}</div>
+    <div class="name"><span class="dot ${l.live ? "live" : ""}"></span>${nameHTML(l.name || l.learner_id)}</div>
     <div class="state" style="color:${color}">${escapeHTML(label)}</div>
     ${stackHTML(cur && cur.face ? cur.probs : null)}${neg}${rec}
     ${l.attention ? `<div style="color:var(--danger)">${escapeHTML(l.attention.reason)}</div>` : ""}

@@ -4,7 +4,8 @@ const $ = id => document.getElementById(id);
 const KEY = "multinet.learner";
 const state = {config: null, me: null, session: null, ws: null, stream: null, timer: null,
                inFlight: false, cameraOn: false, analysis: false, timeline: [], recs: {},
-               retry: 0, closing: false, frames: 0, errors: 0};
+               retry: 0, closing: false, frames: 0, errors: 0, starting: false,
+               reconnectTimer: null};
 
 function show(id) {
   for (const s of ["signup", "consent", "main"]) $(s).classList.toggle("hidden", s !== id);
@@ -15,13 +16,70 @@ function notice(text, kind = "notice") {
   el.textContent = text;
   el.classList.toggle("hidden", !text);
 }
-function status(text) { $("status").textContent = text; }
+function status(text, detail = "") {
+  $("status").textContent = text;
+  $("status").title = detail;  // technical details (e.g. how long analysis took) stay out of the way
+}
+function who() {
+  $("who").innerHTML = state.me ? nameHTML(state.me.name) + " · class " +
+    escapeHTML(state.me.class_id || "default") : "";
+}
+
+/* The learner's token no longer works (their data was deleted, or the token replaced). */
+class SignedOut extends Error {}
+
+/* Stop everything, forget the learner and what the page showed, back to sign-up. */
+function signedOut(message, kind = "error") {
+  state.closing = true;
+  cameraOff();
+  clearTimeout(state.reconnectTimer);
+  if (state.ws) { state.ws.onclose = state.ws.onmessage = null; state.ws.close(); }
+  Object.assign(state, {ws: null, me: null, session: null, timeline: [], recs: {}, retry: 0,
+                        inFlight: false, analysis: false});
+  localStorage.removeItem(KEY);
+  outage(false);
+  notice("");
+  $("now").classList.remove("stale");
+  $("current-label").textContent = "—";
+  $("current-label").style.color = "";
+  $("current-note").textContent = "";
+  $("current-bars").innerHTML = probBarsHTML(null);
+  $("recs").innerHTML = "";
+  $("no-recs").classList.remove("hidden");
+  $("data-status").textContent = "";
+  $("name").value = "";
+  who();
+  drawTimeline();
+  const el = $("signup-message");
+  el.className = kind;
+  el.textContent = message;
+  el.classList.toggle("hidden", !message);
+  $("signup-error").classList.add("hidden");
+  show("signup");
+  state.closing = false;
+}
+
+/* A click handler whose failures are said on the page, never left uncaught. */
+function guarded(fn) {
+  return async (...args) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      if (!(e instanceof SignedOut)) notice("Something went wrong: " + e.message, "error");
+    }
+  };
+}
 
 async function api(path, opts = {}) {
   const headers = Object.assign({"Content-Type": "application/json"}, opts.headers || {});
   if (state.me) headers.Authorization = "Bearer " + state.me.token;
   const r = await fetch(path, Object.assign({}, opts, {headers}));
   const body = r.headers.get("content-type")?.includes("json") ? await r.json() : null;
+  if (r.status === 401 && headers.Authorization && state.me) {
+    signedOut("You are signed out: your sign-in is no longer valid (" +
+              ((body && body.detail) || "token not accepted") + "). Sign up again to continue.");
+    throw new SignedOut("signed out");
+  }
   if (!r.ok) {
     const err = new Error((body && body.detail) || r.statusText);
     err.status = r.status;
@@ -33,20 +91,24 @@ async function api(path, opts = {}) {
 async function init() {
   state.config = await api("/api/config");
   $("consent-rate").textContent = state.config.frame_rate;
+  const names = EMOTIONS.map(e => ADJECTIVES[e]);
+  $("consent-emotions").textContent = names.slice(0, -1).join(", ") + " or " + names[names.length - 1];
   $("consent-retention").textContent = state.config.retention_days;
   $("legend").innerHTML = legendHTML(EMOTIONS.map(e => [e, COLORS[e]]));
   $("current-bars").innerHTML = probBarsHTML(null);
   const saved = JSON.parse(localStorage.getItem(KEY) || "null");
   if (saved && saved.token) {
     state.me = saved;
-    try { await api("/api/me"); } catch (e) { state.me = null; localStorage.removeItem(KEY); }
+    try {
+      await api("/api/me");
+    } catch (e) {
+      if (e instanceof SignedOut) return drawTimeline();  // already back at sign-up, said why
+      state.me = null;
+      localStorage.removeItem(KEY);
+    }
   }
-  if (state.me) {
-    $("who").textContent = state.me.name + " · class " + state.me.class_id;
-    show("consent");
-  } else {
-    show("signup");
-  }
+  who();
+  show(state.me ? "consent" : "signup");
   drawTimeline();
 }
 
@@ -59,7 +121,8 @@ $("signup-form").addEventListener("submit", async ev => {
     const r = await api("/api/learners", {method: "POST", body: JSON.stringify({name})});
     state.me = {token: r.token, learner_id: r.learner_id, name: r.name, class_id: classId};
     localStorage.setItem(KEY, JSON.stringify(state.me));
-    $("who").textContent = state.me.name + " · class " + classId;
+    who();
+    $("signup-message").classList.add("hidden");
     show("consent");
   } catch (e) {
     $("signup-error").textContent = "Could not sign up: " + e.message;
@@ -84,28 +147,41 @@ async function startSession(source) {
   if (cur.recommendation) showRec(cur.recommendation);
 }
 
-$("agree").addEventListener("click", async () => {
+$("agree").addEventListener("click", guarded(async () => {
   show("main");
-  await startSession("camera");
+  setCameraButton(true);  // "Starting camera…" from the first moment
+  status("starting the camera…");
+  try {
+    await startSession("camera");
+  } catch (e) {
+    setCameraButton();
+    throw e;
+  }
+  state.closing = false;
   connect();
   await cameraOn();
-});
+}));
 
-$("no-camera").addEventListener("click", async () => {
+$("no-camera").addEventListener("click", guarded(async () => {
   show("main");
   await startSession("camera");
+  state.closing = false;
   connect();
   notice("You are learning without the camera. No emotions are estimated, so there are no " +
          "camera-based suggestions. You can turn the camera on at any time.");
   setCameraButton();
   status("camera off");
-});
+}));
 
-function setCameraButton() {
-  $("camera-toggle").textContent = state.cameraOn ? "Turn camera off" : "Turn camera on";
+function setCameraButton(starting = false) {
+  const button = $("camera-toggle");
+  button.disabled = starting;
+  button.textContent = starting ? "Starting camera…"
+    : state.cameraOn ? "Turn camera off" : "Turn camera on";
 }
 
-$("camera-toggle").addEventListener("click", () => state.cameraOn ? cameraOff() : cameraOn());
+$("camera-toggle").addEventListener("click", guarded(() =>
+  state.cameraOn ? cameraOff() : cameraOn()));
 
 async function cameraOn() {
   if (!state.config.analysis) {  // nothing could use the picture: keep the camera off
@@ -120,6 +196,8 @@ async function cameraOn() {
     status("no camera");
     return;
   }
+  setCameraButton(true);
+  status("starting the camera…");
   try {
     state.stream = await navigator.mediaDevices.getUserMedia(
       {video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
@@ -136,7 +214,7 @@ async function cameraOn() {
   state.cameraOn = true;
   setCameraButton();
   notice("");
-  status("camera on");
+  status("camera on — waiting for the first reading");
   clearInterval(state.timer);
   state.timer = setInterval(sendFrame, 1000 / (state.config.frame_rate || 2));
 }
@@ -149,6 +227,7 @@ function cameraOff() {
   $("preview").srcObject = null;
   state.cameraOn = false;
   setCameraButton();
+  $("now").classList.add("stale");  // what is shown is no longer current
   status("camera off — nothing is analysed");
 }
 
@@ -188,6 +267,7 @@ function connect() {
     const msg = JSON.parse(ev.data);
     if (msg.type === "ready") {
       state.retry = 0;
+      outage(false);  // connected again (the readings stay grey until a fresh one)
       state.analysis = msg.analysis;
       if (!msg.analysis && (state.cameraOn || state.config.analysis)) analysisUnavailable();
     } else if (msg.type === "result") {
@@ -201,17 +281,38 @@ function connect() {
       if (state.cameraOn) status("frame skipped: " + msg.message);
     }
   };
-  ws.onclose = () => {
+  ws.onclose = ev => {
     state.inFlight = false;
-    if (state.closing) return;
+    if (state.closing || state.ws !== ws) return;
     const wait = Math.min(10000, 500 * 2 ** state.retry++);
-    status("reconnecting…");
-    setTimeout(connect, wait);
+    if (ev.code === 1008) {  // refused: if the token no longer works, api() signs out
+      api("/api/me").then(() => reconnect(wait), e => { if (!(e instanceof SignedOut)) reconnect(wait); });
+    } else {
+      reconnect(wait);
+    }
   };
+}
+
+function reconnect(wait) {
+  if (state.closing || !state.me) return;
+  outage(true);
+  status("reconnecting…");
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = setTimeout(connect, wait);
+}
+
+/* While the server cannot be reached: a banner says so, and the readings go grey. */
+function outage(on) {
+  const el = $("outage");
+  el.textContent = on ? "The connection to the server is lost. Reconnecting… What you see " +
+    "below is out of date until it is back." : "";
+  el.classList.toggle("hidden", !on);
+  if (on) $("now").classList.add("stale");
 }
 
 function onResult(msg) {
   if (!state.cameraOn) return;  // a late answer to a frame sent before the camera went off
+  $("now").classList.remove("stale");  // fresh again
   const cur = msg.current;
   const now = Date.now() / 1000;
   if (cur && cur.face && cur.probs) {
@@ -220,13 +321,14 @@ function onResult(msg) {
     $("current-note").textContent = `(${Math.round((cur.confidence || 0) * 100)}% sure)`;
     $("current-bars").innerHTML = probBarsHTML(cur.probs);
     state.timeline.push({t: now, probs: cur.probs});
-    if (state.cameraOn) status(`camera on · ${msg.ms} ms`);
+    status("camera on — your emotions are being estimated", `last analysis took ${msg.ms} ms`);
   } else {
     $("current-label").textContent = "no face";
     $("current-label").style.color = "";
     $("current-note").textContent = "(nobody in view: nothing is estimated)";
     $("current-bars").innerHTML = probBarsHTML(null);
     state.timeline.push({t: now, probs: null});
+    status("camera on — nobody in view", `last analysis took ${msg.ms} ms`);
   }
   state.timeline = state.timeline.filter(p => p.t >= now - 120);
 }
@@ -253,8 +355,8 @@ function showRec(rec) {
     <div class="row actions">
       <button class="rec-accept">Open it</button>
       <button class="rec-dismiss secondary">Not now</button>
-      <button class="thumb-up secondary" title="This helped">&#9650; Helped</button>
-      <button class="thumb-down secondary" title="This did not help">&#9660; Did not help</button>
+      <button class="thumb-up secondary" title="This helped" aria-pressed="false">&#9650; Helped</button>
+      <button class="thumb-down secondary" title="This did not help" aria-pressed="false">&#9660; Did not help</button>
     </div>
     <div class="muted rec-status"></div>`;
   el.querySelector(".rec-accept").onclick = () => respond(el, rec, "accept");
@@ -284,13 +386,19 @@ async function thumbs(el, rec, value) {
     await api(`/api/recommendations/${rec.id}/feedback`, {method: "POST",
                                                           body: JSON.stringify({value})});
     el.classList.add("done");
-    el.querySelector(".rec-status").textContent = "Thanks — this tunes future suggestions.";
+    for (const which of ["up", "down"]) {
+      const button = el.querySelector(".thumb-" + which);
+      button.setAttribute("aria-pressed", String(which === value));
+      button.classList.toggle("pressed", which === value);
+    }
+    el.querySelector(".rec-status").textContent = "Thanks — you said this " +
+      (value === "up" ? "helped" : "did not help") + ". It tunes future suggestions.";
   } catch (e) {
     el.querySelector(".rec-status").textContent = e.message;
   }
 }
 
-$("export").addEventListener("click", async () => {
+$("export").addEventListener("click", guarded(async () => {
   const data = await api("/api/me/export");
   const url = URL.createObjectURL(new Blob([JSON.stringify(data, null, 2)],
                                            {type: "application/json"}));
@@ -299,21 +407,27 @@ $("export").addEventListener("click", async () => {
   a.click();
   URL.revokeObjectURL(url);
   $("data-status").textContent = "Downloaded.";
-});
+}));
 
-$("delete").addEventListener("click", async () => {
+$("delete").addEventListener("click", guarded(async () => {
   if (!confirm("Delete everything stored about you? This cannot be undone.")) return;
   state.closing = true;
   cameraOff();
   if (state.ws) state.ws.close();
-  const r = await api("/api/me", {method: "DELETE"});
-  localStorage.removeItem(KEY);
-  state.me = null;
-  $("data-status").textContent = `Deleted: ${r.deleted.samples} emotion samples, ` +
-    `${r.deleted.sessions} sessions, ${r.deleted.recommendations} suggestions.`;
-});
+  let r;
+  try {
+    r = await api("/api/me", {method: "DELETE"});
+  } catch (e) {
+    state.closing = false;
+    if (!(e instanceof SignedOut)) reconnect(0);
+    throw e;
+  }
+  signedOut(`All your data was deleted (${r.deleted.samples} emotion samples, ` +
+            `${r.deleted.sessions} sessions, ${r.deleted.recommendations} suggestions). ` +
+            "To continue, sign up again.", "notice");
+}));
 
-$("end").addEventListener("click", endSession);
+$("end").addEventListener("click", guarded(endSession));
 async function endSession() {
   state.closing = true;
   cameraOff();

@@ -1,228 +1,61 @@
-"""Persistence for learners, sessions, emotion samples, recommendations and their outcomes.
+"""The :class:`Store`: every query of the service, each in its own short transaction.
 
-SQLAlchemy 2 over SQLite (a file, the embedded default) or PostgreSQL (by URL). The schema is
-created and upgraded by the Alembic migrations shipped in ``multinet_emotion/migrations``;
-:meth:`Store.migrate` runs them, so a fresh database needs no manual step.
-
-Privacy by construction: no table has a column for images. Samples hold only six smoothed
-probabilities (or "no face") per time step, downsampled; :meth:`Store.purge_samples`
-applies the retention period; :meth:`Store.export_learner` and :meth:`Store.delete_learner`
-give a learner all their data or remove it completely. Times are UTC epoch seconds.
+SQLAlchemy 2 over SQLite (a file, the embedded default) or PostgreSQL (by URL). The schema
+is created and upgraded by the Alembic migrations shipped in ``multinet_emotion/migrations``;
+:meth:`Store.migrate` runs them, so a fresh database needs no manual step. Nothing outside
+this package writes SQL.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import secrets
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    SmallInteger,
-    String,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    update,
-)
+from sqlalchemy import Integer, create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
-from .emotions import EMOTIONS
-from .errors import MultiNetError
-from .recommend import Outcome, PersonalisationConfig, Sample, observations
+from ..emotions import EMOTIONS, Reading
+from ..errors import MultiNetError
+from .tables import (
+    LEARNER_ID,
+    EmotionSample,
+    FeedbackRow,
+    Learner,
+    LearningSession,
+    Measured,
+    OutcomeRow,
+    RecommendationRow,
+    Response,
+    hash_token,
+    new_id,
+)
 
 log = logging.getLogger(__name__)
 
-#: Ids a learner or a class may have (the API's schemas validate with the same patterns).
-LEARNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-CLASS_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-_BigId = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements INTEGER keys
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Learner(Base):
-    __tablename__ = "learners"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100), default="")
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[float] = mapped_column(Float)
-
-
-class LearningSession(Base):
-    __tablename__ = "sessions"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
-                                            index=True)
-    class_id: Mapped[str] = mapped_column(String(64), index=True, default="default")
-    tags: Mapped[list] = mapped_column(JSON, default=list)
-    level: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)
-    source: Mapped[str] = mapped_column(String(16), default="camera")
-    started_at: Mapped[float] = mapped_column(Float)
-    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-
-class EmotionSample(Base):
-    """One downsampled time step: smoothed probabilities, or face=False. Never an image.
-
-    ``label`` is the stable label that was shown for it (minimum dwell and hysteresis, see
-    ``tracking.StableLabel``); rows without one (stored before it existed) show the top
-    class of their probabilities."""
-
-    __tablename__ = "samples"
-    __table_args__ = (Index("ix_samples_session_t", "session_id", "t"),
-                      Index("ix_samples_learner_t", "learner_id", "t"))
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"))
-    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"))
-    t: Mapped[float] = mapped_column(Float, index=True)
-    face: Mapped[bool] = mapped_column(Boolean)
-    angry: Mapped[float | None] = mapped_column(Float, nullable=True)
-    fear: Mapped[float | None] = mapped_column(Float, nullable=True)
-    happy: Mapped[float | None] = mapped_column(Float, nullable=True)
-    neutral: Mapped[float | None] = mapped_column(Float, nullable=True)
-    sad: Mapped[float | None] = mapped_column(Float, nullable=True)
-    surprise: Mapped[float | None] = mapped_column(Float, nullable=True)
-    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
-    label: Mapped[str | None] = mapped_column(String(16), nullable=True)
-
-    def probs(self) -> tuple[float, ...] | None:
-        if not self.face:
-            return None
-        return tuple(getattr(self, e) or 0.0 for e in EMOTIONS)
-
-    def shown_label(self) -> str | None:
-        """The label shown to people: the stored stable label, else the top class."""
-        if not self.face:
-            return None
-        return self.label if self.label in EMOTIONS else Sample(self.t, self.probs()).label
-
-    def to_sample(self) -> Sample:
-        return Sample(self.t, self.probs())
-
-    def to_dict(self) -> dict[str, Any]:
-        p = self.probs()
-        return {"t": self.t, "face": self.face,
-                "probs": dict(zip(EMOTIONS, p)) if p else None,
-                "label": self.shown_label(), "confidence": self.confidence}
-
-
-class RecommendationRow(Base):
-    __tablename__ = "recommendations"
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
-                                            index=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"),
-                                            index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    rule: Mapped[str] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(40))
-    item_id: Mapped[str] = mapped_column(String(80))
-    title: Mapped[str] = mapped_column(String(300))
-    url: Mapped[str] = mapped_column(String(2000))
-    reason: Mapped[str] = mapped_column(Text)
-    evidence: Mapped[dict] = mapped_column(JSON)
-    # open | accepted | dismissed | expired
-    status: Mapped[str] = mapped_column(String(16), default="open")
-    responded_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "session_id": self.session_id, "created_at": self.created_at,
-                "rule": self.rule, "kind": self.kind,
-                "item": {"id": self.item_id, "title": self.title, "url": self.url},
-                "reason": self.reason, "evidence": self.evidence, "status": self.status,
-                "responded_at": self.responded_at}
-
-
-class OutcomeRow(Base):
-    __tablename__ = "outcomes"
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    recommendation_id: Mapped[str] = mapped_column(
-        ForeignKey("recommendations.id", ondelete="CASCADE"), unique=True)
-    computed_at: Mapped[float] = mapped_column(Float)
-    before: Mapped[float | None] = mapped_column(Float, nullable=True)
-    after: Mapped[float | None] = mapped_column(Float, nullable=True)
-    delta: Mapped[float | None] = mapped_column(Float, nullable=True)
-    reward: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: not measured
-    samples_before: Mapped[int] = mapped_column(Integer, default=0)
-    samples_after: Mapped[int] = mapped_column(Integer, default=0)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recommendation_id": self.recommendation_id, "computed_at": self.computed_at,
-                "before": self.before, "after": self.after, "delta": self.delta,
-                "reward": self.reward, "samples_before": self.samples_before,
-                "samples_after": self.samples_after}
-
-
-class FeedbackRow(Base):
-    __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("recommendation_id", name="uq_feedback_recommendation"),)
-    id: Mapped[int] = mapped_column(_BigId, primary_key=True, autoincrement=True)
-    recommendation_id: Mapped[str] = mapped_column(
-        ForeignKey("recommendations.id", ondelete="CASCADE"))
-    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
-                                            index=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    value: Mapped[int] = mapped_column(SmallInteger)  # +1 thumbs up, -1 thumbs down
-    comment: Mapped[str | None] = mapped_column(String(500), nullable=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"recommendation_id": self.recommendation_id, "created_at": self.created_at,
-                "value": self.value, "comment": self.comment}
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
+def data_dir() -> Path:
+    """Where the service keeps its files: $XDG_DATA_HOME (or ~/.local/share)/multinet-emotion."""
+    import os
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / "multinet-emotion"
 
 
 def default_database_url() -> str:
     """SQLite under $XDG_DATA_HOME (or ~/.local/share)/multinet-emotion/."""
-    import os
-    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{base / 'multinet-emotion' / 'multinet.db'}"
+    return f"sqlite:///{data_dir() / 'multinet.db'}"
 
 
 def migrations_path() -> Path:
     return Path(str(resources.files("multinet_emotion") / "migrations"))
-
-
-@dataclass(frozen=True)
-class StoredSample:
-    """A sample to store: the engine's Sample plus the detector's confidence and the stable
-    label shown for it (None: the top class of its probabilities is shown)."""
-
-    sample: Sample
-    confidence: float | None = None
-    label: str | None = None
 
 
 class Store:
@@ -265,6 +98,11 @@ class Store:
                     cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        """The database in use: "sqlite" or "postgresql"."""
+        return self.engine.dialect.name
 
     @property
     def safe_url(self) -> str:
@@ -321,6 +159,15 @@ class Store:
             s.add(row)
         return row, token
 
+    def new_token(self, learner_id: str) -> str | None:
+        """Give a learner a new bearer token (the old one stops working); None: no such
+        learner."""
+        token = secrets.token_urlsafe(24)
+        with self.session() as s:
+            n = s.execute(update(Learner).where(Learner.id == learner_id)
+                          .values(token_hash=hash_token(token))).rowcount
+        return token if n else None
+
     def learner_by_token(self, token: str) -> Learner | None:
         with self.session() as s:
             return s.scalar(select(Learner).where(Learner.token_hash == hash_token(token)))
@@ -359,15 +206,9 @@ class Store:
     # --- samples -----------------------------------------------------------------------
 
     def add_samples(self, session_id: str, learner_id: str,
-                    samples: Sequence[StoredSample]) -> int:
-        rows = []
-        for st in samples:
-            p = st.sample.probs
-            values = dict(zip(EMOTIONS, p)) if p is not None else {}
-            rows.append(EmotionSample(session_id=session_id, learner_id=learner_id,
-                                      t=st.sample.t, face=p is not None,
-                                      confidence=st.confidence,
-                                      label=st.label if p is not None else None, **values))
+                    readings: Sequence[Reading]) -> int:
+        """Store readings (the downsampled ones), one row each; their count."""
+        rows = [EmotionSample.from_reading(session_id, learner_id, r) for r in readings]
         with self.session() as s:
             s.add_all(rows)
         return len(rows)
@@ -433,16 +274,20 @@ class Store:
             n = s.execute(q.values(status=status, responded_at=now)).rowcount
         return bool(n)
 
-    def add_outcome(self, rec_id: str, outcome: Outcome | None, now: float) -> OutcomeRow:
+    def add_outcome(self, rec_id: str, outcome: Measured | None, now: float) -> OutcomeRow:
+        """Store the measured outcome of a recommendation (None: it could not be measured)."""
         row = OutcomeRow(recommendation_id=rec_id, computed_at=now)
         if outcome is not None:
             row.before, row.after, row.delta = outcome.before, outcome.after, outcome.delta
             row.reward = outcome.reward
             row.samples_before, row.samples_after = outcome.samples_before, outcome.samples_after
-        with self.session() as s:
-            if s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id)):
-                raise MultiNetError(f"recommendation {rec_id} already has an outcome")
-            s.add(row)
+        try:
+            with self.session() as s:
+                if s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id)):
+                    raise MultiNetError(f"recommendation {rec_id} already has an outcome")
+                s.add(row)
+        except IntegrityError:  # stored at the same moment by another session of the learner
+            raise MultiNetError(f"recommendation {rec_id} already has an outcome") from None
         return row
 
     def outcome(self, rec_id: str) -> OutcomeRow | None:
@@ -468,27 +313,18 @@ class Store:
             row.value, row.comment, row.created_at = value, comment, now
         return row
 
-    def bandit_stats(self, p: PersonalisationConfig, learner_id: str
-                     ) -> tuple[dict[tuple[str, str], tuple[float, float]],
-                                dict[tuple[str, str], tuple[float, float]]]:
-        """(successes, failures) per (rule, kind) for this learner and for everyone else."""
+    def responses(self) -> list[Response]:
+        """Every recommendation a learner accepted or dismissed, with its measured reward and
+        feedback (None where there is none). What they are worth is the recommender's
+        business (``recommend.bandit_stats``)."""
         q = (select(RecommendationRow.learner_id, RecommendationRow.rule,
                     RecommendationRow.kind, RecommendationRow.status, OutcomeRow.reward,
                     FeedbackRow.value)
              .outerjoin(OutcomeRow, OutcomeRow.recommendation_id == RecommendationRow.id)
              .outerjoin(FeedbackRow, FeedbackRow.recommendation_id == RecommendationRow.id)
              .where(RecommendationRow.status.in_(("accepted", "dismissed"))))
-        you: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
-        others: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         with self.session() as s:
-            for lid, rule, kind, status, reward, fb in s.execute(q):
-                succ, fail = observations(p, reward=reward, feedback=fb,
-                                          dismissed=status == "dismissed")
-                acc = (you if lid == learner_id else others)[(rule, kind)]
-                acc[0] += succ
-                acc[1] += fail
-        return ({k: (v[0], v[1]) for k, v in you.items()},
-                {k: (v[0], v[1]) for k, v in others.items()})
+            return [Response(*row) for row in s.execute(q)]
 
     # --- summaries and class aggregates --------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""Frames in, :class:`~multinet_emotion.emotions.Reading` s out: the per-frame detector.
+
+:class:`EmotionDetector` is the Python API: give it a frame, get one ``Reading`` per face
+(time, smoothed probabilities, confidence, track id, box, the raw reading and the stable
+label). Faces are found (:mod:`.faces`), cropped and classified in one batch
+(:mod:`.classifier`), and followed and smoothed across frames (:mod:`.tracking`).
+
+Nothing here reads or writes video (that is :mod:`.video`) and nothing imports torch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import options
+from .classifier import ClassifierConfig, EmotionClassifier, load_model
+from .emotions import Reading
+from .faces import CROP_SCALE_RANGE, DetectorConfig, FaceDetector, crop_faces, make_detector
+from .options import setting
+from .tracking import Track, Tracker, TrackerConfig
+
+
+@dataclass
+class PipelineConfig:
+    """Per-frame analysis: which detector, how often, tracking and smoothing, the model."""
+
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    detect_every: int = setting(5, min=1, unit="frames",
+                                help="scan the whole frame for faces every N frames; in between, "
+                                     "known faces are searched for only around their last box "
+                                     "(1 = full every frame)")
+    refresh_hz: float = setting(0.0, min=0, unit="per second",
+                                help="re-read each face's emotion at most this often (0 = every "
+                                     "frame)")
+    crop_scale: float | None = setting(  # None = the model's metadata, else DEFAULT_CROP_SCALE
+        None, **CROP_SCALE_RANGE,
+        help="face crop size relative to the detected box (default: the model's)")
+    color: str = setting("bgr", cli=False, choices=("bgr", "rgb"),
+                         help="channel order of colour frames given to process()")
+
+    def __post_init__(self) -> None:
+        options.check(self)
+
+    def validate(self) -> PipelineConfig:
+        """Check the settings and the nested configs again (they may have been changed)."""
+        options.check(self)
+        options.check(self.detector)
+        options.check(self.classifier)
+        self.tracker.validate()
+        return self
+
+
+def track_reading(track: Track, t: float, fresh: bool = True) -> Reading:
+    """The reading of a classified track at time ``t``.
+
+    Three labels, from jumpy to steady: ``raw_label`` is the top class of the latest raw
+    reading, ``label`` the top class of the smoothed probabilities, and ``stable_label``
+    the one to show people: the smoothed label after the tracker's minimum dwell time and
+    hysteresis (``TrackerConfig.min_dwell`` / ``hysteresis``), so it does not flip between
+    two close emotions. The probabilities are the same whichever label is read."""
+    if track.smoothed is None or track.probs is None:
+        raise ValueError(f"track {track.id} has not been classified yet")
+    b = track.box
+    return Reading(t, tuple(track.smoothed.tolist()), track.confidence, track.id,
+                   (b.x, b.y, b.w, b.h), tuple(track.probs.tolist()),
+                   track.stable_label or track.smoothed_label, fresh)
+
+
+class EmotionDetector:
+    """Faces, their track ids and their (smoothed) emotions, frame after frame.
+
+    >>> detector = EmotionDetector()              # the default model, or a path to a .onnx
+    >>> for face in detector.process(frame):      # a BGR uint8 frame (color="rgb" for RGB)
+    ...     print(face.track_id, face.box, face.stable_label, face.confidence)
+
+    Faces of a frame are classified in one batch. ``t`` (seconds) is the frame's time: it
+    is the readings' ``t`` and drives smoothing, the stable label's dwell time and the
+    refresh rate; without it the wall clock since construction is used. Call :meth:`reset`
+    between unrelated images so their faces do not share tracks.
+    """
+
+    def __init__(self, model: EmotionClassifier | str | Path | None = None,
+                 config: PipelineConfig | None = None,
+                 detector: FaceDetector | None = None) -> None:
+        self.config = (config or PipelineConfig()).validate()
+        if isinstance(model, EmotionClassifier):
+            self.classifier = model
+        else:
+            self.classifier = load_model(model, self.config.classifier)
+        self.face_detector = detector or make_detector(self.config.detector, self.config.color)
+        self.tracker = Tracker(self.config.tracker)
+        self.crop_scale = self.config.crop_scale or self.classifier.crop_scale
+        self.frames = 0
+        self._t0 = time.monotonic()
+        self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0,
+                        "full_detections": 0}
+
+    def process(self, frame: np.ndarray, t: float | None = None) -> list[Reading]:
+        """Detect, track and classify the faces in ``frame``; [] when there is none."""
+        if t is None:
+            t = time.monotonic() - self._t0
+        visible = self.tracker.visible()
+        full = self.frames % self.config.detect_every == 0 or not visible
+        self.frames += 1
+        start = time.perf_counter()
+        tracks: list[Track] | None = None
+        if not full:  # between full detections: follow the known faces only
+            near = getattr(self.face_detector, "detect_near", None)
+            if near is None:
+                tracks = visible  # carry the boxes of the last detection
+            else:
+                found = [near(frame, tr.box) for tr in visible]
+                if all(box is not None for box in found):
+                    tracks = self.tracker.follow(visible, found, t)
+                # else a face was lost: look at the whole frame now
+        if tracks is None:
+            tracks = self.tracker.update(self.face_detector.detect(frame), t)
+            self.tracker.pop_ended()  # nothing here needs ended tracks: do not keep them
+            self.timings["full_detections"] += 1
+        self.timings["detect"] += time.perf_counter() - start
+        due = [tr for tr in tracks if tr.due(t, self.config.refresh_hz)]
+        if due:
+            start = time.perf_counter()
+            crops = crop_faces(frame, [tr.box for tr in due], self.classifier.input_size,
+                               self.crop_scale, self.config.color)
+            for track, probs in zip(due, self.classifier.predict(crops)):
+                track.set_probs(probs, t)
+            self.timings["classify"] += time.perf_counter() - start
+            self.timings["faces_classified"] += len(due)
+        fresh = {id(tr) for tr in due}
+        return [track_reading(tr, t, id(tr) in fresh) for tr in tracks]
+
+    __call__ = process
+
+    def reset(self) -> None:
+        """End every track (ids keep counting up)."""
+        self.tracker.end_all()
+        self.tracker.pop_ended()

@@ -1,0 +1,22 @@
+"""What the service refuses, with the HTTP status each maps to (the WebSocket sends the
+message as an error and, after the hello, closes)."""
+
+from __future__ import annotations
+
+from ...errors import MultiNetError
+
+
+class ServiceError(MultiNetError):
+    status = 400
+
+
+class NotFound(ServiceError):
+    status = 404
+
+
+class Conflict(ServiceError):
+    status = 409
+
+
+class Invalid(ServiceError):
+    status = 422

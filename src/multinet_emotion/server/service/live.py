@@ -1,0 +1,84 @@
+"""The in-memory view of a live session, and the readings it is made of.
+
+Every sample is a :class:`~multinet_emotion.emotions.Reading`, from the detector or a client
+alike: taken as it is, given its stable label, averaged per ``sample_interval`` into the one
+reading stored for it (:func:`average`), and kept as it is in the live timeline the
+recommender reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...emotions import EMOTIONS, Reading
+from ...store import LearningSession, RecommendationRow
+from ...tracking import StableLabel
+from ..analysis import stable_label_config
+
+
+def client_reading(t: float, probs: Mapping[str, float] | None,
+                   confidence: float | None = None) -> Reading:
+    """A sample from a client that classified on its own, over the HTTP API or the WebSocket
+    alike: its probabilities (validated to sum to about 1) normalised to sum exactly 1, in
+    EMOTIONS order; no probabilities = no face."""
+    if not probs:
+        return Reading(t, None)
+    total = sum(probs[e] for e in EMOTIONS)
+    return Reading(t, tuple(probs[e] / total for e in EMOTIONS), confidence)
+
+
+def average(readings: Sequence[Reading]) -> Reading:
+    """The one reading stored for a sample interval, at the time of its last reading: the
+    mean of its face readings (probabilities and confidence) with the last stable label, or
+    no face when most of its readings had none."""
+    faces = [r for r in readings if r.probs is not None]
+    t = readings[-1].t
+    if not faces or len(faces) * 2 < len(readings):  # mostly nobody there
+        return Reading(t, None)
+    n = len(faces)
+    sums = [0.0] * len(EMOTIONS)
+    for r in faces:
+        sums = [a + b for a, b in zip(sums, r.probs)]  # type: ignore[arg-type]
+    confidence = sum(r.confidence or 0.0 for r in faces)
+    return Reading(t, tuple(x / n for x in sums), confidence / n,
+                   stable_label=faces[-1].stable_label)
+
+
+class LiveSession:
+    """The in-memory view of one session. Read and change it under ``lock``."""
+
+    def __init__(self, row: LearningSession, horizon: float,
+                 labeler: StableLabel | None = None):
+        self.row = row
+        self.id, self.learner_id, self.class_id = row.id, row.learner_id, row.class_id
+        # what the recommender reads: the stored readings of the last `horizon` seconds
+        self.timeline: deque[Reading] = deque()
+        self.horizon = horizon
+        # the readings of the sample interval `interval` not stored yet (see average)
+        self.interval: int | None = None
+        self.pending: list[Reading] = []
+        self.last_raw_t: float | None = None
+        self.current: Reading | None = None  # the latest reading, with the label shown
+        # steadies the label of samples that come without a stable label
+        self.labeler = labeler or StableLabel(stable_label_config())
+        self.main_track: Any = None
+        self.open_rec: RecommendationRow | None = None
+        self.last_recommended_at: float | None = None
+        self.last_by_rule: dict[str, float] = {}
+        self.recent_items: list[str] = []
+        self.pending_outcomes: list[RecommendationRow] = []
+        self.last_seen = 0.0
+        self.ended = row.ended_at is not None
+        self.lock = threading.RLock()
+
+    def append(self, r: Reading) -> None:
+        self.timeline.append(r)
+        while self.timeline and self.timeline[0].t < r.t - self.horizon:
+            self.timeline.popleft()
+
+    def is_live(self, now: float, live_seconds: float) -> bool:
+        """Not ended, and a sample came within the last ``live_seconds``."""
+        return not self.ended and now - self.last_seen <= live_seconds

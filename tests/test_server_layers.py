@@ -1,0 +1,46 @@
+"""The web service keeps its layers: routes call the service, only the store writes SQL,
+and no file of the service or the store outgrows a sitting's reading (500 lines)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "multinet_emotion"
+ROUTES = [SRC / "server" / "api.py", SRC / "server" / "ws.py"]
+
+
+def _imports(path: Path) -> set[str]:
+    """The modules a file imports (relative ones with their dots)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+    return found
+
+
+def test_only_the_store_writes_sql() -> None:
+    for path in sorted(SRC.rglob("*.py")):
+        inside = path.is_relative_to(SRC / "store") or path.is_relative_to(SRC / "migrations")
+        if not inside:
+            sql = {m for m in _imports(path) if m.split(".")[0] in ("sqlalchemy", "alembic")}
+            assert not sql, f"{path.relative_to(SRC)} imports {sorted(sql)}"
+
+
+def test_routes_call_the_service_never_the_store() -> None:
+    for path in ROUTES:
+        tree = ast.parse(path.read_text(), str(path))
+        touched = [node.lineno for node in ast.walk(tree)
+                   if isinstance(node, ast.Attribute) and node.attr in ("store", "engine")]
+        assert not touched, f"{path.name} reaches into the store at lines {touched}"
+        assert not {m for m in _imports(path) if m.lstrip(".").split(".")[-1] == "store"
+                    or m.endswith("multinet_emotion.store")}, path.name
+
+
+def test_service_and_store_files_stay_short() -> None:
+    for folder in (SRC / "server", SRC / "store"):
+        for path in sorted(folder.rglob("*.py")):
+            n = len(path.read_text().splitlines())
+            assert n <= 500, f"{path.relative_to(SRC)} has {n} lines (at most 500)"
