@@ -113,6 +113,7 @@ def test_revoking_one_learner_leaves_the_others_connected(env) -> None:
         hello(wb, hb, sb)
         assert client.post(f"/api/learners/{learner_of(client, ha)}/token",
                            headers=IH).status_code == 200
+        wa.send_json({"type": "ping"})  # answered "pong" if the connection were still up
         assert wa.receive_json()["type"] == "error"
         wb.send_bytes(jpeg())
         assert wb.receive_json()["type"] == "result"

@@ -359,3 +359,12 @@ def test_policy_from_a_dict_needs_no_file() -> None:
     policy = parse_policy({"rules": [{"name": "neg", "states": ["sad"], "min_duration": 5,
                                       "kinds": ["break"]}], "cooldown": 10})
     assert policy.rules[0].kinds == {"break": 0.5} and policy.cooldown == 10
+
+
+def test_the_shipped_sample_catalog_names_real_openly_licensed_resources() -> None:
+    from multinet_emotion.recommend import default_catalog_path, load_catalog
+    path = default_catalog_path()
+    assert "SAMPLE content catalog" in path.read_text()  # marked as a sample to replace
+    for item in load_catalog(path).items:
+        assert item.url.startswith("https://") and "example." not in item.url, item.id
+        assert item.license and "CC" in item.license, item.id

@@ -58,7 +58,7 @@ def test_train_options_fill_the_configs_and_are_checked_once():
     assert (t.lr, t.webcam, t.augment) == (0.01, False, True)
     assert (m.arch, m.image_size, m.backbone_weights) == ("small", 40, ["a.pth", "b.pth"])
     assert (str(d.path), d.dedupe, d.cache) == ("x", False, True)
-    for bad, message in ((dict(lr=0), "--lr 0: must be above 0"),
+    for bad, message in ((dict(lr=-0.1), "--lr -0.1: must be at least 0"),
                          (dict(mix_weight=1.5), "--mix-weight 1.5: must be 0 to 1"),
                          (dict(labels="votes"), "--labels 'votes': choose one of"),
                          (dict(patience=0), "--patience 0: must be at least 1")):

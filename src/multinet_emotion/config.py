@@ -68,7 +68,8 @@ class TrainConfig:
                                    "kaggle_to_ferplus.csv); default: 'ferplus' beside --data")
     optimizer: str = setting("adamw", choices=("adamw", "sgd"),
                              help="adamw, or sgd with Nesterov momentum")
-    lr: float = setting(1e-3, min=0, min_open=True, help="peak learning rate")
+    lr: float = setting(1e-3, min=0, help="peak learning rate (0: the weights stay, only the "
+                        "batch-norm statistics follow the data)")
     momentum: float = setting(0.9, min=0, max=1, max_open=True, help="SGD momentum")
     weight_decay: float = setting(0.05, min=0, help="weight decay")
     warmup: float = setting(1.0, min=0, help="warm-up length in epochs")

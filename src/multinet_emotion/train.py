@@ -32,6 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from . import options
 from .checkpoint import RESUME_KEYS, read_checkpoint, save_checkpoint, training_meta
 from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
 from .datasets import (
@@ -268,10 +269,7 @@ class Targets:
 def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Targets:
     """The training targets for ``config.labels``: one-hot original labels, FER+ vote
     distributions, or ``mix_weight`` * votes + (1 - mix_weight) * original label."""
-    if config.labels not in LABEL_SETS:
-        raise MultiNetError(f"unknown --labels {config.labels!r}: use {', '.join(LABEL_SETS)}")
-    if not 0.0 <= config.mix_weight <= 1.0:
-        raise MultiNetError(f"--mix-weight {config.mix_weight}: give a number in 0..1")
+    options.check(config)  # the settings' one check (labels, mix weight, ...)
     onehot = np.eye(len(EMOTIONS), dtype=np.float32)
     if config.labels == "auto":
         try:

@@ -56,6 +56,7 @@ class CatalogItem(FileModel):
     duration: Duration       # seconds
     tags: Tags = ()
     difficulty: Difficulty = 1
+    license: Text | None = None  # the licence of the content (the shipped sample names each)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "title": self.title, "kind": self.kind, "url": self.url,

@@ -422,9 +422,11 @@ $("delete").addEventListener("click", guarded(async () => {
     if (!(e instanceof SignedOut)) reconnect(0);
     throw e;
   }
-  signedOut(`All your data was deleted (${r.deleted.samples} emotion samples, ` +
-            `${r.deleted.sessions} sessions, ${r.deleted.recommendations} suggestions). ` +
-            "To continue, sign up again.", "notice");
+  const count = (n, what) => `${n} ${what}${n === 1 ? "" : "s"}`;
+  signedOut(`All your data was deleted (${count(r.deleted.samples, "emotion sample")}, ` +
+            `${count(r.deleted.sessions, "session")}, ` +
+            `${count(r.deleted.recommendations, "suggestion")}). To continue, sign up again.`,
+            "notice");
 }));
 
 $("end").addEventListener("click", guarded(endSession));
