@@ -353,7 +353,8 @@ def ws_messages(draw: st.DrawFn) -> str:
     return json.dumps(message)
 
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True,
+#: Fast, reproducible and leaving no example database in the working tree.
+FAST = settings(max_examples=60, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -404,7 +405,7 @@ def test_random_first_messages_are_refused_cleanly(tmp_path: Path,
         store = client.app.state.service.store
         before = store.counts()
 
-        @settings(max_examples=25, deadline=None, derandomize=True)
+        @settings(FAST, max_examples=25)
         @given(text=ws_messages() | st.builds(
             lambda tok, s: json.dumps({"type": "hello", "token": tok, "session_id": s}),
             SCALARS, SCALARS | st.just(sid)))

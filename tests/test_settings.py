@@ -113,3 +113,15 @@ def test_the_pages_get_labels_colours_and_names_from_the_server(tmp_path):
         for color in COLORS.values():
             assert color not in text.lower(), f"{page.name} repeats the colour {color}"
         assert '"angry", "fear"' not in text and "afraid" not in text, page.name
+
+
+def test_the_start_up_message_states_the_limits_and_the_law(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MULTINET_INSTRUCTOR_TOKEN", "t" * 20)
+    assert main(["serve", "--check", "--no-analysis", "--database",
+                 f"sqlite:///{tmp_path / 'm.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "facial expressions, not feelings" in out
+    assert "AI Act (Art. 5(1)(f)) prohibits emotion recognition" in out
+    metrics = json.loads((Path(options.__file__).parent / "assets" / "model_metrics.json")
+                         .read_text())
+    assert f"right on {metrics['figures']['test-ferplus']['accuracy']:.0%}" in out

@@ -287,6 +287,20 @@ def _serve_parser(sub) -> None:
     p.set_defaults(func=_serve)
 
 
+def _measured(model: Path | None) -> str:
+    """The shipped model's measured accuracy, from its model card's figures."""
+    if model is not None:
+        return "accuracy: see your model's own evaluation"
+    from .classifier import default_model_path
+    try:
+        fig = json.loads((default_model_path().parent / "model_metrics.json").read_text())
+        fp = fig["figures"]["test-ferplus"]
+        return (f"right on {fp['accuracy']:.0%} of FER2013 PrivateTest faces (FER+ labels; "
+                "model card)")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "its accuracy is in the model card"
+
+
 def _serve(args: argparse.Namespace) -> int:
     import socket
 
@@ -315,7 +329,11 @@ def _serve(args: argparse.Namespace) -> int:
           f"  instructor token: {token_line}\n"
           f"  API docs:         {base}/docs\n"
           f"  store:            {st.service.store.safe_url}\n"
-          f"  emotion analysis: {analysis}", flush=True)
+          f"  emotion analysis: {analysis}\n"
+          f"  what it reads:    facial expressions, not feelings; {_measured(settings.model)}\n"
+          "  the law:          in the EU, the AI Act (Art. 5(1)(f)) prohibits emotion "
+          "recognition in\n                    workplaces and education institutions (README, "
+          "'Where it may be used')", flush=True)
     if args.check:
         return 0
     with socket.socket() as probe:  # a clear message instead of uvicorn's traceback
