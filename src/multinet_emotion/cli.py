@@ -132,19 +132,12 @@ def _export_parser(sub) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (int8 by default)",
                        description="Write an ONNX model with its labels, input size and "
                        "preprocessing in the metadata, and check it against PyTorch.")
-    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint (best.pt)")
-    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    p.add_argument("--data", type=Path, default=None,
-                   help="dataset for int8 calibration and the parity check on real faces")
-    p.add_argument("--no-quantize", action="store_true", help="write fp32 only")
-    p.add_argument("--tta-flip", action="store_true",
-                   help="average each face with its mirror image inside the model")
+    from . import options
+    from .export import ExportConfig
+    options.add_options(p, ExportConfig)  # each option from its one statement in export.py
     p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
                    help="per-class logit offsets built into the model (angry..surprise), "
                    "or the JSON that bench/class_bias.py writes")
-    p.add_argument("--calibration-images", type=int, default=512)
-    p.add_argument("--crop-scale", type=float, default=None,
-                   help="face framing for the runtime to record in the file")
     p.add_argument("--report", type=Path, default=None, help="write the parity report (JSON)")
     p.set_defaults(func=_export)
 
@@ -158,14 +151,11 @@ def _export(args: argparse.Namespace) -> int:
 
     if args.out.suffix != ".onnx":
         raise MultiNetError(f"{args.out}: the output file must end in .onnx")
-    if args.data is None and not args.no_quantize:
+    if args.calibration is None and args.quantize:
         raise MultiNetError("int8 quantisation is calibrated on real faces: pass --data "
                             "(e.g. the training dataset), or --no-quantize for fp32 only")
-    report = export(ExportConfig(checkpoint=args.model, out=args.out,
-                                 quantize=not args.no_quantize, tta_flip=args.tta_flip,
-                                 calibration=args.data,
-                                 calibration_images=args.calibration_images,
-                                 crop_scale=args.crop_scale,
+    from . import options
+    report = export(ExportConfig(**options.values(ExportConfig, args),
                                  class_bias=(parse_class_bias(args.class_bias)
                                              if args.class_bias else None)))
     if args.report:

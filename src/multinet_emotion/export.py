@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import options
 from .classifier import INPUT_NAME, METADATA_KEY, OUTPUT_NAME
 from .emotions import EMOTIONS
 from .errors import MultiNetError
+from .faces import CROP_SCALE_RANGE
 from .files import atomic_path
+from .options import setting
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +29,27 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExportConfig:
-    checkpoint: Path
-    out: Path
-    quantize: bool = True  # int8 static quantisation (QDQ, per channel)
-    tta_flip: bool = False  # average the face and its mirror image inside the graph
-    calibration: Path | None = None  # dataset for quantisation calibration and parity checks
-    calibration_images: int = 512
-    opset: int = 18
-    crop_scale: float | None = None  # face framing the runtime should use (None = runtime default)
-    class_bias: tuple[float, ...] | None = None  # per-class logit offsets (bench/class_bias.py)
+    """One export; `multinet-emotion export` takes its options from these fields."""
+
+    checkpoint: Path = setting(flag="--model", metavar="FILE",
+                               help="a .pt checkpoint (best.pt)")
+    out: Path = setting(metavar="FILE.onnx", help="the .onnx file to write")
+    quantize: bool = setting(True, help="int8 static quantisation (QDQ, per channel); "
+                             "--no-quantize writes fp32 only")
+    tta_flip: bool = setting(False, help="average each face with its mirror image inside the "
+                             "model")
+    calibration: Path | None = setting(None, flag="--data", metavar="PATH",
+                                       help="dataset for int8 calibration "
+                                       "and the parity check on real faces")
+    calibration_images: int = setting(512, min=16, help="faces used for int8 calibration")
+    opset: int = setting(18, cli=False, min=13, help="ONNX opset")
+    crop_scale: float | None = setting(None, **CROP_SCALE_RANGE,
+                                       help="face framing for the runtime to record in the file")
+    # per-class logit offsets (bench/class_bias.py): the command line parses them from text
+    class_bias: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
 
 def check_class_bias(bias) -> list[float]:

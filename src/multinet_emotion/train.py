@@ -1,12 +1,12 @@
-"""Training: augmentation, the loop, checkpoints, exact resume, history and curves.
+"""Training: the loop, the learning-rate schedule, checkpoints, exact resume, history and curves.
 
 One epoch = one pass over the training split in a seeded order. The learning rate follows a
 linear warm-up then a cosine decay to zero (one cycle: every run ends annealed, with a
 shippable model), computed from the step number, so a resumed run is the same run.
 
-Targets (``labels``): the original FER2013 labels, the FER+ ten-annotator vote distribution
-(soft targets; images the annotators called not-a-face or unknown are left out), or a mix of
-the two. Validation always scores both label sets; the best epoch is chosen on the one trained
+What is trained towards (``labels``: FER2013, FER+ votes or a mix) is targets.py's; the
+augmentation is augment.py's; starting from earlier weights (``--init``) is init_weights.py's.
+Validation always scores both label sets; the best epoch is chosen on the one trained
 for (FER+ majority labels for ``ferplus`` and ``mix``). After each epoch the model is scored
 on the validation split, the best epoch is kept (``best.pt``), everything needed to continue
 is written atomically (``last.pt``; the file format is checkpoint.py's), and training stops
@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,186 +32,29 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import options
+from .augment import augment
 from .checkpoint import RESUME_KEYS, read_checkpoint, save_checkpoint, training_meta
 from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
-from .datasets import (
-    DataConfig,
-    Dataset,
-    Split,
-    ferplus_majority_labels,
-    ferplus_targets,
-    load_dataset,
-)
+from .datasets import DataConfig, Dataset, Split, ferplus_majority_labels, load_dataset
 from .emotions import EMOTIONS
 from .errors import MultiNetError
 from .files import atomic_path, atomic_write_text
+from .init_weights import init_from
 from .metrics import confusion_matrix, summarize
 from .model import ModelConfig, build_model, unwrap
 from .progress import bar
+from .targets import (  # noqa: F401 - Targets re-exported
+    Targets,
+    class_weights,
+    ferplus_dir,
+    soft_cross_entropy,
+    training_targets,
+)
 
 log = logging.getLogger(__name__)
 
 
-# --- augmentation -------------------------------------------------------------------------
-
-def _uniform(g: torch.Generator, device: torch.device):
-    """Uniform random numbers from the CPU generator ``g`` (so a run's randomness does not
-    depend on the device), placed on ``device``."""
-    return lambda *shape: torch.rand(*shape, generator=g, device="cpu").to(device)
-
-
-def augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.Tensor:
-    """Augment a batch of raw grey faces [N,1,S,S] 0..255 on their own device (a GPU's, where
-    training runs on one); the random draws come from the CPU generator ``g``."""
-    with torch.device(x.device):
-        return _augment(x, g, webcam)
-
-
-def _augment(x: torch.Tensor, g: torch.Generator, webcam: bool = True) -> torch.Tensor:
-    """Augment a batch of raw grey faces [N,1,S,S] 0..255 (on the CPU).
-
-    Always: random flip, rotation (+-10 deg), scale (0.9-1.1), shift (+-8%), brightness and
-    contrast, and random erasing. With ``webcam``, what a laptop camera adds, each on a share
-    of the batch: head yaw and pitch (a perspective warp), dim light and gamma, light from one
-    side, a hand or glasses over the face, low resolution, blur, sensor noise and JPEG."""
-    n, s = x.shape[0], x.shape[-1]
-    u = _uniform(g, x.device)
-    some = lambda p: u(n) < p  # noqa: E731
-    x = _warp(x, g, perspective=0.15 if webcam else 0.0)
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, s), torch.linspace(-1, 1, s), indexing="ij")
-    if webcam:
-        x = _occlude(x, g, xx, yy)
-        gamma = torch.where(some(0.5), torch.exp((u(n) * 2 - 1) * 0.5), torch.ones(n))
-        x = 255.0 * (x / 255.0).clamp_min(0).pow(gamma.view(n, 1, 1, 1))
-        gain = torch.where(some(0.25), 0.3 + u(n) * 0.7, torch.ones(n))
-        x = x * gain.view(n, 1, 1, 1)
-        direction = u(n) * 2 * math.pi
-        strength = torch.where(some(0.25), 0.2 + u(n) * 0.5, torch.zeros(n)).view(n, 1, 1)
-        side = (torch.cos(direction).view(n, 1, 1) * xx + torch.sin(direction).view(n, 1, 1) * yy)
-        x = x * (1 + strength * side).clamp_min(0.2).unsqueeze(1)
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    contrast = (0.75 + u(n) * 0.5).view(n, 1, 1, 1)
-    brightness = ((u(n) * 2 - 1) * 25).view(n, 1, 1, 1)
-    x = ((x - mean) * contrast + mean + brightness).clamp(0, 255)
-    # random erasing: a box of 4-20% of the area, random grey, on some of the images
-    area = (0.04 + u(n) * 0.16) * s * s
-    aspect = torch.exp((u(n) * 2 - 1) * math.log(2))
-    h = (area * aspect).sqrt().clamp(1, s).long()
-    w = (area / aspect).sqrt().clamp(1, s).long()
-    top = (u(n) * (s - h + 1)).long()
-    left = (u(n) * (s - w + 1)).long()
-    on = some(0.15 if webcam else 0.25)
-    rows = torch.arange(s).view(1, s, 1)
-    cols = torch.arange(s).view(1, 1, s)
-    box = ((rows >= top.view(n, 1, 1)) & (rows < (top + h).view(n, 1, 1))
-           & (cols >= left.view(n, 1, 1)) & (cols < (left + w).view(n, 1, 1))
-           & on.view(n, 1, 1))
-    fill = u(n).view(n, 1, 1) * 255
-    x = torch.where(box.unsqueeze(1), fill.unsqueeze(1), x)
-    if webcam:
-        x = _degrade(x, g)
-    return x
-
-
-def _warp(x: torch.Tensor, g: torch.Generator, perspective: float) -> torch.Tensor:
-    """Flip, rotation, scale, shift and (``perspective`` > 0) a yaw/pitch foreshortening, as one
-    projective map sampled with bilinear interpolation."""
-    n, s = x.shape[0], x.shape[-1]
-    u = _uniform(g, x.device)
-    angle = (u(n) * 2 - 1) * math.radians(10)
-    scale = 0.9 + u(n) * 0.2
-    flip = torch.where(u(n) < 0.5, -1.0, 1.0)
-    shift = (u(n, 2) * 2 - 1) * 0.08 * 2  # grid units span 2
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    m = torch.zeros(n, 3, 3)
-    m[:, 0, 0], m[:, 0, 1], m[:, 0, 2] = cos * flip, -sin, shift[:, 0]
-    m[:, 1, 0], m[:, 1, 1], m[:, 1, 2] = sin * flip, cos, shift[:, 1]
-    m[:, 2, 2] = 1.0
-    if perspective > 0:  # on half the faces: a head turned (x term) or tilted (y term)
-        tilt = (u(n, 2) * 2 - 1) * perspective * (u(n, 1) < 0.5)
-        m[:, 2, 0], m[:, 2, 1] = tilt[:, 0], tilt[:, 1]
-    lin = (torch.arange(s, dtype=torch.float32) + 0.5) / s * 2 - 1
-    yy, xx = torch.meshgrid(lin, lin, indexing="ij")
-    points = torch.stack([xx.reshape(-1), yy.reshape(-1), torch.ones(s * s)])  # [3, S*S]
-    src = m @ points
-    grid = (src[:, :2] / src[:, 2:3]).transpose(1, 2).reshape(n, s, s, 2)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def _occlude(x: torch.Tensor, g: torch.Generator, xx: torch.Tensor, yy: torch.Tensor
-             ) -> torch.Tensor:
-    """A hand (a skin-grey ellipse over the lower face) on 10% of the faces, dark glasses
-    frames at eye height on another 10%."""
-    n = x.shape[0]
-    u = _uniform(g, x.device)
-    v = lambda t: t.view(n, 1, 1)  # noqa: E731
-    hand = v(u(n) < 0.1)
-    cx, cy = v((u(n) * 2 - 1) * 0.6), v(0.3 + u(n) * 0.6)
-    rx, ry = v(0.3 + u(n) * 0.3), v(0.2 + u(n) * 0.25)
-    inside = ((xx - cx) / rx).square() + ((yy - cy) / ry).square() < 1
-    skin = v(90 + u(n) * 120) + 15 * yy
-    x = torch.where((inside & hand).unsqueeze(1), skin.unsqueeze(1), x)
-    glasses = v(u(n) < 0.1)
-    ey, ex, r = v(-0.25 + (u(n) * 2 - 1) * 0.08), v(0.33 + (u(n) * 2 - 1) * 0.05), v(0.2 + u(n) * 0.08)
-    width = v(0.05 + u(n) * 0.06)
-    ring = lambda c: (((xx - c).square() + (yy - ey).square()).sqrt() - r).abs() < width  # noqa: E731
-    bridge = ((yy - ey).abs() < width) & (xx.abs() < ex - r + width)
-    frame = (ring(ex) | ring(-ex) | bridge) & glasses
-    x = torch.where(frame.unsqueeze(1), v(10 + u(n) * 50).unsqueeze(1), x)
-    return x
-
-
-def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Low resolution (10%), Gaussian blur (20%), sensor noise (20%) and JPEG (15%)."""
-    n, s = x.shape[0], x.shape[-1]
-    u = _uniform(g, x.device)
-    low = u(n)
-    for size, lo, hi in ((12, 0.0, 0.03), (16, 0.03, 0.06), (24, 0.06, 0.10)):
-        pick = (low >= lo) & (low < hi)
-        if pick.any():
-            small = F.interpolate(x[pick], size=(size, size), mode="area")
-            x[pick] = F.interpolate(small, size=(s, s), mode="bilinear", align_corners=False)
-    sigma = torch.where(u(n) < 0.2, 0.4 + u(n) * 1.0, torch.zeros(n))
-    if (sigma > 0).any():
-        k = torch.arange(7, dtype=torch.float32) - 3
-        kernel = torch.exp(-k.view(1, 7).square() / (2 * sigma.clamp_min(1e-3).view(n, 1).square()))
-        kernel = kernel / kernel.sum(1, keepdim=True)  # sigma 0: a delta
-        rows = x.view(1, n, s, s)
-        rows = F.conv2d(F.pad(rows, (3, 3, 0, 0), mode="replicate"), kernel.view(n, 1, 1, 7), groups=n)
-        rows = F.conv2d(F.pad(rows, (0, 0, 3, 3), mode="replicate"), kernel.view(n, 1, 7, 1), groups=n)
-        x = rows.view(n, 1, s, s)
-    noise = torch.where(u(n) < 0.2, 2 + u(n) * 8, torch.zeros(n)).view(n, 1, 1, 1)
-    x = (x + noise * torch.randn(x.shape, generator=g, device="cpu").to(x.device)).clamp(0, 255)
-    jpeg = (u(n) < 0.15).nonzero().flatten().tolist()
-    quality = (15 + u(n) * 55).long().tolist()
-    if jpeg:
-        import cv2
-
-        for i in jpeg:
-            img = x[i, 0].round().to(torch.uint8).cpu().numpy()
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
-            if ok:
-                x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-                                           .astype(np.float32)).to(x.device)
-    return x
-
-
 # --- helpers ------------------------------------------------------------------------------
-
-def class_weights(counts: np.ndarray, mode: str) -> torch.Tensor | None:
-    if mode == "none":
-        return None
-    freq = np.maximum(counts, 1) / max(counts.sum(), 1)
-    if mode == "sqrt":
-        w = 1.0 / np.sqrt(freq)
-    elif mode == "inverse":
-        w = 1.0 / freq
-    else:
-        raise MultiNetError(f"unknown --class-weights {mode!r}: use none, sqrt or inverse")
-    w = w / (w * freq).sum()  # average weight over the data = 1
-    return torch.tensor(w, dtype=torch.float32)
-
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     if step < warmup:
@@ -257,44 +100,6 @@ def predict_logits(model: nn.Module, images: np.ndarray, batch_size: int = 256,
     return torch.cat(out).numpy() if out else np.zeros((0, len(EMOTIONS)), np.float32)
 
 
-@dataclass
-class Targets:
-    """What the model is trained towards: one distribution over the six classes per image."""
-
-    split: Split  # the training images used (FER+-unusable ones left out)
-    probs: np.ndarray  # float32 [N, 6]
-    left_out: int = 0
-
-
-def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Targets:
-    """The training targets for ``config.labels``: one-hot original labels, FER+ vote
-    distributions, or ``mix_weight`` * votes + (1 - mix_weight) * original label."""
-    options.check(config)  # the settings' one check (labels, mix weight, ...)
-    onehot = np.eye(len(EMOTIONS), dtype=np.float32)
-    if config.labels == "auto":
-        try:
-            keep, votes = ferplus_targets(split, ferplus_dir(config), dataset.disgust)
-            config.labels = "ferplus"
-        except MultiNetError as e:
-            log.info("--labels auto: training on the dataset's own labels (%s)", e)
-            config.labels = "fer2013"
-    if config.labels == "fer2013":
-        return Targets(split, onehot[split.labels])
-    keep, votes = ferplus_targets(split, ferplus_dir(config), dataset.disgust)
-    sub = split.subset(keep)
-    probs = votes if config.labels == "ferplus" else \
-        config.mix_weight * votes + (1 - config.mix_weight) * onehot[sub.labels]
-    return Targets(sub, probs.astype(np.float32), len(split) - len(keep))
-
-
-def ferplus_dir(config: TrainConfig) -> Path:
-    if config.ferplus is not None:
-        return Path(config.ferplus)
-    if config.data is None:
-        raise MultiNetError("--labels ferplus/mix needs --ferplus FOLDER (the FER+ votes)")
-    return Path(config.data.path).parent / "ferplus"
-
-
 def score(model: nn.Module, split: Split, config: TrainConfig, device: torch.device,
           dtype: torch.dtype | None, ferplus: tuple[np.ndarray, np.ndarray] | None = None
           ) -> dict:
@@ -315,19 +120,6 @@ def score(model: nn.Module, split: Split, config: TrainConfig, device: torch.dev
             return fp
         result["ferplus"] = fp["ferplus"]
     return result
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                       weights: torch.Tensor | None, smoothing: float) -> torch.Tensor:
-    """Cross-entropy against target distributions, with label smoothing and class weights
-    (each image weighted by its target's mix of class weights)."""
-    if smoothing:
-        target = target * (1 - smoothing) + smoothing / target.shape[1]
-    loss = -(target * F.log_softmax(logits, dim=1)).sum(1)
-    if weights is None:
-        return loss.mean()
-    w = target @ weights
-    return (loss * w).sum() / w.sum()
 
 
 # --- distributed --------------------------------------------------------------------------
@@ -402,7 +194,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     torch.manual_seed(config.seed)
     model = build_model(config.model).to(device)
     if config.init is not None and not config.resume:
-        _init_from(model, Path(config.init), train_split.images[:2048])
+        init_from(model, Path(config.init), train_split.images[:2048])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -554,21 +346,6 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     return unwrap(model), history
 
 
-def _init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -> None:
-    if not path.is_file():
-        raise MultiNetError(f"{path}: --init checkpoint not found")
-    if path.suffix == ".onnx":
-        _init_from_onnx(unwrap(model), path, images)
-        return
-    ckpt = read_checkpoint(path)
-    try:
-        model.load_state_dict(ckpt.state)
-    except Exception as e:  # noqa: BLE001 - a wrong file is the user's to fix
-        raise MultiNetError(f"{path}: cannot start from this checkpoint ({e}); it must be a "
-                            "best.pt/last.pt of the same --arch") from None
-    log.info("starting from the weights of %s", path)
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -579,39 +356,6 @@ def _device_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"CPU, {os.cpu_count()} cores"
-
-
-def _init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> None:
-    """Weights read back from an exported model (int8 dequantised), checked against ONNX
-    Runtime on the file's own layout; then copied into ``model`` if its stem or normalisation
-    differ (the layer shapes are the same)."""
-    import onnxruntime as ort
-
-    from .classifier import METADATA_KEY, parse_metadata
-    from .onnx_weights import load_onnx_weights
-
-    try:
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) \
-            .get_modelmeta().custom_metadata_map
-    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several types
-        raise MultiNetError(f"{path}: --init cannot read this ONNX file ({e})") from None
-    info = parse_metadata(meta.get(METADATA_KEY), path)
-    config = model.config
-    file_config = ModelConfig(arch=config.arch, image_size=config.image_size, hidden=config.hidden,
-                              dropout=config.dropout,
-                              stem=str(info.extra.get("stem", "imagenet")),
-                              normalization=str(info.extra.get("normalization", "imagenet")))
-    source = model if (file_config.stem, file_config.normalization) == \
-        (config.stem, config.normalization) else build_model(file_config)
-    report = load_onnx_weights(source, path, images)
-    if source is not model:
-        model.load_state_dict(source.state_dict())
-        log.info("weights of a stem=%s normalization=%s model, continued as stem=%s "
-                 "normalization=%s", file_config.stem, file_config.normalization, config.stem,
-                 config.normalization)
-    model.train()
-    log.info("starting from the weights of %s: top-1 agreement with ONNX Runtime %.3f, max "
-             "|dp| %.4f", path, report["top1_agreement"], report["max_abs_diff"])
 
 
 def _meta(config: TrainConfig, dataset: Dataset, record: dict) -> dict:

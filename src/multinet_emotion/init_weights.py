@@ -1,0 +1,64 @@
+"""Starting a training run from earlier weights (``--init``): a best.pt/last.pt of the same
+architecture, or an exported .onnx model (its int8 weights dequantised)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from .checkpoint import read_checkpoint
+from .errors import MultiNetError
+from .model import ModelConfig, build_model, unwrap
+
+log = logging.getLogger(__name__)
+
+
+def init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -> None:
+    if not path.is_file():
+        raise MultiNetError(f"{path}: --init checkpoint not found")
+    if path.suffix == ".onnx":
+        init_from_onnx(unwrap(model), path, images)
+        return
+    ckpt = read_checkpoint(path)
+    try:
+        model.load_state_dict(ckpt.state)
+    except Exception as e:  # noqa: BLE001 - a wrong file is the user's to fix
+        raise MultiNetError(f"{path}: cannot start from this checkpoint ({e}); it must be a "
+                            "best.pt/last.pt of the same --arch") from None
+    log.info("starting from the weights of %s", path)
+
+
+def init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> None:
+    """Weights read back from an exported model (int8 dequantised), checked against ONNX
+    Runtime on the file's own layout; then copied into ``model`` if its stem or normalisation
+    differ (the layer shapes are the same)."""
+    import onnxruntime as ort
+
+    from .classifier import METADATA_KEY, parse_metadata
+    from .onnx_weights import load_onnx_weights
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) \
+            .get_modelmeta().custom_metadata_map
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises several types
+        raise MultiNetError(f"{path}: --init cannot read this ONNX file ({e})") from None
+    info = parse_metadata(meta.get(METADATA_KEY), path)
+    config = model.config
+    file_config = ModelConfig(arch=config.arch, image_size=config.image_size, hidden=config.hidden,
+                              dropout=config.dropout,
+                              stem=str(info.extra.get("stem", "imagenet")),
+                              normalization=str(info.extra.get("normalization", "imagenet")))
+    source = model if (file_config.stem, file_config.normalization) == \
+        (config.stem, config.normalization) else build_model(file_config)
+    report = load_onnx_weights(source, path, images)
+    if source is not model:
+        model.load_state_dict(source.state_dict())
+        log.info("weights of a stem=%s normalization=%s model, continued as stem=%s "
+                 "normalization=%s", file_config.stem, file_config.normalization, config.stem,
+                 config.normalization)
+    model.train()
+    log.info("starting from the weights of %s: top-1 agreement with ONNX Runtime %.3f, max "
+             "|dp| %.4f", path, report["top1_agreement"], report["max_abs_diff"])
