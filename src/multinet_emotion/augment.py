@@ -154,3 +154,4 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
             if ok:
                 x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
                                            .astype(np.float32)).to(x.device)
+    return x
