@@ -14,6 +14,7 @@ from multinet_emotion.config import ModelConfig, TrainConfig
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import ADJECTIVES, COLORS, EMOTIONS
 from multinet_emotion.errors import MultiNetError
+from multinet_emotion.evaluate import EvalConfig
 from multinet_emotion.export import ExportConfig
 from multinet_emotion.server import Settings, create_app
 
@@ -26,7 +27,8 @@ def _subparser(name: str) -> argparse.ArgumentParser:
 
 @pytest.mark.parametrize("command, classes", [("train", (TrainConfig, ModelConfig, DataConfig)),
                                               ("serve", (Settings,)),
-                                              ("export", (ExportConfig,))])
+                                              ("export", (ExportConfig,)),
+                                              ("evaluate", (EvalConfig, DataConfig))])
 def test_every_setting_is_an_option_with_its_default_and_help(command, classes):
     p = _subparser(command)
     actions = {a.dest: a for a in p._actions if a.option_strings[:1] != ["--no-analysis"]}

@@ -79,21 +79,14 @@ def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a model (.pt checkpoint or .onnx) on a dataset",
                        description="Accuracy, per-class precision/recall/F1, macro and weighted "
                        "F1, confusion matrices; written as JSON, Markdown and PNG.")
-    p.add_argument("--model", type=Path, default=None,
-                   help="a .pt checkpoint or an .onnx file (default: the shipped model)")
+    from . import options
+    from .evaluate import EvalConfig
+    spec = options.specs(EvalConfig)
+    p.add_argument("--model", type=Path, default=None, help=spec["model"][1].help)
     _add_data_args(p)
-    p.add_argument("--split", choices=("train", "val", "test", "all"), default="test",
-                   help="FER2013: train=Training, val=PublicTest, test=PrivateTest")
-    p.add_argument("--ferplus", type=Path, default=None,
-                   help="FER+ folder: score against the FER+ majority labels")
-    p.add_argument("--tta-flip", action="store_true",
-                   help="average with the mirrored face (PyTorch checkpoints)")
+    options.add_options(p, EvalConfig)  # each option from its one statement in evaluate.py
     p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
                    help="per-class logit offsets (PyTorch checkpoints; see export)")
-    p.add_argument("--sample", type=int, default=0, metavar="N",
-                   help="score a seeded random sample of N faces (a quick check; default all)")
-    p.add_argument("--seed", type=int, default=0, help="the --sample seed")
-    p.add_argument("--out", type=Path, default=None, help="report folder (default reports/...)")
     p.set_defaults(func=_evaluate)
 
 
@@ -108,11 +101,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     data = _data_config(args, size)
     if not args.merge_disgust:  # score the model on the label set it was trained with
         data.disgust = disgust
-    result = evaluate(EvalConfig(model=model, data=data, split=args.split,
-                                 out=args.out, ferplus=args.ferplus, tta_flip=args.tta_flip,
+    from . import options
+    result = evaluate(EvalConfig(model=model, data=data, **options.values(EvalConfig, args),
                                  class_bias=(parse_class_bias(args.class_bias)
-                                             if args.class_bias else None),
-                                 sample=args.sample, seed=args.seed))
+                                             if args.class_bias else None)))
     print(markdown(result))
     print(format_summary(result))
     print(f"reports written to {result['out']}/ (metrics.json, report.md, confusion*.png)")

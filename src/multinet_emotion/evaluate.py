@@ -13,28 +13,41 @@ from pathlib import Path
 
 import numpy as np
 
+from . import options
 from .checkpoint import load_checkpoint, read_checkpoint
 from .datasets import DataConfig, Split, load_dataset, relabel_ferplus
 from .emotions import EMOTIONS, DisgustPolicy
 from .errors import MultiNetError
 from .files import atomic_path, atomic_write_text
 from .metrics import confusion_matrix, summarize
+from .options import setting
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class EvalConfig:
-    model: Path
-    data: DataConfig
-    split: str = "test"
-    out: Path | None = None  # report folder; None = reports/<model>-<split>
-    ferplus: Path | None = None  # FER+ folder: score against FER+ majority labels instead
-    tta_flip: bool = False  # PyTorch checkpoints only (ONNX files carry their own setting)
-    class_bias: tuple[float, ...] | None = None  # likewise: per-class logit offsets
-    batch_size: int = 64
-    sample: int = 0  # > 0: score a seeded random sample of this many faces (quick checks)
-    seed: int = 0
+    """One evaluation; `multinet-emotion evaluate` takes its options from these fields."""
+
+    model: Path = setting(cli=False, help="a .pt checkpoint or an .onnx file (default: the "
+                          "shipped model)")
+    data: DataConfig = setting(cli=False, help="the dataset (its own options)")
+    split: str = setting("test", choices=("train", "val", "test", "all"),
+                         help="FER2013: train=Training, val=PublicTest, test=PrivateTest")
+    out: Path | None = setting(None, help="report folder (default reports/<model>-<split>)")
+    ferplus: Path | None = setting(None, help="FER+ folder: score against the FER+ majority "
+                                   "labels")
+    tta_flip: bool = setting(False, help="average with the mirrored face (PyTorch checkpoints; "
+                             "ONNX files carry their own setting)")
+    # per-class logit offsets (PyTorch checkpoints): the command line parses them from text
+    class_bias: tuple[float, ...] | None = None
+    batch_size: int = setting(64, min=1, help="faces per batch")
+    sample: int = setting(0, min=0, metavar="N", help="score a seeded random sample of N faces "
+                          "(a quick check; 0 = all)")
+    seed: int = setting(0, help="the --sample seed")
+
+    def __post_init__(self) -> None:
+        options.check(self)
 
 
 def sample_split(split: Split, n: int, seed: int = 0) -> Split:
@@ -128,8 +141,6 @@ def evaluate(config: EvalConfig) -> dict:
     """Score a model on a split, write the reports and return the metrics dict."""
     data = load_dataset(config.data)
     split: Split = data.split(config.split)
-    if config.sample < 0:
-        raise MultiNetError(f"--sample {config.sample}: must be 0 (all faces) or more")
     split = sample_split(split, config.sample, config.seed)
     excluded = 0
     if config.ferplus is not None:
