@@ -135,21 +135,20 @@ def _export_parser(sub) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .faces import check_crop_scale
-
-    check_crop_scale("--crop-scale", args.crop_scale)  # the range of detect's and the model's
-    _need_torch("export")
+    from . import options
     from .export import ExportConfig, export, parse_class_bias
 
+    # the settings' one check (crop scale: the range of detect's and the model file's) comes
+    # before the need for PyTorch, so a bad value is named first
+    config = ExportConfig(**options.values(ExportConfig, args),
+                          class_bias=parse_class_bias(args.class_bias) if args.class_bias else None)
+    _need_torch("export")
     if args.out.suffix != ".onnx":
         raise MultiNetError(f"{args.out}: the output file must end in .onnx")
     if args.calibration is None and args.quantize:
         raise MultiNetError("int8 quantisation is calibrated on real faces: pass --data "
                             "(e.g. the training dataset), or --no-quantize for fp32 only")
-    from . import options
-    report = export(ExportConfig(**options.values(ExportConfig, args),
-                                 class_bias=(parse_class_bias(args.class_bias)
-                                             if args.class_bias else None)))
+    report = export(config)
     if args.report:
         from .files import atomic_write_text
         atomic_write_text(args.report, json.dumps(report, indent=2))

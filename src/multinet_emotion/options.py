@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -46,6 +47,7 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
                              metadata={"spec": Spec(**spec)})
 
 
+@functools.cache  # type hints are resolved once per class, not at every check
 def specs(cls: type) -> dict[str, tuple[dataclasses.Field, Spec, type, bool]]:
     """Per field with a spec: the field, the spec, its value type and whether None is allowed."""
     hints = typing.get_type_hints(cls)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import options
 from .config import TrainConfig
 from .datasets import Dataset, Split, ferplus_targets
 from .emotions import EMOTIONS
@@ -51,7 +50,6 @@ class Targets:
 def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Targets:
     """The training targets for ``config.labels``: one-hot original labels, FER+ vote
     distributions, or ``mix_weight`` * votes + (1 - mix_weight) * original label."""
-    options.check(config)  # the settings' one check (labels, mix weight, ...)
     onehot = np.eye(len(EMOTIONS), dtype=np.float32)
     if config.labels == "auto":
         try:

@@ -11,7 +11,6 @@ from pathlib import Path
 from .. import options
 from ..errors import MultiNetError
 from ..options import setting
-from ..store import data_dir, default_database_url
 from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
@@ -26,7 +25,13 @@ TOKEN_FILE = "instructor-token"
 def token_file() -> Path:
     """Where a generated instructor token is kept: the data directory (that of the default
     SQLite database), $XDG_DATA_HOME/multinet-emotion/instructor-token."""
+    from ..store import data_dir
     return data_dir() / TOKEN_FILE
+
+
+def _default_database_url() -> str:
+    from ..store import default_database_url  # SQLAlchemy loads when settings are made
+    return default_database_url()
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,7 @@ class Settings:
     host: str = setting("127.0.0.1", env=True, help="address to listen on")
     port: int = setting(8000, env=True, min=1, max=65535, help="port")
     database_url: str = setting(
-        default_factory=default_database_url, env=True, flag="--database", metavar="URL",
+        default_factory=_default_database_url, env=True, flag="--database", metavar="URL",
         help="sqlite:///PATH or postgresql://USER@HOST/DB (default: SQLite under "
              "~/.local/share/multinet-emotion/)")
     instructor_token: str = setting(
