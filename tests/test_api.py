@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apiutil import consent_fields, join_code, sign_up
 from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 
@@ -36,6 +37,7 @@ class Clock:
 
 
 def make_client(url: str, clock: Clock, seed: int = 0, **settings: Any) -> TestClient:
+    settings = {"signup_rate": 0, "session_rate": 0} | settings  # tests sign many up at once
     s = Settings(database_url=url, instructor_token=INSTRUCTOR, **settings)
     app = create_app(s, analyzer_factory=None, clock=clock, rng=random.Random(seed))
     return TestClient(app)
@@ -67,10 +69,9 @@ IH = auth(INSTRUCTOR)
 
 def signup(client: TestClient, name: str = "Ada", class_id: str = "algebra-1"
            ) -> tuple[dict[str, str], str]:
-    r = client.post("/api/learners", json={"name": name})
-    assert r.status_code == 201, r.text
-    h = auth(r.json()["token"])
-    r = client.post("/api/sessions", json={"class_id": class_id, "tags": ["algebra"],
+    h = auth(sign_up(client, name)["token"])
+    code = join_code(client, IH, class_id)
+    r = client.post("/api/sessions", json={"join_code": code, "tags": ["algebra"],
                                            "level": 3, "source": "client"}, headers=h)
     assert r.status_code == 201, r.text
     return h, r.json()["id"]
@@ -154,7 +155,7 @@ def test_end_to_end(env) -> None:
     deleted = client.delete("/api/me", headers=h).json()["deleted"]
     assert deleted["samples"] == 350 and deleted["learners"] == 1
     assert client.get("/api/me", headers=h).status_code == 401  # token gone with the data
-    assert store.counts() == {k: 0 for k in store.counts()}
+    assert store.counts() == {k: 0 for k in store.counts()} | {"classes": 1}  # the class stays
 
 
 def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) -> None:
@@ -273,16 +274,16 @@ def test_auth_and_isolation(sqlite_env) -> None:
     assert client.get("/api/me/timeline", headers=hb).json()["samples"] == []
     # choosing a learner id needs the instructor token
     assert client.post("/api/learners", json={"learner_id": "ada-1"}).status_code == 401
-    r = client.post("/api/learners", json={"learner_id": "ada-1", "name": "Ada"}, headers=IH)
-    assert r.status_code == 201 and r.json()["learner_id"] == "ada-1"
-    assert client.post("/api/learners", json={"learner_id": "ada-1"},
+    assert sign_up(client, "Ada", IH, learner_id="ada-1")["learner_id"] == "ada-1"
+    assert client.post("/api/learners", json={"learner_id": "ada-1", **consent_fields(client)},
                        headers=IH).status_code == 409
 
 
 def test_closed_registration(tmp_path: Path) -> None:
     client = make_client(f"sqlite:///{tmp_path / 'm.db'}", Clock(), open_registration=False)
-    assert client.post("/api/learners", json={"name": "x"}).status_code == 401
-    assert client.post("/api/learners", json={"name": "x"}, headers=IH).status_code == 201
+    assert client.post("/api/learners", json={"name": "x", **consent_fields(client)}
+                       ).status_code == 401
+    sign_up(client, "x", IH)
 
 
 @pytest.mark.parametrize("body, words", [
@@ -826,9 +827,10 @@ def test_serve_end_to_end_from_the_command_line(tmp_path: Path) -> None:
         with httpx.Client(base_url=base, timeout=30) as c:
             assert "consent" in c.get("/learn").text.lower()
             assert c.get("/static/learner.js").status_code == 200
-            token = c.post("/api/learners", json={"name": "Cli"}).json()["token"]
+            token = sign_up(c, "Cli")["token"]
             h = auth(token)
-            sid = c.post("/api/sessions", json={"class_id": "cli"}, headers=h).json()["id"]
+            code = join_code(c, IH, "cli")
+            sid = c.post("/api/sessions", json={"join_code": code}, headers=h).json()["id"]
             now = time.time()
             samples = [{"t": now - 99 + i, "probs": SAD} for i in range(100)]
             r = c.post(f"/api/sessions/{sid}/samples", json={"samples": samples}, headers=h)

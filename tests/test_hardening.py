@@ -15,6 +15,7 @@ import zlib
 from pathlib import Path
 
 import pytest
+from apiutil import join_code, sign_up
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -45,7 +46,7 @@ def make_app(tmp_path: Path, clock: Clock, **overrides):  # noqa: ANN201
     s = Settings(**{"database_url": f"sqlite:///{tmp_path / 'm.db'}",
                     "instructor_token": INSTRUCTOR, "policy": policy,
                     "max_frame_bytes": 20_000, "max_frame_side": 1000, "max_frame_rate": 1000,
-                    **overrides})
+                    "signup_rate": 0, "session_rate": 0, **overrides})
     return create_app(s, analyzer_factory=lambda: FakeAnalyzer(clock), clock=clock,
                       rng=random.Random(0))
 
@@ -438,9 +439,9 @@ def test_random_request_bodies_never_give_a_server_error(tmp_path: Path,
         store = client.app.state.service.store
         # closed registration: only the instructor signs learners up, so a random body that
         # is refused must leave the database as it was
-        r = client.post("/api/learners", json={"name": "Ada"}, headers=IH)
-        h = auth(r.json()["token"])
-        sid = client.post("/api/sessions", json={"class_id": "c"}, headers=h).json()["id"]
+        h = auth(sign_up(client, "Ada", IH)["token"])
+        sid = client.post("/api/sessions", json={"join_code": join_code(client, IH, "c")},
+                          headers=h).json()["id"]
         live = client.app.state.service.ingest.session(None, sid)
 
         @FAST

@@ -30,23 +30,28 @@ def _errors(page) -> list[str]:  # noqa: ANN001
     return errors
 
 
-def _sign_up(page, url: str, name: str, class_id: str = "ux-class") -> None:  # noqa: ANN001
-    page.goto(url + "/learn")
+def _sign_up(page, server: dict, name: str, class_id: str = "ux-class") -> None:  # noqa: ANN001
+    page.goto(server["url"] + "/learn")
     page.evaluate("localStorage.clear()")
     page.reload()
     page.fill("#name", name)
-    page.fill("#class-id", class_id)
+    page.fill("#join-code", web.class_code(server["app"], class_id))
     page.click("#continue")
     page.locator("#consent").wait_for(state="visible")
 
 
-def _learner(request, url: str, name: str, class_id: str) -> tuple[str, str]:  # noqa: ANN001
+def _learner(request, server: dict, name: str, class_id: str  # noqa: ANN001
+             ) -> tuple[str, str]:
     """A learner with a session in ``class_id``, made through the API: (id, token)."""
-    r = request.post(url + "/api/learners", data={"name": name})
+    url = server["url"]
+    version = request.get(url + "/api/consent").json()["version"]
+    r = request.post(url + "/api/learners",
+                     data={"name": name, "consent": True, "consent_version": version})
     assert r.ok, r.text()
     me = r.json()
     auth = {"Authorization": "Bearer " + me["token"]}
-    s = request.post(url + "/api/sessions", data={"class_id": class_id, "source": "camera"},
+    code = web.class_code(server["app"], class_id)
+    s = request.post(url + "/api/sessions", data={"join_code": code, "source": "camera"},
                      headers=auth)
     assert s.ok, s.text()
     return me["learner_id"], me["token"]
@@ -69,7 +74,7 @@ def test_camera_start_status_in_words_and_an_obvious_outage(server, browser) -> 
         down["routes"].append((ws, ws.connect_to_server()))
 
     page.route_web_socket(re.compile(r".*/ws/learn$"), route)
-    _sign_up(page, server["url"], "Camera Starter")
+    _sign_up(page, server, "Camera Starter")
     page.click("#agree")
     toggle = page.locator("#camera-toggle")
     page.wait_for_function("typeof window.releaseCamera === 'function'")
@@ -123,13 +128,13 @@ def test_deleting_my_data_clears_the_page_and_returns_to_sign_up(server, browser
         route.fulfill(response=response, body=json.dumps(body))
 
     page.route("**/api/learners", bidi_name)
-    _sign_up(page, server["url"], MALLORY)
+    _sign_up(page, server, MALLORY)
+    page.click("#no-camera")
+    page.locator("#main").wait_for(state="visible")
     # 7. the name in the header: no bidi controls, isolated
     who = page.locator("#who")
     assert "evil Mallory" in who.inner_text() and not BIDI.search(who.inner_text())
-    assert who.locator("bdi").count() == 1
-    page.click("#no-camera")
-    page.locator("#main").wait_for(state="visible")
+    assert who.locator("bdi").count() == 2  # the name and the class, each isolated
     # something to clear: a reading and a timeline point, as a result would leave them
     page.evaluate("""state.cameraOn = true;
       onResult({current: {face: true, label: 'sad', confidence: 0.9, probs: Object.fromEntries(
@@ -162,7 +167,7 @@ def test_deleting_my_data_clears_the_page_and_returns_to_sign_up(server, browser
 def test_a_token_that_stops_working_returns_to_sign_up(server, browser) -> None:
     page = browser.new_page()
     errors = _errors(page)
-    _sign_up(page, server["url"], "Token Loser")
+    _sign_up(page, server, "Token Loser")
     page.click("#no-camera")
     page.locator("#main").wait_for(state="visible")
     # a 401 on a button: no uncaught error, back to sign-up with a clear message
@@ -200,8 +205,8 @@ def test_dashboard_names_login_legend_and_favicon(server, browser) -> None:
     page.goto(url + "/dashboard")
     page.locator("#login").wait_for(state="visible", timeout=15_000)
     assert not page.locator("#class-select").is_visible()
-    long_id, _ = _learner(page.request, url, LONG_NAME, "ux-names")
-    mallory_id, _ = _learner(page.request, url, MALLORY, "ux-names")
+    long_id, _ = _learner(page.request, server, LONG_NAME, "ux-names")
+    mallory_id, _ = _learner(page.request, server, MALLORY, "ux-names")
 
     def tricky(route) -> None:  # noqa: ANN001 - the names as given, whatever the server keeps
         response = route.fetch()

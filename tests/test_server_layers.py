@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "multinet_emotion"
-ROUTES = [SRC / "server" / "api.py", SRC / "server" / "ws.py"]
+ROUTES = [SRC / "server" / "api.py", SRC / "server" / "ws.py", SRC / "server" / "class_routes.py"]
 
 
 def _imports(path: Path) -> set[str]:

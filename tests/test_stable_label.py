@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apiutil import join_code, sign_up
 from fastapi.testclient import TestClient
 
 from multinet_emotion.cli import main
@@ -217,15 +218,16 @@ class _Clock:
 
 def _client(tmp_path: Path, clock: _Clock, analyzer_factory=None, **settings) -> TestClient:
     s = Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}", instructor_token="x" * 20,
-                 max_frame_rate=1000, **settings)
+                 max_frame_rate=1000, signup_rate=0, session_rate=0, **settings)
     return TestClient(create_app(s, analyzer_factory=analyzer_factory, clock=clock,
                                  rng=random.Random(0)))
 
 
 def _signup(client: TestClient) -> tuple[dict[str, str], str]:
-    token = client.post("/api/learners", json={"name": "Ada"}).json()["token"]
+    token = sign_up(client, "Ada")["token"]
     h = {"Authorization": f"Bearer {token}"}
-    sid = client.post("/api/sessions", json={"class_id": "c1"}, headers=h).json()["id"]
+    code = join_code(client, {"Authorization": "Bearer " + "x" * 20}, "c1")
+    sid = client.post("/api/sessions", json={"join_code": code}, headers=h).json()["id"]
     return h, sid
 
 

@@ -137,10 +137,10 @@ def test_export_and_complete_deletion(store: Store) -> None:
     before = store.counts()
     deleted = store.delete_learner(ada.id)
     assert deleted == {"feedback": 1, "outcomes": 1, "recommendations": 1, "samples": 30,
-                       "sessions": 1, "learners": 1}
+                       "sessions": 1, "statements": 0, "learners": 1}
     after = store.counts()
     assert after == {"learners": 1, "sessions": 1, "samples": 20, "recommendations": 0,
-                     "outcomes": 0, "feedback": 0}
+                     "outcomes": 0, "feedback": 0, "classes": 0}
     assert before["samples"] - after["samples"] == 30
     assert store.export_learner(ada.id) is None and store.delete_learner(ada.id) is None
     assert len(store.samples(learner_id=bob.id)) == 20  # others untouched

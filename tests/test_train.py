@@ -163,11 +163,27 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
 def test_resume_refuses_options_that_change_the_run(tmp_path):
     data = toy_dataset(3)
     fit(config(tmp_path, epochs=2, stop_after_epochs=1, max_steps_per_epoch=1), data)
-    with pytest.raises(MultiNetError, match="--epochs 5 differs from the run's 2"):
-        fit(TrainConfig(out=tmp_path / "run", resume=True, epochs=5), data)
+    with pytest.raises(MultiNetError, match="--lr 0.5 differs from the run's"):
+        fit(TrainConfig(out=tmp_path / "run", resume=True, lr=0.5), data)
+    with pytest.raises(MultiNetError, match="already trained 1 epochs"):
+        fit(TrainConfig(out=tmp_path / "run", resume=True, epochs=1), data)
     with pytest.raises(MultiNetError, match="--arch resnet50 differs|--arch"):
         fit(TrainConfig(out=tmp_path / "run", resume=True,
                         model=ModelConfig(arch="resnet50")), data)
+
+
+def test_resume_with_other_epochs_replans_the_schedule(tmp_path):
+    data = toy_dataset(3)
+    fit(config(tmp_path, epochs=4, batch_size=4, stop_after_epochs=1, max_steps_per_epoch=2),
+        data)
+    _, history = fit(TrainConfig(out=tmp_path / "run", resume=True, epochs=3), data)
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    assert history["replanned"] == [{"after_epoch": 1, "from_epochs": 4, "to_epochs": 3}]
+    assert history["config"]["epochs"] == 3
+    # the last step (5) follows the new plan: 6 steps in all, not 8
+    warmup = max(1, int(history["config"]["warmup"] * 2))
+    assert history["epochs"][-1]["lr"] == pytest.approx(lr_at(5, 6, warmup, 0.02))
+    assert history["epochs"][-1]["lr"] != pytest.approx(lr_at(5, 8, warmup, 0.02))
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):

@@ -101,7 +101,8 @@ def server(tmp_path_factory, brightness_onnx_model):  # noqa: ANN001
     assert factory is not None, note
     settings = Settings(database_url=f"sqlite:///{tmp / 'web.db'}", instructor_token=INSTRUCTOR,
                         policy=tmp / "policy.yaml", catalog=tmp / "catalog.yaml",
-                        frame_width=640)  # full frames, as the Haar check in conftest
+                        frame_width=640,  # full frames, as the Haar check in conftest
+                        signup_rate=0, session_rate=0)  # many sign-ups from one address
     app = create_app(settings, analyzer_factory=factory, rng=random.Random(0))
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -163,6 +164,11 @@ def check_ws(page, base_url: str, sent: list, received: list) -> tuple[set, set]
             {json.loads(m)["type"] for m in received if isinstance(m, str)})
 
 
+def class_code(app, class_id: str) -> str:  # noqa: ANN001
+    """The join code of ``class_id`` on the test server (the class made when missing)."""
+    return app.state.service.store.ensure_class(class_id).join_code
+
+
 def shot(page, name: str) -> None:  # noqa: ANN001
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
@@ -190,7 +196,7 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     sent, received = capture_ws(page)
     page.goto(server["url"] + "/learn")
     page.fill("#name", "Web Learner")
-    page.fill("#class-id", "web-class")
+    page.fill("#join-code", class_code(server["app"], "web-class"))
     page.click("#continue")
     consent = page.locator("#consent")
     consent.wait_for(state="visible")
@@ -274,6 +280,7 @@ def test_learning_without_a_camera(server, browser) -> None:
     page.evaluate("localStorage.clear()")
     page.reload()
     page.fill("#name", "No Camera")
+    page.fill("#join-code", class_code(server["app"], "web-class"))
     page.click("#continue")
     page.click("#agree")
     notice = page.locator("#notice")
@@ -304,6 +311,7 @@ def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> No
         page.evaluate("localStorage.clear()")
         page.reload()
         page.fill("#name", "Offline Model")
+        page.fill("#join-code", class_code(app, "offline"))
         page.click("#continue")
         page.click("#agree")
         notice = page.locator("#notice")

@@ -332,6 +332,85 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 
+# --- platform (LTI 1.3 registrations) -------------------------------------------------------
+
+def _platform_parser(sub) -> None:
+    p = sub.add_parser(
+        "platform", help="register the learning platforms (LMSs) that launch the tool (LTI 1.3)",
+        description="Platforms (Moodle, Canvas, Open edX, Brightspace, Sakai...) launch the "
+        "tool with LTI 1.3. Register each one with the values it shows when the tool is "
+        "added; `add` prints the URLs to give it back. Kept in the database "
+        "(MULTINET_DATABASE_URL or --database), so every server process sees them.")
+    from . import options
+    from .server.lti.spec import PlatformSpec
+    from .server.settings import Settings
+    actions = p.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="register a platform and print the tool's URLs")
+    options.add_options(add, PlatformSpec)  # each option from its one statement in lti/spec.py
+    lst = actions.add_parser("list", help="the registered platforms")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    rm = actions.add_parser("remove", help="remove a platform's registration")
+    rm.add_argument("--issuer", required=True, metavar="URL", help="the platform's issuer")
+    rm.add_argument("--client-id", default=None, metavar="ID",
+                    help="only this client id (default: every one of the issuer)")
+    for q in (add, lst, rm):
+        options.add_options(q, Settings, only=("database_url", "public_url"),
+                            defaults_from_class=False)
+    p.set_defaults(func=_platform)
+
+
+def _platform(args: argparse.Namespace) -> int:
+    from . import options
+    from .server.lti.keys import key_file, load_or_create
+    from .server.lti.platforms import Platforms
+    from .server.lti.spec import PlatformSpec
+    from .server.settings import Settings
+    from .store import LtiRecords, Store
+    settings = Settings.from_env(**options.values(Settings, args))
+    store = Store(settings.database_url)
+    try:
+        store.migrate()
+        platforms = Platforms(LtiRecords(store))
+        if args.action == "add":
+            row = platforms.add(PlatformSpec(**options.values(PlatformSpec, args)))
+            key, created = load_or_create()
+            base = settings.public_url.rstrip("/") or f"http://{settings.host}:{settings.port}"
+            print(f"registered {row.issuer} (client id {row.client_id}; deployments "
+                  f"{', '.join(row.deployment_ids)}); frames allowed from "
+                  f"{' '.join(row.frame_origins)}\n"
+                  "Give the platform these (the names vary by platform):\n"
+                  f"  login initiation URL (OIDC login):   {base}/lti/login\n"
+                  f"  redirect URI / target link URI:      {base}/lti/launch\n"
+                  f"  public keyset URL (JWKS):            {base}/lti/jwks\n"
+                  f"  deep linking (content selection) URL: {base}/lti/launch\n"
+                  "  its iframe must allow the camera:    allow=\"camera\" (else choose "
+                  "\"open in a new window\")\n"
+                  f"tool key: {key_file()} ({'generated now' if created else 'kept'}; "
+                  f"kid {key.kid})")
+            if not settings.public_url:
+                print("note: MULTINET_PUBLIC_URL (or --public-url) is not set; the URLs above "
+                      "use the host and port `serve` listens on. Set it to the https address "
+                      "the platform reaches.", file=sys.stderr)
+        elif args.action == "list":
+            rows = platforms.list()
+            if args.json:
+                print(json.dumps([r.to_dict() for r in rows], indent=2))
+            elif not rows:
+                print("no platform is registered (multinet-emotion platform add --help)")
+            for r in rows if not args.json else []:
+                print(f"{r.issuer}  client id {r.client_id}\n"
+                      f"  deployments: {', '.join(r.deployment_ids)}\n"
+                      f"  login: {r.auth_login_url}\n  token: {r.auth_token_url}\n"
+                      f"  keys:  {r.key_set_url}\n  frames: {' '.join(r.frame_origins)}")
+        else:
+            n = platforms.remove(args.issuer, args.client_id)
+            print(f"removed {n} registration{'s' if n != 1 else ''} of {args.issuer.strip()}")
+    finally:
+        store.close()
+    return 0
+
+
+
 # --- main ---------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -346,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _export_parser(sub)
     _serve_parser(sub)
+    _platform_parser(sub)
     return parser
 
 

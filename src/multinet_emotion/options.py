@@ -41,9 +41,10 @@ class Spec:
 
 
 def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
-            **spec: Any) -> Any:
-    """A dataclass field that carries its help, range and where it may be set."""
-    return dataclasses.field(default=default, default_factory=default_factory,
+            repr: bool = True, **spec: Any) -> Any:  # noqa: A002 - dataclasses.field's name
+    """A dataclass field that carries its help, range and where it may be set
+    (``repr=False``: a secret, left out of the dataclass's repr)."""
+    return dataclasses.field(default=default, default_factory=default_factory, repr=repr,
                              metadata={"spec": Spec(**spec)})
 
 

@@ -171,6 +171,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
             raise MultiNetError(f"{last_path}: cannot resume from this file ({e})") from None
         resumed = {"model": ckpt.state, **ckpt.resume}
         del ckpt
+        replan_epochs(config, resumed, last_path)
     if dataset is None:
         if config.data is None:
             raise MultiNetError("no data: pass --data PATH")
@@ -373,6 +374,27 @@ def _save_best(path: Path, model: nn.Module, config: TrainConfig, dataset: Datas
 #: options that may change between the start of a run and its resumption
 PER_INVOCATION = {"out", "resume", "threads", "eval_batch_size", "stop_after_epochs", "init",
                   "path", "strict", "cache", "ferplus"}
+#: may differ on --resume; checked by replan_epochs
+REPLANNABLE = {"epochs"}
+
+
+def replan_epochs(config: TrainConfig, resumed: dict, last_path: Path) -> None:
+    """``--resume --epochs N`` re-plans the rest of the schedule: the cosine then ends at epoch
+    N, so a run that must finish sooner (or may go on longer) still ends annealed. The change is
+    logged and kept in the history; N must leave at least one epoch to train."""
+    history = resumed["history"]
+    planned = history["config"]["epochs"]
+    if config.epochs == planned:
+        return
+    done = resumed["epoch"] + 1
+    if config.epochs <= done:
+        raise MultiNetError(f"--epochs {config.epochs}: {last_path} has already trained {done} "
+                            f"epochs; give more than {done} to re-plan the schedule")
+    log.warning("re-planning the schedule after epoch %d: %d epochs instead of %d (the learning "
+                "rate now anneals to 0 at epoch %d)", done, config.epochs, planned, config.epochs)
+    history.setdefault("replanned", []).append(
+        {"after_epoch": done, "from_epochs": planned, "to_epochs": config.epochs})
+    history["config"]["epochs"] = config.epochs
 
 
 def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
@@ -388,7 +410,8 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
         for key, value in now.items():
             if key in ("model", "data"):
                 continue
-            if key in PER_INVOCATION or key not in saved_part:
+            if key in PER_INVOCATION or key not in saved_part or (
+                    key in REPLANNABLE and value != default.get(key)):
                 values[key] = getattr(now_obj, key)
                 continue
             if value != saved_part[key] and value != default.get(key):

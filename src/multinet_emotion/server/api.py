@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..emotions import EMOTIONS
+from .consent import check_consent
+from .ratelimit import check_limit
 from .schemas import (
     CurrentRecommendationOut,
     DeletedOut,
@@ -31,7 +33,7 @@ from .schemas import (
     TokenOut,
     recommendation_out,
 )
-from .service import IngestService, LearningService, ReportService, client_reading
+from .service import ClassService, IngestService, LearningService, ReportService, client_reading
 from .settings import Settings
 
 bearer = HTTPBearer(auto_error=False, description="a learner token or the instructor token")
@@ -59,6 +61,13 @@ Ingest = Annotated[IngestService, Depends(get_ingest)]
 Reports = Annotated[ReportService, Depends(get_reports)]
 
 
+def get_class_service(request: Request) -> ClassService:
+    return request.app.state.service.classes
+
+
+ClassBook = Annotated[ClassService, Depends(get_class_service)]
+
+
 def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, message,
                          headers={"WWW-Authenticate": "Bearer"})
@@ -70,8 +79,22 @@ def is_instructor(settings: Settings, token: str | None) -> bool:
 
 
 def require_instructor(request: Request, creds: Creds) -> None:
-    if creds is None or not is_instructor(request.app.state.settings, creds.credentials):
+    """The instructor token opens every instructor route. An LTI instructor's dashboard
+    token (handed to the dashboard by a launch from their course, see ``server/lti``) opens
+    that course's class only: reading its overview and timeline, and the class list (which
+    then holds that class alone: ``request.state.instructor_class``)."""
+    request.state.instructor_class = None
+    if creds is not None and is_instructor(request.app.state.settings, creds.credentials):
+        return
+    class_id = request.app.state.lti.instructor_class(creds.credentials) if creds else None
+    if class_id is None:
         raise _unauthorized("this needs the instructor token (Authorization: Bearer TOKEN)")
+    own = request.url.path == "/api/classes" or request.path_params.get("class_id") == class_id
+    if request.method != "GET" or not own:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "a dashboard opened from a course sees that course's class only; "
+                            "this needs the instructor token")
+    request.state.instructor_class = class_id
 
 
 def require_learner(svc: Ingest, creds: Creds) -> str:
@@ -117,14 +140,20 @@ def config(request: Request, svc: Service) -> dict[str, Any]:
              summary="Sign up a learner and get their token",
              description="Open to anyone when registration is open (the default); choosing "
                          "your own learner_id, or signing up when registration is closed, "
-                         "needs the instructor token.")
+                         "needs the instructor token. Needs the learner's consent: "
+                         "consent: true and the consent_version of GET /api/consent; "
+                         "without it nothing is stored. Limited per client address "
+                         "(signup_rate; not with the instructor token).")
 def register(body: RegisterIn, request: Request, svc: Ingest, creds: Creds) -> RegisterOut:
     settings: Settings = request.app.state.settings
     trusted = creds is not None and is_instructor(settings, creds.credentials)
+    if not trusted:
+        check_limit(request, "signup", "sign-ups")
     if not trusted and (body.learner_id is not None or not settings.open_registration):
         raise _unauthorized("signing up with a chosen learner_id (or while registration is "
                             "closed) needs the instructor token")
-    row, token = svc.register(body.name, body.learner_id)
+    version = check_consent(settings, body.consent, body.consent_version)
+    row, token = svc.register(body.name, body.learner_id, version)
     return RegisterOut(learner_id=row.id, name=row.name, token=token)
 
 
@@ -140,9 +169,15 @@ def _session_out(row: Any) -> SessionOut:
 
 
 @learner.post("/sessions", status_code=201, response_model=SessionOut,
-              summary="Start a learning session")
-def start_session(body: SessionIn, learner_id: LearnerId, svc: Ingest) -> SessionOut:
-    live = svc.start_session(learner_id, body.class_id, body.tags, body.level, body.source)
+              summary="Start a learning session in the class of a join code",
+              description="404: no class has the code; 410: the code expired or the class "
+                          "ended (nothing is stored). Limited per client address "
+                          "(session_rate).")
+def start_session(body: SessionIn, request: Request, learner_id: LearnerId, svc: Ingest,
+                  classes: ClassBook) -> SessionOut:
+    check_limit(request, "session", "sessions started")
+    joined = classes.join(body.join_code)
+    live = svc.start_session(learner_id, joined.id, body.tags, body.level, body.source)
     return _session_out(live.row)
 
 
@@ -214,11 +249,6 @@ def my_export(learner_id: LearnerId, svc: Reports) -> dict[str, Any]:
 @learner.delete("/me", response_model=DeletedOut, summary="Delete all your data")
 def delete_me(learner_id: LearnerId, svc: Ingest) -> DeletedOut:
     return DeletedOut(deleted=svc.delete(learner_id))
-
-
-@instructor.get("/classes", summary="Classes with sessions")
-def classes(svc: Reports) -> list[dict[str, Any]]:
-    return svc.classes()
 
 
 @instructor.get("/classes/{class_id}/overview",

@@ -22,10 +22,14 @@ from ..emotions import ADJECTIVES, COLORS, EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
 from ..store import Store
-from . import api, ws
+from . import api, class_routes, ws
 from .analysis import AnalyzerFactory, detector_factory
+from .lti.routes import install as install_lti
+from .ratelimit import limits_for
 from .service import LearningService, ServiceError
 from .settings import Settings
+from .xapi import XapiService
+from .xapi import routes as xapi_routes
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
@@ -87,23 +91,28 @@ class BodyLimit:
 
 CSP = (b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
        b"connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
-       b"frame-ancestors 'none'")
+       b"frame-ancestors ")
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
 
 class SecurityHeaders:
-    """The pages may load nothing from elsewhere and are never framed. (The interactive
-    /docs page is FastAPI's own and loads Swagger UI from its CDN: no CSP there.)"""
+    """The pages may load nothing from elsewhere and are framed only by the registered LTI
+    platforms' origins (``frame_ancestors``; none: never framed). (The interactive /docs
+    page is FastAPI's own and loads Swagger UI from its CDN: no CSP there.)"""
 
-    def __init__(self, app: ASGIApp):
-        self.app = app
+    def __init__(self, app: ASGIApp, frame_ancestors: Callable[[], list[str]] | None = None):
+        self.app, self.frame_ancestors = app, frame_ancestors
+
+    def csp(self) -> bytes:
+        origins = self.frame_ancestors() if self.frame_ancestors else []
+        return CSP + (" ".join(origins).encode("ascii") if origins else b"'none'")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = list(COMMON_HEADERS)
         if not scope.get("path", "").startswith(("/docs", "/redoc")):
-            headers.append((b"content-security-policy", CSP))
+            headers.append((b"content-security-policy", self.csp()))
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -144,6 +153,7 @@ def create_app(settings: Settings | None = None, *,
     recommender = Recommender(policy, catalog, rng=rng)
     service = LearningService(store, recommender, settings,
                               **({"clock": clock} if clock is not None else {}))
+    xapi = XapiService(settings, store)  # learning records for an LRS; none without one
     if analyzer_factory == "auto":
         if settings.analysis == "off":
             factory, note = None, "server-side analysis is switched off"
@@ -169,10 +179,12 @@ def create_app(settings: Settings | None = None, *,
                 await asyncio.sleep(3600)
 
         task = asyncio.create_task(housekeeping())
+        xapi.start()
         try:
             yield
         finally:
             task.cancel()
+            await xapi.stop()
 
     app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan,
@@ -184,13 +196,16 @@ def create_app(settings: Settings | None = None, *,
                       {"name": "service", "description": "health, settings, sign-up"}])
     app.state.settings = settings
     app.state.service = service
+    app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
     app.state.analyzer_factory = factory
     app.state.analysis_note = note
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+    app.state.limits = limits_for(settings.signup_rate, settings.session_rate)
     app.state.connections = ws.Connections()  # ended when a learner's token stops working
     service.ingest.on_revoke.append(app.state.connections.revoke)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    lti = install_lti(app, store, settings)  # LTI 1.3 tool: /lti/..., app.state.lti
+    app.add_middleware(SecurityHeaders, frame_ancestors=lti.frame_origins)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:
@@ -213,8 +228,12 @@ def create_app(settings: Settings | None = None, *,
                             headers=getattr(e, "headers", None))
 
     app.include_router(api.public)
+    app.include_router(class_routes.public)
+    app.include_router(class_routes.instructor)
     app.include_router(api.learner)
     app.include_router(api.instructor)
+    app.include_router(xapi_routes.instructor)
+    app.include_router(xapi_routes.learner)
     app.include_router(ws.router)
     emotions_js = emotions_script()  # before the mount, so this route wins
 

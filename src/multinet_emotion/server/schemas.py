@@ -25,6 +25,11 @@ class RegisterIn(_In):
     name: str = Field("", max_length=100, description="display name shown to the instructor")
     learner_id: str | None = Field(None, pattern=LEARNER_ID.pattern,
                                    description="your platform's id (instructor token needed)")
+    consent: StrictBool = Field(False, description="true: the learner read the consent text "
+                                                   "(GET /api/consent) and agrees; without "
+                                                   "it nothing is stored")
+    consent_version: str | None = Field(None, max_length=40,
+                                        description="the version of the consent text agreed to")
 
 
 class RegisterOut(BaseModel):
@@ -44,11 +49,21 @@ class MeOut(BaseModel):
 
 
 class SessionIn(_In):
-    class_id: str = Field("default", pattern=CLASS_ID.pattern, description="class or course id")
+    join_code: str = Field(min_length=1, max_length=32,
+                           description="the class's join code, from the instructor (any case; "
+                                       "spaces and dashes are ignored)")
     tags: list[str] = Field(default_factory=list, max_length=20,
                             description="topic tags, used to pick matching content")
     level: int | None = Field(None, ge=1, le=5, description="current difficulty 1-5")
     source: Literal["camera", "client", "api"] = "api"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_class_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "class_id" in data:
+            raise ValueError("class_id is not accepted: join a class with its join code "
+                             "(join_code), which your teacher gives you")
+        return data
 
     @field_validator("tags")
     @classmethod
@@ -163,6 +178,53 @@ class TimelineOut(BaseModel):
 
 class DeletedOut(BaseModel):
     deleted: dict[str, int]
+
+
+class ClassIn(_In):
+    name: str = Field(min_length=1, max_length=100, description="shown to the instructor "
+                                                               "and to learners who join")
+    class_id: str | None = Field(None, pattern=CLASS_ID.pattern,
+                                 description="default: made from the name")
+    expires_in_days: float | None = Field(None, gt=0, le=366,
+                                          description="the join code stops working after "
+                                                      "this many days (default: never)")
+
+
+class CodeIn(_In):
+    expires_in_days: float | None = Field(None, gt=0, le=366,
+                                          description="the new code stops working after this "
+                                                      "many days (default: never)")
+
+
+class ClassOut(BaseModel):
+    class_id: str
+    name: str
+    join_code: str = Field(description="what learners type to join")
+    code_expires_at: float | None = Field(description="when the code stops working (UTC "
+                                                      "epoch seconds); null: never")
+    code_expired: bool = False
+    created_at: float
+    ended_at: float | None
+    learners: int = 0
+    live: int = 0
+    last_started: float | None = None
+
+
+class JoinOut(BaseModel):
+    class_id: str
+    name: str
+    code_expires_at: float | None
+
+
+class ConsentItem(BaseModel):
+    title: str
+    text: str
+
+
+class ConsentOut(BaseModel):
+    version: str = Field(description="send it back as consent_version when signing up")
+    items: list[ConsentItem]
+    retention_days: float
 
 
 def recommendation_out(row: Any) -> RecommendationOut:

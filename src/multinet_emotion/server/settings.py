@@ -92,11 +92,41 @@ class Settings:
              "label changes (default 0.1; 0 = any)")
     live_seconds: float = setting(30.0, env=True, min=1, max=3600, unit="seconds",
                                   help="a learner counts as live this long after a sample")
+    public_url: str = setting(
+        "", env=True, metavar="URL",
+        help="the URL browsers and learning platforms reach this service at "
+             "(https://emotion.school.edu), for the LTI URLs (default: the request's own)")
     allowed_origins: str = setting(
         "", env=True, metavar="ORIGINS",
         help="comma-separated origins (https://lms.example.org) whose pages may open the "
              "learner WebSocket (default: only the server's own, as named by the request's "
              "Host)")
+    signup_rate: int = setting(
+        10, env=True, min=0, unit="per minute",
+        help="sign-ups one client address may make per minute (0 = no limit; the instructor "
+             "token is not limited). Behind a reverse proxy, the address is the one uvicorn "
+             "takes from X-Forwarded-For when the proxy is trusted (FORWARDED_ALLOW_IPS)")
+    session_rate: int = setting(
+        30, env=True, min=0, unit="per minute",
+        help="sessions one client address may start, and join codes it may try, per minute "
+             "(0 = no limit)")
+    lrs_url: str = setting(
+        "", env=True, metavar="URL",
+        help="xAPI endpoint of a Learning Record Store (https://lrs.school.edu/xAPI/): "
+             "learning records (docs/xapi-profile.md) are queued and sent there (default: "
+             "none, and none are made)")
+    lrs_username: str = setting("", env=True, cli=False, repr=False,
+                                help="the LRS's basic-auth user (environment only)")
+    lrs_password: str = setting("", env=True, cli=False, repr=False,
+                                help="the LRS's basic-auth password (environment only; never "
+                                     "logged or shown)")
+    lrs_batch: int = setting(50, env=True, min=1, max=500,
+                             help="statements sent to the LRS in one request")
+    lrs_timeout: float = setting(10.0, env=True, min=0.5, max=300, unit="seconds",
+                                 help="how long to wait for the LRS to answer")
+    lrs_max_backoff: float = setting(300.0, env=True, min=1, max=3600, unit="seconds",
+                                     help="the longest wait between tries while the LRS is "
+                                          "down or failing (it doubles from 1 s)")
 
     def __post_init__(self) -> None:
         if self.max_frame_rate is None:  # derived from the frame rate the page is told to use
@@ -157,6 +187,24 @@ class Settings:
                 where = (origins or {}).get("allowed_origins", "--allowed-origins")
                 raise MultiNetError(f"{where}: {origin!r} is not an origin; write it as "
                                     "https://host or http://host:port, comma-separated")
+        _check_lrs_url(self.lrs_url, (origins or {}).get("lrs_url", "--lrs-url"))
+
+
+def _check_lrs_url(url: str, where: str) -> None:
+    """An http(s) URL without credentials in it (they come from MULTINET_LRS_USERNAME and
+    MULTINET_LRS_PASSWORD, so that no URL shown or logged carries them)."""
+    if not url:
+        return
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MultiNetError(f"{where}: the LRS endpoint must be an http(s) URL such as "
+                            "https://lrs.school.edu/xAPI/")
+    if parts.username is not None or parts.password is not None:
+        raise MultiNetError(f"{where}: put no credentials in the LRS URL; set "
+                            "MULTINET_LRS_USERNAME and MULTINET_LRS_PASSWORD instead")
+    if parts.query or parts.fragment:
+        raise MultiNetError(f"{where}: the LRS endpoint takes no query or fragment")
 
 
 def _read_token(path: Path) -> str | None:

@@ -13,16 +13,21 @@ Two modules: :mod:`.tables` (the SQLAlchemy models, ids and row types) and :mod:
 (the :class:`Store`, the only place that writes SQL). Import from here.
 """
 
+from .classes import JOIN_ALPHABET, class_id_from_name, new_join_code, normalise_join_code
 from .database import Store, data_dir, default_database_url, migrations_path
+from .lti import LtiRecords  # the LTI tables (lti_*) and their queries
+from .outbox import Outbox, Recorder, StoreEvent, Transaction  # the xAPI outbox
 from .tables import (
     CLASS_ID,
     LEARNER_ID,
     Base,
+    ClassRow,
     EmotionSample,
     FeedbackRow,
     Learner,
     LearningSession,
     Measured,
+    OutboxRow,
     OutcomeRow,
     RecommendationRow,
     Response,
@@ -30,6 +35,9 @@ from .tables import (
     new_id,
 )
 
-__all__ = ["CLASS_ID", "LEARNER_ID", "Base", "EmotionSample", "FeedbackRow", "Learner",
-           "LearningSession", "Measured", "OutcomeRow", "RecommendationRow", "Response",
-           "Store", "data_dir", "default_database_url", "hash_token", "migrations_path", "new_id"]
+__all__ = ["CLASS_ID", "JOIN_ALPHABET", "LEARNER_ID", "Base", "ClassRow", "EmotionSample",
+           "FeedbackRow", "Learner", "LearningSession", "LtiRecords", "Measured", "OutcomeRow",
+           "OutboxRow", "Outbox", "Recorder", "RecommendationRow", "Response",
+           "Store", "StoreEvent", "Transaction", "class_id_from_name", "data_dir",
+           "default_database_url", "hash_token",
+           "migrations_path", "new_id", "new_join_code", "normalise_join_code"]

@@ -25,13 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from ..emotions import EMOTIONS, Reading
 from ..errors import MultiNetError
+from .classes import ClassStore
+from .outbox import XapiStore
 from .tables import (
     LEARNER_ID,
+    ClassRow,
     EmotionSample,
     FeedbackRow,
     Learner,
     LearningSession,
     Measured,
+    OutboxRow,
     OutcomeRow,
     RecommendationRow,
     Response,
@@ -58,8 +62,10 @@ def migrations_path() -> Path:
     return Path(str(resources.files("multinet_emotion") / "migrations"))
 
 
-class Store:
-    """All database access. Thread-safe: every method opens its own short transaction."""
+class Store(ClassStore, XapiStore):
+    """All database access. Thread-safe: every method opens its own short transaction.
+
+    Classes and join codes: :class:`~.classes.ClassStore`."""
 
     def __init__(self, url: str, echo: bool = False):
         try:
@@ -144,15 +150,19 @@ class Store:
     # --- learners and sessions ---------------------------------------------------------
 
     def create_learner(self, name: str = "", learner_id: str | None = None,
-                       now: float | None = None) -> tuple[Learner, str]:
-        """A new learner and their bearer token (only its hash is stored)."""
+                       now: float | None = None, consent_version: str | None = None
+                       ) -> tuple[Learner, str]:
+        """A new learner and their bearer token (only its hash is stored); with the
+        version of the consent text they agreed to (stored with the time, ``now``)."""
         learner_id = learner_id or new_id()[:16]
         if not LEARNER_ID.match(learner_id):
             raise MultiNetError(f"learner id {learner_id!r} is not valid (letters, digits, "
                                 "_ . @ -; at most 64)")
         token = secrets.token_urlsafe(24)
+        now = now if now is not None else time.time()
         row = Learner(id=learner_id, name=name.strip()[:100], token_hash=hash_token(token),
-                      created_at=now if now is not None else time.time())
+                      created_at=now, consent_version=consent_version,
+                      consent_at=now if consent_version is not None else None)
         with self.session() as s:
             if s.get(Learner, learner_id) is not None:
                 raise MultiNetError(f"learner {learner_id!r} already exists")
@@ -184,6 +194,7 @@ class Store:
                               started_at=now if now is not None else time.time())
         with self.session() as s:
             s.add(row)
+            self._emit(s, "session_started", row.started_at, row)
         return row
 
     def get_session(self, session_id: str) -> LearningSession | None:
@@ -195,6 +206,7 @@ class Store:
             row = s.get(LearningSession, session_id)
             if row is not None and row.ended_at is None:
                 row.ended_at = now if now is not None else time.time()
+                self._emit(s, "session_ended", row.ended_at, row)
             return row
 
     def sessions(self, learner_id: str) -> list[LearningSession]:
@@ -211,6 +223,9 @@ class Store:
         rows = [EmotionSample.from_reading(session_id, learner_id, r) for r in readings]
         with self.session() as s:
             s.add_all(rows)
+            if rows:
+                self._emit(s, "samples", rows[-1].t, None, learner_id=learner_id,
+                           session_id=session_id, readings=tuple(readings))
         return len(rows)
 
     def samples(self, *, session_id: str | None = None, learner_id: str | None = None,
@@ -246,6 +261,7 @@ class Store:
     def add_recommendation(self, row: RecommendationRow) -> RecommendationRow:
         with self.session() as s:
             s.add(row)
+            self._emit(s, "recommended", row.created_at, row)
         return row
 
     def get_recommendation(self, rec_id: str) -> RecommendationRow | None:
@@ -272,6 +288,8 @@ class Store:
             q = q.where(RecommendationRow.status == only_if)
         with self.session() as s:
             n = s.execute(q.values(status=status, responded_at=now)).rowcount
+            if n:
+                self._emit(s, "responded", now, s.get(RecommendationRow, rec_id))
         return bool(n)
 
     def add_outcome(self, rec_id: str, outcome: Measured | None, now: float) -> OutcomeRow:
@@ -286,6 +304,7 @@ class Store:
                 if s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id)):
                     raise MultiNetError(f"recommendation {rec_id} already has an outcome")
                 s.add(row)
+                self._emit(s, "outcome", now, row)
         except IntegrityError:  # stored at the same moment by another session of the learner
             raise MultiNetError(f"recommendation {rec_id} already has an outcome") from None
         return row
@@ -311,6 +330,7 @@ class Store:
                 row = FeedbackRow(recommendation_id=rec_id, learner_id=learner_id)
                 s.add(row)
             row.value, row.comment, row.created_at = value, comment, now
+            self._emit(s, "rated", now, row)
         return row
 
     def responses(self) -> list[Response]:
@@ -424,7 +444,9 @@ class Store:
                 "format": "multinet-emotion learner export", "version": 1,
                 "exported_at": time.time(),
                 "learner": {"id": learner.id, "name": learner.name,
-                            "created_at": learner.created_at},
+                            "created_at": learner.created_at,
+                            "consent_at": learner.consent_at,
+                            "consent_version": learner.consent_version},
                 "sessions": [{"id": x.id, "class_id": x.class_id, "tags": x.tags,
                               "level": x.level, "source": x.source,
                               "started_at": x.started_at, "ended_at": x.ended_at,
@@ -453,6 +475,8 @@ class Store:
                     EmotionSample.learner_id == learner_id)).rowcount,
                 "sessions": s.execute(delete(LearningSession).where(
                     LearningSession.learner_id == learner_id)).rowcount,
+                "statements": s.execute(delete(OutboxRow).where(  # xAPI, sent or not
+                    OutboxRow.learner_id == learner_id)).rowcount,
                 "learners": s.execute(delete(Learner).where(
                     Learner.id == learner_id)).rowcount,
             }
@@ -464,4 +488,4 @@ class Store:
         with self.session() as s:
             return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
                     for m in (Learner, LearningSession, EmotionSample, RecommendationRow,
-                              OutcomeRow, FeedbackRow)}
+                              OutcomeRow, FeedbackRow, ClassRow)}

@@ -47,6 +47,30 @@ class Learner(Base):
     name: Mapped[str] = mapped_column(String(100), default="")
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # when the learner agreed to the consent text, and its version (None: signed up before
+    # consent was recorded at sign-up)
+    consent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    consent_version: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # the learner's own choice: per-minute emotion summaries go to the LRS (xAPI) too
+    share_emotions: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ClassRow(Base):
+    """A class an instructor created; learners join it with its ``join_code`` (which may
+    expire, and can be replaced). Sessions name their class by ``id``."""
+
+    __tablename__ = "classes"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    join_code: Mapped[str] = mapped_column(String(16), unique=True)
+    code_expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"class_id": self.id, "name": self.name, "join_code": self.join_code,
+                "code_expires_at": self.code_expires_at, "created_at": self.created_at,
+                "ended_at": self.ended_at}
 
 
 class LearningSession(Base):
@@ -172,6 +196,25 @@ class FeedbackRow(Base):
     def to_dict(self) -> dict[str, Any]:
         return {"recommendation_id": self.recommendation_id, "created_at": self.created_at,
                 "value": self.value, "comment": self.comment}
+
+
+class OutboxRow(Base):
+    """An xAPI statement waiting for (or done with) the LRS: the durable outbox. Its id is
+    fixed when it is queued, so a resend after an unclear answer is idempotent.
+    ``state``: queued | sent | failing (rejected by the LRS; not retried by itself)."""
+
+    __tablename__ = "xapi_outbox"
+    __table_args__ = (Index("ix_xapi_outbox_state_next", "state", "next_attempt_at"),)
+    statement_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    learner_id: Mapped[str] = mapped_column(ForeignKey("learners.id", ondelete="CASCADE"),
+                                            index=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(8), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    sent_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Response(NamedTuple):

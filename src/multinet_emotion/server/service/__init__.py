@@ -3,6 +3,8 @@
 * :mod:`.ingest` (:class:`IngestService`): learners and tokens, sessions, samples and
   frames, recommendations and responses, deletion and retention; it owns the in-memory
   view of the live sessions (:mod:`.live`).
+* :mod:`.classes` (:class:`ClassService`): classes the instructor creates, their join
+  codes, and the refusal of codes that no class has or that expired.
 * :mod:`.reports` (:class:`ReportService`): timelines, summaries, exports, the class
   overview and class timeline; it reads the store and the live view, and writes nothing.
 
@@ -19,13 +21,14 @@ from collections.abc import Callable
 from ...recommend import Recommender
 from ...store import Store
 from ..settings import Settings
-from .errors import Conflict, Invalid, NotFound, ServiceError
+from .classes import ClassService
+from .errors import Conflict, Gone, Invalid, NotFound, ServiceError
 from .ingest import IngestService
 from .live import LiveSession, client_reading
 from .reports import ReportService
 
-__all__ = ["Conflict", "IngestService", "Invalid", "LearningService", "LiveSession",
-           "NotFound", "ReportService", "ServiceError", "client_reading"]
+__all__ = ["ClassService", "Conflict", "Gone", "IngestService", "Invalid", "LearningService",
+           "LiveSession", "NotFound", "ReportService", "ServiceError", "client_reading"]
 
 
 class LearningService:
@@ -39,6 +42,7 @@ class LearningService:
         self.policy = recommender.policy
         self.ingest = IngestService(store, recommender, settings, clock)
         self.reports = ReportService(store, recommender, settings, self.ingest, clock)
+        self.classes = ClassService(store, settings, self.ingest, clock)
 
     @property
     def database(self) -> str:

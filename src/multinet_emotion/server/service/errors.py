@@ -18,5 +18,11 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Gone(ServiceError):
+    """It existed, and no longer works (an expired join code, an ended class)."""
+
+    status = 410
+
+
 class Invalid(ServiceError):
     status = 422

@@ -59,11 +59,15 @@ class IngestService:
 
     # --- learners -------------------------------------------------------------------------
 
-    def register(self, name: str, learner_id: str | None = None) -> tuple[Learner, str]:
+    def register(self, name: str, learner_id: str | None = None,
+                 consent_version: str | None = None) -> tuple[Learner, str]:
+        """A new learner and their token; ``consent_version``: the consent text they agreed
+        to (checked by the caller: :func:`..consent.check_consent`), stored with the time."""
         if learner_id is not None and self.store.get_learner(learner_id) is not None:
             raise Conflict(f"learner {learner_id!r} already exists; ask the instructor for a "
                            "new token instead")
-        learner, token = self.store.create_learner(name, learner_id, now=self.clock())
+        learner, token = self.store.create_learner(name, learner_id, now=self.clock(),
+                                                   consent_version=consent_version)
         return learner, token
 
     def new_token(self, learner_id: str) -> str:
@@ -97,6 +101,9 @@ class IngestService:
                       source: str = "camera") -> LiveSession:
         if not CLASS_ID.match(class_id):
             raise Invalid(f"class id {class_id!r} is not valid (letters, digits, _ . -)")
+        if self.store.get_class(class_id) is None:  # learners join by code (ClassService)
+            raise NotFound(f"no class {class_id!r}: an instructor creates classes first "
+                           "(POST /api/classes, or Store.ensure_class for a platform)")
         row = self.store.start_session(learner_id, class_id, tags, level, source,
                                        now=self.clock())
         return self._load(row)

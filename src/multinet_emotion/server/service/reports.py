@@ -1,6 +1,6 @@
 """Reports: what learners and instructors read back, from the store and the live view.
 
-A learner's timeline, summary and export; the instructor's classes, class overview (who is
+A learner's timeline, summary and export; the instructor's class overview (who is
 live, who needs attention, what helped) and class timeline. Nothing here changes what is
 stored, except that an export first stores the readings that wait for their sample
 interval to end (:meth:`IngestService.flush_learner`), so it is complete.
@@ -87,15 +87,6 @@ class ReportService:
         return data
 
     # --- instructor views -----------------------------------------------------------------
-
-    def classes(self) -> list[dict[str, Any]]:
-        out = self.store.class_ids()
-        now = self.clock()
-        lives = self.ingest.live_sessions()
-        for c in out:
-            c["live"] = sum(1 for x in lives if x.class_id == c["class_id"]
-                            and x.is_live(now, self.settings.live_seconds))
-        return out
 
     def class_overview(self, class_id: str) -> dict[str, Any]:
         now = self.clock()

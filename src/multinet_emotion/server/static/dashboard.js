@@ -8,8 +8,9 @@ const OUTCOME_SERIES = [
   {name: "thumbs_down", color: "#c53030"}];
 const board = {token: null, classId: null, timers: []};
 
-async function api(path) {
-  const r = await fetch(path, {headers: {Authorization: "Bearer " + board.token}});
+async function api(path, opts = {}) {
+  const r = await fetch(path, Object.assign({}, opts, {headers: {
+    Authorization: "Bearer " + board.token, "Content-Type": "application/json"}}));
   const body = await r.json().catch(() => null);
   if (!r.ok) {
     const err = new Error((body && body.detail) || r.statusText);
@@ -27,7 +28,7 @@ function tokenFromHash() {
 }
 
 async function start(token) {
-  board.token = token || tokenFromHash() || sessionStorage.getItem(TOKEN_KEY);
+  board.token = token || tokenFromHash() || pageSession.getItem(TOKEN_KEY);
   if (!board.token) return showLogin();
   try {
     await loadClasses();
@@ -35,7 +36,7 @@ async function start(token) {
     if (e.status === 401) return showLogin("That token was not accepted.");
     throw e;
   }
-  sessionStorage.setItem(TOKEN_KEY, board.token);
+  pageSession.setItem(TOKEN_KEY, board.token);
   $("login").classList.add("hidden");
   $("board").classList.remove("hidden");
   $("timeline-legend").innerHTML = legendHTML(EMOTIONS.map(e => [e, COLORS[e]])
@@ -46,6 +47,9 @@ async function start(token) {
   board.timers.forEach(clearInterval);  // signed in again: one set of timers
   board.timers = [setInterval(refresh, 2000)];
   board.timers.push(setInterval(loadClasses, 15000));
+  const outbox = () => loadOutbox().catch(() => {});  // the xAPI panel (dashboard-xapi.js)
+  outbox();
+  board.timers.push(setInterval(outbox, 5000));
 }
 
 function showLogin(message) {
@@ -67,15 +71,16 @@ async function loadClasses() {
   const wanted = new URLSearchParams(location.search).get("class");
   const select = $("class-select");
   const current = board.classId || wanted;
+  renderClassPanel(classes);  // the classes, their codes and expiry (dashboard-classes.js)
   select.innerHTML = classes.map(c =>
-    `<option value="${escapeHTML(c.class_id)}">${escapeHTML(c.class_id)} (${c.live} live)</option>`).join("");
-  if (!classes.length) select.innerHTML = '<option value="default">default</option>';
+    `<option value="${escapeHTML(c.class_id)}">${escapeHTML(c.name)} (${c.live} live)</option>`).join("");
+  if (!classes.length) select.innerHTML = '<option value="">no class yet</option>';
   $("class-picker").classList.remove("hidden");  // hidden on the login screen
   const ids = classes.map(c => c.class_id);
   board.classId = ids.includes(current) ? current
-    : (classes.slice().sort((a, b) => b.live - a.live || b.last_started - a.last_started)[0]
-       || {class_id: "default"}).class_id;
-  select.value = board.classId;
+    : (classes.slice().sort((a, b) => b.live - a.live ||
+       (b.last_started || 0) - (a.last_started || 0))[0] || {class_id: null}).class_id;
+  select.value = board.classId || "";
 }
 
 $("class-select").addEventListener("change", ev => {
@@ -96,7 +101,7 @@ async function refresh() {
                 faceShare: true, maxGap: 25, empty: "no emotions in the last 10 minutes"});
     $("updated").textContent = "updated " + clockLabel(ov.now);
   } catch (e) {
-    if (e.status === 401) { sessionStorage.removeItem(TOKEN_KEY); location.reload(); }
+    if (e.status === 401) { pageSession.removeItem(TOKEN_KEY); location.reload(); }
     $("updated").textContent = "update failed: " + e.message;
   } finally {
     refreshing = false;

@@ -1,14 +1,15 @@
-/* The learner page: sign-up, consent, camera frames over a WebSocket, suggestions. */
+/* The learner page: class code, consent (before anything is stored), sign-up, camera frames
+   over a WebSocket, suggestions. */
 "use strict";
 const $ = id => document.getElementById(id);
 const KEY = "multinet.learner";
-const state = {config: null, me: null, session: null, ws: null, stream: null, timer: null,
+const state = {config: null, consent: null, joining: null, me: null, session: null, ws: null, stream: null, timer: null,
                inFlight: false, cameraOn: false, analysis: false, timeline: [], recs: {},
                retry: 0, closing: false, frames: 0, errors: 0, starting: false,
                reconnectTimer: null};
 
 function show(id) {
-  for (const s of ["signup", "consent", "main"]) $(s).classList.toggle("hidden", s !== id);
+  for (const s of ["signup", "consent", "declined", "main"]) $(s).classList.toggle("hidden", s !== id);
 }
 function notice(text, kind = "notice") {
   const el = $("notice");
@@ -21,9 +22,10 @@ function status(text, detail = "") {
   $("status").title = detail;  // technical details (e.g. how long analysis took) stay out of the way
 }
 function who() {
-  $("who").innerHTML = state.me ? nameHTML(state.me.name) + " · class " +
-    escapeHTML(state.me.class_id || "default") : "";
+  $("who").innerHTML = state.me ? nameHTML(state.me.name) +
+    (state.me.class_name ? " · " + nameHTML(state.me.class_name) : "") : "";
 }
+
 
 /* The learner's token no longer works (their data was deleted, or the token replaced). */
 class SignedOut extends Error {}
@@ -36,7 +38,7 @@ function signedOut(message, kind = "error") {
   if (state.ws) { state.ws.onclose = state.ws.onmessage = null; state.ws.close(); }
   Object.assign(state, {ws: null, me: null, session: null, timeline: [], recs: {}, retry: 0,
                         inFlight: false, analysis: false});
-  localStorage.removeItem(KEY);
+  pageLocal.removeItem(KEY);
   outage(false);
   notice("");
   $("now").classList.remove("stale");
@@ -48,6 +50,8 @@ function signedOut(message, kind = "error") {
   $("no-recs").classList.remove("hidden");
   $("data-status").textContent = "";
   $("name").value = "";
+  state.joining = null;
+  signupMode();
   who();
   drawTimeline();
   const el = $("signup-message");
@@ -65,7 +69,9 @@ function guarded(fn) {
     try {
       await fn(...args);
     } catch (e) {
-      if (!(e instanceof SignedOut)) notice("Something went wrong: " + e.message, "error");
+      if (!(e instanceof SignedOut) && !(e instanceof Refused)) {
+        notice("Something went wrong: " + e.message, "error");
+      }
     }
   };
 }
@@ -89,14 +95,13 @@ async function api(path, opts = {}) {
 }
 
 async function init() {
-  state.config = await api("/api/config");
-  $("consent-rate").textContent = state.config.frame_rate;
-  const names = EMOTIONS.map(e => ADJECTIVES[e]);
-  $("consent-emotions").textContent = names.slice(0, -1).join(", ") + " or " + names[names.length - 1];
-  $("consent-retention").textContent = state.config.retention_days;
+  [state.config, state.consent] = await Promise.all([api("/api/config"), api("/api/consent")]);
+  $("consent-items").innerHTML = state.consent.items.map(i =>
+    `<li><b>${escapeHTML(i.title)}:</b> ${escapeHTML(i.text)}</li>`).join("");
   $("legend").innerHTML = legendHTML(EMOTIONS.map(e => [e, COLORS[e]]));
   $("current-bars").innerHTML = probBarsHTML(null);
-  const saved = JSON.parse(localStorage.getItem(KEY) || "null");
+  if (ltiLaunch()) return drawTimeline();  // from a learning platform: consent first
+  const saved = JSON.parse(pageLocal.getItem(KEY) || "null");
   if (saved && saved.token) {
     state.me = saved;
     try {
@@ -104,42 +109,28 @@ async function init() {
     } catch (e) {
       if (e instanceof SignedOut) return drawTimeline();  // already back at sign-up, said why
       state.me = null;
-      localStorage.removeItem(KEY);
+      pageLocal.removeItem(KEY);
     }
   }
   who();
-  show(state.me ? "consent" : "signup");
+  signupMode();
+  show("signup");
   drawTimeline();
 }
 
-$("signup-form").addEventListener("submit", async ev => {
-  ev.preventDefault();
-  $("signup-error").classList.add("hidden");
-  try {
-    const name = $("name").value.trim();
-    const classId = $("class-id").value.trim() || "default";
-    const r = await api("/api/learners", {method: "POST", body: JSON.stringify({name})});
-    state.me = {token: r.token, learner_id: r.learner_id, name: r.name, class_id: classId};
-    localStorage.setItem(KEY, JSON.stringify(state.me));
-    who();
-    $("signup-message").classList.add("hidden");
-    show("consent");
-  } catch (e) {
-    $("signup-error").textContent = "Could not sign up: " + e.message;
-    $("signup-error").classList.remove("hidden");
-  }
-});
+
+$("signup-form").addEventListener("submit", checkCode);
+$("decline").addEventListener("click", decline);
+$("back").addEventListener("click", () => { signupMode(); show("signup"); });
 
 async function startSession(source) {
   try {
     state.session = await api("/api/sessions", {method: "POST", body: JSON.stringify(
-      {class_id: state.me.class_id || "default", source})});
+      {join_code: state.me.join_code, source})});
   } catch (e) {
-    if (e.status === 422) {  // a class code that is not valid: fall back, say so
-      notice("The class code is not valid; using the default class.");
-      state.me.class_id = "default";
-      localStorage.setItem(KEY, JSON.stringify(state.me));
-      return startSession(source);
+    if (e.status === 404 || e.status === 410) {  // the code changed or expired meanwhile
+      refused("Could not join: " + e.message);
+      throw new Refused(e.message);
     }
     throw e;
   }
@@ -148,11 +139,10 @@ async function startSession(source) {
 }
 
 $("agree").addEventListener("click", guarded(async () => {
-  show("main");
   setCameraButton(true);  // "Starting camera…" from the first moment
   status("starting the camera…");
   try {
-    await startSession("camera");
+    await agreeAndStart("camera");
   } catch (e) {
     setCameraButton();
     throw e;
@@ -163,8 +153,7 @@ $("agree").addEventListener("click", guarded(async () => {
 }));
 
 $("no-camera").addEventListener("click", guarded(async () => {
-  show("main");
-  await startSession("camera");
+  await agreeAndStart("camera");
   state.closing = false;
   connect();
   notice("You are learning without the camera. No emotions are estimated, so there are no " +
@@ -194,6 +183,12 @@ async function cameraOn() {
     notice("This browser gives no access to a camera here. You can keep learning without it.");
     setCameraButton();
     status("no camera");
+    return;
+  }
+  if (cameraBlockedByFrame()) {
+    notice(FRAME_BLOCKS_CAMERA, "error");
+    setCameraButton();
+    status("no camera: not allowed in this frame");
     return;
   }
   setCameraButton(true);

@@ -1,0 +1,96 @@
+"""What a learner agrees to before anything about them is stored: the consent text.
+
+Stated once, here: the learner page shows it (``GET /api/consent``), and sign-up
+(``POST /api/learners``) is refused unless it carries ``consent: true`` with the
+``version`` of the text the learner read. The version changes whenever the text does
+(also when a setting it names, such as the retention period, changes), so an agreement
+to an earlier text is never taken for one to the current text.
+
+The text must stay true to what the service shows and gives out: the instructor's class
+overview (``reports.class_overview``: each learner's current state, share of negative
+states, open suggestion, attention flag), the instructor's learner routes (``summary``:
+emotion mix over all sessions, suggestions and whether they helped; ``timeline`` and
+``export``: every stored reading, one per ``sample_interval``), and the learner's own
+export and deletion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..emotions import ADJECTIVES, EMOTIONS
+from .service import Conflict, Invalid
+from .settings import Settings
+
+#: Raised by hand when the meaning of the text changes; the version also carries a hash
+#: of the text itself.
+CONSENT_REVISION = 2
+
+
+def _number(x: float) -> str:
+    return f"{x:g}"
+
+
+def consent_items(settings: Settings) -> list[dict[str, str]]:
+    """The consent text: a few short points, each a title and a sentence or two."""
+    names = [ADJECTIVES[e] for e in EMOTIONS]
+    expressions = ", ".join(names[:-1]) + " or " + names[-1]
+    every = "second" if settings.sample_interval == 1 else \
+        f"{_number(settings.sample_interval)} seconds"
+    per = "per-second" if settings.sample_interval == 1 else \
+        f"{_number(settings.sample_interval)}-second"
+    return [
+        {"title": "What is analysed",
+         "text": f"The picture from your camera, about {_number(settings.frame_rate)} times a "
+                 f"second, to estimate which facial expression you show ({expressions}). "
+                 "It reads expressions, not your inner feelings, and can be wrong."},
+        {"title": "No image is stored",
+         "text": "Each picture is analysed in the server's memory and thrown away at once. "
+                 f"What is kept: your name, your sessions and class, one reading per {every} "
+                 "(six numbers: how likely each expression is), and the suggestions you got "
+                 "with your answers. Readings are deleted after "
+                 f"{_number(settings.retention_days)} days; the rest stays until you delete "
+                 "it."},
+        {"title": "What your instructor sees, with your name",
+         "text": "While a session runs, your current expression and whether you may need "
+                 "attention. Over your sessions, your mix of expressions and your share of "
+                 "negative ones, the suggestions you got and whether "
+                 f"they helped. Your instructor can also export your {per} timeline of "
+                 "readings, and everything stored about you. Nobody sees your camera "
+                 "picture."},
+        *([{"title": "Learning records",
+            "text": "Your school's learning record store receives a record when a session "
+                    "starts and ends, and of each suggestion you got, what you did with it and "
+                    "whether it helped. Your mix of expressions per minute is added only if "
+                    "you turn on sharing on this page; it is off unless you do."}]
+          if settings.lrs_url else []),
+        {"title": "Your choice",
+         "text": "You can turn the camera off at any time, learn without it, and download or "
+                 "delete everything stored about you at any time on this page. If you do not "
+                 "agree, nothing about you is stored."},
+    ]
+
+
+def consent(settings: Settings) -> dict[str, Any]:
+    """The consent text and its version (what ``GET /api/consent`` answers)."""
+    items = consent_items(settings)
+    digest = hashlib.sha256(repr(items).encode("utf-8")).hexdigest()[:8]
+    return {"version": f"{CONSENT_REVISION}-{digest}", "items": items,
+            "retention_days": settings.retention_days}
+
+
+def check_consent(settings: Settings, given: bool, version: str | None) -> str:
+    """The consent version a sign-up agreed to; Invalid (422) without consent, Conflict
+    (409) when it agreed to another text than the current one."""
+    current = consent(settings)["version"]
+    if not given:
+        raise Invalid("sign-up needs your consent: read the consent text (GET /api/consent) "
+                      "and send consent: true with its version; nothing was stored")
+    if not version:
+        raise Invalid(f"consent_version is missing: send the version of the consent text you "
+                      f"agreed to (now {current}, from GET /api/consent); nothing was stored")
+    if version != current:
+        raise Conflict(f"the consent text has changed since it was read (version {version}, "
+                       f"now {current}): read it again and agree; nothing was stored")
+    return current

@@ -1,0 +1,338 @@
+"""LTI 1.3 launches from a platform simulator on loopback (tests/ltisim.py: its own RSA key,
+its JWKS over HTTP), through the app in-process: login, launch, every refusal (each a clear
+page with a 4xx that changes nothing in the database), roles to pages, learner sign-in on
+consent, the instructor's course-scoped dashboard token, Deep Linking, the JWKS, the key
+file and frame-ancestors. The browser runs of the same flows: tests/test_lti_browser.py.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from ltisim import DL, INSTRUCTOR, LEARNER, LTI, Simulator, rsa_key
+
+from multinet_emotion.server import Settings, create_app
+from multinet_emotion.server.lti.spec import PlatformSpec
+
+INSTRUCTOR_TOKEN = "lti-test-instructor-token"
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    s = Simulator(tool_url="http://testserver")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: Simulator):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lti.db'}",
+                        instructor_token=INSTRUCTOR_TOKEN, signup_rate=0, session_rate=0)
+    app = create_app(settings, analyzer_factory=None)
+    app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
+    yield app
+    app.state.service.store.close()
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as c:
+        yield c
+
+
+def counts(app) -> dict[str, int]:
+    """Rows in every table the service and the tool write."""
+    return app.state.service.store.counts() | app.state.lti.records.counts()
+
+
+def login(client: TestClient, sim: Simulator, hint: str) -> tuple[str, str]:
+    """The platform's login initiation; the tool's redirect to the platform's authorization
+    endpoint (checked as the platform would); its nonce and state."""
+    r = client.get("/lti/login", params=sim.login_params(hint), follow_redirects=False)
+    assert r.status_code == 302, r.text
+    where = urlsplit(r.headers["location"])
+    q = {k: v[0] for k, v in parse_qs(where.query).items()}
+    assert f"{where.scheme}://{where.netloc}{where.path}" == f"{sim.issuer}/auth"
+    assert q["scope"] == "openid" and q["response_type"] == "id_token"
+    assert q["response_mode"] == "form_post" and q["prompt"] == "none"
+    assert q["client_id"] == sim.client_id and q["login_hint"] == f"login-{hint}"
+    assert q["lti_message_hint"] == hint and q["redirect_uri"] == "http://testserver/lti/launch"
+    assert f"lti1p3-{q['state']}" in client.cookies  # the state is bound to this browser
+    return q["nonce"], q["state"]
+
+
+def launch(client: TestClient, sim: Simulator, **prepare: Any):
+    """A whole launch: login, then the id_token form-posted to the launch URL."""
+    hint = sim.prepare(**prepare)
+    nonce, state = login(client, sim, hint)
+    form = {"id_token": sim.id_token(hint, nonce), "state": state}
+    return client.post("/lti/launch", data=form, follow_redirects=False), form
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+def _refused(app, client: TestClient, sim: Simulator, status: int, title: str,
+             **prepare: Any) -> None:
+    hint = sim.prepare(**prepare)
+    nonce, state = login(client, sim, hint)
+    before = counts(app)
+    r = client.post("/lti/launch", data={"id_token": sim.id_token(hint, nonce), "state": state},
+                    follow_redirects=False)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    assert f'<h2 id="lti-error">{title}</h2>' in r.text
+    assert counts(app) == before  # nothing stored, and the nonce is not used up either
+
+
+def test_bad_signature_is_refused(app, client, sim) -> None:
+    other, _ = rsa_key()
+    _refused(app, client, sim, 401, "Launch not trusted", _key=other)
+
+
+def test_wrong_audience_is_refused(app, client, sim) -> None:
+    _refused(app, client, sim, 403, "Wrong audience", aud="another-tool")
+
+
+def test_expired_launch_is_refused(app, client, sim) -> None:
+    now = int(time.time())
+    _refused(app, client, sim, 401, "Launch expired", exp=now - 60, iat=now - 400)
+
+
+def test_launch_without_expiry_is_refused(app, client, sim) -> None:
+    _refused(app, client, sim, 400, "Launch refused", exp=None)
+
+
+def test_unknown_deployment_is_refused(app, client, sim) -> None:
+    _refused(app, client, sim, 403, "Unknown deployment", **{LTI + "deployment_id": "other"})
+
+
+def test_unknown_issuer_is_refused(app, client, sim) -> None:
+    _refused(app, client, sim, 403, "Unknown platform", iss="https://unknown.example.org")
+    before = counts(app)  # and at login
+    params = sim.login_params(sim.prepare()) | {"iss": "https://unknown.example.org"}
+    r = client.get("/lti/login", params=params, follow_redirects=False)
+    assert r.status_code == 403 and "Unknown platform" in r.text
+    assert counts(app) == before
+
+
+def test_replayed_nonce_is_refused(app, client, sim) -> None:
+    first, form = launch(client, sim)
+    assert first.status_code == 303
+    before = counts(app)
+    again = client.post("/lti/launch", data=form, follow_redirects=False)
+    assert again.status_code == 401 and "Launch already used" in again.text
+    assert counts(app) == before
+
+
+def test_replay_is_refused_by_another_process(app, client, sim, tmp_path) -> None:
+    """The nonce is used up in the database: a second app on the same database (another
+    server process) refuses the replay too."""
+    first, form = launch(client, sim)
+    assert first.status_code == 303
+    other = create_app(app.state.settings, analyzer_factory=None)
+    with TestClient(other) as c2:
+        c2.cookies.update(client.cookies)
+        r = c2.post("/lti/launch", data=form, follow_redirects=False)
+    other.state.service.store.close()
+    assert r.status_code == 401 and "Launch already used" in r.text
+
+
+def test_state_from_another_browser_is_refused(app, client, sim) -> None:
+    hint = sim.prepare()
+    nonce, state = login(client, sim, hint)
+    before = counts(app)
+    with TestClient(app) as stranger:  # no state cookie
+        r = stranger.post("/lti/launch", data={"id_token": sim.id_token(hint, nonce),
+                                               "state": state}, follow_redirects=False)
+    assert r.status_code == 400 and "Launch not recognised" in r.text
+    assert counts(app) == before
+
+
+def test_not_a_launch(client) -> None:
+    r = client.get("/lti/launch")
+    assert r.status_code == 405 and "Not a launch" in r.text
+    r = client.post("/lti/launch", data={"state": "x"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
+
+
+def test_roles_without_a_page_and_launches_outside_a_course(app, client, sim) -> None:
+    before = counts(app)
+    r, _ = launch(client, sim, roles=["http://purl.imsglobal.org/vocab/lis/v2/membership#Mentor"])
+    assert r.status_code == 403 and "No page for your role" in r.text and "Mentor" in r.text
+    r, _ = launch(client, sim, **{LTI + "context": None})
+    assert r.status_code == 400 and "Not in a course" in r.text
+    after = counts(app)
+    assert after["learners"] == before["learners"] and after["classes"] == before["classes"]
+
+
+# --- learners ---------------------------------------------------------------------------------
+
+def _ticket(response) -> str:
+    assert response.status_code == 303, response.text
+    where = response.headers["location"]
+    assert where.startswith("/learn#lti=")
+    return where.split("#lti=", 1)[1]
+
+
+def test_learner_launch_stores_nothing_until_consent(app, client, sim) -> None:
+    before = counts(app)
+    ticket = _ticket(launch(client, sim, sub="learner-7", name="Grace H.")[0])
+    after = counts(app)
+    assert after["learners"] == before["learners"] and after["lti_users"] == 0
+    assert after["classes"] == before["classes"] + 1  # the course's class, made at launch
+    version = client.get("/api/consent").json()["version"]
+
+    r = client.post("/lti/learner", json={"ticket": ticket, "consent": False})
+    assert r.status_code == 422 and "nothing was stored" in r.json()["detail"]
+    r = client.post("/lti/learner", json={"ticket": ticket + "x", "consent": True,
+                                          "consent_version": version})
+    assert r.status_code == 401
+    assert counts(app) == after
+
+    r = client.post("/lti/learner", json={"ticket": ticket, "consent": True,
+                                          "consent_version": version})
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert me["created"] and me["name"] == "Grace H." and me["class_id"].startswith("lti-")
+    assert counts(app)["learners"] == before["learners"] + 1
+    assert counts(app)["lti_users"] == 1
+    auth = {"Authorization": f"Bearer {me['token']}"}
+    assert client.get("/api/me", headers=auth).json()["learner_id"] == me["learner_id"]
+    session = client.post("/api/sessions", headers=auth,
+                          json={"join_code": me["join_code"], "source": "camera"})
+    assert session.status_code == 201 and session.json()["class_id"] == me["class_id"]
+
+    # the next launch of the same user is the same learner; the earlier token stops working
+    again = _ticket(launch(client, sim, sub="learner-7", name="Grace H.")[0])
+    r = client.post("/lti/learner", json={"ticket": again, "consent": True,
+                                          "consent_version": version})
+    assert r.json()["learner_id"] == me["learner_id"] and not r.json()["created"]
+    assert client.get("/api/me", headers=auth).status_code == 401
+    assert counts(app)["lti_users"] == 1
+
+    # deleting the learner's data removes their link to the platform's user too
+    auth = {"Authorization": f"Bearer {r.json()['token']}"}
+    assert client.delete("/api/me", headers=auth).status_code == 200
+    assert counts(app)["lti_users"] == 0 and counts(app)["learners"] == before["learners"]
+
+
+def test_same_course_is_one_class(app, client, sim) -> None:
+    a = jwt.decode(_ticket(launch(client, sim, sub="a")[0]), options={"verify_signature": False})
+    b = jwt.decode(_ticket(launch(client, sim, sub="b")[0]), options={"verify_signature": False})
+    c = jwt.decode(_ticket(launch(client, sim, sub="a", context="course-202")[0]),
+                   options={"verify_signature": False})
+    assert a["class_id"] == b["class_id"] != c["class_id"]
+
+
+# --- instructors ------------------------------------------------------------------------------
+
+def test_instructor_launch_opens_the_course_dashboard(app, client, sim) -> None:
+    r, _ = launch(client, sim, roles=INSTRUCTOR, sub="teacher-1")
+    assert r.status_code == 303
+    where = urlsplit(r.headers["location"])
+    assert where.path == "/dashboard"
+    class_id = parse_qs(where.query)["class"][0]
+    token = where.fragment.removeprefix("token=")
+    auth = {"Authorization": f"Bearer {token}"}
+    listed = client.get("/api/classes", headers=auth)
+    assert listed.status_code == 200 and [c["class_id"] for c in listed.json()] == [class_id]
+    assert client.get(f"/api/classes/{class_id}/overview", headers=auth).status_code == 200
+    assert client.get(f"/api/classes/{class_id}/timeline", headers=auth).status_code == 200
+
+    # another class, learner data, and changes need the instructor token
+    full = {"Authorization": f"Bearer {INSTRUCTOR_TOKEN}"}
+    other = client.post("/api/classes", headers=full, json={"name": "Other"}).json()["class_id"]
+    assert client.get(f"/api/classes/{other}/overview", headers=auth).status_code == 403
+    assert client.post(f"/api/classes/{class_id}/code", headers=auth).status_code == 403
+    assert client.get("/api/learners/x/summary", headers=auth).status_code == 403
+    assert len(client.get("/api/classes", headers=full).json()) == 2
+    # a tampered token, or one whose platform was removed, opens nothing
+    assert client.get("/api/classes", headers={
+        "Authorization": f"Bearer {token[:-4]}AAAA"}).status_code == 401
+    app.state.lti.platforms.remove(sim.issuer)
+    assert client.get("/api/classes", headers=auth).status_code == 401
+
+
+# --- deep linking -----------------------------------------------------------------------------
+
+def test_deep_linking_returns_a_signed_response(app, client, sim) -> None:
+    r, _ = launch(client, sim, roles=INSTRUCTOR, deep_link=True)
+    assert r.status_code == 200 and "Add MultiNetEmotion to Course course-101" in r.text
+    launch_id = r.text.split('name="launch_id" value="', 1)[1].split('"', 1)[0]
+    r = client.post("/lti/deep-link", data={"launch_id": launch_id, "place": "1"})
+    assert r.status_code == 200
+    assert f'action="{sim.issuer}/deep-link-return"' in r.text
+    signed = r.text.split('name="JWT" value="', 1)[1].split('"', 1)[0]
+    keys = client.get("/lti/jwks").json()
+    header = jwt.get_unverified_header(signed)
+    key = next(k for k in keys["keys"] if k["kid"] == header["kid"])
+    body = jwt.decode(signed, jwt.PyJWK(key).key, algorithms=["RS256"], audience=sim.issuer)
+    assert body["iss"] == sim.client_id
+    assert body[LTI + "message_type"] == "LtiDeepLinkingResponse"
+    assert body[LTI + "version"] == "1.3.0"
+    assert body[LTI + "deployment_id"] == sim.deployment_id
+    assert body[DL + "data"] == "opaque-platform-data"
+    [item] = body[DL + "content_items"]
+    assert item["type"] == "ltiResourceLink" and item["url"] == "http://testserver/lti/launch"
+    # a page answers once
+    again = client.post("/lti/deep-link", data={"launch_id": launch_id, "place": "1"})
+    assert again.status_code == 400 and "Nothing to add" in again.text
+
+
+def test_deep_linking_cancelled_and_learners_cannot(app, client, sim) -> None:
+    r, _ = launch(client, sim, roles=INSTRUCTOR, deep_link=True)
+    launch_id = r.text.split('name="launch_id" value="', 1)[1].split('"', 1)[0]
+    r = client.post("/lti/deep-link", data={"launch_id": launch_id, "place": "0"})
+    signed = r.text.split('name="JWT" value="', 1)[1].split('"', 1)[0]
+    assert jwt.decode(signed, options={"verify_signature": False})[DL + "content_items"] == []
+    r, _ = launch(client, sim, roles=LEARNER, deep_link=True)
+    assert r.status_code == 403 and "No page for your role" in r.text
+
+
+# --- keys, JWKS, frame-ancestors --------------------------------------------------------------
+
+def test_jwks_publishes_the_public_key_only(client) -> None:
+    r = client.get("/lti/jwks")
+    assert r.status_code == 200
+    [key] = r.json()["keys"]
+    assert key["kty"] == "RSA" and key["alg"] == "RS256" and key["use"] == "sig"
+    assert key["kid"] and key["n"] and key["e"]
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & key.keys()
+
+
+def test_key_file_is_made_once_readable_by_its_owner_only(app, client, tmp_path) -> None:
+    path = tmp_path / "data" / "multinet-emotion" / "lti-private-key.pem"
+    assert not path.exists()  # made at the first LTI request, not at start-up
+    kid = client.get("/lti/jwks").json()["keys"][0]["kid"]
+    assert path.is_file() and path.stat().st_mode & 0o777 == 0o600
+    os.chmod(path, 0o644)
+    again = create_app(app.state.settings, analyzer_factory=None)
+    with TestClient(again) as c2:
+        assert c2.get("/lti/jwks").json()["keys"][0]["kid"] == kid  # kept, not replaced
+    again.state.service.store.close()
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_frame_ancestors_allow_only_registered_platforms(app, client, sim) -> None:
+    csp = client.get("/learn").headers["content-security-policy"]
+    assert csp.endswith(f"frame-ancestors {sim.issuer}")
+    assert "frame-ancestors" in client.get("/dashboard").headers["content-security-policy"]
+
+
+def test_frame_ancestors_none_without_platforms(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}",
+                              instructor_token=INSTRUCTOR_TOKEN), analyzer_factory=None)
+    with TestClient(app) as c:
+        assert c.get("/learn").headers["content-security-policy"].endswith(
+            "frame-ancestors 'none'")
+    app.state.service.store.close()
