@@ -74,6 +74,9 @@ def stage_of(history: dict, config: dict, command: str, what: str) -> dict:
     epochs = history["epochs"]
     steps = config.get("max_steps_per_epoch") or 0
     seen = sum(e.get("images") or steps * config["batch_size"] for e in epochs)
+    for change in history.get("replanned", []):  # train --resume --epochs N
+        command += (f"  # planned for {change['from_epochs']} epochs; after epoch "
+                    f"{change['after_epoch']}: --resume --epochs {change['to_epochs']}")
     return {"stage": what, "command": command, "labels": config.get("labels", "fer2013"),
             "epochs": len(epochs), "images_seen": seen or None,
             "hours": round(history["wall_time_s"] / 3600, 2),
