@@ -8,9 +8,16 @@ p95 / p99 (send -> result) and lost or failed frames, for each level of --learne
 1% of frames answered with an error: a frame the server skipped because a newer one from
 the same learner arrived first counts here, never as lost).
 
+--mode samples: the learners send emotion samples (probabilities, as the page sends them when
+it analyses in the browser) instead of frames. --workers N: the server runs N worker
+processes, which needs PostgreSQL (--database postgresql+psycopg://USER@HOST/DB); the CPU
+figure then sums the whole process tree.
+
     python bench/load.py --learners 20                   # the target: 20 learners at 2 fps
     python bench/load.py --learners 10,20,30,40 --seconds 20 --json reports/load.json
     python bench/load.py --model path/to/model.onnx      # another model (default: shipped)
+    python bench/load.py --mode samples --fps 1 --learners 100,500
+    python bench/load.py --workers 2 --database postgresql+psycopg://postgres@127.0.0.1/db
 
 Frames are FER2013 test faces (../shared/data/fer2013/test) pasted on a 320x240 scene,
 as the learner page sends them; drawn faces when the data is absent.
@@ -41,6 +48,11 @@ import websockets
 ROOT = Path(__file__).resolve().parents[1]
 FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
 TOKEN = "load-test-instructor-token"
+INSTRUCTOR = {"Authorization": f"Bearer {TOKEN}"}
+#: What a simulated learner sends in --mode samples (a steady, mostly neutral face).
+SAMPLE = {"type": "sample", "face": True, "confidence": 0.8,
+          "probs": {"angry": 0.05, "fear": 0.05, "happy": 0.1, "sad": 0.05, "surprise": 0.05,
+                    "neutral": 0.7}}
 
 
 def make_frames(n: int = 40, width: int = 320, height: int = 240
@@ -88,25 +100,41 @@ class Learner:
     failure: str | None = None
 
 
+def join_code(base: str) -> str:
+    """The join code of the class the simulated learners join (made when missing)."""
+    with httpx.Client(base_url=base, timeout=30, headers=INSTRUCTOR) as http:
+        r = http.post("/api/classes", json={"name": "Load test", "class_id": "load"})
+        if r.status_code == 201:
+            return r.json()["join_code"]
+        r.raise_for_status()  # 409: it exists already
+        return next(c["join_code"] for c in http.get("/api/classes").json()
+                    if c["class_id"] == "load")
+
+
 async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float,
-                      offset: float, index: int) -> Learner:
+                      offset: float, index: int, code: str = "", mode: str = "frames"
+                      ) -> Learner:
     out = Learner()
     ws_url = base.replace("http", "ws", 1) + "/ws/learn"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-            r = await http.post("/api/learners", json={"name": f"load-{index}"})
+            consent = (await http.get("/api/consent")).json()["version"]
+            r = await http.post("/api/learners", json={"name": f"load-{index}", "consent": True,
+                                                       "consent_version": consent})
             r.raise_for_status()
             token = r.json()["token"]
-            r = await http.post("/api/sessions", json={"class_id": "load", "source": "camera"},
-                                headers={"Authorization": f"Bearer {token}"})
+            r = await http.post("/api/sessions", json={
+                "join_code": code, "source": "camera" if mode == "frames" else "client"},
+                headers={"Authorization": f"Bearer {token}"})
             r.raise_for_status()
             session_id = r.json()["id"]
         async with websockets.connect(ws_url, max_size=1 << 20, open_timeout=30) as ws:
             await ws.send(json.dumps({"type": "hello", "token": token,
                                       "session_id": session_id}))
             ready = json.loads(await ws.recv())
-            if ready.get("type") != "ready" or not ready.get("analysis"):
-                raise RuntimeError(f"server not ready for frames: {ready}")
+            if ready.get("type") != "ready" or (mode == "frames" and not ready.get("analysis")):
+                raise RuntimeError(f"server not ready for {mode}: {ready}")
+            sample = json.dumps(SAMPLE)
             pending: dict[int, float] = {}
             done = asyncio.Event()
 
@@ -137,7 +165,7 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
                     await asyncio.sleep(delay)
                 out.sent += 1
                 pending[out.sent] = time.perf_counter()
-                await ws.send(frames[k % len(frames)])
+                await ws.send(frames[k % len(frames)] if mode == "frames" else sample)
             done.set()
             try:  # wait for the last replies (anything still missing after this is lost)
                 await asyncio.wait_for(receiver, timeout=10)
@@ -155,16 +183,18 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
-                    seconds: float) -> dict:
+                    seconds: float, mode: str = "frames") -> dict:
+    code = await asyncio.to_thread(join_code, base)
     t0 = time.perf_counter()
     learners = await asyncio.gather(*(run_learner(base, frames[i % len(frames)], fps, seconds,
-                                                  i / (n * fps), i) for i in range(n)))
+                                                  i / (n * fps), i, code, mode)
+                                      for i in range(n)))
     wall = time.perf_counter() - t0
     lat = [x for lr in learners for x in lr.latencies]
     sent = sum(lr.sent for lr in learners)
     results = sum(lr.results for lr in learners)
     errors = sum(lr.errors for lr in learners)
-    return {"learners": n, "fps_per_learner": fps, "seconds": seconds,
+    return {"learners": n, "mode": mode, "fps_per_learner": fps, "seconds": seconds,
             "frames_sent": sent, "results": results, "errors": errors,
             "lost": sent - results - errors,
             "failed_learners": [lr.failure for lr in learners if lr.failure],
@@ -179,14 +209,17 @@ async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
 
 
 def cpu_seconds(pid: int | None) -> float | None:
-    """User + system CPU time of a process (Linux /proc), None when unknown."""
+    """User + system CPU time of a process and its children alive now (the worker
+    processes of ``--workers``), from Linux /proc; None when unknown."""
     if pid is None:
         return None
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except (OSError, ValueError, IndexError):
         return None
+    return own + sum(cpu_seconds(int(c)) or 0.0 for c in children)
 
 
 def free_port() -> int:
@@ -199,12 +232,16 @@ def start_server(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen,
     port = free_port()
     exe = (shutil.which("multinet-emotion")
            or str(Path(sys.executable).parent / "multinet-emotion"))
-    cmd = [exe, "serve", "--port", str(port), "--database", f"sqlite:///{tmp / 'load.db'}"]
+    database = args.database or f"sqlite:///{tmp / 'load.db'}"
+    cmd = [exe, "serve", "--port", str(port), "--database", database,
+           "--workers", str(args.workers)]
     if args.model:
         cmd += ["--model", str(args.model)]
-    env = dict(os.environ, MULTINET_INSTRUCTOR_TOKEN=TOKEN)
-    if args.workers:
-        env["MULTINET_ANALYSIS_WORKERS"] = str(args.workers)
+    # many learners sign up from one address at once: no per-address limits here
+    env = dict(os.environ, MULTINET_INSTRUCTOR_TOKEN=TOKEN, MULTINET_SIGNUP_RATE="0",
+               MULTINET_SESSION_RATE="0", XDG_DATA_HOME=str(tmp))
+    if args.analysis_workers:
+        env["MULTINET_ANALYSIS_WORKERS"] = str(args.analysis_workers)
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
@@ -214,7 +251,7 @@ def start_server(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen,
             raise SystemExit(f"the server exited:\n{(tmp / 'server.log').read_text()}")
         try:
             health = httpx.get(base + "/api/health", timeout=2).json()
-            if not health["analysis"]:
+            if not health["analysis"] and args.mode == "frames":
                 proc.terminate()
                 raise SystemExit("the server has no emotion analysis (no model?); pass "
                                  f"--model PATH\n{(tmp / 'server.log').read_text()}")
@@ -233,11 +270,21 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="streaming time per level")
     ap.add_argument("--target-ms", type=float, default=500.0, help="p95 latency target")
     ap.add_argument("--model", type=Path, help="model for the started server")
-    ap.add_argument("--workers", type=int, help="frames analysed at once by the server")
+    ap.add_argument("--mode", choices=("frames", "samples"), default="frames",
+                    help="what learners send: camera frames (server analysis) or emotion "
+                         "samples (analysis in the browser)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server worker processes (more than 1 needs --database postgresql)")
+    ap.add_argument("--database", help="the started server's database (default: a fresh "
+                                       "SQLite file; PostgreSQL: use an empty database)")
+    ap.add_argument("--analysis-workers", type=int,
+                    help="frames analysed at once by each server process")
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
     levels = [int(x) for x in args.learners.split(",") if x.strip()]
+    if args.workers > 1 and not args.url and not (args.database or "").startswith("postgresql"):
+        ap.error("--workers > 1 needs --database postgresql+psycopg://USER@HOST/DB")
     frames, source = make_frames()
     kib = np.mean([len(f) for clip in frames for f in clip]) / 1024
     print(f"frames: {source} (one per learner), JPEGs of ~{kib:.1f} KiB; {os.cpu_count()} CPU"
@@ -257,7 +304,7 @@ def main() -> int:
         saturated = None
         for n in levels:
             cpu0 = cpu_seconds(proc.pid if proc else None)
-            r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds))
+            r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds, args.mode))
             cpu1 = cpu_seconds(proc.pid if proc else None)
             # CPU time per served frame (includes sign-up and sessions): a capacity estimate
             # that does not depend on what else the machine is running

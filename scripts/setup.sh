@@ -17,3 +17,4 @@ else
   pip install -q -e . 2>&1 | grep -v '^WARNING: Location' || true
 fi
 python -c "import multinet_emotion" || { echo "setup failed" >&2; exit 1; }
+scripts/setup_web.sh  # the learner page's in-browser analysis files (npm, checksummed)

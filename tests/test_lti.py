@@ -3,6 +3,9 @@ its JWKS over HTTP), through the app in-process: login, launch, every refusal (e
 page with a 4xx that changes nothing in the database), roles to pages, learner sign-in on
 consent, the instructor's course-scoped dashboard token, Deep Linking, the JWKS, the key
 file and frame-ancestors. The browser runs of the same flows: tests/test_lti_browser.py.
+
+The tests that write the database (launches, nonces, learners, classes) run on SQLite and on
+PostgreSQL (tests/dbutil.py: skipped unless MULTINET_TEST_POSTGRES_URL is set).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jwt
 import pytest
+from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 from ltisim import DL, INSTRUCTOR, LEARNER, LTI, Simulator, rsa_key
 
@@ -33,14 +37,26 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: Simulator):
+def backend() -> str:
+    """SQLite; the tests marked ``on_both`` take PostgreSQL too."""
+    return "sqlite"
+
+
+#: For tests that write the database: run them on SQLite and on PostgreSQL.
+on_both = pytest.mark.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: Simulator, backend: str):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'lti.db'}",
-                        instructor_token=INSTRUCTOR_TOKEN, signup_rate=0, session_rate=0)
-    app = create_app(settings, analyzer_factory=None)
-    app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
-    yield app
-    app.state.service.store.close()
+    with database_url(backend, tmp_path) as url:
+        settings = Settings(database_url=url, instructor_token=INSTRUCTOR_TOKEN,
+                            signup_rate=0, session_rate=0)
+        app = create_app(settings, analyzer_factory=None)
+        assert app.state.service.store.dialect == backend
+        app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
+        yield app
+        app.state.service.store.close()
 
 
 @pytest.fixture
@@ -93,15 +109,18 @@ def _refused(app, client: TestClient, sim: Simulator, status: int, title: str,
     assert counts(app) == before  # nothing stored, and the nonce is not used up either
 
 
+@on_both
 def test_bad_signature_is_refused(app, client, sim) -> None:
     other, _ = rsa_key()
     _refused(app, client, sim, 401, "Launch not trusted", _key=other)
 
 
+@on_both
 def test_wrong_audience_is_refused(app, client, sim) -> None:
     _refused(app, client, sim, 403, "Wrong audience", aud="another-tool")
 
 
+@on_both
 def test_expired_launch_is_refused(app, client, sim) -> None:
     now = int(time.time())
     _refused(app, client, sim, 401, "Launch expired", exp=now - 60, iat=now - 400)
@@ -111,6 +130,7 @@ def test_launch_without_expiry_is_refused(app, client, sim) -> None:
     _refused(app, client, sim, 400, "Launch refused", exp=None)
 
 
+@on_both
 def test_unknown_deployment_is_refused(app, client, sim) -> None:
     _refused(app, client, sim, 403, "Unknown deployment", **{LTI + "deployment_id": "other"})
 
@@ -124,6 +144,7 @@ def test_unknown_issuer_is_refused(app, client, sim) -> None:
     assert counts(app) == before
 
 
+@on_both
 def test_replayed_nonce_is_refused(app, client, sim) -> None:
     first, form = launch(client, sim)
     assert first.status_code == 303
@@ -133,6 +154,7 @@ def test_replayed_nonce_is_refused(app, client, sim) -> None:
     assert counts(app) == before
 
 
+@on_both
 def test_replay_is_refused_by_another_process(app, client, sim, tmp_path) -> None:
     """The nonce is used up in the database: a second app on the same database (another
     server process) refuses the replay too."""
@@ -146,6 +168,7 @@ def test_replay_is_refused_by_another_process(app, client, sim, tmp_path) -> Non
     assert r.status_code == 401 and "Launch already used" in r.text
 
 
+@on_both
 def test_state_from_another_browser_is_refused(app, client, sim) -> None:
     hint = sim.prepare()
     nonce, state = login(client, sim, hint)
@@ -164,6 +187,7 @@ def test_not_a_launch(client) -> None:
     assert r.status_code == 400 and r.headers["content-type"].startswith("text/html")
 
 
+@on_both
 def test_roles_without_a_page_and_launches_outside_a_course(app, client, sim) -> None:
     before = counts(app)
     r, _ = launch(client, sim, roles=["http://purl.imsglobal.org/vocab/lis/v2/membership#Mentor"])
@@ -183,6 +207,7 @@ def _ticket(response) -> str:
     return where.split("#lti=", 1)[1]
 
 
+@on_both
 def test_learner_launch_stores_nothing_until_consent(app, client, sim) -> None:
     before = counts(app)
     ticket = _ticket(launch(client, sim, sub="learner-7", name="Grace H.")[0])
@@ -225,6 +250,7 @@ def test_learner_launch_stores_nothing_until_consent(app, client, sim) -> None:
     assert counts(app)["lti_users"] == 0 and counts(app)["learners"] == before["learners"]
 
 
+@on_both
 def test_same_course_is_one_class(app, client, sim) -> None:
     a = jwt.decode(_ticket(launch(client, sim, sub="a")[0]), options={"verify_signature": False})
     b = jwt.decode(_ticket(launch(client, sim, sub="b")[0]), options={"verify_signature": False})
@@ -235,6 +261,7 @@ def test_same_course_is_one_class(app, client, sim) -> None:
 
 # --- instructors ------------------------------------------------------------------------------
 
+@on_both
 def test_instructor_launch_opens_the_course_dashboard(app, client, sim) -> None:
     r, _ = launch(client, sim, roles=INSTRUCTOR, sub="teacher-1")
     assert r.status_code == 303
@@ -264,6 +291,7 @@ def test_instructor_launch_opens_the_course_dashboard(app, client, sim) -> None:
 
 # --- deep linking -----------------------------------------------------------------------------
 
+@on_both
 def test_deep_linking_returns_a_signed_response(app, client, sim) -> None:
     r, _ = launch(client, sim, roles=INSTRUCTOR, deep_link=True)
     assert r.status_code == 200 and "Add MultiNetEmotion to Course course-101" in r.text

@@ -128,14 +128,16 @@ def verbs(bodies: list[dict]) -> list[str]:
 class FakeLrs:
     """A stand-in LRS on loopback (see the module's docstring)."""
 
-    def __init__(self, script: list[str] | None = None, slow_seconds: float = 1.5):
+    def __init__(self, script: list[str] | None = None, slow_seconds: float = 1.5,
+                 port: int = 0):
+        """``port``: a fixed one (an LRS that comes back where it was), else a free one."""
         self.script = list(script or [])
         self.slow_seconds = slow_seconds
         self.stored: dict[str, dict] = {}
         self.rejects: set[str] = set()  # statement ids answered with 400
         self.requests: list[dict[str, Any]] = []  # method, ids, auth, answer
         self.lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/xAPI/"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

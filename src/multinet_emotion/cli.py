@@ -11,9 +11,13 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .emotions import DisgustPolicy
 from .errors import MultiNetError
+
+if TYPE_CHECKING:  # the server loads FastAPI and SQLAlchemy: only when serving
+    from .server.settings import Settings as ServerSettings
 
 log = logging.getLogger("multinet_emotion")
 
@@ -325,10 +329,34 @@ def _serve(args: argparse.Namespace) -> int:
             raise MultiNetError(f"cannot listen on {settings.host}:{settings.port} ({e.strerror});"
                                 " pass another --port or stop what uses it") from None
     import uvicorn
-    uvicorn.run(app, host=settings.host, port=settings.port, workers=1,
-                access_log=args.access_log, log_level="info",
-                ws_max_size=max(4 * settings.max_frame_bytes, 1 << 20))
+    common = {"host": settings.host, "port": settings.port, "access_log": args.access_log,
+              "log_level": "info", "ws_max_size": max(4 * settings.max_frame_bytes, 1 << 20)}
+    if settings.workers == 1:
+        uvicorn.run(app, workers=1, **common)
+        return 0
+    # each worker process builds its own app from the environment: hand the settings on
+    # (the instructor token too: the environment of a process is its owner's only)
+    _export_settings(settings)
+    st.service.store.close()
+    uvicorn.run("multinet_emotion.server.app:create_app", factory=True,
+                workers=settings.workers, **common)
     return 0
+
+
+def _export_settings(settings: ServerSettings) -> None:
+    """Put every setting in this process's MULTINET_* variables, for worker processes."""
+    import os
+
+    from . import options
+    for name, (_f, spec, _kind, _optional) in options.specs(type(settings)).items():
+        if not spec.env:
+            continue
+        value = getattr(settings, name)
+        var = options.env_of(name)
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = ("1" if value else "0") if isinstance(value, bool) else str(value)
 
 
 

@@ -21,9 +21,11 @@ from .. import __version__
 from ..emotions import ADJECTIVES, COLORS, EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
-from ..store import Store
+from ..store import REVOKE_CHANNEL, SharedLive, Store
 from . import api, class_routes, ws
 from .analysis import AnalyzerFactory, detector_factory
+from .browser import analysis_mode, in_browser
+from .browser import router as browser_routes
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
 from .service import LearningService, ServiceError
@@ -90,7 +92,9 @@ class BodyLimit:
 
 
 CSP = (b"default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob: mediastream:; "
-       b"connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; script-src 'self'; "
+       b"connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; "
+       # in-browser analysis compiles WebAssembly (opencv.js, onnxruntime-web); no eval
+       b"script-src 'self' 'wasm-unsafe-eval'; "
        b"frame-ancestors ")
 COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 
@@ -150,20 +154,28 @@ def create_app(settings: Settings | None = None, *,
     catalog = load_catalog(settings.catalog)
     store = store or Store(settings.database_url)
     store.migrate()
+    # PostgreSQL: the live view, rate limits and revocations are shared by every worker
+    # process and machine (store/live.py); SQLite: one process owns them in memory
+    shared = SharedLive(store) if store.dialect == "postgresql" else None
     recommender = Recommender(policy, catalog, rng=rng)
     service = LearningService(store, recommender, settings,
-                              **({"clock": clock} if clock is not None else {}))
+                              **({"clock": clock} if clock is not None else {}), shared=shared)
     xapi = XapiService(settings, store)  # learning records for an LRS; none without one
     if analyzer_factory == "auto":
         if settings.analysis == "off":
             factory, note = None, "server-side analysis is switched off"
+        elif settings.analysis == "browser":
+            factory, note = None, "pictures are analysed in the learner's browser only"
         else:
             factory, note = detector_factory(settings.model, settings.detect_every,
                                              settings.min_dwell, settings.hysteresis)
     else:
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"
-    if factory is None:
+    # in the learner's browser (--analysis browser|auto): the page gets the files from here
+    browser, browser_note = in_browser(settings.analysis, settings.model,
+                                       injected=analyzer_factory != "auto")
+    if factory is None and browser is None:
         log.warning("emotion analysis unavailable (%s); learners can still post samples", note)
 
     @asynccontextmanager
@@ -180,11 +192,19 @@ def create_app(settings: Settings | None = None, *,
 
         task = asyncio.create_task(housekeeping())
         xapi.start()
+        # a learner's token replaced or deleted in another process: end their sockets here
+        listener = None if shared is None else shared.listener(
+            REVOKE_CHANNEL, lambda m: service.ingest.revoke_here(m["learner_id"], m["reason"])
+        ).start()
         try:
             yield
         finally:
             task.cancel()
             await xapi.stop()
+            if listener is not None:
+                await asyncio.to_thread(listener.stop)
+            if shared is not None:
+                shared.close()
 
     app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan,
@@ -199,8 +219,11 @@ def create_app(settings: Settings | None = None, *,
     app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
     app.state.analyzer_factory = factory
     app.state.analysis_note = note
+    app.state.browser_analysis, app.state.browser_note = browser, browser_note
+    app.state.analysis_mode = analysis_mode(settings.analysis, browser, factory)
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
-    app.state.limits = limits_for(settings.signup_rate, settings.session_rate)
+    app.state.shared = shared  # None with SQLite (one process)
+    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared)
     app.state.connections = ws.Connections()  # ended when a learner's token stops working
     service.ingest.on_revoke.append(app.state.connections.revoke)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -235,6 +258,7 @@ def create_app(settings: Settings | None = None, *,
     app.include_router(xapi_routes.instructor)
     app.include_router(xapi_routes.learner)
     app.include_router(ws.router)
+    app.include_router(browser_routes)
     emotions_js = emotions_script()  # before the mount, so this route wins
 
     @app.get("/static/emotions.js", include_in_schema=False)

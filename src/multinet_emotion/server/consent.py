@@ -25,7 +25,21 @@ from .settings import Settings
 
 #: Raised by hand when the meaning of the text changes; the version also carries a hash
 #: of the text itself.
-CONSENT_REVISION = 2
+CONSENT_REVISION = 3
+
+
+#: Where the camera picture is analysed, by ``serve --analysis`` (``off``: nothing is, and
+#: the server's text stays true of a client that sends pictures anyway).
+WHERE_ANALYSED = {
+    "browser": "Each picture is analysed on your device, in this browser: no picture leaves "
+               "it, only the six numbers of each reading are sent.",
+    "server": "Each picture is sent to the server, analysed in its memory and thrown away at "
+              "once.",
+    "auto": "Each picture is analysed on your device, in this browser, where it can do so: "
+            "then no picture leaves it, only the six numbers of each reading are sent. "
+            "Otherwise each picture is sent to the server, analysed in its memory and thrown "
+            "away at once; this page says which of the two it does.",
+}
 
 
 def _number(x: float) -> str:
@@ -46,7 +60,7 @@ def consent_items(settings: Settings) -> list[dict[str, str]]:
                  f"second, to estimate which facial expression you show ({expressions}). "
                  "It reads expressions, not your inner feelings, and can be wrong."},
         {"title": "No image is stored",
-         "text": "Each picture is analysed in the server's memory and thrown away at once. "
+         "text": WHERE_ANALYSED.get(settings.analysis, WHERE_ANALYSED["server"]) + " "
                  f"What is kept: your name, your sessions and class, one reading per {every} "
                  "(six numbers: how likely each expression is), and the suggestions you got "
                  "with your answers. Readings are deleted after "

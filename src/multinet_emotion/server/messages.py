@@ -49,7 +49,9 @@ class Hello(BaseModel):
 
 class Sample(SampleIn):
     """Smoothed probabilities from a client that classified on its own (as one sample of
-    ``POST /api/sessions/{id}/samples``; its ``t`` is ignored: the server stamps it)."""
+    ``POST /api/sessions/{id}/samples``; its ``t`` is ignored: the server stamps it). The
+    learner page sends these, and no frames, when it analyses in the browser
+    (``serve --analysis browser|auto``, ``static/analysis.js``)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_type_first)
     type: Literal["sample"]

@@ -1,9 +1,11 @@
-"""Per-client rate limits: a sliding window over the last minute, in process memory.
+"""Per-client rate limits: a sliding window over the last minute, in process memory (one
+process, SQLite) or in the database that every process shares (PostgreSQL:
+:class:`SharedRateLimiter`).
 
 Each limit counts the requests of one key (the client's address) in the last ``window``
 seconds; a request over ``per_window`` is refused with the seconds to wait until the
-oldest counted one leaves the window. One process owns the counts (the service runs one
-worker), so they reset when it restarts. Keys idle for a window are forgotten, and at
+oldest counted one leaves the window. In memory, one process owns the counts, so they
+reset when it restarts. Keys idle for a window are forgotten, and at
 most ``max_keys`` are kept (the least recently seen go first), so memory stays bounded
 whatever the number of clients.
 """
@@ -16,10 +18,19 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Protocol
 
 from fastapi import HTTPException, Request, status
 
+from ..store import SharedLive
+
 log = logging.getLogger(__name__)
+
+
+class Limiter(Protocol):
+    per_window: int
+
+    def hit(self, key: str) -> int | None: ...
 
 
 class RateLimiter:
@@ -65,6 +76,23 @@ class RateLimiter:
                 break
 
 
+class SharedRateLimiter:
+    """The same limit counted in the database, over every process and machine together
+    (the wall clock, which the machines share, not each process's monotonic one)."""
+
+    def __init__(self, shared: SharedLive, name: str, per_window: int, window: float = 60.0,
+                 clock: Callable[[], float] = time.time):
+        if per_window < 0 or window <= 0:
+            raise ValueError("per_window must be >= 0 and window > 0")
+        self.shared, self.name, self.per_window, self.window = shared, name, per_window, window
+        self.clock = clock
+
+    def hit(self, key: str) -> int | None:
+        if self.per_window == 0:
+            return None
+        return self.shared.hit(self.name, key, self.per_window, self.window, self.clock())
+
+
 def client_key(request: Request) -> str:
     """The client's address as the server sees it (uvicorn puts a trusted proxy's
     X-Forwarded-For there)."""
@@ -74,7 +102,7 @@ def client_key(request: Request) -> str:
 def check_limit(request: Request, name: str, what: str) -> None:
     """Count this request against the app's limit ``name`` (``app.state.limits``); over
     it, HTTP 429 with Retry-After in whole seconds and a message that says what to do."""
-    limiter: RateLimiter | None = getattr(request.app.state, "limits", {}).get(name)
+    limiter: Limiter | None = getattr(request.app.state, "limits", {}).get(name)
     if limiter is None:
         return
     wait = limiter.hit(client_key(request))
@@ -87,7 +115,11 @@ def check_limit(request: Request, name: str, what: str) -> None:
                             headers={"Retry-After": str(wait)})
 
 
-def limits_for(signup_rate: int, session_rate: int) -> dict[str, RateLimiter]:
-    """The app's limits: sign-ups; sessions started; join codes tried (as sessions)."""
-    return {"signup": RateLimiter(signup_rate), "session": RateLimiter(session_rate),
-            "join": RateLimiter(session_rate)}
+def limits_for(signup_rate: int, session_rate: int,
+               shared: SharedLive | None = None) -> dict[str, Limiter]:
+    """The app's limits: sign-ups; sessions started; join codes tried (as sessions); in
+    the database when ``shared`` (several processes), else in this process."""
+    rates = {"signup": signup_rate, "session": session_rate, "join": session_rate}
+    if shared is not None:
+        return {name: SharedRateLimiter(shared, name, rate) for name, rate in rates.items()}
+    return {name: RateLimiter(rate) for name, rate in rates.items()}

@@ -56,9 +56,12 @@ class Settings:
                                    help="content catalog YAML/JSON (default: the shipped one)")
     model: Path | None = setting(None, env=True, help="emotion model .onnx (default: the model "
                                  "shipped in the package)")
-    analysis: str = setting("auto", env=True, choices=("auto", "off"),
-                            help="auto: analyse frames on the server when the model loads; off: "
-                                 "clients post their own samples")
+    analysis: str = setting(
+        "auto", env=True, choices=("auto", "browser", "server", "off"),
+        help="where the camera picture is analysed: browser (in the learner's browser, only "
+             "probabilities reach the server; needs scripts/setup_web.sh), server (frames are "
+             "sent and analysed in memory), auto (in the browser where it can run the model, "
+             "else on the server), off (clients post their own samples)")
     frame_rate: float = setting(2.0, env=True, min=0.1, max=30, unit="per second",
                                 help="frames per second the learner page sends")
     frame_width: int = setting(320, env=True, min=64, max=1920, unit="pixels",
@@ -79,6 +82,10 @@ class Settings:
                                       help="learners may sign up themselves (else: by token)")
     analysis_workers: int = setting(2, env=True, min=1, max=64,
                                     help="frames analysed at once (CPU cores)")
+    workers: int = setting(
+        1, env=True, min=1, max=64,
+        help="worker processes serving the app (more than 1 needs PostgreSQL, through which "
+             "they share the live view of sessions; with SQLite one process owns it)")
     detect_every: int | None = setting(None, env=True, min=1, max=30, unit="frames",
                                        help="full face scan every Nth frame (default: the "
                                             "runtime's)")
@@ -178,6 +185,12 @@ class Settings:
                                 f"{self.frame_rate:g}, so learners' frames would be refused; "
                                 "raise MULTINET_MAX_FRAME_RATE or leave it unset (it follows "
                                 "the frame rate)")
+        if self.workers > 1 and self.database_url.lower().startswith("sqlite"):
+            where = (origins or {}).get("workers", "--workers")
+            raise MultiNetError(f"{where} {self.workers}: several worker processes need "
+                                "PostgreSQL (--database postgresql://USER@HOST/DB), where they "
+                                "share the live view of sessions; with SQLite one process owns "
+                                "it, so run --workers 1")
         if self.instructor_token and len(self.instructor_token) < 8:
             raise MultiNetError("MULTINET_INSTRUCTOR_TOKEN must be at least 8 characters")
         for origin in self.allowed_origins.split(","):

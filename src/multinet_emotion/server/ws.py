@@ -23,7 +23,8 @@ and their JSON Schema is served at ``GET /api/ws-schema``):
 A hello for a session that has ended is refused (an error, then close 1008). When the
 learner's token is replaced or the learner is deleted, every open connection of that
 learner is told why and closed at once (1008, reason "token revoked"); nothing it sends
-afterwards is stored (:class:`Connections`, one registry per app: one worker process).
+afterwards is stored (:class:`Connections`, one registry per process; with PostgreSQL a
+revocation in one process reaches the others by NOTIFY, see ``IngestService.revoke_here``).
 A browser's handshake must come from an allowed origin (``allowed_origins``; by default the
 page's own: the origin's host must be the request's Host); others are refused (1008, which
 an ASGI server answers with HTTP 403). Clients that send no Origin (not browsers) pass.
@@ -122,8 +123,8 @@ class Connection:
 
 class Connections:
     """The open learner connections, per learner, so that replacing a learner's token or
-    deleting the learner ends them (:attr:`IngestService.on_revoke`). In-process: one
-    worker."""
+    deleting the learner ends them (:attr:`IngestService.on_revoke`). One per process;
+    other processes' revocations arrive through :meth:`IngestService.revoke_here`."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -15,6 +15,7 @@ Two modules: :mod:`.tables` (the SQLAlchemy models, ids and row types) and :mod:
 
 from .classes import JOIN_ALPHABET, class_id_from_name, new_join_code, normalise_join_code
 from .database import Store, data_dir, default_database_url, migrations_path
+from .live import REVOKE_CHANNEL, Held, Listener, SharedLive  # live state across processes
 from .lti import LtiRecords  # the LTI tables (lti_*) and their queries
 from .outbox import Outbox, Recorder, StoreEvent, Transaction  # the xAPI outbox
 from .tables import (
@@ -36,8 +37,9 @@ from .tables import (
 )
 
 __all__ = ["CLASS_ID", "JOIN_ALPHABET", "LEARNER_ID", "Base", "ClassRow", "EmotionSample",
-           "FeedbackRow", "Learner", "LearningSession", "LtiRecords", "Measured", "OutcomeRow",
+           "FeedbackRow", "Held", "Learner", "LearningSession", "Listener", "LtiRecords",
+           "Measured", "OutcomeRow", "REVOKE_CHANNEL",
            "OutboxRow", "Outbox", "Recorder", "RecommendationRow", "Response",
-           "Store", "StoreEvent", "Transaction", "class_id_from_name", "data_dir",
+           "SharedLive", "Store", "StoreEvent", "Transaction", "class_id_from_name", "data_dir",
            "default_database_url", "hash_token",
            "migrations_path", "new_id", "new_join_code", "normalise_join_code"]

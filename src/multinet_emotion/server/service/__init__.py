@@ -2,7 +2,8 @@
 
 * :mod:`.ingest` (:class:`IngestService`): learners and tokens, sessions, samples and
   frames, recommendations and responses, deletion and retention; it owns the in-memory
-  view of the live sessions (:mod:`.live`).
+  view of the live sessions (:mod:`.live`), shared by every process with PostgreSQL
+  (:mod:`.shared_live`).
 * :mod:`.classes` (:class:`ClassService`): classes the instructor creates, their join
   codes, and the refusal of codes that no class has or that expired.
 * :mod:`.reports` (:class:`ReportService`): timelines, summaries, exports, the class
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from ...recommend import Recommender
-from ...store import Store
+from ...store import SharedLive, Store
 from ..settings import Settings
 from .classes import ClassService
 from .errors import Conflict, Gone, Invalid, NotFound, ServiceError
@@ -35,12 +36,12 @@ class LearningService:
     """Ingest and reports over one store, one recommender and one clock."""
 
     def __init__(self, store: Store, recommender: Recommender, settings: Settings,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, shared: SharedLive | None = None):
         self.store = store  # for wiring, the CLI's start-up lines and tests; routes never
         self.settings = settings
         self.clock = clock
         self.policy = recommender.policy
-        self.ingest = IngestService(store, recommender, settings, clock)
+        self.ingest = IngestService(store, recommender, settings, clock, shared)
         self.reports = ReportService(store, recommender, settings, self.ingest, clock)
         self.classes = ClassService(store, settings, self.ingest, clock)
 

@@ -86,10 +86,7 @@ class ClassService:
         """Every class with its code, learners, live learners and last session start."""
         activity = self.store.class_activity()
         now = self.clock()
-        live: dict[str, int] = {}
-        for x in self.ingest.live_sessions():
-            if x.is_live(now, self.settings.live_seconds):
-                live[x.class_id] = live.get(x.class_id, 0) + 1
+        live = self.ingest.live_counts()  # of every process
         out = []
         for row in self.store.classes():
             seen = activity.get(row.id, {})

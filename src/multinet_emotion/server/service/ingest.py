@@ -4,7 +4,9 @@ It keeps a small in-memory view of each live session (:class:`~.live.LiveSession
 recent timeline, the open recommendation, the cool-downs, the latest state) so the
 recommender runs once per stored sample without reading the database, and writes every
 downsampled sample, recommendation, response and outcome through the
-:class:`~multinet_emotion.store.Store`. One process owns the live view: run one worker.
+:class:`~multinet_emotion.store.Store`. With SQLite one process owns the live view; with
+PostgreSQL (``shared``) the view is a cache of the live state every process sees, read and
+changed only inside :meth:`~.shared_live.LiveSync.guard` (any number of workers).
 
 What people see is steady: the ``label`` of the live state (``current``) and of stored
 samples is the *stable* label (minimum dwell time and hysteresis, see
@@ -26,12 +28,22 @@ from typing import Any
 from ...emotions import Reading
 from ...errors import MultiNetError
 from ...recommend import LearnerContext, Recommender, detect_state
-from ...store import CLASS_ID, Learner, LearningSession, RecommendationRow, Store, new_id
+from ...store import (
+    CLASS_ID,
+    REVOKE_CHANNEL,
+    Learner,
+    LearningSession,
+    RecommendationRow,
+    SharedLive,
+    Store,
+    new_id,
+)
 from ...tracking import StableLabel
 from ..analysis import stable_label_config
 from ..settings import Settings
 from .errors import Conflict, Invalid, NotFound
 from .live import LiveSession, average
+from .shared_live import LiveSync, LiveView, restore
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +55,10 @@ MAX_AHEAD = 5.0
 
 class IngestService:
     def __init__(self, store: Store, recommender: Recommender, settings: Settings,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, shared: SharedLive | None = None):
         self.store = store
+        self.shared = shared  # PostgreSQL: the live state every process sees
+        self.sync = LiveSync(shared, self._refill, clock)
         self.engine = recommender
         self.policy = recommender.policy
         self.settings = settings
@@ -79,6 +93,12 @@ class IngestService:
         return token
 
     def _revoked(self, learner_id: str, reason: str) -> None:
+        self.revoke_here(learner_id, reason)
+        if self.shared is not None:  # and in every other process (theirs call revoke_here)
+            self.shared.notify(REVOKE_CHANNEL, {"learner_id": learner_id, "reason": reason})
+
+    def revoke_here(self, learner_id: str, reason: str) -> None:
+        """End this process's connections of a learner whose token stopped working."""
         for callback in self.on_revoke:
             callback(learner_id, reason)
 
@@ -113,22 +133,43 @@ class IngestService:
             if row.id in self._live:
                 return self._live[row.id]
         live = LiveSession(row, self.policy.horizon, StableLabel(self.label_config))
+        if self.shared is None:  # shared: filled under the session's lock when first used
+            self._fill(live)
+        with self._lock:
+            return self._live.setdefault(row.id, live)
+
+    def _fill(self, live: LiveSession) -> None:
+        """Rebuild a session's view from the store: the recent stored readings, the open
+        suggestion, the cool-downs and the accepted suggestions whose outcome is due."""
         now = self.clock()
-        for smp in self.store.samples(session_id=row.id, since=now - self.policy.horizon):
+        live.timeline.clear()
+        for smp in self.store.samples(session_id=live.id, since=now - self.policy.horizon):
             live.append(smp.to_reading())
         if live.timeline:
             live.last_raw_t = live.timeline[-1].t
             live.last_seen = live.timeline[-1].t
-        recs = self.store.recommendations(learner_id=row.learner_id)
+        recs = self.store.recommendations(learner_id=live.learner_id)
+        live.open_rec, live.last_recommended_at, live.last_by_rule = None, None, {}
         for r in recs:
             live.last_recommended_at = max(live.last_recommended_at or 0.0, r.created_at)
             live.last_by_rule[r.rule] = max(live.last_by_rule.get(r.rule, 0.0), r.created_at)
-            if r.status == "open" and r.session_id == row.id:
+            if r.status == "open" and r.session_id == live.id:
                 live.open_rec = r
         live.recent_items = [r.item_id for r in reversed(recs)][:20]
-        live.pending_outcomes = self.store.pending_outcomes(row.learner_id)
-        with self._lock:
-            return self._live.setdefault(row.id, live)
+        live.pending_outcomes = self.store.pending_outcomes(live.learner_id)
+
+    def _refill(self, live: LiveSession, state: dict[str, Any] | None) -> None:
+        """Re-read a cached session another process changed (``state``: its stored live
+        state; None: none yet). NotFound when the session was deleted meanwhile."""
+        row = self.store.get_session(live.id)
+        if row is None:
+            with self._lock:
+                self._live.pop(live.id, None)
+            raise NotFound(f"no session {live.id!r}: it was deleted")
+        live.row, live.ended = row, row.ended_at is not None
+        self._fill(live)
+        if state is not None:
+            restore(live, state)
 
     def session(self, learner_id: str | None, session_id: str) -> LiveSession:
         """The live session; NotFound when it does not exist or is not this learner's."""
@@ -146,13 +187,15 @@ class IngestService:
     def open_session(self, learner_id: str, session_id: str) -> LiveSession:
         """The live session, when it has not ended (Conflict when it has)."""
         live = self.session(learner_id, session_id)
-        if live.ended:
+        with self.sync.guard(live):
+            ended = live.ended
+        if ended:
             raise Conflict(f"session {session_id} has ended; start a new session")
         return live
 
     def end_session(self, learner_id: str, session_id: str) -> LearningSession:
         live = self.session(learner_id, session_id)
-        with live.lock:
+        with self.sync.guard(live):
             self._flush(live)
             row = self.store.end_session(session_id, now=self.clock())
             live.ended = True
@@ -168,10 +211,25 @@ class IngestService:
 
     # --- what the reports read ------------------------------------------------------------
 
-    def live_sessions(self) -> list[LiveSession]:
-        """The sessions in view now (read each under its lock)."""
+    def live_counts(self) -> dict[str, int]:
+        """Live sessions (not ended, a sample within ``live_seconds``) per class, of every
+        process."""
+        now = self.clock()
+        if self.shared is not None:
+            return self.shared.live_counts(now - self.settings.live_seconds)
         with self._lock:
-            return list(self._live.values())
+            lives = list(self._live.values())
+        out: dict[str, int] = {}
+        for x in lives:
+            with x.lock:
+                if x.is_live(now, self.settings.live_seconds):
+                    out[x.class_id] = out.get(x.class_id, 0) + 1
+        return out
+
+    def view(self, session_id: str, now: float) -> LiveView | None:
+        """What the dashboard shows of a session in view (of any process), or None."""
+        return self.sync.view(self.store, self.live_session(session_id), session_id, now,
+                              self.policy.horizon, self.settings.live_seconds)
 
     def live_session(self, session_id: str) -> LiveSession | None:
         """The session's live view when it is in view (never loaded from the database)."""
@@ -181,8 +239,13 @@ class IngestService:
     def flush_learner(self, learner_id: str) -> None:
         """Store the readings of a learner's sessions that wait for their sample interval to
         end, so that what is read next from the store is complete."""
-        for live in self._lives_of(learner_id):
-            with live.lock:
+        if self.shared is not None:  # readings may wait in any process's live state
+            lives = [self.session(learner_id, row.id) for row in
+                     self.store.sessions(learner_id) if row.ended_at is None]
+        else:
+            lives = self._lives_of(learner_id)
+        for live in lives:
+            with self.sync.guard(live):
                 self._flush(live)
 
     def _lives_of(self, learner_id: str) -> list[LiveSession]:
@@ -199,7 +262,7 @@ class IngestService:
         session's. The readings of one ``sample_interval`` are stored as one (their mean)."""
         live = self.session(learner_id, session_id)
         now = self.clock()
-        with live.lock:
+        with self.sync.guard(live):
             if live.ended:
                 raise Conflict(f"session {session_id} has ended; start a new session")
             prev = live.last_raw_t
@@ -242,8 +305,10 @@ class IngestService:
                     ) -> tuple[Reading | None, RecommendationRow | None]:
         """Ingest one reading of a client that classified on its own (the WebSocket's
         samples); returns the learner's current reading and a new recommendation."""
-        _, rec = self.add_samples(learner_id, session_id, [reading], False)
-        return self.session(learner_id, session_id).current, rec
+        live = self.session(learner_id, session_id)
+        with self.sync.guard(live):
+            _, rec = self.add_samples(learner_id, session_id, [reading], False)
+            return live.current, rec
 
     def add_faces(self, learner_id: str, session_id: str, faces: Sequence[Reading],
                   t: float | None = None) -> tuple[Reading | None, RecommendationRow | None]:
@@ -252,9 +317,9 @@ class IngestService:
         Returns the learner's current reading (the label shown) and a new recommendation."""
         live = self.session(learner_id, session_id)
         t = self.clock() if t is None else t
-        main = self._main_face(live, faces)
-        reading = Reading(t, None) if main is None else main
-        with live.lock:
+        with self.sync.guard(live):
+            main = self._main_face(live, faces)
+            reading = Reading(t, None) if main is None else main
             if live.last_raw_t is not None and reading.t <= live.last_raw_t:
                 reading = replace(reading, t=live.last_raw_t + 1e-3)
             _, rec = self.add_samples(learner_id, session_id, [reading], flush=False)
@@ -346,7 +411,7 @@ class IngestService:
     def current_recommendation(self, learner_id: str, session_id: str
                                ) -> RecommendationRow | None:
         live = self.session(learner_id, session_id)
-        with live.lock:
+        with self.sync.guard(live):
             if live.open_rec is not None and \
                     self.clock() - live.open_rec.created_at > self.policy.expire_after:
                 self.store.set_status(live.open_rec.id, "expired", self.clock())
@@ -371,11 +436,13 @@ class IngestService:
         rec = self.store.get_recommendation(rec_id)
         assert rec is not None
         live = self.live_session(rec.session_id)
+        if live is None and self.shared is not None:  # in view in another process, maybe
+            live = self.session(None, rec.session_id)
         if live is not None:
-            with live.lock:
+            with self.sync.guard(live):
                 if live.open_rec is not None and live.open_rec.id == rec_id:
                     live.open_rec = None
-                if status == "accepted":
+                if status == "accepted" and all(r.id != rec_id for r in live.pending_outcomes):
                     live.pending_outcomes.append(rec)
         return rec
 
@@ -406,6 +473,9 @@ class IngestService:
         """Apply the retention period and forget sessions idle for an hour."""
         now = self.clock()
         n = self.store.purge_samples(now - self.settings.retention_days * 86_400)
+        if self.shared is not None:  # idle live states and old rate-limit hits
+            self.shared.forget(now - 3600)
+            self.shared.forget_hits(now - 3600)
         with self._lock:
             for sid, live in list(self._live.items()):
                 if now - max(live.last_seen, live.row.started_at) > 3600:

@@ -48,7 +48,8 @@ def average(readings: Sequence[Reading]) -> Reading:
 
 
 class LiveSession:
-    """The in-memory view of one session. Read and change it under ``lock``."""
+    """The in-memory view of one session. Read and change it under ``lock`` (with several
+    processes: :meth:`.shared_live.LiveSync.guard`)."""
 
     def __init__(self, row: LearningSession, horizon: float,
                  labeler: StableLabel | None = None):
@@ -73,6 +74,10 @@ class LiveSession:
         self.last_seen = 0.0
         self.ended = row.ended_at is not None
         self.lock = threading.RLock()
+        # with several processes (.shared_live): the version of the shared live state this
+        # cache reflects (None: re-read it), and whether this thread holds the session
+        self.version: int | None = None
+        self.held = False
 
     def append(self, r: Reading) -> None:
         self.timeline.append(r)

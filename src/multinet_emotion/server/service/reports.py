@@ -112,16 +112,15 @@ class ReportService:
                                  "current": None, "attention": None,
                                  "negative_share": None, "recommendation": None}
         timeline: list[Reading]
-        live = self.ingest.live_session(sess.id)
-        if live is not None:
-            with live.lock:
-                timeline = list(live.timeline)
-                entry["current"] = None if live.current is None else live.current.sample_json()
-                entry["live"] = live.is_live(now, self.settings.live_seconds)
-                if live.open_rec is not None:
-                    entry["recommendation"] = {"title": live.open_rec.title,
-                                               "kind": live.open_rec.kind,
-                                               "reason": live.open_rec.reason}
+        view = self.ingest.view(sess.id, now)  # in view in this process or another
+        if view is not None:
+            timeline = view.timeline
+            entry["current"] = None if view.current is None else view.current.sample_json()
+            entry["live"] = view.live
+            if view.open_rec is not None:
+                entry["recommendation"] = {"title": view.open_rec.title,
+                                           "kind": view.open_rec.kind,
+                                           "reason": view.open_rec.reason}
         else:
             rows = self.store.samples(session_id=sess.id, since=now - 600)
             timeline = [r.to_reading() for r in rows]

@@ -6,7 +6,10 @@ const KEY = "multinet.learner";
 const state = {config: null, consent: null, joining: null, me: null, session: null, ws: null, stream: null, timer: null,
                inFlight: false, cameraOn: false, analysis: false, timeline: [], recs: {},
                retry: 0, closing: false, frames: 0, errors: 0, starting: false,
-               reconnectTimer: null};
+               reconnectTimer: null,
+               // where pictures are analysed: "browser" (analysis.js), "server" or null (not
+               // chosen yet); GET /api/analysis says what the server offers
+               mode: null, info: null, analyser: null, smoother: null, fallback: ""};
 
 function show(id) {
   for (const s of ["signup", "consent", "declined", "main"]) $(s).classList.toggle("hidden", s !== id);
@@ -173,7 +176,9 @@ $("camera-toggle").addEventListener("click", guarded(() =>
   state.cameraOn ? cameraOff() : cameraOn()));
 
 async function cameraOn() {
-  if (!state.config.analysis) {  // nothing could use the picture: keep the camera off
+  setCameraButton(true);
+  if (!state.info) state.info = await api("/api/analysis");
+  if (!state.info.browser && !state.info.server) {  // nothing could use the picture: keep it off
     analysisUnavailable();
     setCameraButton();
     status("camera off — analysis unavailable");
@@ -206,6 +211,16 @@ async function cameraOn() {
     return;
   }
   $("preview").srcObject = state.stream;
+  if (!state.mode) state.mode = await chooseMode(state.info);
+  if (!state.mode) {
+    state.stream.getTracks().forEach(t => t.stop());
+    state.stream = null;
+    $("preview").srcObject = null;
+    analysisUnavailable();
+    setCameraButton();
+    status("camera off — analysis unavailable");
+    return;
+  }
   state.cameraOn = true;
   setCameraButton();
   notice("");
@@ -226,12 +241,59 @@ function cameraOff() {
   status("camera off — nothing is analysed");
 }
 
+/* In "auto", a browser slower than this to load the analysis has the server analyse. */
+const LOAD_TIMEOUT_MS = 60000;
+
+/* Where this page analyses pictures: "browser" when the server offers it and this browser
+   can load it (in "auto" within LOAD_TIMEOUT_MS), else "server" when the server analyses
+   frames, else null. The page says which. */
+async function chooseMode(info) {
+  if (info.browser && typeof WebAssembly === "object") {
+    showMode("loading", "Loading the analysis into this browser…");
+    try {
+      let timer;
+      const late = new Promise((_, reject) => {
+        if (info.server) timer = setTimeout(() => reject(new Error("it took too long to load")),
+                                            LOAD_TIMEOUT_MS);
+      });
+      state.analyser = await Promise.race([BrowserAnalysis.ready(), late]);
+      clearTimeout(timer);
+      state.smoother = new BrowserAnalysis.Smoother(info.browser.smoothing_alpha);
+      showMode("browser", "Analysed on this device: no picture leaves it, only the six " +
+               "numbers of each reading are sent.");
+      return "browser";
+    } catch (e) {
+      state.fallback = e.message;
+      if (!info.server) {
+        state.config.analysis_note = "this browser could not run the analysis: " + e.message;
+        showMode("", "");
+        return null;
+      }
+    }
+  } else if (info.browser) {
+    state.fallback = "this browser cannot run WebAssembly";
+  }
+  if (!info.server) return null;
+  showMode("server", "Analysed on the server: each picture is sent, analysed in its memory " +
+           "and thrown away at once." +
+           (state.fallback ? ` (Not on this device: ${state.fallback}.)` : ""));
+  return "server";
+}
+
+function showMode(mode, text) {
+  document.body.dataset.analysis = mode;
+  $("analysis-mode").textContent = text;
+  $("analysis-mode").classList.toggle("hidden", !text);
+}
+
 const grab = document.createElement("canvas");
+const here = document.createElement("canvas");
 function sendFrame() {
   const video = $("preview");
   const ws = state.ws;
-  if (!state.cameraOn || !state.analysis || !ws || ws.readyState !== 1 || state.inFlight ||
-      !video.videoWidth) return;
+  if (!state.cameraOn || !state.mode || (state.mode === "server" && !state.analysis) || !ws ||
+      ws.readyState !== 1 || state.inFlight || !video.videoWidth) return;
+  if (state.mode === "browser") return analyseHere(video);
   const width = Math.min(state.config.frame_width || 320, video.videoWidth);
   grab.width = width;
   grab.height = Math.round(video.videoHeight * width / video.videoWidth);
@@ -243,8 +305,39 @@ function sendFrame() {
   }, "image/jpeg", 0.7);
 }
 
+/* Analyse the video's picture in this browser and send only the (smoothed) probabilities:
+   one sample message, answered by a result like a frame. */
+async function analyseHere(video) {
+  state.inFlight = true;
+  try {
+    here.width = video.videoWidth;
+    here.height = video.videoHeight;
+    const ctx = here.getContext("2d", {willReadFrequently: true});
+    ctx.drawImage(video, 0, 0);
+    const {faces, ms} = await state.analyser.analyse(ctx.getImageData(0, 0, here.width,
+                                                                        here.height), 1);
+    const p = state.smoother.update(faces.length ? faces[0].probs : null);
+    const labels = state.analyser.cfg.labels;
+    const sample = p ? {type: "sample", face: true, confidence: Math.max(...p),
+                        probs: Object.fromEntries(labels.map((e, i) => [e, p[i]]))}
+      : {type: "sample", face: false};
+    if (!state.cameraOn || !state.ws || state.ws.readyState !== 1) {
+      state.inFlight = false;
+      return;
+    }
+    state.ws.send(JSON.stringify(sample));
+    state.frames++;
+    state.localMs = ms.total;
+  } catch (e) {
+    state.inFlight = false;
+    status("this picture could not be analysed: " + e.message);
+  }
+}
+
 function analysisUnavailable() {
   state.config.analysis = false;
+  if (state.info) state.info.server = false;
+  if (state.mode === "server") state.mode = null;
   if (state.cameraOn) cameraOff();
   notice("Emotion analysis is unavailable on this server right now (" +
          (state.config.analysis_note || "no model") + "), so your camera stays off. " +
@@ -264,7 +357,7 @@ function connect() {
       state.retry = 0;
       outage(false);  // connected again (the readings stay grey until a fresh one)
       state.analysis = msg.analysis;
-      if (!msg.analysis && (state.cameraOn || state.config.analysis)) analysisUnavailable();
+      if (!msg.analysis && state.mode === "server") analysisUnavailable();
     } else if (msg.type === "result") {
       state.inFlight = false;
       onResult(msg);

@@ -1,0 +1,230 @@
+/* In-browser analysis: the Python runtime's face detection, crop and emotion model, run in
+   the learner's browser (opencv.js and onnxruntime-web, WebAssembly, served by the app), so
+   that only probabilities leave the device. Step for step as src/multinet_emotion/faces.py
+   (HaarDetector.detect, _rescale, expand_box, crop_faces) and classifier.py (predict); the
+   settings come from GET /api/analysis (the server's DetectorConfig and the model file's
+   metadata). tests/test_browser_analysis.py checks that both give the same probabilities. */
+"use strict";
+const BrowserAnalysis = (() => {
+  /* Python's round(): halves to the even neighbour (Math.round sends them up). */
+  function pyRound(x) {
+    const f = Math.floor(x);
+    const d = x - f;
+    return d < 0.5 ? f : d > 0.5 ? f + 1 : (f % 2 === 0 ? f : f + 1);
+  }
+
+  function loadScript(src) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = src;
+      s.onload = resolve;
+      s.onerror = () => reject(new Error("could not load " + src));
+      document.head.appendChild(s);
+    });
+  }
+
+  /* opencv.js's module, once ready, wrapped: it has a then() that resolves to itself, so an
+     async function returning it, or awaiting it, would spin forever. */
+  async function openCV() {
+    const cv = window.cv;
+    if (!cv) throw new Error("opencv.js did not define cv");
+    if (!cv.Mat) await new Promise(resolve => { cv.onRuntimeInitialized = resolve; });
+    return {cv};
+  }
+
+  async function fetchBytes(url) {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
+    return new Uint8Array(await r.arrayBuffer());
+  }
+
+  class Analyser {
+    constructor(cfg, cv, ort, session, cascade, timings) {
+      Object.assign(this, {cfg, cv, ort, session, cascade, timings});
+      this.clahe = new cv.CLAHE(cfg.clahe.clip_limit,
+                                new cv.Size(cfg.clahe.tile_grid, cfg.clahe.tile_grid));
+    }
+
+    /* Faces in a grey Mat, in its pixels, largest first (HaarDetector.detect + _rescale). */
+    detect(grey) {
+      const {cv, cfg} = this;
+      let small = grey, s = 1.0;
+      if (cfg.detect_width > 0 && grey.cols > cfg.detect_width) {
+        s = cfg.detect_width / grey.cols;
+        small = new cv.Mat();
+        cv.resize(grey, small, new cv.Size(cfg.detect_width, Math.max(1, pyRound(grey.rows * s))),
+                  0, 0, cv.INTER_AREA);
+      }
+      const eq = new cv.Mat();
+      const found = new cv.RectVector();
+      try {
+        this.clahe.apply(small, eq);
+        const side = Math.max(12, pyRound(cfg.min_face * s));
+        this.cascade.detectMultiScale(eq, found, cfg.scale_factor, cfg.min_neighbors, 0,
+                                      new cv.Size(side, side), new cv.Size(0, 0));
+        const boxes = [];
+        for (let i = 0; i < found.size(); i++) {
+          const r = found.get(i);
+          const b = {x: pyRound(r.x / s), y: pyRound(r.y / s), w: pyRound(r.width / s),
+                     h: pyRound(r.height / s)};
+          if (Math.min(b.w, b.h) >= cfg.min_face) boxes.push(b);
+        }
+        boxes.sort((a, b) => (b.w * b.h - a.w * a.h) || (a.x - b.x) || (a.y - b.y));
+        const kept = [];
+        for (const b of boxes) {  // a second hit on a face already kept is dropped
+          const cx = b.x + b.w / 2, cy = b.y + b.h / 2;
+          if (!kept.some(k => k.x <= cx && cx <= k.x + k.w && k.y <= cy && cy <= k.y + k.h)) {
+            kept.push(b);
+          }
+        }
+        return kept;
+      } finally {
+        eq.delete();
+        found.delete();
+        if (small !== grey) small.delete();
+      }
+    }
+
+    /* The model's input for the faces: crops framed like the training images (crop_faces),
+       then the model's value range (classifier.predict), as one float32 batch. */
+    crops(grey, boxes) {
+      const {cv, cfg} = this;
+      const size = cfg.input_size, n = size * size;
+      const out = new Float32Array(boxes.length * n);
+      const [lo, hi] = cfg.value_range;
+      const scale = Math.fround((hi - lo) / 255), offset = Math.fround(lo);
+      boxes.forEach((box, i) => {
+        const cx = box.x + box.w / 2, cy = box.y + box.h / 2;
+        const w = box.w * cfg.crop_scale, h = box.h * cfg.crop_scale;
+        const x0 = pyRound(cx - w / 2), y0 = pyRound(cy - h / 2);
+        const x1 = x0 + Math.max(1, pyRound(w)), y1 = y0 + Math.max(1, pyRound(h));
+        const cx0 = Math.max(x0, 0), cy0 = Math.max(y0, 0);
+        const cx1 = Math.min(x1, grey.cols), cy1 = Math.min(y1, grey.rows);
+        if (cx1 <= cx0 || cy1 <= cy0) return;  // entirely outside: zeros
+        const roi = grey.roi(new cv.Rect(cx0, cy0, cx1 - cx0, cy1 - cy0));
+        const padded = new cv.Mat();
+        const crop = new cv.Mat();
+        try {
+          let patch = roi;
+          if (cx0 !== x0 || cy0 !== y0 || cx1 !== x1 || cy1 !== y1) {
+            cv.copyMakeBorder(roi, padded, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1,
+                              cv.BORDER_REPLICATE);
+            patch = padded;
+          }
+          cv.resize(patch, crop, new cv.Size(size, size), 0, 0, cv.INTER_AREA);
+          const px = crop.data;
+          for (let j = 0; j < n; j++) {
+            out[i * n + j] = (scale === 1 && offset === 0) ? px[j]
+              : Math.fround(Math.fround(px[j] * scale) + offset);
+          }
+        } finally {
+          roi.delete();
+          padded.delete();
+          crop.delete();
+        }
+      });
+      return out;
+    }
+
+    /* Probabilities [N][6] of a float32 batch of crops (the model's "pixels" input). */
+    async classify(batch, count) {
+      const size = this.cfg.input_size;
+      const input = new this.ort.Tensor("float32", batch, [count, 1, size, size]);
+      const result = await this.session.run({pixels: input});
+      const probs = result.probs.data;
+      const k = this.cfg.labels.length;
+      return Array.from({length: count}, (_, i) => Array.from(probs.subarray(i * k, (i + 1) * k)));
+    }
+
+    /* Every face of an RGBA ImageData: [{box: [x, y, w, h], probs: [6]}], largest first,
+       and the milliseconds taken. ``maxFaces`` limits how many are classified. */
+    async analyse(image, maxFaces = Infinity) {
+      const {cv} = this;
+      const t0 = performance.now();
+      const rgba = cv.matFromImageData(image);
+      const grey = new cv.Mat();
+      try {
+        cv.cvtColor(rgba, grey, cv.COLOR_RGBA2GRAY);
+        const boxes = this.detect(grey).slice(0, maxFaces);
+        const t1 = performance.now();
+        const probs = boxes.length ? await this.classify(this.crops(grey, boxes), boxes.length) : [];
+        const t2 = performance.now();
+        return {faces: boxes.map((b, i) => ({box: [b.x, b.y, b.w, b.h], probs: probs[i]})),
+                ms: {detect: t1 - t0, classify: t2 - t1, total: t2 - t0}};
+      } finally {
+        rgba.delete();
+        grey.delete();
+      }
+    }
+  }
+
+  /* The learner's face over time, as the runtime's tracker smooths it: an exponential moving
+     average (weight alpha on the newest reading), started afresh once the face has been
+     missing for MAX_MISSED readings (TrackerConfig.max_missed). */
+  class Smoother {
+    constructor(alpha) { Object.assign(this, {alpha, value: null, missed: 0}); }
+    static MAX_MISSED = 5;
+    update(probs) {
+      if (!probs) {
+        if (++this.missed > Smoother.MAX_MISSED) this.value = null;
+        return null;
+      }
+      this.missed = 0;
+      this.value = this.value === null ? probs.slice()
+        : probs.map((p, i) => this.alpha * p + (1 - this.alpha) * this.value[i]);
+      return this.value;
+    }
+  }
+
+  /* Load everything (scripts, cascade, model) for the settings of GET /api/analysis. */
+  async function load(cfg) {
+    if (typeof WebAssembly !== "object") throw new Error("this browser cannot run WebAssembly");
+    const t0 = performance.now();
+    const model = fetchBytes(cfg.model);  // the largest download first, in parallel
+    window.OPENCV_WASM_BINARY = await fetchBytes(cfg.opencv_wasm);  // opencv.js takes it
+    await loadScript(cfg.opencv);
+    const {cv} = await openCV();
+    delete window.OPENCV_WASM_BINARY;
+    await loadScript(cfg.ort);
+    const xml = await fetchBytes(cfg.cascade);
+    const name = "frontalface.xml";
+    try { cv.FS_unlink("/" + name); } catch (e) { /* not there yet */ }
+    cv.FS_createDataFile("/", name, xml, true, false, false);
+    const cascade = new cv.CascadeClassifier();
+    if (!cascade.load(name)) throw new Error("opencv.js could not read the Haar cascade");
+    const ort = window.ort;
+    ort.env.wasm.numThreads = 1;  // no workers, no SharedArrayBuffer: a plain page runs it
+    ort.env.wasm.proxy = false;
+    ort.env.wasm.wasmPaths = {mjs: new URL(cfg.ort_mjs, location.href).href,
+                              wasm: new URL(cfg.ort_wasm, location.href).href};
+    const bytes = await model;
+    const t1 = performance.now();
+    const session = await ort.InferenceSession.create(bytes, {executionProviders: ["wasm"],
+                                                              graphOptimizationLevel: "all"});
+    const analyser = new Analyser(cfg, cv, ort, session, cascade,
+                                  {download_ms: t1 - t0, startup_ms: performance.now() - t0});
+    // the first run sets up the kernels: do it now, not on the learner's first picture
+    await analyser.classify(new Float32Array(cfg.input_size * cfg.input_size), 1);
+    analyser.timings.ready_ms = performance.now() - t0;
+    return analyser;
+  }
+
+  let loading = null;
+  /* The analyser of this server (loaded once), or an Error saying why there is none. */
+  function ready() {
+    if (!loading) {
+      loading = fetch("/api/analysis").then(r => r.json()).then(info => {
+        if (!info.browser) throw new Error(info.browser_note || "not offered by this server");
+        return load(info.browser);
+      });
+    }
+    return loading;
+  }
+
+  return {ready, load, Smoother, pyRound};
+})();
+
+/* For tests and measurements: every face of an RGBA ImageData, analysed in the browser. */
+async function analyseImage(image) {
+  return (await BrowserAnalysis.ready()).analyse(image);
+}

@@ -1,0 +1,314 @@
+"""Analysis in the learner's browser (``serve --analysis browser|server|auto``).
+
+In Debian's Chromium (Playwright), with the shipped model and the files of
+scripts/setup_web.sh (skipped when they are not installed):
+
+- the browser's face detection, crop and model give the Python runtime's boxes and
+  probabilities for the same images (FER2013 test faces when ../shared/data is there, else
+  drawn faces);
+- in browser mode no image byte crosses the WebSocket: the page sends text samples only,
+  and they are stored; the page runs under the real Content-Security-Policy;
+- ``--analysis server`` still sends frames, and ``auto`` without the files falls back to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_web import CHROMIUM, FLAGS, _face_image, _free_port, capture_ws, check_ws, class_code, write_y4m
+
+from multinet_emotion.classifier import default_model_path, load_model
+from multinet_emotion.errors import MultiNetError
+from multinet_emotion.faces import HaarDetector, crop_faces
+from multinet_emotion.server import Settings, browser, create_app
+
+pytestmark = [pytest.mark.slow]
+INSTRUCTOR = "browser-test-instructor-token"
+#: Largest difference of one probability, browser (onnxruntime-web 1.30 WebAssembly, one
+#: thread) against Python (ONNX Runtime CPU), shipped int8 model, same frames: measured
+#: below 1e-5 on 15 FER2013 faces here (identical boxes and crops; int8 arithmetic is exact).
+PROB_TOLERANCE = 0.001
+
+needs_vendor = pytest.mark.skipif(
+    bool(browser.missing_vendor_files()),
+    reason=f"in-browser analysis files not installed: run {browser.SETUP}")
+needs_model = pytest.mark.skipif(not default_model_path().is_file(), reason="no shipped model")
+
+
+@contextmanager
+def serving(tmp: Path, **settings: object) -> Iterator[dict]:
+    import uvicorn
+    app = create_app(Settings(database_url=f"sqlite:///{tmp / 'b.db'}",
+                              instructor_token=INSTRUCTOR, signup_rate=0, session_rate=0,
+                              **settings),  # type: ignore[arg-type]
+                     rng=random.Random(0))
+    port = _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not srv.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert srv.started, "the test server did not start"
+    try:
+        yield {"url": f"http://127.0.0.1:{port}", "app": app}
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        app.state.service.store.close()
+
+
+@pytest.fixture(scope="module")
+def chromium(tmp_path_factory):  # noqa: ANN001
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    face, _ = _face_image()
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
+    with sync_api.sync_playwright() as p:
+        chrome = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                   args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"])
+        yield chrome
+        chrome.close()
+
+
+@pytest.fixture(scope="module")
+def browser_server(tmp_path_factory):  # noqa: ANN001
+    if browser.missing_vendor_files():
+        pytest.skip(f"in-browser analysis files not installed: run {browser.SETUP}")
+    if not default_model_path().is_file():
+        pytest.skip("no shipped model")
+    with serving(tmp_path_factory.mktemp("browser"), analysis="browser") as srv:
+        yield srv
+
+
+def test_images() -> list[tuple[str, np.ndarray]]:
+    """640x480 grey frames with one face each: FER2013 test faces (when ../shared/data is
+    there; some at the frame's edge, so the crop is padded) or drawn faces."""
+    import cv2
+    from conftest import FER2013_DIR, draw_face
+    faces: list[tuple[str, np.ndarray]] = []
+    test_dir = FER2013_DIR / "test"
+    if test_dir.is_dir():
+        for label in ("angry", "fear", "happy", "neutral", "sad", "surprise"):
+            paths = sorted((test_dir / label).glob("*.jpg"))
+            faces += [(f"{label}/{p.name}", cv2.imread(str(p), cv2.IMREAD_GRAYSCALE))
+                      for p in paths[:4]]
+    else:
+        faces = [("drawn", draw_face(160))]
+    frames = []
+    for i, (name, face) in enumerate(faces):
+        frame = np.tile(np.linspace(60, 180, 640).astype(np.uint8), (480, 1))
+        size = 150 + 10 * (i % 5)
+        x, y = [(200, 100), (0, 40), (640 - size, 480 - size), (240, 480 - size)][i % 4]
+        frame[y:y + size, x:x + size] = cv2.resize(face, (size, size),
+                                                   interpolation=cv2.INTER_CUBIC)
+        frames.append((name, frame))
+    return frames
+
+
+test_images.__test__ = False  # a helper, not a test
+
+
+def browser_analyse(page, frame: np.ndarray) -> dict:  # noqa: ANN001
+    """``analyseImage`` of the page (static/analysis.js) on a grey frame, as RGBA pixels."""
+    rgba = np.dstack([frame, frame, frame, np.full_like(frame, 255)])
+    return page.evaluate("""async ([w, h, b64]) => {
+        const bytes = Uint8ClampedArray.from(atob(b64), c => c.charCodeAt(0));
+        return await analyseImage(new ImageData(bytes, w, h));
+    }""", [frame.shape[1], frame.shape[0], base64.b64encode(rgba.tobytes()).decode()])
+
+
+@needs_vendor
+@needs_model
+def test_browser_gives_the_python_probabilities(browser_server, chromium) -> None:  # noqa: ANN001
+    classifier = load_model()
+    detector = HaarDetector()
+    context = chromium.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto(browser_server["url"] + "/learn")
+    compared, worst, found = 0, 0.0, 0
+    for name, frame in test_images():
+        boxes = detector.detect(frame)
+        got = browser_analyse(page, frame)
+        # the same detector on the same pixels: the same boxes, in the same order
+        assert [list(b.as_list()) for b in boxes] == [f["box"] for f in got["faces"]], name
+        found += bool(boxes)
+        if not boxes:
+            continue
+        want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
+                                             classifier.crop_scale))
+        diff = float(np.abs(want - np.asarray([f["probs"] for f in got["faces"]])).max())
+        logging.getLogger(__name__).info("%s: largest difference %.5f", name, diff)
+        worst = max(worst, diff)
+        compared += len(boxes)
+    print(f"\n{compared} faces compared; largest probability difference {worst:.5f}")
+    assert found >= 1 and compared >= 1
+    assert worst <= PROB_TOLERANCE, worst
+    context.close()
+
+
+def _sign_up(page, url: str, app, name: str) -> None:  # noqa: ANN001
+    page.goto(url + "/learn")
+    page.fill("#name", name)
+    page.fill("#join-code", class_code(app, "browser-class"))
+    page.click("#continue")
+    page.locator("#consent").wait_for(state="visible")
+
+
+def _wait(page, predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: ANN001
+    """Poll ``predicate`` while Playwright delivers the page's events (its own waits
+    evaluate code, which the page's CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        page.wait_for_timeout(200)
+
+
+@needs_vendor
+@needs_model
+def test_in_browser_mode_no_image_byte_crosses_the_websocket(browser_server, chromium) -> None:  # noqa: ANN001
+    context = chromium.new_context(permissions=["camera"])  # the pages' real CSP
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text)
+            if "Content Security Policy" in m.text or m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    sent, received = capture_ws(page)
+    app = browser_server["app"]
+    _sign_up(page, browser_server["url"], app, "On Device")
+    consent = page.locator("#consent").inner_text()
+    assert "analysed on your device" in consent and "no picture leaves it" in consent
+    page.click("#agree")
+    mode = page.locator("#analysis-mode")
+    _wait(page, lambda: page.locator("body").get_attribute("data-analysis") == "browser", 90,
+          "the in-browser analysis to load")
+    assert "on this device" in mode.inner_text()
+    store = app.state.service.store
+    _wait(page, lambda: sum(isinstance(m, str) and '"sample"' in m for m in sent) >= 4, 60,
+          "four samples")
+    _wait(page, lambda: page.locator("#current-label").inner_text() not in ("—", ""), 30,
+          "a reading on the page")
+    page.click("#camera-toggle")  # camera off: nothing more is sent
+    assert not problems, problems
+    # nothing binary, no image: only the hello and samples, as the schema says
+    assert all(isinstance(m, str) for m in sent), [type(m) for m in sent]
+    assert not any(m.startswith(("\xff\xd8", "data:image")) for m in sent)
+    sent_types, received_types = check_ws(page, browser_server["url"], sent, received)
+    assert sent_types == {"hello", "sample"}
+    assert "result" in received_types
+    faces = [m for m in sent if '"face":true' in m]
+    assert faces, "the fake camera's face was never found"
+    # the samples were stored (one per sample interval)
+    session_id = next(m for m in sent if '"hello"' in m).split('"session_id":"')[1].split('"')[0]
+    _wait(page, lambda: any(s.face for s in store.samples(session_id=session_id)), 10,
+          "a stored sample with a face")
+    stored = [s for s in store.samples(session_id=session_id) if s.face]
+    assert abs(sum(stored[-1].probs()) - 1.0) < 1e-3 and stored[-1].label is not None
+    context.close()
+
+
+@needs_model
+def test_server_mode_still_sends_frames(tmp_path: Path, chromium) -> None:  # noqa: ANN001
+    with serving(tmp_path, analysis="server") as srv:
+        assert srv["app"].state.analysis_mode == "server"
+        _run_server_analysis(srv, chromium, "On Server")
+
+
+@needs_model
+def test_auto_falls_back_to_the_server_without_the_files(tmp_path: Path, chromium, monkeypatch,
+                                                         caplog) -> None:  # noqa: ANN001
+    monkeypatch.setattr(browser, "VENDOR", tmp_path / "no-vendor")
+    with pytest.raises(MultiNetError, match="--analysis browser: the in-browser analysis "
+                                            "files are not installed.*setup_web.sh"):
+        create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}",
+                            instructor_token=INSTRUCTOR, analysis="browser"))
+    with caplog.at_level(logging.WARNING, logger="multinet_emotion.server.browser"):
+        with serving(tmp_path, analysis="auto") as srv:
+            assert srv["app"].state.analysis_mode == "server"
+            assert any("setup_web.sh" in r.getMessage() and "on the server" in r.getMessage()
+                       for r in caplog.records), caplog.text
+            _run_server_analysis(srv, chromium, "Fallback")
+
+
+def _run_server_analysis(srv: dict, chromium, name: str) -> None:  # noqa: ANN001
+    context = chromium.new_context(permissions=["camera"])
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    sent, received = capture_ws(page)
+    _sign_up(page, srv["url"], srv["app"], name)
+    assert "sent to the server, analysed in its memory" in page.locator("#consent").inner_text()
+    page.click("#agree")
+    _wait(page, lambda: page.locator("body").get_attribute("data-analysis") == "server", 30,
+          "server analysis")
+    assert "on the server" in page.locator("#analysis-mode").inner_text()
+    _wait(page, lambda: sum(isinstance(m, bytes) for m in sent) >= 2
+          and any(isinstance(m, str) and '"result"' in m for m in received), 60,
+          "frames and a result")
+    page.click("#camera-toggle")
+    assert not errors, errors
+    assert sum(isinstance(m, bytes) and m[:3] == b"\xff\xd8\xff" for m in sent) >= 2  # JPEG
+    sent_types, _ = check_ws(page, srv["url"], sent, received)
+    assert sent_types == {"hello"}
+    context.close()
+
+
+def test_model_and_vendor_urls_are_content_hashed(tmp_path: Path) -> None:
+    """The model's URL follows its bytes (a new model gets a new URL, the old one 404s),
+    and it is cached for a year; the CSP allows WebAssembly and nothing like eval."""
+    from conftest import _write_brightness_onnx
+    from fastapi.testclient import TestClient
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    for name in browser.VENDOR_FILES:
+        (vendor / name).write_bytes(name.encode())
+    model = _write_brightness_onnx(tmp_path / "m.onnx")
+    ba, note = browser.BrowserAnalysis.create(model, vendor)
+    assert ba is not None, note
+    first = ba.model()
+    assert first.url == f"/models/model.{browser._sha256(model)[:12]}.onnx"
+    assert first.info.input_size == 48
+    _write_brightness_onnx(model, temperature=300.0)  # a new model shipped meanwhile
+    assert ba.model().url != first.url
+    import os
+    os.utime(model, ns=(1, 1))  # even with an old time, the size+time key changed
+    assert ba.model().sha256 == browser._sha256(model)
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
+                              instructor_token=INSTRUCTOR, analysis="server"))
+    app.state.browser_analysis = ba
+    with TestClient(app) as client:
+        cfg = client.get("/api/analysis").json()["browser"]
+        r = client.get(cfg["model"])
+        assert r.status_code == 200 and r.content == model.read_bytes()
+        assert r.headers["cache-control"] == browser.IMMUTABLE
+        assert client.get(first.url).status_code == 404
+        wasm = client.get(cfg["ort_wasm"])
+        assert wasm.headers["content-type"] == "application/wasm"
+        assert client.get(cfg["opencv"].replace(cfg["opencv"].split("/")[2], "0" * 12)) \
+            .status_code == 404
+        csp = client.get("/learn").headers["content-security-policy"]
+        assert "script-src 'self' 'wasm-unsafe-eval';" in csp and "unsafe-eval'" not in \
+            csp.replace("'wasm-unsafe-eval'", "")
+    app.state.service.store.close()
+
+
+def test_metadata_is_read_without_onnx_runtime(tmp_path: Path) -> None:
+    from conftest import DEFAULT_MODEL_META, _write_brightness_onnx
+    model = _write_brightness_onnx(tmp_path / "m.onnx", meta=dict(DEFAULT_MODEL_META,
+                                                                  crop_scale=1.2))
+    text = browser.model_metadata(model.read_bytes())
+    assert text is not None and '"crop_scale": 1.2' in text
+    assert browser.ModelFile.read(model).info.crop_scale == 1.2
+    (tmp_path / "bad.onnx").write_bytes(b"\xff" * 64)
+    with pytest.raises(MultiNetError, match="bad.onnx is not an ONNX model file"):
+        browser.ModelFile.read(tmp_path / "bad.onnx")
