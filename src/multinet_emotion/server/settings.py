@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .. import options
 from ..errors import MultiNetError
+from ..files import keep_private_text, read_private_text
 from ..options import setting
 from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 
@@ -223,12 +224,9 @@ def _check_lrs_url(url: str, where: str) -> None:
 def _read_token(path: Path) -> str | None:
     """The token kept in ``path`` (None when there is no such file); the file is made
     readable by its owner only if it was not."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    text = read_private_text(path)
+    if text is None:
         return None
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
     token = text.strip()
     if len(token) < 8 or any(c.isspace() for c in token):
         raise MultiNetError(f"{path} does not hold an instructor token (one line, at least 8 "
@@ -237,26 +235,7 @@ def _read_token(path: Path) -> str | None:
 
 
 def _save_token(path: Path, token: str) -> tuple[str, str]:
-    """Keep a new token in ``path`` (created readable by its owner only, atomically); when
-    another start kept one first, that one wins. Returns the token and "generated" or
-    "file"."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails when the file exists: never replace a kept token
-        except FileExistsError:
-            kept = _read_token(path)
-            if kept is not None:
-                return kept, "file"
-            os.replace(tmp, path)
-        except OSError:  # a file system without hard links
-            os.replace(tmp, path)
-        return token, "generated"
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Keep a new token in ``path`` (readable by its owner only); when another start kept
+    one first, that one wins. Returns the token and "generated" or "file"."""
+    kept, made = keep_private_text(path, token + "\n", read=_read_token)
+    return (token, "generated") if made else (kept, "file")

@@ -9,8 +9,6 @@ thumbprint) is pylti1p3's, so the JWKS and the ``kid`` in signed messages always
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from jwcrypto.jwk import JWK
 from pylti1p3.registration import Registration
 
 from ...errors import MultiNetError
+from ...files import keep_private_text, read_private_text
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +56,10 @@ def load_or_create(path: Path | None = None) -> tuple[ToolKey, bool]:
     readable by its owner only."""
     path = path or key_file()
     try:
-        pem = _read(path)
+        pem = read_private_text(path)
         created = False
         if pem is None:
-            pem, created = _save(path, JWK.generate(kty="RSA", size=KEY_BITS)
+            pem, created = keep_private_text(path, JWK.generate(kty="RSA", size=KEY_BITS)
                                  .export_to_pem(private_key=True, password=None).decode())
     except OSError as e:
         raise MultiNetError(f"cannot keep the LTI key in {path} ({e.strerror}); check the "
@@ -78,36 +77,3 @@ def load_or_create(path: Path | None = None) -> tuple[ToolKey, bool]:
     return ToolKey(private_pem=pem, public_pem=jwk.export_to_pem().decode()), created
 
 
-def _read(path: Path) -> str | None:
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        return None
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
-    return text
-
-
-def _save(path: Path, pem: str) -> tuple[str, bool]:
-    """Keep a new key in ``path`` (created 0600, atomically); when another process kept one
-    first, that one wins."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(pem)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)  # fails when the file exists: never replace a kept key
-        except FileExistsError:
-            kept = _read(path)
-            if kept is not None:
-                return kept, False
-            os.replace(tmp, path)
-        except OSError:  # a file system without hard links
-            os.replace(tmp, path)
-        return pem, True
-    finally:
-        tmp.unlink(missing_ok=True)
