@@ -19,34 +19,15 @@ from typing import Any
 
 from apiutil import join_code, sign_up
 from fastapi.testclient import TestClient
+from test_api import HAPPY, NEUTRAL, SAD, T0, Clock, probs  # noqa: F401 - shared test vocabulary
 
-from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.server import Settings, create_app
 
 INSTRUCTOR = "instructor-secret-token"
 IH = {"Authorization": f"Bearer {INSTRUCTOR}"}
-T0 = 1_700_000_000.0
 LRS_USER = "lrs-user-7Qx"
 LRS_PASSWORD = "lrs-pass-Zk93-never-shown"
 PUBLIC_URL = "https://emotion.example.org"
-
-
-def probs(**kw: float) -> dict[str, float]:
-    rest = (1.0 - sum(kw.values())) / (len(EMOTIONS) - len(kw))
-    return {e: kw.get(e, rest) for e in EMOTIONS}
-
-
-SAD = probs(sad=0.7, angry=0.1)
-HAPPY = probs(happy=0.8)
-NEUTRAL = probs(neutral=0.8)
-
-
-class Clock:
-    def __init__(self, t: float = T0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_app(url: str, clock: Clock, lrs_url: str | None = "http://127.0.0.1:9/xAPI/",
