@@ -31,14 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 TRADEOFF = (("fer2013", 0.0), ("mix", 0.25), ("mix", 0.5), ("mix", 0.75), ("ferplus", 1.0))
 
 
-def speed(arch: str, batch_size: int, steps: int = 6) -> float:
+def speed(arch: str, batch_size: int, stem: str, steps: int = 6) -> float:
     """Training images/s of ``arch`` on this machine (forward, backward, AdamW step)."""
     import torch
 
     from multinet_emotion.model import build_model
     from multinet_emotion.train import autocast_dtype
 
-    model = build_model(ModelConfig(arch=arch)).to(memory_format=torch.channels_last).train()
+    model = build_model(ModelConfig(arch=arch, stem=stem)).to(
+        memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), 1e-4)
     dtype = autocast_dtype("auto", torch.device("cpu"))
     x = (torch.rand(batch_size, 1, 48, 48) * 255).contiguous(memory_format=torch.channels_last)
@@ -68,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="instead of archs, compare training targets (first --archs entry)")
     p.add_argument("--out", type=Path,
                    default=Path.home() / ".cache" / "multinet-emotion" / "ablation")
+    p.add_argument("--stem", choices=("face", "imagenet"), default="imagenet",
+                   help="backbone stems (default: the shipped model's, imagenet)")
+    p.add_argument("--normalization", choices=("face", "imagenet"), default="imagenet",
+                   help="face normalisation (default: the shipped model's, imagenet)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
@@ -89,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         for arch, labels, weight in plans:
             epochs, steps = args.epochs, 0
             if args.minutes is not None:  # size the schedule to the time budget
-                per_s = speed(arch, args.batch_size)
+                per_s = speed(arch, args.batch_size, args.stem)
                 total = max(1, int(args.minutes * 60 * per_s / args.batch_size))
                 full = n_train // args.batch_size
                 epochs = max(1, math.ceil(total / full))
                 steps = math.ceil(total / epochs)
-            name = f"{arch}-{labels}{weight if labels == 'mix' else ''}-" + (
+            name = f"{arch}-{args.stem}-{labels}{weight if labels == 'mix' else ''}-" + (
                 f"m{args.minutes:g}" if args.minutes is not None else f"e{args.epochs}")
             out = args.out / name
             history_file = out / "history.json"
@@ -107,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
                                   mix_weight=weight, ferplus=args.ferplus,
                                   batch_size=args.batch_size, max_steps_per_epoch=steps,
                                   resume=(out / "last.pt").is_file(),
-                                  model=ModelConfig(arch=arch),
+                                  minutes=args.minutes or 0.0,  # held to, even if slowed
+                                  model=ModelConfig(arch=arch, stem=args.stem,
+                                                    normalization=args.normalization),
                                   data=DataConfig(path=args.data, seed=args.seed)), data)
             history = json.loads(history_file.read_text())
             figures = {}
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             speeds = sorted(e["images_per_s"] for e in history["epochs"])
             fp = figures.get("test-ferplus")
             rows.append({
-                "arch": arch, "labels": labels if labels != "mix" else f"mix {weight}",
+                "arch": arch, "stem": args.stem, "labels": labels if labels != "mix" else f"mix {weight}",
                 "params_millions": _millions_of_parameters(arch),
                 "images_per_s": speeds[len(speeds) // 2],
                 "minutes": history["wall_time_s"] / 60,

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     runs = [(split, None) for split in args.splits]
-    if str(args.ferplus) != "none" and args.ferplus.is_dir() and "test" in args.splits:
-        runs.append(("test", args.ferplus))
+    if str(args.ferplus) != "none" and args.ferplus.is_dir():  # FER+ majority rows too
+        runs += [(split, args.ferplus) for split in args.splits if split in ("val", "test")]
     header = f"{'split':<16}{'n':>6}{'acc':>8}{'macroF1':>9}  " + " ".join(
         f"{e[:7]:>8}" for e in EMOTIONS)
     print(f"model: {args.model}\ndata:  {args.data}\nrecall per class:")

@@ -4,6 +4,9 @@ gets its share of predictions: maximises validation macro F1 while giving up at 
 
     python bench/class_bias.py --model runs/x/best.pt --tta-flip --json reports/bias.json
     multinet-emotion export --model runs/x/best.pt --class-bias reports/bias.json ...
+    # a model exported elsewhere (a GPU run): fit on the .onnx, add the offsets to it
+    python bench/class_bias.py --model model.onnx --json reports/bias.json
+    multinet-emotion export --model model.onnx --class-bias reports/bias.json --out biased.onnx
 
 Prints validation accuracy, macro F1 and per-class recall before and after.
 """
@@ -26,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint")
+    p.add_argument("--model", type=Path, required=True, help="a .pt checkpoint, or an exported .onnx")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "fer2013")
     p.add_argument("--tta-flip", action="store_true")
     p.add_argument("--ferplus", type=Path, default=None,
@@ -37,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, required=True, help="write the offsets and figures here")
     args = p.parse_args(argv)
     try:
-        if args.model.suffix == ".onnx":
-            raise MultiNetError(f"{args.model}: fit the offsets on the PyTorch checkpoint, "
-                                "then export with --class-bias")
+        if args.model.suffix == ".onnx" and args.tta_flip:
+            raise MultiNetError(f"{args.model}: an exported model has its flip inside (or "
+                                "not): leave out --tta-flip")
         size, disgust = model_facts(args.model)
         val = load_dataset(DataConfig(path=args.data, image_size=size,
                                       disgust=disgust)).split("val")
@@ -50,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     bias, fit = fit_class_bias(probs, val.labels, args.max_accuracy_drop)
-    print(f"model: {args.model} (flip: {'yes' if args.tta_flip else 'no'}), validation n={len(val)}")
+    flip = "inside the model" if args.model.suffix == ".onnx" else \
+        ("yes" if args.tta_flip else "no")
+    print(f"model: {args.model} (flip: {flip}), validation n={len(val)}")
     print(f"{'':<8}{'acc':>8}{'macroF1':>9}  " + " ".join(f"{e[:7]:>8}" for e in EMOTIONS))
     rows = {}
     for name, pr in (("before", probs), ("after", apply_class_bias(probs, bias))):

@@ -54,7 +54,8 @@ def train_command(config: dict, run: Path, init: str | None = None) -> str:
              "weight_decay": "--weight-decay", "warmup": "--warmup",
              "label_smoothing": "--label-smoothing", "class_weights": "--class-weights",
              "mixup": "--mixup", "patience": "--patience", "seed": "--seed",
-             "precision": "--precision", "max_steps_per_epoch": "--max-steps-per-epoch"}
+             "precision": "--precision", "max_steps_per_epoch": "--max-steps-per-epoch",
+             "minutes": "--minutes"}
     for key, flag in names.items():
         if key in config and config.get(key) != getattr(defaults, key):
             if key == "mix_weight" and config.get("labels") != "mix":
@@ -74,7 +75,13 @@ def stage_of(history: dict, config: dict, command: str, what: str) -> dict:
     epochs = history["epochs"]
     steps = config.get("max_steps_per_epoch") or 0
     seen = sum(e.get("images") or steps * config["batch_size"] for e in epochs)
+    budget = [c for c in history.get("replanned", []) if c.get("reason")]  # train --minutes
+    if budget:
+        command += (f"  # {budget[0]['reason']}: the plan of {history.get('epochs_asked')} epochs "
+                    f"re-planned {len(budget)} times to fit the time (ended at {len(epochs)})")
     for change in history.get("replanned", []):  # train --resume --epochs N
+        if change.get("reason"):
+            continue
         command += (f"  # planned for {change['from_epochs']} epochs; after epoch "
                     f"{change['after_epoch']}: --resume --epochs {change['to_epochs']}")
     return {"stage": what, "command": command, "labels": config.get("labels", "fer2013"),
@@ -377,13 +384,18 @@ def main() -> None:
     lines += [
         "## Training",
         "",
-        "- Data: FER2013 from `../shared/data/fer2013` (Kaggle folder layout), disgust "
+        "- Data: FER2013 from `../shared/data/fer2013` (Kaggle folder layout)"
+        + (", for the last stage as the WebP pack that travels to a GPU machine "
+           "(`scripts/pack_data.py`: the same images re-encoded at quality 82, PrivateTest "
+           "left behind)" if str(config.get("data", {}).get("path", "")).startswith("pack")
+           else "") + ", disgust "
         f"{data_report['disgust']}ped. Training {splits['train']['total']} images (Training, "
         "minus images pixel-identical to a PublicTest/PrivateTest image"
         + ("; those the FER+ annotators called not a face or unknown left out"
            if config.get("labels") in ("ferplus", "mix") else "")
         + f"), validation {splits['val']['total']} (PublicTest), test "
-        f"{splits['test']['total']} (PrivateTest).",
+        + (f"{splits['test']['total']} (PrivateTest)." if splits['test']['total'] else
+           "PrivateTest (not in the training data; scored here on the original files)."),
         f"- Recipe of the last stage: {config.get('optimizer', 'sgd')}, peak learning rate "
         f"{config['lr']} after {config['warmup']} epoch(s) of warm-up, cosine decay to zero, "
         f"weight decay {config['weight_decay']}, batch {config['batch_size']}, label smoothing "

@@ -12,4 +12,5 @@ mkdir -p "$run"
 cat "$got"/model.onnx.part* > "$run/model.onnx"
 (cd "$run" && sha256sum -c "$got/model.onnx.sha256")
 tar -C "$run" -xzf "$got/figures.tar.gz"
+cp "$got/train.log" "$run/train.log"
 SHIP_ONNX="$run/model.onnx" SHIP_FLIP=yes SHIP_PYTORCH=0 scripts/ship_model.sh "$run"

@@ -112,6 +112,36 @@ def test_export_builds_the_class_bias_into_the_graph(checkpoint, tmp_path):
                             out=tmp_path / "rc", data=cfg))
 
 
+def test_class_bias_added_to_an_exported_file_matches_the_exported_bias(checkpoint, tmp_path):
+    """A model exported elsewhere (a GPU run) gets the offsets appended to its graph: the
+    same probabilities as exporting the checkpoint with them, and init_from still reads it."""
+    from multinet_emotion.cli import main
+    from multinet_emotion.init_weights import init_from
+
+    bias = [0.0, 0.8, -0.4, 0.0, 0.3, -1.2]
+    faces = toy_faces(3, SIZE)[0]
+    export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "plain.onnx", quantize=False,
+                        tta_flip=True))
+    export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "ref.onnx", quantize=False,
+                        tta_flip=True, class_bias=bias))
+    assert main(["export", "--model", str(tmp_path / "plain.onnx"), "--class-bias",
+                 ",".join(map(str, bias)), "--out", str(tmp_path / "added.onnx"),
+                 "--report", str(tmp_path / "r.json")]) == 0
+    added = load_model(tmp_path / "added.onnx")
+    assert added.info.class_bias == tuple(bias) and added.info.tta_flip
+    np.testing.assert_allclose(added.predict(faces), load_model(tmp_path / "ref.onnx")
+                               .predict(faces), atol=1e-5)
+    assert json.loads((tmp_path / "r.json").read_text())["max_abs_diff"] < 1e-5
+    model = build_model(ModelConfig(arch="small", image_size=SIZE, hidden=32))
+    init_from(model, tmp_path / "added.onnx", faces)  # weights read back through the offsets
+    # twice is refused; an .onnx without offsets to add is refused; neither leaves a file
+    assert main(["export", "--model", str(tmp_path / "added.onnx"), "--class-bias",
+                 ",".join(map(str, bias)), "--out", str(tmp_path / "twice.onnx")]) == 2
+    assert main(["export", "--model", str(tmp_path / "plain.onnx"),
+                 "--out", str(tmp_path / "none.onnx")]) == 2
+    assert not (tmp_path / "twice.onnx").exists() and not (tmp_path / "none.onnx").exists()
+
+
 @pytest.mark.parametrize("text, message", [
     ("0,1,2", "give 6"), ("0,1,2,3,4,x", "give 6 numbers"), ("0,0,0,0,0,nan", "finite"),
     ("missing.json", "not found")])

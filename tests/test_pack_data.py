@@ -38,15 +38,35 @@ def test_packed_data_keeps_images_splits_and_ferplus_labels(tmp_path):
                     "pixel_duplicate", "n_candidates"])
         for i, (split, label, name) in enumerate(names):
             w.writerow([f"{split}/{label}/{name}", "x", f"fer{i}.png", i, 1.0, 0, 1])
+    # a training image that is a copy of the PrivateTest face, and a disgust face
+    (data / "train" / "sad" / "Training_5.jpg").write_bytes(
+        (data / "test" / "sad" / "PrivateTest_4.jpg").read_bytes())
+    (data / "train" / "disgust").mkdir()
+    Image.fromarray(np.full((48, 48), 90, np.uint8)).save(
+        data / "train" / "disgust" / "Training_6.jpg")
     out = tmp_path / "pack"
     assert pack.main(["--data", str(data), "--ferplus", str(fp), "--out", str(out)]) == 0
-    assert len(list((out / "fer2013").rglob("*.webp"))) == 4
+    # PrivateTest stays behind, and with it its pixel twin in Training; disgust is dropped
+    assert sorted(f.name for f in (out / "fer2013").rglob("*.webp")) == \
+        ["PublicTest_3.webp", "Training_1.webp", "Training_2.webp"]
     original = load_dataset(DataConfig(path=data, cache=False))
     packed = load_dataset(DataConfig(path=out / "fer2013", cache=False))
-    for split in ("train", "val", "test"):
+    for split in ("train", "val"):
         a, b = original.split(split), packed.split(split)
         assert np.array_equal(a.labels, b.labels)
-        assert np.abs(a.images.astype(int) - b.images.astype(int)).mean() < 6  # WebP q85
-    relabelled, _ = relabel_ferplus(packed.split("test"), out / "ferplus")
-    assert len(relabelled) == 1  # PrivateTest_4 -> neutral
+        assert np.abs(a.images.astype(int) - b.images.astype(int)).mean() < 6  # WebP q82
+    relabelled, _ = relabel_ferplus(packed.split("val"), out / "ferplus")
+    assert len(relabelled) == 1 and relabelled.labels[0] == 2  # PublicTest_3 -> happy
+    # one bundle file travels; unpacked elsewhere it is the same folders, byte for byte
+    copy = tmp_path / "copy"
+    assert pack.main(["--unpack", str(out / "bundle" / "fer2013.bundle"), "--out", str(copy)]) == 0
+    for f in [*(out / "fer2013").rglob("*.webp"), *(out / "ferplus").glob("*.csv")]:
+        assert (copy / f.relative_to(out)).read_bytes() == f.read_bytes()
+    # --with-test packs PrivateTest (and keeps the twin, which load_dataset then drops)
+    full = tmp_path / "full"
+    assert pack.main(["--data", str(data), "--ferplus", str(fp), "--out", str(full),
+                      "--with-test"]) == 0
+    relabelled, _ = relabel_ferplus(load_dataset(DataConfig(path=full / "fer2013", cache=False))
+                                    .split("test"), full / "ferplus")
+    assert len(relabelled) == 1 and relabelled.labels[0] == 3  # PrivateTest_4 -> neutral
     assert pack.main(["--data", str(tmp_path / "none"), "--out", str(out)]) == 2

@@ -14,7 +14,7 @@ from multinet_emotion.checkpoint import load_checkpoint
 from multinet_emotion.datasets import Dataset, Split
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.model import ModelConfig, build_model, load_backbone_weights
-from multinet_emotion.train import TrainConfig, augment, fit, lr_at
+from multinet_emotion.train import TrainConfig, augment, fit, fit_in_budget, lr_at
 
 SIZE = 32  # small toy images to keep tests fast
 
@@ -184,6 +184,30 @@ def test_resume_with_other_epochs_replans_the_schedule(tmp_path):
     warmup = max(1, int(history["config"]["warmup"] * 2))
     assert history["epochs"][-1]["lr"] == pytest.approx(lr_at(5, 6, warmup, 0.02))
     assert history["epochs"][-1]["lr"] != pytest.approx(lr_at(5, 8, warmup, 0.02))
+
+
+def test_time_budget_replans_the_epochs_that_fit(tmp_path):
+    import time
+    cfg = TrainConfig(out=tmp_path / "run", epochs=10, minutes=1)
+    history = {"config": {"epochs": 10}}
+    # 25 s used of 60, epochs of 10 s: 1 done + 3 more
+    fit_in_budget(cfg, history, 0, time.time() - 25, 10.0)
+    assert cfg.epochs == 4 and history["config"]["epochs"] == 4
+    assert history["replanned"][-1] == {"after_epoch": 1, "from_epochs": 10, "to_epochs": 4,
+                                        "reason": "--minutes 1"}
+    # a faster epoch later may lengthen the plan again, never past what was asked
+    fit_in_budget(cfg, history, 1, time.time() - 20, 2.0)
+    assert cfg.epochs == 10 and len(history["replanned"]) == 2
+    fit_in_budget(cfg, history, 2, time.time() - 20, 2.0)  # no change: nothing logged
+    assert len(history["replanned"]) == 2
+
+
+def test_a_spent_time_budget_ends_the_run_after_the_epoch(tmp_path):
+    _, history = fit(config(tmp_path, epochs=5, minutes=0.0001, max_steps_per_epoch=1),
+                     toy_dataset(3))
+    assert [e["epoch"] for e in history["epochs"]] == [1]
+    assert history["replanned"][0]["to_epochs"] == 1
+    assert json.loads((tmp_path / "run" / "history.json").read_text())["config"]["epochs"] == 1
 
 
 def test_existing_run_needs_resume_and_resume_needs_a_run(tmp_path):

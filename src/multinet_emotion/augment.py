@@ -148,10 +148,10 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     if jpeg:
         import cv2
 
-        for i in jpeg:
-            img = x[i, 0].round().to(torch.uint8).cpu().numpy()
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+        faces = x[jpeg, 0].round().to(torch.uint8).cpu().numpy()  # one copy off a GPU
+        for k, i in enumerate(jpeg):
+            ok, buf = cv2.imencode(".jpg", faces[k], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
             if ok:
-                x[i, 0] = torch.from_numpy(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
-                                           .astype(np.float32)).to(x.device)
+                faces[k] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+        x[jpeg, 0] = torch.from_numpy(faces.astype(np.float32)).to(x.device)
     return x

@@ -97,6 +97,12 @@ class TrainConfig:
                                 ".onnx such as the shipped model")
     stop_after_epochs: int = setting(0, min=0, help="end this invocation after N epochs "
                                      "(time-boxing); --resume continues")
+    minutes: float = setting(0.0, min=0, help="time budget of this invocation in minutes "
+                             "(0 = none): after each epoch the schedule is re-planned to the "
+                             "epochs that still fit, so the run ends annealed in time")
+    keep_last: bool = setting(True, help="write last.pt (for --resume) after every epoch; "
+                              "--no-keep-last writes it only at the end (a machine lent for one "
+                              "run, where the saving costs more than it can save)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
 

@@ -215,6 +215,47 @@ def torch_probs(model, images: np.ndarray, tta_flip: bool = False,
     return np.concatenate(out)
 
 
+def add_class_bias_onnx(src: Path, out: Path, class_bias) -> Path:
+    """Build per-class logit offsets into an exported (int8 or fp32) model, for a model trained
+    elsewhere whose checkpoint did not travel (scripts/gpu_ship.sh): the same operations the
+    PyTorch export adds, p * exp(bias) renormalised, appended after the graph's output, and the
+    offsets recorded in the file's metadata. A file that already has offsets is refused."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    src, out = Path(src), Path(out)
+    bias = check_class_bias(class_bias)
+    try:
+        proto = onnx.load(str(src))
+    except Exception as e:  # noqa: BLE001 - a damaged or foreign file is the user's to know
+        raise MultiNetError(f"{src}: not an ONNX model ({e})") from None
+    meta = _get_metadata(proto)
+    if meta.get("labels") != list(EMOTIONS) or len(proto.graph.output) != 1:
+        raise MultiNetError(f"{src}: not a MultiNetEmotion model (no labels in its metadata)")
+    if meta.get("class_bias") is not None:
+        raise MultiNetError(f"{src}: already has class offsets {meta['class_bias']}; add them "
+                            "to a file without")
+    graph = proto.graph
+    name = graph.output[0].name
+    unbiased = name + "_unbiased"
+    for node in graph.node:
+        node.output[:] = [unbiased if o == name else o for o in node.output]
+    graph.initializer.extend([
+        numpy_helper.from_array(np.exp(np.asarray(bias, np.float32))[None, :], "class_weights"),
+        numpy_helper.from_array(np.asarray([1], np.int64), "class_axis")])
+    graph.node.extend([
+        helper.make_node("Mul", [unbiased, "class_weights"], ["class_weighted"],
+                         name="class_bias_mul"),
+        helper.make_node("ReduceSum", ["class_weighted", "class_axis"], ["class_total"],
+                         name="class_bias_sum", keepdims=1),
+        helper.make_node("Div", ["class_weighted", "class_total"], [name], name="class_bias_div")])
+    _set_metadata(proto, meta | {"class_bias": bias})
+    onnx.checker.check_model(proto)
+    with atomic_path(out) as final:
+        onnx.save(proto, str(final))
+    return out
+
+
 def export(config: ExportConfig) -> dict:
     """Checkpoint -> fp32 ONNX (-> int8 ONNX), parity-checked on real faces. Returns a report."""
     from .checkpoint import load_checkpoint

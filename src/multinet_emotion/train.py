@@ -133,6 +133,7 @@ def _dist_setup() -> tuple[int, int, torch.device]:
     if torch.cuda.is_available():
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
+        torch.backends.cudnn.benchmark = True  # one input size: let cuDNN pick its kernels
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
 
@@ -146,6 +147,7 @@ def train(config: TrainConfig, dataset: Dataset | None = None) -> dict:
 
 def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module, dict]:
     """Train and return (the final model, unwrapped from DDP; the history)."""
+    began = time.time()
     rank, world, device = _dist_setup()
     main = rank == 0
     if config.threads:
@@ -244,7 +246,10 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = max(1, int(config.warmup * steps_per_epoch))
 
+    save_s = 0.0  # the last epoch's checkpoint and plot, counted in the time budget
     for epoch in range(start_epoch, config.epochs):
+        if epoch >= config.epochs:  # a time budget shortened the plan
+            break
         if stale >= config.patience:
             break
         if config.stop_after_epochs and epoch - start_epoch >= config.stop_after_epochs:
@@ -257,7 +262,10 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
         torch.manual_seed(config.seed * 100_003 + epoch + 1)  # dropout
         order = torch.randperm(len(train_split), generator=g).numpy()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # running sums stay on the device: no wait for the GPU at every step
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
         pbar = bar(steps_per_epoch * per_rank, f"epoch {epoch + 1}/{config.epochs}", "img") \
             if main else None
         for step in range(steps_per_epoch):
@@ -288,19 +296,20 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 logits = model(x)
             logits = logits.float()
             loss = soft_cross_entropy(logits, y, weights, config.label_smoothing)
-            if not torch.isfinite(loss):
+            if (device.type == "cpu" or step % 25 == 0) and not torch.isfinite(loss):
                 raise MultiNetError(f"training diverged at epoch {epoch + 1} step {step} "
                                     f"(loss {loss.item()}); lower --lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y.argmax(1)).sum())
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y.argmax(1)).sum()
             seen += len(y)
             if pbar is not None:
                 pbar.update(len(y))
-                pbar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                 lr=f"{lr:.4f}", refresh=False)
+            if pbar is not None and not pbar.disable:
+                pbar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}",
+                                 acc=f"{int(correct) / seen:.3f}", lr=f"{lr:.4f}", refresh=False)
         if pbar is not None:
             pbar.close()
         if world > 1:  # batch-norm running statistics: every process keeps rank 0's
@@ -310,8 +319,8 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
         if main:
             val = score(unwrap(model), val_split, config, device, dtype, val_ferplus)
             epoch_time = time.time() - t0
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / seen,
-                      "train_accuracy": correct / seen, "val_loss": val["loss"],
+            record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / seen,
+                      "train_accuracy": int(correct) / seen, "val_loss": val["loss"],
                       "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                       "val_recall": {k: v["recall"] for k, v in val["per_class"].items()},
                       "val_accuracy_fer2013": val["fer2013"]["accuracy"],
@@ -320,6 +329,12 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                       "epoch_time_s": epoch_time}
             history["epochs"].append(record)
             history["wall_time_s"] += epoch_time
+            if config.minutes:  # re-planned before saving, so the saved run knows its plan
+                recent = sorted(e["epoch_time_s"] for e in history["epochs"][-5:])
+                typical = recent[(len(recent) - 1) // 2] + save_s
+                fit_in_budget(config, history, epoch, began, typical)
+                total_steps = steps_per_epoch * config.epochs
+            saving = time.time()
             if val["accuracy"] > history["best_val_accuracy"]:
                 history["best_val_accuracy"] = val["accuracy"]
                 history["best_epoch"] = epoch + 1
@@ -327,19 +342,22 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 _save_best(out / "best.pt", model, config, dataset, record)
             else:
                 stale += 1
-            save_checkpoint(last_path, model, _meta(config, dataset, record),
-                            resume={"optimizer": optimizer.state_dict(), "epoch": epoch,
-                                    "stale": stale, "history": history})
+            if config.keep_last or epoch + 1 >= config.epochs:
+                save_checkpoint(last_path, model, _meta(config, dataset, record),
+                                resume={"optimizer": optimizer.state_dict(), "epoch": epoch,
+                                        "stale": stale, "history": history})
             atomic_write_text(out / "history.json", json.dumps(history, indent=2))
             plot_history(history, out / "curves.png")
+            save_s = time.time() - saving
             log.info("epoch %d: train loss %.3f acc %.3f | val loss %.3f acc %.3f macro-F1 %.3f"
                      " | %.0f img/s%s", epoch + 1, record["train_loss"], record["train_accuracy"],
                      val["loss"], val["accuracy"], val["macro_f1"], record["images_per_s"],
                      " (best)" if stale == 0 else "")
         if world > 1:
-            flag = torch.tensor([stale], dtype=torch.int64)
+            flag = torch.tensor([stale, config.epochs], dtype=torch.int64)
             dist.broadcast(flag, 0)
-            stale = int(flag.item())
+            stale, config.epochs = int(flag[0]), int(flag[1])
+            total_steps = steps_per_epoch * config.epochs
     if main and stale >= config.patience:
         log.info("stopped early: validation accuracy did not improve for %d epochs", stale)
     if dist.is_initialized():
@@ -376,6 +394,29 @@ PER_INVOCATION = {"out", "resume", "threads", "eval_batch_size", "stop_after_epo
                   "path", "strict", "cache", "ferplus"}
 #: may differ on --resume; checked by replan_epochs
 REPLANNABLE = {"epochs"}
+
+
+def fit_in_budget(config: TrainConfig, history: dict, epoch: int, began: float,
+                  epoch_time: float) -> None:
+    """``--minutes M``: after epoch ``epoch`` (0-based), with epochs taking ``epoch_time``
+    seconds (the caller passes the lower median of the last five), re-plan to the epochs that still
+    fit in the budget counted from ``began`` (never more than asked), so the cosine still
+    reaches 0 by the end. The first epoch is slow on a GPU (kernel tuning), so a later epoch
+    may lengthen the plan again. Logged and kept in the history."""
+    asked = history.setdefault("epochs_asked", config.epochs)
+    left = config.minutes * 60 - (time.time() - began)
+    done = epoch + 1
+    fit = min(asked, done + max(0, int(left // max(epoch_time, 1e-6))))
+    if fit == config.epochs:
+        return
+    log.warning("time budget of %g min: %d epochs instead of %d (an epoch takes %.1f s; the "
+                "learning rate now anneals to 0 at epoch %d)", config.minutes, fit,
+                config.epochs, epoch_time, fit)
+    history.setdefault("replanned", []).append(
+        {"after_epoch": done, "from_epochs": config.epochs, "to_epochs": fit,
+         "reason": f"--minutes {config.minutes:g}"})
+    config.epochs = fit
+    history["config"]["epochs"] = fit
 
 
 def replan_epochs(config: TrainConfig, resumed: dict, last_path: Path) -> None:
