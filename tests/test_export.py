@@ -77,6 +77,71 @@ def test_evaluate_checkpoint_and_onnx_agree(checkpoint, tmp_path, monkeypatch):
     assert "| fear |" in (tmp_path / "report-m.onnx" / "report.md").read_text()
 
 
+def _float_convs(path, tmp_path):
+    """Convolutions ONNX Runtime leaves in float (not fused into int8 kernels)."""
+    import onnx
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sum(n.op_type == "Conv" for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.slow
+def test_flip_pass_given_requantized_weights_is_repaired(checkpoint, tmp_path):
+    """torch 2.11 (a GPU machine) hands the flip pass its weights through Identity nodes; the
+    quantiser then re-quantises them at run time and ONNX Runtime runs that pass in float
+    (5 times slower for the hybrid). share_requantized_weights gives it the int8 weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from multinet_emotion.export import share_requantized_weights
+
+    data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
+    export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "good.onnx", calibration=data,
+                        calibration_images=32, tta_flip=True))
+    good = onnx.load(str(tmp_path / "good.onnx"))
+    assert share_requantized_weights(good) == 0  # a file exported here needs nothing
+    assert _float_convs(tmp_path / "good.onnx", tmp_path) == 0
+    # the other exporter's graph: pass 2 reads pass 1's weights through Identity, quantised
+    # again per tensor, and its biases through Identity
+    bad = onnx.load(str(tmp_path / "good.onnx"))
+    made = {o: n for n in bad.graph.node for o in n.output}
+    convs = {n.name: n for n in bad.graph.node if n.op_type == "Conv"}
+    pairs = [(convs[name.replace("_1/Conv", "/Conv")], c) for name, c in convs.items()
+             if name.endswith("_1/Conv")]  # the second call's layer names end in _1
+    half = len(pairs)
+    assert half >= 2 and 2 * half == len(convs)
+    for k, (c1, c2) in enumerate(pairs):
+        w = numpy_helper.to_array(next(i for i in bad.graph.initializer
+                                       if i.name == made[c1.input[1]].input[0]))
+        scale = float(np.abs(w).max()) * 0.05 / 127 + 1e-6
+        bad.graph.initializer.extend([
+            numpy_helper.from_array(np.asarray(scale, np.float32), f"s{k}"),
+            numpy_helper.from_array(np.asarray(128, np.uint8), f"z{k}")])
+        bad.graph.node.extend([
+            helper.make_node("Identity", [c1.input[1]], [f"i{k}"]),
+            helper.make_node("QuantizeLinear", [f"i{k}", f"s{k}", f"z{k}"], [f"q{k}"]),
+            helper.make_node("DequantizeLinear", [f"q{k}", f"s{k}", f"z{k}"], [f"d{k}"])])
+        c2.input[1] = f"d{k}"
+        if len(c1.input) > 2:
+            bad.graph.node.append(helper.make_node("Identity", [c1.input[2]], [f"b{k}"]))
+            c2.input[2] = f"b{k}"
+    from multinet_emotion.export import _topological_sort
+    _topological_sort(bad.graph)
+    onnx.save(bad, str(tmp_path / "bad.onnx"))
+    assert _float_convs(tmp_path / "bad.onnx", tmp_path) >= half
+    assert share_requantized_weights(bad) == half
+    onnx.checker.check_model(bad)
+    onnx.save(bad, str(tmp_path / "repaired.onnx"))
+    assert _float_convs(tmp_path / "repaired.onnx", tmp_path) == 0
+    faces = toy_faces(3, SIZE)[0]
+    want = load_model(tmp_path / "good.onnx").predict(faces)
+    got = load_model(tmp_path / "repaired.onnx").predict(faces)
+    np.testing.assert_allclose(got, want, atol=0.02)
+
+
 def test_evaluate_rejects_a_model_of_another_input_size(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("MULTINET_CACHE", str(tmp_path / "cache"))
     data = write_folder(tmp_path / "data", *toy_faces(2, SIZE))

@@ -183,10 +183,128 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> P
         meta = {**_get_metadata(onnx.load(str(pre))), "quantized": True,
                 "weight_range": "reduced"}
         proto = onnx.load(str(tmp))
+        share_requantized_weights(proto)
         _set_metadata(proto, meta)
         with atomic_path(out_path) as final:
             onnx.save(proto, str(final))
     return out_path
+
+
+def share_requantized_weights(proto) -> int:
+    """Give the flip pass the int8 weights of the first pass; returns the layers rewired.
+
+    Some exporters (torch 2.11's) pass the second call of the net its weights through an
+    Identity of the first call's; the quantiser then takes them for activations and
+    quantises them again at run time, per tensor (DequantizeLinear(QuantizeLinear(Identity(
+    DequantizeLinear(w_int8))))). ONNX Runtime cannot fuse such a layer into an int8 kernel
+    (the flip pass ran in float: 68.6 ms a face instead of about 13 here), and the per-tensor
+    step adds error. Each such chain is replaced by the first pass's dequantised weights,
+    the graph every other export has, and the nodes left unused are removed."""
+    nodes = list(proto.graph.node)
+    made = {o: n for n in nodes for o in n.output}
+    rewired = 0
+    for node in nodes:
+        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+            continue
+        dq = made.get(node.input[1])
+        q = made.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        ident = made.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
+        first = made.get(ident.input[0]) if ident is not None and ident.op_type == "Identity" \
+            else None
+        if first is not None and first.op_type == "DequantizeLinear":
+            # a DequantizeLinear of its own, as ONNX Runtime fuses one consumer per node
+            node.input[1] = _own_dequantize(proto, first)
+            rewired += 1
+    # the second call's biases come through Identity nodes of the first call's dequantised
+    # biases: a fused kernel needs them from a DequantizeLinear of its own too
+    for node in list(proto.graph.node):
+        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3:
+            continue
+        ident = made.get(node.input[2])
+        first = made.get(ident.input[0]) if ident is not None and ident.op_type == "Identity" \
+            else None
+        if first is not None and first.op_type == "DequantizeLinear":
+            node.input[2] = _requantized_bias(proto, node, first)
+    if rewired:  # drop what nothing reads any more (outputs of the graph always read)
+        while True:
+            read = {i for n in proto.graph.node for i in n.input} | \
+                {o.name for o in proto.graph.output}
+            dead = [n for n in proto.graph.node if not any(o in read for o in n.output)]
+            if not dead:
+                break
+            for n in dead:
+                proto.graph.node.remove(n)
+        _topological_sort(proto.graph)
+        read = {i for n in proto.graph.node for i in n.input}
+        for init in [i for i in proto.graph.initializer if i.name not in read]:
+            proto.graph.initializer.remove(init)
+        log.info("the flip pass now shares the first pass's int8 weights (%d layers)", rewired)
+    return rewired
+
+
+def _requantized_bias(proto, node, first) -> str:
+    """The int32 bias of ``node`` for its own input scale: a fused int8 kernel needs the bias
+    in steps of input scale x weight scale, and the second call's input has a scale of its
+    own (the first call's bias, dequantised, quantised again as the quantiser does)."""
+    from onnx import helper, numpy_helper
+    made = {o: n for n in proto.graph.node for o in n.output}
+    consts = {i.name: i for i in proto.graph.initializer}
+    x_dq, w_dq = made.get(node.input[0]), made.get(node.input[1])
+    if x_dq is None or w_dq is None or x_dq.op_type != "DequantizeLinear" or \
+            w_dq.op_type != "DequantizeLinear" or \
+            not all(i in consts for i in (*first.input[:2], x_dq.input[1], w_dq.input[1])):
+        return _own_dequantize(proto, first)
+    arr = {k: numpy_helper.to_array(consts[k]) for k in
+           (first.input[0], first.input[1], x_dq.input[1], w_dq.input[1])}
+    bias = arr[first.input[0]].astype(np.float64) * arr[first.input[1]].astype(np.float64)
+    scale = (arr[x_dq.input[1]].astype(np.float64) * arr[w_dq.input[1]].astype(np.float64))
+    scale = np.broadcast_to(scale, bias.shape)
+    q = np.clip(np.rint(bias / scale), -2**31, 2**31 - 1).astype(np.int32)
+    name = f"{node.output[0]}_bias"
+    proto.graph.initializer.extend([numpy_helper.from_array(q, f"{name}_quantized"),
+                                    numpy_helper.from_array(scale.astype(np.float32),
+                                                            f"{name}_scale")])
+    dq = helper.make_node("DequantizeLinear", [f"{name}_quantized", f"{name}_scale"],
+                          [name], name=f"{name}_dequantize")
+    dq.attribute.extend(first.attribute)  # axis 0 for a per-channel bias
+    proto.graph.node.append(dq)
+    return name
+
+
+def _own_dequantize(proto, first) -> str:
+    """A copy of the DequantizeLinear node ``first`` (same constant inputs); its output."""
+    from onnx import helper
+    tag = f"_pass2_{len(proto.graph.node)}"  # unique: a node may be copied more than once
+    own = helper.make_node("DequantizeLinear", list(first.input), [f"{first.output[0]}{tag}"],
+                           name=f"{first.name or first.output[0]}{tag}")
+    own.attribute.extend(first.attribute)
+    proto.graph.node.append(own)
+    return own.output[0]
+
+
+def _topological_sort(graph) -> None:
+    """ONNX wants each node after the nodes that make its inputs."""
+    nodes = list(graph.node)
+    maker = {o: k for k, n in enumerate(nodes) for o in n.output}
+    done: set[int] = set()
+    order: list[int] = []
+    pending = list(range(len(nodes)))
+    while pending:
+        rest = []
+        for k in pending:
+            if all(maker.get(i, k) == k or maker[i] in done for i in nodes[k].input if i):
+                order.append(k)
+                done.add(k)
+            else:
+                rest.append(k)
+        if len(rest) == len(pending):
+            raise MultiNetError("the ONNX graph has a cycle")
+        pending = rest
+    copies = [type(nodes[k])() for k in order]
+    for new, k in zip(copies, order):
+        new.CopyFrom(nodes[k])
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def _softmax_and_after(proto) -> list[str]:
@@ -235,6 +353,7 @@ def add_class_bias_onnx(src: Path, out: Path, class_bias) -> Path:
     if meta.get("class_bias") is not None:
         raise MultiNetError(f"{src}: already has class offsets {meta['class_bias']}; add them "
                             "to a file without")
+    share_requantized_weights(proto)  # a file exported with torch 2.11 (a GPU machine)
     graph = proto.graph
     name = graph.output[0].name
     unbiased = name + "_unbiased"
