@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRADEOFF = (("fer2013", 0.0), ("mix", 0.25), ("mix", 0.5), ("mix", 0.75), ("ferplus", 1.0))
 
 
-def speed(arch: str, batch_size: int, stem: str, steps: int = 6) -> float:
+def speed(arch: str, batch_size: int, stem: str = "imagenet", steps: int = 6) -> float:
     """Training images/s of ``arch`` on this machine (forward, backward, AdamW step)."""
     import torch
 

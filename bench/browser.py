@@ -1,19 +1,33 @@
 """In-browser analysis in headless Chromium: start-up, per-face latency, frames/s, memory.
 
-    nice -n 10 python bench/browser.py                 # 3 cold starts, 40 timed frames
+    nice -n 10 python bench/browser.py                 # before/after, 3 cold starts each
     python bench/browser.py --starts 5 --frames 100 --model path/to/model.onnx
+    python bench/browser.py --variant threads=1,arena=0,isolated=0 --variant threads=2
 
 Serves the app (``--analysis browser``, a temporary SQLite store) on loopback, opens the
-learner page in Debian's Chromium (/usr/bin/chromium, Playwright) and prints medians of:
+learner page in Debian's Chromium (/usr/bin/chromium, Playwright), once per VARIANT of the
+page's settings, each in its own browser context, and prints for each (and its ratio to the
+first, measured in the same run, frame images taken in turns so that the load of the machine
+falls on all alike):
 1. start-up, each time in a fresh browser context (empty cache): the model download (with
    the scripts, in parallel), the time until the model session exists, and until the first
    inference is done (ready);
-2. per-face latency of ``analyseImage`` (static/analysis.js) on a 640x480 frame with one
+2. per-face latency of ``analyse`` (static/analysis.js) on a 640x480 frame with one
    face (FER2013 test faces from ../shared/data, a drawing when absent): detection, crop +
    model, total, and the frames/s one page reaches analysing back to back;
-3. the page's memory: JS heap (CDP Performance.getMetrics) and the WebAssembly memories
-   (opencv.js and onnxruntime-web), and the renderer processes' resident memory;
-4. the largest probability difference from the Python runtime on the same frames.
+3. the WebAssembly threads onnxruntime-web runs, whether the page is cross-origin isolated,
+   and the cores the browser reports;
+4. the page's memory (last variant): JS heap (CDP Performance.getMetrics), the opencv.js
+   heap and the renderer processes' resident memory;
+5. the largest probability difference from the Python runtime on the same frames.
+
+A VARIANT is comma-separated KEY=VALUE: ``threads=N`` (at most N WebAssembly threads; the
+page's own choice, 1, without it; at most 4 and the cores), ``arena=1`` (onnxruntime-web's
+CPU memory arena and memory pattern on; the page leaves them off), ``mode=parallel``
+(execution mode), ``isolated=0`` (the learner page without its cross-origin isolation
+headers, as before they were sent: one thread). ``default``: the page as served (one thread). Default
+variants: ``before`` (threads=1,isolated=0: the page before it was isolated), ``default``
+and ``threads=2``.
 Needs scripts/setup_web.sh. Target (issue 13): per-face latency <= 60 ms.
 """
 
@@ -32,16 +46,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.classifier import load_model
+from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.faces import HaarDetector, crop_faces
 from multinet_emotion.server import Settings, create_app
 
 CHROMIUM = "/usr/bin/chromium"
 FER_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "test"
+LOAD = """async (options) => {
+    const info = await (await fetch("/api/analysis")).json();
+    window.benchAnalyser = await BrowserAnalysis.load(info.browser, options);
+    return Object.assign({}, window.benchAnalyser.timings, window.benchAnalyser.runtime);
+}"""
 ANALYSE = """async ([w, h, b64, n]) => {
     const bytes = Uint8ClampedArray.from(atob(b64), c => c.charCodeAt(0));
     const image = new ImageData(bytes, w, h);
-    const a = await BrowserAnalysis.ready();
+    const a = window.benchAnalyser;
     const runs = [];
     const t0 = performance.now();
     for (let i = 0; i < n; i++) runs.push(await a.analyse(image));
@@ -113,52 +132,108 @@ def serve(tmp: Path, model: Path | None):  # noqa: ANN201 - (server, thread, url
     return srv, thread, f"http://127.0.0.1:{port}"
 
 
+def parse_variant(spec: str) -> tuple[str, dict, bool]:
+    """``threads=2,arena=0`` -> (name, options for BrowserAnalysis.load, isolated)."""
+    if spec in ("default", ""):
+        return "default", {}, True
+    if spec == "before":
+        spec = "threads=1,isolated=0"
+    options: dict = {}
+    isolated = True
+    for item in spec.split(","):
+        key, _, value = item.partition("=")
+        if key == "threads":
+            options["threads"] = int(value)
+        elif key == "arena":
+            options.setdefault("session", {}).update(enableCpuMemArena=value != "0",
+                                                     enableMemPattern=value != "0")
+        elif key == "mode":
+            options.setdefault("session", {})["executionMode"] = value
+        elif key == "isolated":
+            isolated = value != "0"
+        else:
+            raise SystemExit(f"bench/browser.py: unknown variant setting {key!r} in {spec!r}")
+    return spec, options, isolated
+
+
+def open_page(browser, url: str, options: dict, isolated: bool):  # noqa: ANN001, ANN201
+    """A fresh context (empty cache) on the learner page, its analysis loaded with
+    ``options``; without the isolation headers when not ``isolated``. (context, page,
+    timings and runtime of the load)."""
+    context = browser.new_context()  # the page's real CSP
+    if not isolated:
+        def strip(route) -> None:  # noqa: ANN001
+            response = route.fetch()
+            headers = {k: v for k, v in response.headers.items()
+                       if not k.lower().startswith("cross-origin-")}
+            route.fulfill(response=response, headers=headers)
+        context.route("**/learn", strip)
+    page = context.new_page()
+    page.goto(url + "/learn")
+    return context, page, page.evaluate(LOAD, options)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--starts", type=int, default=3, help="cold starts to time")
-    ap.add_argument("--frames", type=int, default=40, help="timed analyses per frame image")
+    ap.add_argument("--starts", type=int, default=3, help="cold starts to time per variant")
+    ap.add_argument("--frames", type=int, default=40,
+                    help="timed analyses per variant (spread over the frame images)")
     ap.add_argument("--model", type=Path, default=None, help="model .onnx (default: shipped)")
+    ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
+                    help="page settings to measure (repeat; default: before, default, "
+                         "threads=2)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    variants = [parse_variant(v) for v in (args.variant or ["before", "default", "threads=2"])]
+    model_path = args.model or default_model_path()
+    model_at_start = model_path.read_bytes()
     images = frames()
+    per_image = 1 + max(1, args.frames // len(images))
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         srv, thread, url = serve(Path(tmp), args.model)
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
-        starts = []
-        for _ in range(args.starts):
-            context = browser.new_context()  # an empty cache: the model is downloaded
-            page = context.new_page()
-            page.goto(url + "/learn")
-            starts.append(page.evaluate("BrowserAnalysis.ready().then(a => a.timings)"))
-            context.close()
-        context = browser.new_context(bypass_csp=True)
-        page = context.new_page()
-        page.goto(url + "/learn")
-        page.evaluate("BrowserAnalysis.ready().then(() => true)")
-        totals, detects, classifies, fps = [], [], [], []
-        worst, classifier, detector = 0.0, load_model(args.model), HaarDetector()
+        starts: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
+        for _ in range(args.starts):  # in turns
+            for name, options, isolated in variants:
+                context, _page, timings = open_page(browser, url, options, isolated)
+                starts[name].append(timings)
+                context.close()
+        pages = {name: open_page(browser, url, options, isolated)
+                 for name, options, isolated in variants}
+        res = {name: {"total": [], "detect": [], "classify": [], "fps": [], "other_boxes": 0}
+               for name in pages}
+        worst = dict.fromkeys(pages, 0.0)
+        classifier, detector = load_model(args.model), HaarDetector()
         for frame in images:
-            got = page.evaluate(ANALYSE, [640, 480, rgba_b64(frame), 1 + args.frames // len(images)])
-            runs = got["runs"][1:] or got["runs"]  # the first run of an image warms up
-            totals += [r["ms"]["total"] for r in runs]
-            detects += [r["ms"]["detect"] for r in runs]
-            classifies += [r["ms"]["classify"] for r in runs]
-            fps.append(1000 * len(got["runs"]) / got["wall"])
+            b64 = rgba_b64(frame)
             boxes = detector.detect(frame)
-            faces = got["runs"][0]["faces"]
-            if boxes and [b.as_list() for b in boxes] == [f["box"] for f in faces]:
-                want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
-                                                     classifier.crop_scale))
-                worst = max(worst, float(np.abs(want - np.asarray([f["probs"] for f in faces]))
-                                         .max()))
-        cdp = context.new_cdp_session(page)
+            want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
+                                                 classifier.crop_scale)) if boxes else None
+            for name, (_context, page, _timings) in pages.items():
+                got = page.evaluate(ANALYSE, [640, 480, b64, per_image])
+                runs = got["runs"][1:] or got["runs"]  # the first run of an image warms up
+                r = res[name]
+                r["total"] += [x["ms"]["total"] for x in runs]
+                r["detect"] += [x["ms"]["detect"] for x in runs]
+                r["classify"] += [x["ms"]["classify"] for x in runs]
+                r["fps"].append(1000 * len(got["runs"]) / got["wall"])
+                for run in got["runs"]:  # every run: a data race would show here
+                    faces = run["faces"]
+                    if [b.as_list() for b in boxes] != [f["box"] for f in faces]:
+                        r["other_boxes"] += 1
+                    elif want is not None:
+                        worst[name] = max(worst[name], float(np.abs(
+                            want - np.asarray([f["probs"] for f in faces])).max()))
+        last_context, last_page, _ = pages[variants[-1][0]]
+        cdp = last_context.new_cdp_session(last_page)
         cdp.send("Performance.enable")
         metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-        mem = page.evaluate(MEMORY)
+        mem = last_page.evaluate(MEMORY)
         rss = renderer_rss_mb(0)
-        context.close()
+        for context, _page, _timings in pages.values():
+            context.close()
         browser.close()
         srv.should_exit = True
         thread.join(timeout=10)
@@ -166,21 +241,35 @@ def main() -> None:
     def med(xs: list[float]) -> float:
         return statistics.median(xs) if xs else float("nan")
 
-    model_mb = (args.model or classifier.path).stat().st_size / 1e6
+    model_mb = len(model_at_start) / 1e6
+    if model_path.read_bytes() != model_at_start:
+        print(f"WARNING: {model_path} changed during the run (a model shipped meanwhile): the "
+              "pages and the Python runtime may have run different models; run it again")
     print(f"in-browser analysis, headless Chromium ({CHROMIUM}), loopback; {len(images)} "
-          f"frame images, {len(totals)} timed analyses")
-    print(f"start-up (median of {len(starts)} cold starts): model {model_mb:.1f} MB + scripts "
-          f"downloaded in {med([s['download_ms'] for s in starts]):.0f} ms; session ready "
-          f"{med([s['startup_ms'] for s in starts]):.0f} ms; first inference done "
-          f"{med([s['ready_ms'] for s in starts]):.0f} ms")
-    print(f"per-face latency (median): {med(totals):.1f} ms (detect {med(detects):.1f} ms, "
-          f"crop + model {med(classifies):.1f} ms; p95 "
-          f"{float(np.percentile(totals, 95)):.1f} ms); target <= 60 ms")
-    print(f"frames/s, one page analysing back to back (median): {med(fps):.1f}")
-    print(f"memory: JS heap used {metrics.get('JSHeapUsedSize', 0) / 1e6:.1f} MB (CDP), "
-          f"opencv.js heap {(mem['cv'] or 0) / 1e6:.1f} MB, renderer processes resident "
-          f"{rss:.0f} MB")
-    print(f"largest probability difference from the Python runtime: {worst:.5f}")
+          f"frame images, {per_image - 1} timed analyses each per variant, variants in turns; "
+          f"model {model_mb:.1f} MB")
+    first = variants[0][0]
+    base = med(res[first]["total"])
+    for name, _options, _isolated in variants:
+        r, s, rt = res[name], starts[name], pages[name][2]
+        print(f"== {name}: {rt['threads']} WebAssembly thread(s), cross-origin isolated: "
+              f"{'yes' if rt['isolated'] else 'no'}, cores reported: {rt['cores']}")
+        if s:
+            print(f"   start-up (median of {len(s)} cold starts): model + scripts downloaded "
+                  f"in {med([x['download_ms'] for x in s]):.0f} ms; session ready "
+                  f"{med([x['startup_ms'] for x in s]):.0f} ms; first inference done "
+                  f"{med([x['ready_ms'] for x in s]):.0f} ms")
+        total = med(r["total"])
+        print(f"   per-face latency (median of {len(r['total'])}): {total:.1f} ms (detect "
+              f"{med(r['detect']):.1f} ms, crop + model {med(r['classify']):.1f} ms; p95 "
+              f"{float(np.percentile(r['total'], 95)):.1f} ms); x{total / base:.2f} of {first}"
+              f"; target <= 60 ms")
+        print(f"   frames/s, one page analysing back to back (median): {med(r['fps']):.1f}")
+        print(f"   largest probability difference from the Python runtime (every run): "
+              f"{worst[name]:.5f}; runs with other boxes than Python's: {r['other_boxes']}")
+    print(f"memory ({variants[-1][0]}): JS heap used {metrics.get('JSHeapUsedSize', 0) / 1e6:.1f}"
+          f" MB (CDP), opencv.js heap {(mem['cv'] or 0) / 1e6:.1f} MB, renderer processes "
+          f"resident {rss:.0f} MB (the {len(variants)} variant pages together)")
 
 
 if __name__ == "__main__":

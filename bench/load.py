@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,21 @@ def make_frames(n: int = 40, width: int = 320, height: int = 240
     return frames, source
 
 
+class Start:
+    """Holds every learner of a level until all have signed up and connected, so that the
+    server CPU of the streaming is measured apart from that of the sign-ups (``mark`` is
+    called once, just before the streaming starts)."""
+
+    def __init__(self, n: int, mark: Callable[[], None]):
+        self.left, self.mark, self.go = n, mark, asyncio.Event()
+
+    def arrive(self) -> None:
+        self.left -= 1
+        if self.left == 0:
+            self.mark()
+            self.go.set()
+
+
 @dataclass
 class Learner:
     sent: int = 0
@@ -106,15 +122,17 @@ def join_code(base: str) -> str:
         r = http.post("/api/classes", json={"name": "Load test", "class_id": "load"})
         if r.status_code == 201:
             return r.json()["join_code"]
-        r.raise_for_status()  # 409: it exists already
+        if r.status_code != 409:  # 409: it exists already (an earlier level made it)
+            r.raise_for_status()
         return next(c["join_code"] for c in http.get("/api/classes").json()
                     if c["class_id"] == "load")
 
 
 async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float,
-                      offset: float, index: int, code: str = "", mode: str = "frames"
-                      ) -> Learner:
+                      offset: float, index: int, code: str = "", mode: str = "frames",
+                      start_all: Start | None = None) -> Learner:
     out = Learner()
+    arrived = False
     ws_url = base.replace("http", "ws", 1) + "/ws/learn"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -155,6 +173,10 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
                     if done.is_set() and not pending:
                         return
 
+            if start_all is not None:
+                arrived = True
+                start_all.arrive()
+                await start_all.go.wait()
             receiver = asyncio.create_task(receive())
             await asyncio.sleep(offset)  # spread the learners over one frame period
             start = time.perf_counter()
@@ -173,6 +195,8 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
                 receiver.cancel()
     except Exception as e:  # noqa: BLE001 - report, do not crash the other learners
         out.failure = f"{type(e).__name__}: {e}"
+        if start_all is not None and not arrived:
+            start_all.arrive()
     return out
 
 
@@ -183,11 +207,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
-                    seconds: float, mode: str = "frames") -> dict:
+                    seconds: float, mode: str = "frames",
+                    mark: Callable[[], None] = lambda: None) -> dict:
     code = await asyncio.to_thread(join_code, base)
     t0 = time.perf_counter()
+    start_all = Start(n, mark)
     learners = await asyncio.gather(*(run_learner(base, frames[i % len(frames)], fps, seconds,
-                                                  i / (n * fps), i, code, mode)
+                                                  i / (n * fps), i, code, mode, start_all)
                                       for i in range(n)))
     wall = time.perf_counter() - t0
     lat = [x for lr in learners for x in lr.latencies]
@@ -220,6 +246,29 @@ def cpu_seconds(pid: int | None) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return own + sum(cpu_seconds(int(c)) or 0.0 for c in children)
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU time of the PostgreSQL server processes on this machine (a loopback database
+    works for the app too), ended backends included (their parent's children time); None
+    when there is none."""
+    total, found = 0.0, False
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            if (d / "comm").read_text().strip() != "postgres":
+                continue
+            f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found = True
+        total += (int(f[11]) + int(f[12])) / tick
+        if int(f[1]) == 1 or not (Path(f"/proc/{f[1]}/comm").exists() and Path(
+                f"/proc/{f[1]}/comm").read_text().strip() == "postgres"):
+            total += (int(f[13]) + int(f[14])) / tick  # the postmaster: ended backends
+    return total if found else None
 
 
 def free_port() -> int:
@@ -297,25 +346,49 @@ def main() -> int:
         else:
             proc, base = start_server(args, tmp)
         results = []
+        item = "frame" if args.mode == "frames" else "sample"
+        pg = (args.database or "").startswith("postgresql") and postgres_cpu_seconds() \
+            is not None
+        print(f"server CPU: ms per {item} answered while streaming (sign-ups and connections "
+              "apart: 'setup s')" + ("; 'db ms' is this machine's PostgreSQL, per " + item
+                                     if pg else ""), flush=True)
         header = (f"{'learners':>8} {'offered/s':>9} {'served/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
                   f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}"
-                  f" {'server CPU ms/frame':>19}")
+                  f" {'CPU ms/' + item:>14} {'setup s':>7}" + (f" {'db ms':>6}" if pg else ""))
         print(header, flush=True)
         saturated = None
         for n in levels:
-            cpu0 = cpu_seconds(proc.pid if proc else None)
-            r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds, args.mode))
-            cpu1 = cpu_seconds(proc.pid if proc else None)
-            # CPU time per served frame (includes sign-up and sessions): a capacity estimate
+            pid = proc.pid if proc else None
+            marks: dict[str, float | None] = {"cpu0": cpu_seconds(pid),
+                                              "db0": postgres_cpu_seconds() if pg else None}
+
+            def mark(marks: dict = marks, pid: int | None = pid) -> None:
+                marks["cpu_mid"] = cpu_seconds(pid)
+                marks["db_mid"] = postgres_cpu_seconds() if pg else None
+
+            r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds, args.mode,
+                                      mark))
+            cpu0, cpu_mid = marks["cpu0"], marks.get("cpu_mid", marks["cpu0"])
+            cpu1 = cpu_seconds(pid)
+            answered = max(r["results"], 1)
+            # CPU time per answered frame or sample while streaming: a capacity estimate
             # that does not depend on what else the machine is running
-            r["server_cpu_ms_per_frame"] = round((cpu1 - cpu0) * 1000 / max(r["results"], 1), 2) \
-                if cpu0 is not None and cpu1 is not None else None
+            known = None not in (cpu0, cpu_mid, cpu1)
+            r["server_cpu_ms_per_frame"] = round((cpu1 - cpu_mid) * 1000 / answered, 2) \
+                if known else None
+            r["setup_cpu_s"] = round(cpu_mid - cpu0, 2) if known else None
+            db_mid, db1 = marks.get("db_mid"), postgres_cpu_seconds() if pg else None
+            r["db_cpu_ms_per_frame"] = round((db1 - db_mid) * 1000 / answered, 2) \
+                if db_mid is not None and db1 is not None else None
             results.append(r)
-            cpu = r["server_cpu_ms_per_frame"]
+            cpu, setup = r["server_cpu_ms_per_frame"], r["setup_cpu_s"]
+            nan = float("nan")
             print(f"{n:>8} {r['offered_fps']:>9.1f} {r['served_fps']:>8.1f} {r['p50_ms']:>7.0f}"
                   f" {r['p95_ms']:>7.0f} {r['p99_ms']:>7.0f} {r['max_ms']:>7.0f} {r['lost']:>5}"
                   f" {r['errors']:>6} {r['frames_with_face']:>6}"
-                  f" {cpu if cpu is not None else float('nan'):>19.1f}", flush=True)
+                  f" {cpu if cpu is not None else nan:>14.2f}"
+                  f" {setup if setup is not None else nan:>7.1f}"
+                  + (f" {r['db_cpu_ms_per_frame'] or nan:>6.2f}" if pg else ""), flush=True)
             for f in r["failed_learners"][:3]:
                 print(f"   failed learner: {f}")
             ok = (r["p95_ms"] <= args.target_ms and r["lost"] == 0
@@ -327,16 +400,16 @@ def main() -> int:
         if per_frame:
             ms = statistics.median(per_frame)
             cores = os.cpu_count() or 1
-            print(f"server CPU per frame ~{ms:.1f} ms: {cores} idle cores could serve about "
-                  f"{cores * 1000 / ms:.0f} frames/s ({cores * 1000 / ms / args.fps:.0f} "
+            print(f"server CPU per {item} ~{ms:.2f} ms: {cores} idle cores could serve about "
+                  f"{cores * 1000 / ms:.0f} {item}s/s ({cores * 1000 / ms / args.fps:.0f} "
                   f"learners at {args.fps:g}/s)")
         if saturated is None:
             print(f"within target (p95 <= {args.target_ms:.0f} ms, nothing lost) up to "
-                  f"{levels[-1]} learners at {args.fps:g} frames/s")
+                  f"{levels[-1]} learners at {args.fps:g} {item}s/s: not saturated")
         else:
-            print(f"saturates at {saturated} learners ({saturated * args.fps:g} frames/s "
-                  f"offered): p95 over {args.target_ms:.0f} ms, frames lost, or over 1% "
-                  "skipped")
+            print(f"SATURATES at {saturated} learners ({saturated * args.fps:g} {item}s/s "
+                  f"offered): p95 over {args.target_ms:.0f} ms, {item}s lost, or over 1% "
+                  "answered with an error")
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps({"frames": source, "cpus": os.cpu_count(),

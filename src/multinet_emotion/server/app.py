@@ -24,7 +24,7 @@ from ..recommend import Recommender, load_catalog, load_policy
 from ..store import REVOKE_CHANNEL, SharedLive, Store
 from . import api, class_routes, ws
 from .analysis import AnalyzerFactory, detector_factory
-from .browser import analysis_mode, in_browser
+from .browser import CrossOriginIsolation, analysis_mode, in_browser
 from .browser import router as browser_routes
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None, *,
                 await asyncio.to_thread(listener.stop)
             if shared is not None:
                 shared.close()
+            await asyncio.to_thread(store.flush_samples)  # nothing queued is lost on a stop
 
     app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan,
@@ -229,6 +230,7 @@ def create_app(settings: Settings | None = None, *,
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     lti = install_lti(app, store, settings)  # LTI 1.3 tool: /lti/..., app.state.lti
     app.add_middleware(SecurityHeaders, frame_ancestors=lti.frame_origins)
+    app.add_middleware(CrossOriginIsolation)  # the learner page, for WebAssembly threads
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:

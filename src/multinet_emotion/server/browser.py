@@ -20,6 +20,10 @@ Both are named by their content, so they are cached for a year (``immutable``) a
 learner downloads them once. The model file is read and hashed when first asked for, and
 again whenever it changes on disk (a new model shipped while the server runs): its old URL
 then answers 404 and the page, reloaded, gets the new one.
+
+The learner page is cross-origin isolated when the server offers in-browser analysis
+(:class:`CrossOriginIsolation`): that is what lets onnxruntime-web run the model on several
+WebAssembly threads (SharedArrayBuffer).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..classifier import METADATA_KEY, ModelInfo, default_model_path, parse_metadata
 from ..errors import MultiNetError
@@ -51,6 +56,16 @@ SETUP = "scripts/setup_web.sh"
 IMMUTABLE = "public, max-age=31536000, immutable"
 MEDIA_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm",
                ".xml": "application/xml", ".onnx": "application/octet-stream"}
+#: Cross-origin isolation: SharedArrayBuffer, hence onnxruntime-web's WebAssembly threads.
+#: COEP require-corp constrains only what the page loads (all of it from this origin, as
+#: the CSP says), so nothing it loads is refused; COOP same-origin only parts the page from
+#: windows of other origins that opened it or that it opens (the learner page uses neither:
+#: its links open with noopener). In an LTI platform's frame COOP does not apply and the
+#: page is not isolated (its parent is not): it works as before, on one thread.
+ISOLATION_HEADERS = ((b"cross-origin-opener-policy", b"same-origin"),
+                     (b"cross-origin-embedder-policy", b"require-corp"))
+#: The pages isolated (only where the model runs: the learner page).
+ISOLATED_PAGES = frozenset({"/learn"})
 #: CLAHE of HaarDetector (faces.py): clip limit and tile grid.
 CLAHE = {"clip_limit": 2.0, "tile_grid": 8}
 
@@ -253,6 +268,28 @@ def analysis_mode(requested: str, browser: BrowserAnalysis | None, server: Any) 
     return "server" if server is not None else "off"
 
 
+class CrossOriginIsolation:
+    """ASGI middleware: :data:`ISOLATION_HEADERS` on the learner page when this server
+    offers in-browser analysis (``app.state.browser_analysis``); every other page, and the
+    learner page of a server that analyses frames itself, is served as before."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = scope.get("app")
+        if scope["type"] != "http" or scope.get("path") not in ISOLATED_PAGES or \
+                getattr(getattr(app, "state", None), "browser_analysis", None) is None:
+            return await self.app(scope, receive, send)
+
+        async def isolated(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + list(ISOLATION_HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, isolated)
+
+
 def _browser(request: Request) -> BrowserAnalysis:
     browser = getattr(request.app.state, "browser_analysis", None)
     if browser is None:
@@ -291,5 +328,9 @@ def vendor_file(digest: str, name: str, request: Request) -> FileResponse:
     entry = _browser(request).files().get(name)
     if entry is None or entry[1][:12] != digest:
         raise HTTPException(404, "no such file; reload the page")
-    return FileResponse(entry[0], media_type=MEDIA_TYPES[Path(name).suffix],
-                        headers={"Cache-Control": IMMUTABLE})
+    headers = {"Cache-Control": IMMUTABLE}
+    if name.endswith(".mjs"):
+        # onnxruntime-web starts its thread workers from this script; an isolated page may
+        # start only workers whose embedder policy is as strict as its own
+        headers["Cross-Origin-Embedder-Policy"] = "require-corp"
+    return FileResponse(entry[0], media_type=MEDIA_TYPES[Path(name).suffix], headers=headers)

@@ -214,13 +214,11 @@ async def learn(ws: WebSocket) -> None:
             await _send(ws, ErrorMessage(message=str(e)))
             await ws.close(code=1008)
             return
-        analyzer = None
-        if state.analyzer_factory is not None:
-            analyzer = await run_in_threadpool(state.analyzer_factory)
-        await _send(ws, Ready(analysis=analyzer is not None, analysis_note=state.analysis_note,
+        factory = state.analyzer_factory  # the analyzer is made at the first frame
+        await _send(ws, Ready(analysis=factory is not None, analysis_note=state.analysis_note,
                               frame_rate=settings.frame_rate, frame_width=settings.frame_width,
                               max_frame_bytes=settings.max_frame_bytes))
-        stream = _Stream(ws, svc, settings, analyzer, learner_id, session_id,
+        stream = _Stream(ws, svc, settings, factory, learner_id, session_id,
                          state.analysis_slots, state.analysis_note, conn)
         if conn.revoked is None:
             await stream.run()
@@ -256,10 +254,14 @@ class _Stream:
     every frame gets an answer.
     """
 
-    def __init__(self, ws: WebSocket, svc: IngestService, settings: Any, analyzer: Any,
+    def __init__(self, ws: WebSocket, svc: IngestService, settings: Any, factory: Any,
                  learner_id: str, session_id: str, slots: asyncio.Semaphore, note: str,
                  conn: Connection):
-        self.ws, self.svc, self.settings, self.analyzer = ws, svc, settings, analyzer
+        self.ws, self.svc, self.settings = ws, svc, settings
+        # made at the first frame, not at the hello: a page that analyses in the browser
+        # sends samples only, and loading a face detector per connection would cost more
+        # server CPU than all its samples
+        self.factory, self.analyzer = factory, None
         self.learner_id, self.session_id = learner_id, session_id
         self.conn = conn
         self.slots, self.note = slots, note
@@ -308,7 +310,7 @@ class _Stream:
 
     async def frame(self, data: bytes) -> None:
         self.seq += 1
-        if self.analyzer is None:
+        if self.factory is None:
             return await self.error(f"server-side analysis is unavailable: {self.note}",
                                     self.seq)
         if not self.bucket.take():
@@ -338,6 +340,8 @@ class _Stream:
             seq, data, t0, t = self.waiting
             self.waiting = None
             try:
+                if self.analyzer is None:
+                    self.analyzer = await run_in_threadpool(self.factory)
                 async with self.slots:
                     faces = await run_in_threadpool(_analyze, self.analyzer, data, t,
                                                     self.settings)

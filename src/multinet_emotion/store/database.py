@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, create_engine, delete, event, func, select, update
+from sqlalchemy import Integer, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..emotions import EMOTIONS, Reading
 from ..errors import MultiNetError
 from .classes import ClassStore
+from .learner_data import LearnerDataStore
 from .outbox import XapiStore
 from .tables import (
     LEARNER_ID,
@@ -35,13 +35,13 @@ from .tables import (
     Learner,
     LearningSession,
     Measured,
-    OutboxRow,
     OutcomeRow,
     RecommendationRow,
     Response,
     hash_token,
     new_id,
 )
+from .writer import Batch, SampleWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,14 @@ def migrations_path() -> Path:
     return Path(str(resources.files("multinet_emotion") / "migrations"))
 
 
-class Store(ClassStore, XapiStore):
+class Store(ClassStore, LearnerDataStore, XapiStore):
     """All database access. Thread-safe: every method opens its own short transaction.
 
-    Classes and join codes: :class:`~.classes.ClassStore`."""
+    Classes and join codes: :class:`~.classes.ClassStore`. Samples given with ``defer``
+    are written behind, ``flush_interval`` seconds at most (:class:`~.writer.SampleWriter`);
+    every read of samples here writes what is queued first."""
 
-    def __init__(self, url: str, echo: bool = False):
+    def __init__(self, url: str, echo: bool = False, flush_interval: float = 0.25):
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -104,6 +106,7 @@ class Store(ClassStore, XapiStore):
                     cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
         self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.writer = SampleWriter(self._write_samples, flush_interval)
 
     @property
     def dialect(self) -> str:
@@ -140,7 +143,13 @@ class Store(ClassStore, XapiStore):
                      else f"upgraded from {before}", after)
 
     def close(self) -> None:
+        """Write the queued samples and let go of the connections."""
+        self.writer.close()
         self.engine.dispose()
+
+    def flush_samples(self) -> int:
+        """Write the samples queued by ``add_samples(defer=True)`` now; their count."""
+        return self.writer.flush()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -202,6 +211,7 @@ class Store(ClassStore, XapiStore):
             return s.get(LearningSession, session_id)
 
     def end_session(self, session_id: str, now: float | None = None) -> LearningSession | None:
+        self.writer.flush()  # the session's learning record sums up its samples
         with self.session() as s:
             row = s.get(LearningSession, session_id)
             if row is not None and row.ended_at is None:
@@ -218,19 +228,31 @@ class Store(ClassStore, XapiStore):
     # --- samples -----------------------------------------------------------------------
 
     def add_samples(self, session_id: str, learner_id: str,
-                    readings: Sequence[Reading]) -> int:
-        """Store readings (the downsampled ones), one row each; their count."""
-        rows = [EmotionSample.from_reading(session_id, learner_id, r) for r in readings]
+                    readings: Sequence[Reading], defer: bool = False) -> int:
+        """Store readings (the downsampled ones), one row each; their count. ``defer``:
+        queue them for the next flush (one transaction for every session's samples)."""
+        if defer:
+            self.writer.queue(session_id, learner_id, readings)
+        elif readings:
+            self._write_samples([Batch(session_id, learner_id, tuple(readings))])
+        return len(readings)
+
+    def _write_samples(self, batches: Sequence[Batch]) -> None:
+        """Insert the batches' rows in one transaction (one multi-row statement)."""
+        rows = [{"session_id": b.session_id, "learner_id": b.learner_id, "t": r.t,
+                 "face": r.face, "confidence": r.confidence, "label": r.stable_label,
+                 **dict(zip(EMOTIONS, r.probs if r.probs is not None else (None,) * len(EMOTIONS)))}
+                for b in batches for r in b.readings]
         with self.session() as s:
-            s.add_all(rows)
-            if rows:
-                self._emit(s, "samples", rows[-1].t, None, learner_id=learner_id,
-                           session_id=session_id, readings=tuple(readings))
-        return len(rows)
+            s.execute(insert(EmotionSample), rows)
+            for b in batches:
+                self._emit(s, "samples", b.readings[-1].t, None, learner_id=b.learner_id,
+                           session_id=b.session_id, readings=b.readings)
 
     def samples(self, *, session_id: str | None = None, learner_id: str | None = None,
                 since: float | None = None, until: float | None = None,
                 limit: int | None = None) -> list[EmotionSample]:
+        self.writer.flush()
         q = select(EmotionSample)
         if session_id is not None:
             q = q.where(EmotionSample.session_id == session_id)
@@ -249,6 +271,7 @@ class Store(ClassStore, XapiStore):
 
     def purge_samples(self, before: float) -> int:
         """Delete samples older than ``before`` (the retention period); returns the count."""
+        self.writer.flush()
         with self.session() as s:
             n = s.execute(delete(EmotionSample).where(EmotionSample.t < before)).rowcount
         if n:
@@ -259,6 +282,7 @@ class Store(ClassStore, XapiStore):
     # --- recommendations, outcomes, feedback --------------------------------------------
 
     def add_recommendation(self, row: RecommendationRow) -> RecommendationRow:
+        self.writer.flush()  # its learning record may read the samples before it
         with self.session() as s:
             s.add(row)
             self._emit(s, "recommended", row.created_at, row)
@@ -283,6 +307,7 @@ class Store(ClassStore, XapiStore):
     def set_status(self, rec_id: str, status: str, now: float,
                    only_if: str | None = "open") -> bool:
         """Change a recommendation's status; False when it was not in state ``only_if``."""
+        self.writer.flush()  # the learning records of answers and outcomes read samples
         q = update(RecommendationRow).where(RecommendationRow.id == rec_id)
         if only_if is not None:
             q = q.where(RecommendationRow.status == only_if)
@@ -299,6 +324,7 @@ class Store(ClassStore, XapiStore):
             row.before, row.after, row.delta = outcome.before, outcome.after, outcome.delta
             row.reward = outcome.reward
             row.samples_before, row.samples_after = outcome.samples_before, outcome.samples_after
+        self.writer.flush()
         try:
             with self.session() as s:
                 if s.scalar(select(OutcomeRow).where(OutcomeRow.recommendation_id == rec_id)):
@@ -368,6 +394,7 @@ class Store(ClassStore, XapiStore):
             return [(a, b) for a, b in s.execute(q.order_by(LearningSession.started_at))]
 
     def class_samples(self, class_id: str, since: float) -> list[EmotionSample]:
+        self.writer.flush()
         q = (select(EmotionSample)
              .join(LearningSession, LearningSession.id == EmotionSample.session_id)
              .where(LearningSession.class_id == class_id, EmotionSample.t >= since)
@@ -380,6 +407,7 @@ class Store(ClassStore, XapiStore):
         """Per time bucket since ``since``: mean probabilities over the face samples of the
         class, the share of samples with a face and how many learners sent samples.
         Aggregated by the database, so a dashboard can poll it often."""
+        self.writer.flush()
         offset = (EmotionSample.t - since) / bucket
         if self.engine.dialect.name == "sqlite":  # t >= since: truncation is floor
             b = func.cast(offset, Integer)
@@ -414,77 +442,9 @@ class Store(ClassStore, XapiStore):
         with self.session() as s:
             return [(r, o, f) for r, o, f in s.execute(q)]
 
-    # --- export and deletion -------------------------------------------------------------
-
-    def export_learner(self, learner_id: str) -> dict[str, Any] | None:
-        """Everything stored about a learner, as JSON-ready data (no token hash)."""
-        with self.session() as s:
-            learner = s.get(Learner, learner_id)
-            if learner is None:
-                return None
-            sessions = s.scalars(select(LearningSession)
-                                 .where(LearningSession.learner_id == learner_id)
-                                 .order_by(LearningSession.started_at)).all()
-            samples = s.scalars(select(EmotionSample)
-                                .where(EmotionSample.learner_id == learner_id)
-                                .order_by(EmotionSample.t, EmotionSample.id)).all()
-            recs = s.scalars(select(RecommendationRow)
-                             .where(RecommendationRow.learner_id == learner_id)
-                             .order_by(RecommendationRow.created_at)).all()
-            rec_ids = [r.id for r in recs]
-            outcomes = s.scalars(select(OutcomeRow)
-                                 .where(OutcomeRow.recommendation_id.in_(rec_ids))).all() \
-                if rec_ids else []
-            feedback = s.scalars(select(FeedbackRow)
-                                 .where(FeedbackRow.learner_id == learner_id)).all()
-            by_session: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for smp in samples:
-                by_session[smp.session_id].append(smp.to_dict())
-            return {
-                "format": "multinet-emotion learner export", "version": 1,
-                "exported_at": time.time(),
-                "learner": {"id": learner.id, "name": learner.name,
-                            "created_at": learner.created_at,
-                            "consent_at": learner.consent_at,
-                            "consent_version": learner.consent_version},
-                "sessions": [{"id": x.id, "class_id": x.class_id, "tags": x.tags,
-                              "level": x.level, "source": x.source,
-                              "started_at": x.started_at, "ended_at": x.ended_at,
-                              "samples": by_session.get(x.id, [])} for x in sessions],
-                "recommendations": [r.to_dict() for r in recs],
-                "outcomes": [o.to_dict() for o in outcomes],
-                "feedback": [f.to_dict() for f in feedback],
-            }
-
-    def delete_learner(self, learner_id: str) -> dict[str, int] | None:
-        """Delete a learner and every row about them; the counts deleted, None if unknown."""
-        with self.session() as s:
-            if s.get(Learner, learner_id) is None:
-                return None
-            rec_ids = select(RecommendationRow.id).where(
-                RecommendationRow.learner_id == learner_id)
-            counts = {
-                "feedback": s.execute(delete(FeedbackRow).where(
-                    FeedbackRow.recommendation_id.in_(rec_ids)
-                    | (FeedbackRow.learner_id == learner_id))).rowcount,
-                "outcomes": s.execute(delete(OutcomeRow).where(
-                    OutcomeRow.recommendation_id.in_(rec_ids))).rowcount,
-                "recommendations": s.execute(delete(RecommendationRow).where(
-                    RecommendationRow.learner_id == learner_id)).rowcount,
-                "samples": s.execute(delete(EmotionSample).where(
-                    EmotionSample.learner_id == learner_id)).rowcount,
-                "sessions": s.execute(delete(LearningSession).where(
-                    LearningSession.learner_id == learner_id)).rowcount,
-                "statements": s.execute(delete(OutboxRow).where(  # xAPI, sent or not
-                    OutboxRow.learner_id == learner_id)).rowcount,
-                "learners": s.execute(delete(Learner).where(
-                    Learner.id == learner_id)).rowcount,
-            }
-        log.info("deleted learner data: %s", counts)
-        return counts
-
     def counts(self) -> dict[str, int]:
         """Rows per table (for tests and the health endpoint)."""
+        self.writer.flush()
         with self.session() as s:
             return {m.__tablename__: s.scalar(select(func.count()).select_from(m)) or 0
                     for m in (Learner, LearningSession, EmotionSample, RecommendationRow,

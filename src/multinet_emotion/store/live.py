@@ -42,7 +42,6 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -89,6 +88,16 @@ def _key32(value: str) -> int:
                           signed=True)
 
 
+#: The statements of :meth:`SharedLive.hold` and :meth:`Held.save`, run once per sample.
+_LOCK = "SELECT pg_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+_READ = "SELECT version, state FROM live_states WHERE session_id = %s"
+_SAVE = ("INSERT INTO live_states (session_id, version, state, last_seen, updated_at) "
+         "VALUES (%s, %s, %s::json, %s, %s) ON CONFLICT (session_id) DO UPDATE SET "
+         "version = excluded.version, state = excluded.state, "
+         "last_seen = excluded.last_seen, updated_at = excluded.updated_at")
+
+
 @dataclass
 class Held:
     """A session's live state, read while holding its lock (``version`` None: no row)."""
@@ -101,12 +110,9 @@ class Held:
     def save(self, state: dict[str, Any], last_seen: float, now: float) -> int:
         """Store a new state (one version up) and return its version."""
         version = (self.version or 0) + 1
-        values = {"session_id": self.session_id, "version": version, "state": state,
-                  "last_seen": last_seen, "updated_at": now}
-        q = pg_insert(LiveStateRow).values(**values)
-        self.conn.execute(q.on_conflict_do_update(
-            index_elements=[LiveStateRow.session_id],
-            set_={k: q.excluded[k] for k in ("version", "state", "last_seen", "updated_at")}))
+        # plain SQL (this runs once per sample): no statement to build and compile
+        self.conn.exec_driver_sql(_SAVE, (self.session_id, version, json.dumps(state),
+                                          last_seen, now))
         self.version, self.state = version, state
         return version
 
@@ -134,17 +140,15 @@ class SharedLive:
         """Hold the session's lock (waiting for another process that holds it) and read its
         live state; the lock is let go on leaving, whatever happens."""
         with self._locks.connect() as conn:
-            key = _key32(session_id)
-            conn.execute(text("SELECT pg_advisory_lock(:a, :b)"), {"a": LOCK_SESSION, "b": key})
+            key = (LOCK_SESSION, _key32(session_id))
+            conn.exec_driver_sql(_LOCK, key)
             try:
-                row = conn.execute(select(LiveStateRow.version, LiveStateRow.state).where(
-                    LiveStateRow.session_id == session_id)).first()
+                row = conn.exec_driver_sql(_READ, (session_id,)).first()
                 yield Held(session_id, None if row is None else row[0],
                            None if row is None else row[1], conn)
             finally:
                 try:
-                    conn.execute(text("SELECT pg_advisory_unlock(:a, :b)"),
-                                 {"a": LOCK_SESSION, "b": key})
+                    conn.exec_driver_sql(_UNLOCK, key)
                 except Exception:  # noqa: BLE001 - a broken connection lets go of it anyway
                     conn.invalidate()
 

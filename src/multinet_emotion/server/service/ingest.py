@@ -348,7 +348,13 @@ class IngestService:
                         ) -> RecommendationRow | None:
         if not stored:
             return None
-        self.store.add_samples(live.id, live.learner_id, stored)
+        # one process (SQLite): written behind, in one transaction per flush interval for
+        # every learner (this process's reads write what is queued first); several
+        # (PostgreSQL): at once, because other processes read them from the database; and at
+        # once when learning records are kept (an LRS): a record sums up its minute's samples
+        # as they are written, in order with the learner's other choices (sharing)
+        defer = self.shared is None and not self.store.recorders
+        self.store.add_samples(live.id, live.learner_id, stored, defer=defer)
         for r in stored:
             live.append(r)
         return self._tick(live, live.timeline[-1].t)

@@ -176,8 +176,35 @@ const BrowserAnalysis = (() => {
     }
   }
 
-  /* Load everything (scripts, cascade, model) for the settings of GET /api/analysis. */
-  async function load(cfg) {
+  /* WebAssembly threads for onnxruntime-web (its intra-op thread pool). They need
+     SharedArrayBuffer, which a page has only when cross-origin isolated: /learn is served
+     with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy:
+     require-corp when the server offers in-browser analysis (server/browser.py). Inside an
+     LTI platform's frame the page is not isolated (its parent is not) and runs one thread.
+     DEFAULT_THREADS 2: on the quiet 2-core machine bench/browser.py measured 130 ms a face
+     with 2 threads against 159 ms with 1 (x0.82), the same probabilities (difference 0).
+     At most MAX_THREADS, and never more than the cores. */
+  const DEFAULT_THREADS = 2;
+  const MAX_THREADS = 4;
+  function threadCount(requested) {
+    if (!self.crossOriginIsolated || typeof SharedArrayBuffer === "undefined") return 1;
+    const cores = navigator.hardwareConcurrency || 1;
+    return Math.max(1, Math.min(requested ?? DEFAULT_THREADS, cores, MAX_THREADS));
+  }
+
+  /* Session options. graphOptimizationLevel "all" is the Python runtime's default, so the
+     same fused int8 kernels run in both (the probabilities stay equal). Measured and left
+     out (bench/browser.py --variant): the CPU memory arena and memory pattern (off in
+     onnxruntime-web unless asked; no gain), and executionMode "parallel" (the WebAssembly
+     build has one inter-op thread, onnxruntime/wasm/api.cc: it cannot run the model's
+     two flip passes side by side). */
+  const SESSION_OPTIONS = {executionProviders: ["wasm"], graphOptimizationLevel: "all",
+                           executionMode: "sequential"};
+
+  /* Load everything (scripts, cascade, model) for the settings of GET /api/analysis.
+     ``options`` (measurements only, bench/browser.py): ``threads`` (at most; 1 = none) and
+     ``session`` (onnxruntime-web session options replacing SESSION_OPTIONS' own). */
+  async function load(cfg, options = {}) {
     if (typeof WebAssembly !== "object") throw new Error("this browser cannot run WebAssembly");
     const t0 = performance.now();
     const model = fetchBytes(cfg.model);  // the largest download first, in parallel
@@ -193,16 +220,19 @@ const BrowserAnalysis = (() => {
     const cascade = new cv.CascadeClassifier();
     if (!cascade.load(name)) throw new Error("opencv.js could not read the Haar cascade");
     const ort = window.ort;
-    ort.env.wasm.numThreads = 1;  // no workers, no SharedArrayBuffer: a plain page runs it
+    ort.env.wasm.numThreads = threadCount(options.threads);
     ort.env.wasm.proxy = false;
     ort.env.wasm.wasmPaths = {mjs: new URL(cfg.ort_mjs, location.href).href,
                               wasm: new URL(cfg.ort_wasm, location.href).href};
     const bytes = await model;
     const t1 = performance.now();
-    const session = await ort.InferenceSession.create(bytes, {executionProviders: ["wasm"],
-                                                              graphOptimizationLevel: "all"});
+    const session = await ort.InferenceSession.create(
+      bytes, Object.assign({}, SESSION_OPTIONS, options.session || {}));
     const analyser = new Analyser(cfg, cv, ort, session, cascade,
                                   {download_ms: t1 - t0, startup_ms: performance.now() - t0});
+    // what runs: onnxruntime-web falls back to one thread where workers cannot start
+    analyser.runtime = {threads: ort.env.wasm.numThreads, isolated: !!self.crossOriginIsolated,
+                        cores: navigator.hardwareConcurrency || null};
     // the first run sets up the kernels: do it now, not on the learner's first picture
     await analyser.classify(new Float32Array(cfg.input_size * cfg.input_size), 1);
     analyser.timings.ready_ms = performance.now() - t0;
