@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_web import CHROMIUM, FLAGS, _face_image, _free_port, capture_ws, check_ws, class_code, write_y4m
+from test_web import capture_ws, check_ws, class_code, launch_chromium, running
 
 from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.errors import MultiNetError
@@ -51,39 +51,17 @@ needs_model = pytest.mark.skipif(not default_model_path().is_file(), reason="no 
 
 @contextmanager
 def serving(tmp: Path, **settings: object) -> Iterator[dict]:
-    import uvicorn
     app = create_app(Settings(database_url=f"sqlite:///{tmp / 'b.db'}",
                               instructor_token=INSTRUCTOR, signup_rate=0, session_rate=0,
                               **settings),  # type: ignore[arg-type]
                      rng=random.Random(0))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the test server did not start"
-    try:
-        yield {"url": f"http://127.0.0.1:{port}", "app": app}
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        app.state.service.store.close()
+    with running(app) as url:
+        yield {"url": url, "app": app}
 
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):  # noqa: ANN001
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    face, _ = _face_image()
-    clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
-    with sync_api.sync_playwright() as p:
-        chrome = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                   args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"])
-        yield chrome
-        chrome.close()
+    yield from launch_chromium(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import random
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
 from ltisim import DL, INSTRUCTOR, LTI, Simulator
-from test_web import CHROMIUM, FLAGS, _face_image, _free_port, shot, write_y4m
+from test_web import _free_port, launch_chromium, running, shot
 
 from multinet_emotion.server import Settings, create_app
 from multinet_emotion.server.analysis import detector_factory
@@ -57,7 +55,6 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def tool(tmp_path_factory, brightness_onnx_model) -> Iterator[dict]:  # noqa: ANN001
-    import uvicorn
     tmp = tmp_path_factory.mktemp("lti-web")
     cert, key = self_signed(tmp)
     port = _free_port()
@@ -70,35 +67,14 @@ def tool(tmp_path_factory, brightness_onnx_model) -> Iterator[dict]:  # noqa: AN
                             instructor_token="lti-web-instructor-token", frame_width=640)
         app = create_app(settings, analyzer_factory=factory, rng=random.Random(0))
         app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                            log_level="warning", ssl_certfile=str(cert),
-                                            ssl_keyfile=str(key)))
-        thread = threading.Thread(target=srv.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 60
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.started, "the test server did not start"
-        yield {"app": app, "sim": sim, "url": sim.tool_url}
-        srv.should_exit = True
-        thread.join(timeout=10)
+        with running(app, port, ssl_certfile=str(cert), ssl_keyfile=str(key)):
+            yield {"app": app, "sim": sim, "url": sim.tool_url}
     sim.close()
-    app.state.service.store.close()
 
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory) -> Iterator:  # noqa: ANN001
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    face, _source = _face_image()
-    clip = write_y4m(tmp_path_factory.mktemp("lti-camera") / "face.y4m", face)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=FLAGS + ["--ignore-certificate-errors",
-                                                  f"--use-file-for-fake-video-capture={clip}"])
-        yield browser
-        browser.close()
+    yield from launch_chromium(tmp_path_factory, "--ignore-certificate-errors")
 
 
 @pytest.fixture

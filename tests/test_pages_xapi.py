@@ -11,10 +11,6 @@ was). Browser fixtures of test_web."""
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -43,24 +39,7 @@ pytestmark = [pytest.mark.slow]
 chromium, browser = web.chromium, web.browser
 
 
-@contextmanager
-def serve(app) -> Iterator[str]:  # noqa: ANN001
-    """The app on a loopback port, with its lifespan (so the xAPI sender runs)."""
-    import uvicorn
-    port = web._free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the test server did not start"
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        app.state.service.store.close()
+serve = web.running  # the app on a loopback port, with its lifespan (the xAPI sender runs)
 
 
 def text_of(element_id: str) -> str:

@@ -13,6 +13,8 @@ import random
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -91,9 +93,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def running(app, port: int | None = None, **config) -> Iterator[str]:  # noqa: ANN001
+    """``app`` served on a loopback port by uvicorn in a thread, with its lifespan (the xAPI
+    sender, the sample writer's flush); yields its base URL. ``config``: more uvicorn
+    settings (ssl_certfile, ssl_keyfile). Leaving stops it and closes its store."""
+    import uvicorn
+    port = port or _free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        **config))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.started, "the test server did not start"
+        yield f"{'https' if 'ssl_certfile' in config else 'http'}://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+        app.state.service.store.close()
+
+
+def launch_chromium(tmp_path_factory, *args: str) -> Iterator:  # noqa: ANN001
+    """Debian's Chromium, headless, its fake camera showing a FER2013 face (skips the test
+    when Chromium or Playwright is missing). ``args``: more command-line flags."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    face, _source = _face_image()
+    clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
+    with sync_api.sync_playwright() as p:  # a fresh temporary profile for each launch
+        chrome = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                   args=[*FLAGS, *args,
+                                         f"--use-file-for-fake-video-capture={clip}"])
+        yield chrome
+        chrome.close()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, brightness_onnx_model):  # noqa: ANN001
-    import uvicorn
     tmp = tmp_path_factory.mktemp("web")
     (tmp / "policy.yaml").write_text(POLICY)
     (tmp / "catalog.yaml").write_text(CATALOG)
@@ -104,32 +144,13 @@ def server(tmp_path_factory, brightness_onnx_model):  # noqa: ANN001
                         frame_width=640,  # full frames, as the Haar check in conftest
                         signup_rate=0, session_rate=0)  # many sign-ups from one address
     app = create_app(settings, analyzer_factory=factory, rng=random.Random(0))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started, "the test server did not start"
-    yield {"url": f"http://127.0.0.1:{port}", "app": app, "tmp": tmp}
-    srv.should_exit = True
-    thread.join(timeout=10)
-    app.state.service.store.close()
+    with running(app) as url:
+        yield {"url": url, "app": app, "tmp": tmp}
 
 
 @pytest.fixture(scope="module")
 def chromium(tmp_path_factory):  # noqa: ANN001
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    face, source = _face_image()
-    clip = write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", face)
-    with sync_api.sync_playwright() as p:  # a fresh temporary profile for each launch
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=FLAGS + [f"--use-file-for-fake-video-capture={clip}"])
-        yield browser
-        browser.close()
+    yield from launch_chromium(tmp_path_factory)
 
 
 @pytest.fixture
@@ -294,20 +315,12 @@ def test_learning_without_a_camera(server, browser) -> None:
 
 def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> None:  # noqa: ANN001
     """A server without a model still starts; the page says so and sends no pictures."""
-    import uvicorn
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'none.db'}",
                               instructor_token=INSTRUCTOR, analysis="off"))
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 60
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with running(app) as url:
         page = browser.new_page()
         sent, received = capture_ws(page)
-        page.goto(f"http://127.0.0.1:{port}/learn")
+        page.goto(f"{url}/learn")
         page.evaluate("localStorage.clear()")
         page.reload()
         page.fill("#name", "Offline Model")
@@ -325,11 +338,6 @@ def test_learner_page_says_when_analysis_is_unavailable(browser, tmp_path) -> No
         assert page.evaluate("state.stream") is None  # the camera was never opened
         assert page.locator("#camera-toggle").inner_text() == "Turn camera on"
         shot(page, "learner-analysis-unavailable")
-        assert check_ws(page, f"http://127.0.0.1:{port}", sent, received) == ({"hello"},
-                                                                              {"ready"})
+        assert check_ws(page, url, sent, received) == ({"hello"}, {"ready"})
         assert json.loads(received[0])["analysis"] is False
         page.close()
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=10)
-        app.state.service.store.close()
