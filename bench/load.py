@@ -350,11 +350,12 @@ def main() -> int:
         pg = (args.database or "").startswith("postgresql") and postgres_cpu_seconds() \
             is not None
         print(f"server CPU: ms per {item} answered while streaming (sign-ups and connections "
-              "apart: 'setup s')" + ("; 'db ms' is this machine's PostgreSQL, per " + item
+              f"apart: 'setup s'); 'client ms': the simulated learners' own CPU per {item} "
+              "sent, on the same cores" + ("; 'db ms' is this machine's PostgreSQL, per " + item
                                      if pg else ""), flush=True)
         header = (f"{'learners':>8} {'offered/s':>9} {'served/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
                   f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}"
-                  f" {'CPU ms/' + item:>14} {'setup s':>7}" + (f" {'db ms':>6}" if pg else ""))
+                  f" {'CPU ms/' + item:>14} {'setup s':>7} {'client ms':>10}" + (f" {'db ms':>6}" if pg else ""))
         print(header, flush=True)
         saturated = None
         for n in levels:
@@ -364,12 +365,16 @@ def main() -> int:
 
             def mark(marks: dict = marks, pid: int | None = pid) -> None:
                 marks["cpu_mid"] = cpu_seconds(pid)
+                marks["client_mid"] = time.process_time()
                 marks["db_mid"] = postgres_cpu_seconds() if pg else None
 
             r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds, args.mode,
                                       mark))
             cpu0, cpu_mid = marks["cpu0"], marks.get("cpu_mid", marks["cpu0"])
             cpu1 = cpu_seconds(pid)
+            client = time.process_time() - marks.get("client_mid", time.process_time())
+            # the simulated learners share the cores with the server: their own CPU
+            r["client_cpu_ms_per_frame"] = round(client * 1000 / max(r["frames_sent"], 1), 2)
             answered = max(r["results"], 1)
             # CPU time per answered frame or sample while streaming: a capacity estimate
             # that does not depend on what else the machine is running
@@ -388,6 +393,7 @@ def main() -> int:
                   f" {r['errors']:>6} {r['frames_with_face']:>6}"
                   f" {cpu if cpu is not None else nan:>14.2f}"
                   f" {setup if setup is not None else nan:>7.1f}"
+                  f" {r['client_cpu_ms_per_frame']:>10.2f}"
                   + (f" {r['db_cpu_ms_per_frame'] or nan:>6.2f}" if pg else ""), flush=True)
             for f in r["failed_learners"][:3]:
                 print(f"   failed learner: {f}")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from multinet_emotion import classifier
-from multinet_emotion.classifier import ClassifierConfig, EmotionClassifier, load_model
+from multinet_emotion.classifier import (BatchingClassifier, ClassifierConfig, EmotionClassifier,
+                                         load_model)
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import DEFAULT_CROP_SCALE
@@ -45,6 +46,59 @@ def test_batches_are_split_at_max_batch(brightness_onnx_model):
     split = load_model(brightness_onnx_model, ClassifierConfig(max_batch=2)).predict(crops)
     np.testing.assert_allclose(whole, split, atol=1e-6)
     assert load_model(brightness_onnx_model).predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 6)
+
+
+class _SlowCounting:
+    """An EmotionClassifier stand-in that records each batch and takes a while, so that
+    callers arriving meanwhile queue up."""
+
+    def __init__(self, model, delay=0.05, fail_on=None):
+        self.model, self.delay, self.fail_on, self.sizes = model, delay, fail_on, []
+        self.info, self.path = model.info, model.path
+        self.input_size, self.crop_scale = model.input_size, model.crop_scale
+
+    def predict(self, crops):
+        import time
+        self.sizes.append(len(crops))
+        time.sleep(self.delay)
+        if self.fail_on is not None and (np.asarray(crops) == self.fail_on).any():
+            raise RuntimeError("the model failed")
+        return self.model.predict(crops)
+
+
+def test_concurrent_calls_run_as_batches_and_each_gets_its_own_rows(brightness_onnx_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load_model(brightness_onnx_model)
+    slow = _SlowCounting(model)
+    shared = BatchingClassifier(slow, max_faces=8)
+    calls = [_crops(*range(10 + i, 10 + i + 1 + i % 3)) for i in range(24)]  # 1 to 3 faces
+    with ThreadPoolExecutor(12) as pool:
+        got = list(pool.map(shared.predict, calls))
+    for crops, probs in zip(calls, got):  # the same rows as on its own, in its order
+        np.testing.assert_allclose(probs, model.predict(crops), atol=1e-6)
+    total = sum(len(c) for c in calls)
+    assert sum(slow.sizes) == total == shared.faces and shared.batches == len(slow.sizes)
+    assert len(slow.sizes) < len(calls) and max(slow.sizes) <= 8  # batched, never over
+    # a lone call runs at once, alone
+    assert shared.predict(_crops(200)).shape == (1, 6) and slow.sizes[-1] == 1
+    assert (shared.input_size, shared.crop_scale, shared.path) == \
+        (model.input_size, model.crop_scale, model.path)
+
+
+def test_a_failing_batch_fails_its_callers_only(brightness_onnx_model):
+    from concurrent.futures import ThreadPoolExecutor
+
+    slow = _SlowCounting(load_model(brightness_onnx_model), fail_on=77)
+    shared = BatchingClassifier(slow, max_faces=1)  # one call a batch: the error stays put
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(shared.predict, _crops(v)) for v in (10, 77, 20, 30, 40, 50)]
+    assert isinstance(futures[1].exception(), RuntimeError)
+    assert all(f.exception() is None for i, f in enumerate(futures) if i != 1)
+    assert shared.predict(_crops(60)).shape == (1, 6)  # the runner was handed on
+    with pytest.raises(MultiNetError, match="must be"):  # a bad shape is worded, not batched
+        shared.predict(np.zeros((2, 10, 10), np.uint8))
+    assert shared.predict(np.zeros((0, 48, 48), np.uint8)).shape == (0, 6)
 
 
 def test_wrong_crop_shape_is_refused(brightness_onnx_model):

@@ -35,7 +35,7 @@ GROUPS = {
     "source": None, "model": None,
     "out": "outputs", "jsonl": "outputs", "csv": "outputs", "video_out": "outputs",
     "video_fps": "outputs", "summary": "outputs", "plot": "outputs", "show": "outputs",
-    "kind": "faces", "model_path": "faces", "detect_width": "faces", "detect_every": "faces",
+    "kind": "faces", "model_path": "faces", "detect_width": "faces", "detect_every": "faces", "search_every": "faces",
     "min_face": "faces", "crop_scale": "faces",
     "smoothing": "tracking and smoothing", "alpha": "tracking and smoothing",
     "window": "tracking and smoothing", "max_missed": "tracking and smoothing",

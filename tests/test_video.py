@@ -61,6 +61,26 @@ def test_detector_finds_tracks_and_classifies_the_known_faces(face_clip, brightn
     assert len(ids["A"]) == 1 and len(ids["B"]) == 1 and ids["A"] != ids["B"]
 
 
+def test_search_every_scans_an_empty_scene_every_nth_frame(drawn_face_clip,
+                                                          brightness_onnx_model):
+    calls = []
+    haar = make_detector()
+
+    class Counting:
+        def detect(self, frame):
+            calls.append(1)
+            return haar.detect(frame)
+
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(search_every=3, detect_every=30),
+                               detector=Counting())
+    empty = np.full_like(drawn_face_clip.render(20), 128)
+    assert [detector.process(empty, t=i / 25) for i in range(7)] == [[]] * 7
+    assert len(calls) == 3  # frames 0, 3, 6
+    # a face coming into view is found at the next scan, then followed on every frame
+    found = [detector.process(drawn_face_clip.render(26 + i), t=(7 + i) / 25) for i in range(5)]
+    assert [len(f) for f in found] == [0, 0, 2, 2, 2] and len(calls) == 4
+
+
 def test_detect_every_n_frames_carries_boxes_between(drawn_face_clip, brightness_onnx_model):
     calls = []
     haar = make_detector()

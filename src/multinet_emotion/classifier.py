@@ -261,3 +261,116 @@ def load_model(path: Path | str | None = None,
             raise MultiNetError(f"no default model is installed (expected {path}); pass "
                                 "--model PATH (or load_model(PATH)) to an exported .onnx model")
     return EmotionClassifier(path, config)
+
+
+class _Job:
+    __slots__ = ("crops", "probs", "error", "done")
+
+    def __init__(self, crops: np.ndarray) -> None:
+        self.crops, self.probs, self.error, self.done = crops, None, None, False
+
+
+class BatchingClassifier:
+    """One classifier shared by many threads, whose concurrent calls run as one batch.
+
+    A server analyses many learners' frames at once, one thread each. Called one face at a
+    time the model wastes most of its work; in one batch it does more faces per second
+    (``python bench/batching.py``). Here the first caller with nothing running becomes the
+    runner: it takes every waiting caller's faces (up to ``max_faces``), runs them as one
+    batch, hands each caller its rows, and repeats until its own faces are done; then a
+    waiting caller takes over. Nobody waits for a batch to fill: a lone caller runs alone at
+    once, and batches form only while the model is busy, that is under load. An error of
+    the model reaches every caller of that batch.
+
+    It stands in for an :class:`EmotionClassifier` (``predict``, ``input_size``,
+    ``crop_scale``, ``info``, ``path``); ``batches`` and ``faces`` count what ran.
+    """
+
+    def __init__(self, classifier: EmotionClassifier, max_faces: int = 32) -> None:
+        import threading
+
+        if max_faces < 1:
+            raise ValueError("max_faces must be at least 1")
+        self.classifier, self.max_faces = classifier, max_faces
+        self._cond = threading.Condition()
+        self._queue: list[_Job] = []
+        self._running = False
+        self.batches = 0
+        self.faces = 0
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.classifier.info
+
+    @property
+    def path(self) -> Path:
+        return self.classifier.path
+
+    @property
+    def input_size(self) -> int:
+        return self.classifier.input_size
+
+    @property
+    def crop_scale(self) -> float:
+        return self.classifier.crop_scale
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """As :meth:`EmotionClassifier.predict`, batched with the other threads' calls."""
+        crops = np.asarray(crops)
+        size = self.input_size
+        if crops.ndim == 2:
+            crops = crops[None]
+        if crops.ndim == 4 and crops.shape[1] == 1:
+            crops = crops[:, 0]
+        if crops.ndim != 3 or crops.shape[1:] != (size, size):
+            # the wrapped classifier words the error (never batched with others' faces)
+            return self.classifier.predict(crops)
+        if len(crops) == 0:
+            return np.zeros((0, len(EMOTIONS)), np.float32)
+        job = _Job(crops)
+        with self._cond:
+            self._queue.append(job)
+            while self._running and not job.done:
+                self._cond.wait()
+            runner = not job.done
+            if runner:
+                self._running = True  # nobody is running: this thread runs
+        if runner:
+            try:
+                while not job.done:
+                    self._run_one_batch()
+            finally:  # hand over: a waiting caller becomes the runner
+                with self._cond:
+                    self._running = False
+                    self._cond.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job.probs
+
+    def _run_one_batch(self) -> None:
+        """Run the waiting jobs, oldest first, up to max_faces (at least one job)."""
+        with self._cond:
+            batch, count = [], 0
+            while self._queue and (not batch or count + len(self._queue[0].crops)
+                                   <= self.max_faces):
+                job = self._queue.pop(0)
+                batch.append(job)
+                count += len(job.crops)
+        try:
+            x = batch[0].crops if len(batch) == 1 else np.concatenate(
+                [j.crops.astype(np.float32, copy=False) for j in batch])
+            probs, error = self.classifier.predict(x), None
+        except Exception as e:  # noqa: BLE001 - handed to every caller of this batch
+            probs, error = None, e
+        with self._cond:
+            start = 0
+            for j in batch:
+                if error is None:
+                    j.probs = probs[start:start + len(j.crops)]
+                    start += len(j.crops)
+                else:
+                    j.error = error
+                j.done = True
+            self.batches += 1
+            self.faces += count
+            self._cond.notify_all()

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import options
-from .classifier import ClassifierConfig, EmotionClassifier, load_model
+from .classifier import BatchingClassifier, ClassifierConfig, EmotionClassifier, load_model
 from .emotions import Reading
 from .faces import CROP_SCALE_RANGE, DetectorConfig, FaceDetector, crop_faces, make_detector
 from .options import setting
@@ -35,6 +35,10 @@ class PipelineConfig:
                                 help="scan the whole frame for faces every N frames; in between, "
                                      "known faces are searched for only around their last box "
                                      "(1 = full every frame)")
+    search_every: int = setting(1, min=1, unit="frames",
+                                help="while nobody is in view, scan the whole frame every N "
+                                     "frames (1 = every frame); the frames in between report "
+                                     "nobody, as the last scan did")
     refresh_hz: float = setting(0.0, min=0, unit="per second",
                                 help="re-read each face's emotion at most this often (0 = every "
                                      "frame)")
@@ -89,7 +93,7 @@ class EmotionDetector:
                  config: PipelineConfig | None = None,
                  detector: FaceDetector | None = None) -> None:
         self.config = (config or PipelineConfig()).validate()
-        if isinstance(model, EmotionClassifier):
+        if isinstance(model, (EmotionClassifier, BatchingClassifier)):
             self.classifier = model
         else:
             self.classifier = load_model(model, self.config.classifier)
@@ -97,6 +101,7 @@ class EmotionDetector:
         self.tracker = Tracker(self.config.tracker)
         self.crop_scale = self.config.crop_scale or self.classifier.crop_scale
         self.frames = 0
+        self._since_search = self.config.search_every  # frames since the last scan
         self._t0 = time.monotonic()
         self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0,
                         "full_detections": 0}
@@ -108,6 +113,9 @@ class EmotionDetector:
         visible = self.tracker.visible()
         full = self.frames % self.config.detect_every == 0 or not visible
         self.frames += 1
+        if not visible and self._since_search + 1 < self.config.search_every:
+            self._since_search += 1  # nobody at the last scan: this frame is not scanned
+            return []
         start = time.perf_counter()
         tracks: list[Track] | None = None
         if not full:  # between full detections: follow the known faces only
@@ -123,6 +131,7 @@ class EmotionDetector:
             tracks = self.tracker.update(self.face_detector.detect(frame), t)
             self.tracker.pop_ended()  # nothing here needs ended tracks: do not keep them
             self.timings["full_detections"] += 1
+            self._since_search = 0
         self.timings["detect"] += time.perf_counter() - start
         due = [tr for tr in tracks if tr.due(t, self.config.refresh_hz)]
         if due:
@@ -142,3 +151,4 @@ class EmotionDetector:
         """End every track (ids keep counting up)."""
         self.tracker.end_all()
         self.tracker.pop_ended()
+        self._since_search = self.config.search_every  # the next frame is scanned

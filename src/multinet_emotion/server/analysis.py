@@ -107,23 +107,31 @@ class DetectorAnalyzer:
 
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
-                     min_dwell: float | None = None, hysteresis: float | None = None
+                     min_dwell: float | None = None, hysteresis: float | None = None,
+                     search_every: int | None = None
                      ) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
-    ``detect_every``, ``min_dwell`` and ``hysteresis`` (the stable label's dwell time and
-    margin): None = the runtime's defaults (``PipelineConfig``, ``TrackerConfig``).
+    ``detect_every`` and ``search_every`` (how often the whole frame is scanned while a face
+    is followed, and while nobody is in view), ``min_dwell`` and ``hysteresis`` (the stable
+    label's dwell time and margin): None = the runtime's defaults (``PipelineConfig``,
+    ``TrackerConfig``). Every connection's analyzer shares one model, through a
+    :class:`~multinet_emotion.classifier.BatchingClassifier`: the faces of frames analysed
+    at the same time go through the model as one batch.
 
     Never raises: when the detector or the model is missing, the service runs without
     server-side analysis and the learner page says so.
     """
     try:
-        from ..classifier import load_model
+        from ..classifier import BatchingClassifier, load_model
         from ..detect import EmotionDetector, PipelineConfig
     except ImportError:
         return None, "the emotion detector is not installed in this version"
     try:
-        classifier = load_model(model)
+        # one ONNX Runtime thread: the server's concurrency is its frames, and a batch on
+        # one core leaves the other to face detection (bench/load.py: more learners served
+        # than with 2 threads)
+        classifier = BatchingClassifier(load_model(model))
     except MultiNetError as e:
         return None, f"no emotion model: {e}"
     except Exception as e:  # noqa: BLE001 - a broken model must not stop the server
@@ -132,11 +140,15 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
 
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
         # Face detection dominates the cost of a frame; between full scans the detector
-        # follows the known faces (detect_every: None = the runtime's default).
-        config = PipelineConfig() if detect_every is None \
-            else PipelineConfig(detect_every=detect_every)
+        # follows the known faces, and with nobody in view it scans every search_every-th
+        # frame (None = the runtime's defaults).
+        config = PipelineConfig()
+        if detect_every is not None:
+            config.detect_every = detect_every
+        if search_every is not None:
+            config.search_every = search_every
         config.tracker = stable_label_config(min_dwell, hysteresis)
-        return DetectorAnalyzer(EmotionDetector(classifier, config))
+        return DetectorAnalyzer(EmotionDetector(classifier, config.validate()))
 
     try:
         make()

@@ -168,7 +168,8 @@ def create_app(settings: Settings | None = None, *,
             factory, note = None, "pictures are analysed in the learner's browser only"
         else:
             factory, note = detector_factory(settings.model, settings.detect_every,
-                                             settings.min_dwell, settings.hysteresis)
+                                             settings.min_dwell, settings.hysteresis,
+                                             settings.search_every)
     else:
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"

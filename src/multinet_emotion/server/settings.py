@@ -81,15 +81,21 @@ class Settings:
                                     help="delete emotion samples older than this many days")
     open_registration: bool = setting(True, env=True,
                                       help="learners may sign up themselves (else: by token)")
-    analysis_workers: int = setting(2, env=True, min=1, max=64,
-                                    help="frames analysed at once (CPU cores)")
+    analysis_workers: int = setting(
+        16, env=True, min=1, max=64,
+        help="frames analysed at once; their faces go through the model together, in one "
+             "batch (bench/load.py: 16 served the most learners on 2 cores)")
     workers: int = setting(
         1, env=True, min=1, max=64,
         help="worker processes serving the app (more than 1 needs PostgreSQL, through which "
              "they share the live view of sessions; with SQLite one process owns it)")
-    detect_every: int | None = setting(None, env=True, min=1, max=30, unit="frames",
-                                       help="full face scan every Nth frame (default: the "
-                                            "runtime's)")
+    detect_every: int = setting(10, env=True, min=1, max=30, unit="frames",
+                                help="while a face is followed, scan the whole frame every Nth "
+                                     "frame (learner pages send 2 a second: 10 = every 5 s)")
+    search_every: int = setting(2, env=True, min=1, max=30, unit="frames",
+                                help="while nobody is in view, scan the whole frame every Nth "
+                                     "frame (2 = a face that comes into view is found within "
+                                     "1 s at 2 frames a second)")
     min_dwell: float | None = setting(
         None, env=True, min=0, max=MAX_MIN_DWELL, unit="seconds",
         help="seconds a new emotion must stay on top before the label shown to learners and "
