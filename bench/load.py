@@ -355,7 +355,8 @@ def main() -> int:
                                      if pg else ""), flush=True)
         header = (f"{'learners':>8} {'offered/s':>9} {'served/s':>8} {'p50 ms':>7} {'p95 ms':>7}"
                   f" {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'errors':>6} {'faces':>6}"
-                  f" {'CPU ms/' + item:>14} {'setup s':>7} {'client ms':>10}" + (f" {'db ms':>6}" if pg else ""))
+                  f" {'CPU ms/' + item:>14} {'setup s':>7} {'client ms':>10}"
+                  + (f" {'db ms':>6}" if pg else ""))
         print(header, flush=True)
         saturated = None
         for n in levels:

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from multinet_emotion import classifier
-from multinet_emotion.classifier import (BatchingClassifier, ClassifierConfig, EmotionClassifier,
-                                         load_model)
+from multinet_emotion.classifier import BatchingClassifier, ClassifierConfig, EmotionClassifier, load_model
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import DEFAULT_CROP_SCALE
