@@ -358,7 +358,11 @@ def _serve(args: argparse.Namespace) -> int:
                                 " pass another --port or stop what uses it") from None
     import uvicorn
     common = {"host": settings.host, "port": settings.port, "access_log": args.access_log,
-              "log_level": "info", "ws_max_size": max(4 * settings.max_frame_bytes, 1 << 20)}
+              "log_level": "info", "ws_max_size": max(4 * settings.max_frame_bytes, 1 << 20),
+              # no per-message compression: frames are JPEG (they do not shrink) and replies
+              # a few hundred bytes; deflating every message cost the event loop about a
+              # quarter of its time at 40 learners (py-spy on bench/load.py)
+              "ws_per_message_deflate": False}
     if settings.workers == 1:
         uvicorn.run(app, workers=1, **common)
         return 0
