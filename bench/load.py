@@ -56,13 +56,16 @@ SAMPLE = {"type": "sample", "face": True, "confidence": 0.8,
                     "neutral": 0.7}}
 
 
-def make_frames(n: int = 40, width: int = 320, height: int = 240
+def make_frames(n: int = 40, width: int = 320, height: int = 240, faces_from: str = "fer"
                 ) -> tuple[list[list[bytes]], str]:
     """Per face, JPEG frames of it on a background, like the learner page's downscaled
-    frames; each simulated learner streams one face (one person)."""
+    frames; each simulated learner streams one face (one person). ``faces_from`` "fer":
+    FER2013 test faces (48x48, enlarged: the face detector misses about 4 in 10 of them,
+    so those learners look like nobody is in view); "drawn": one drawn face it always
+    finds (every learner in view, as when a class sits at its cameras)."""
     faces: list[np.ndarray] = []
     source = "drawn faces"
-    if FER_TEST.is_dir():
+    if faces_from == "fer" and FER_TEST.is_dir():
         paths = sorted(p for d in sorted(FER_TEST.iterdir()) if d.is_dir()
                        for p in sorted(d.glob("*.jpg"))[: n // 6 + 1])
         for p in paths[:n]:
@@ -319,6 +322,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=30.0, help="streaming time per level")
     ap.add_argument("--target-ms", type=float, default=500.0, help="p95 latency target")
     ap.add_argument("--model", type=Path, help="model for the started server")
+    ap.add_argument("--faces", choices=("fer", "drawn"), default="fer",
+                    help="fer: FER2013 test faces (some never found: those learners look "
+                         "away); drawn: a drawn face found in every frame")
     ap.add_argument("--mode", choices=("frames", "samples"), default="frames",
                     help="what learners send: camera frames (server analysis) or emotion "
                          "samples (analysis in the browser)")
@@ -334,7 +340,7 @@ def main() -> int:
     levels = [int(x) for x in args.learners.split(",") if x.strip()]
     if args.workers > 1 and not args.url and not (args.database or "").startswith("postgresql"):
         ap.error("--workers > 1 needs --database postgresql+psycopg://USER@HOST/DB")
-    frames, source = make_frames()
+    frames, source = make_frames(faces_from=args.faces)
     kib = np.mean([len(f) for clip in frames for f in clip]) / 1024
     print(f"frames: {source} (one per learner), JPEGs of ~{kib:.1f} KiB; {os.cpu_count()} CPU"
           " cores", flush=True)

@@ -52,14 +52,21 @@ class _SlowCounting:
     callers arriving meanwhile queue up."""
 
     def __init__(self, model, delay=0.05, fail_on=None):
+        import threading
         self.model, self.delay, self.fail_on, self.sizes = model, delay, fail_on, []
         self.info, self.path = model.info, model.path
         self.input_size, self.crop_scale = model.input_size, model.crop_scale
+        self.lock, self.active, self.most_active = threading.Lock(), 0, 0
 
     def predict(self, crops):
         import time
-        self.sizes.append(len(crops))
+        with self.lock:
+            self.sizes.append(len(crops))
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
         time.sleep(self.delay)
+        with self.lock:
+            self.active -= 1
         if self.fail_on is not None and (np.asarray(crops) == self.fail_on).any():
             raise RuntimeError("the model failed")
         return self.model.predict(crops)
@@ -79,6 +86,11 @@ def test_concurrent_calls_run_as_batches_and_each_gets_its_own_rows(brightness_o
     total = sum(len(c) for c in calls)
     assert sum(slow.sizes) == total == shared.faces and shared.batches == len(slow.sizes)
     assert len(slow.sizes) < len(calls) and max(slow.sizes) <= 8  # batched, never over
+    assert slow.most_active == 2  # two batches at once (runners=2), never more
+    one = _SlowCounting(model)
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(BatchingClassifier(one, runners=1).predict, calls))
+    assert one.most_active == 1 and len(one.sizes) < len(slow.sizes)
     # a lone call runs at once, alone
     assert shared.predict(_crops(200)).shape == (1, 6) and slow.sizes[-1] == 1
     assert (shared.input_size, shared.crop_scale, shared.path) == \
