@@ -182,8 +182,17 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
                     help="page settings to measure (repeat; default: before, default, "
                          "threads=2)")
+    ap.add_argument("--no-flip", action="store_true",
+                    help="measure the model without its mirror-image pass (a single-pass "
+                         "copy made with export.drop_flip_pass): what that pass costs")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
+
+    if args.no_flip:
+        from multinet_emotion.export import drop_flip_pass
+        single = Path(tempfile.mkdtemp(prefix="multinet-noflip-")) / "model-single-pass.onnx"
+        args.model = drop_flip_pass(args.model or default_model_path(), single)
+        print(f"model without its mirror-image pass: {single}", flush=True)
 
     variants = [parse_variant(v) for v in (args.variant or ["before", "default", "threads=2"])]
     model_path = args.model or default_model_path()

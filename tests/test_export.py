@@ -257,3 +257,27 @@ def test_bench_class_bias_then_accuracy_with_it(checkpoint, tmp_path):
     r = bench("bench/class_bias.py", "--model", str(tmp_path / "x.onnx"), "--data", str(data),
               "--json", str(bias_json))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
+    """bench/browser.py --no-flip: the single-pass copy gives the probabilities of the
+    model without its mirror image, and a model without one is refused."""
+    from multinet_emotion.export import drop_flip_pass
+
+    data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
+    for name, flip in (("flip", True), ("plain", False)):
+        export(ExportConfig(checkpoint=checkpoint, out=tmp_path / f"{name}.onnx",
+                            quantize=False, tta_flip=flip, calibration=data))
+    single = drop_flip_pass(tmp_path / "flip.onnx", tmp_path / "single.onnx")
+    faces = toy_faces(6, SIZE)[0].astype(np.uint8)
+    got, plain = load_model(single), load_model(tmp_path / "plain.onnx")
+    assert not got.info.tta_flip
+    np.testing.assert_allclose(got.predict(faces), plain.predict(faces), atol=1e-5)
+    assert np.abs(got.predict(faces) - load_model(tmp_path / "flip.onnx").predict(faces)).max() \
+        > 1e-4  # the mirror pass did change something, and it is gone
+    import onnx
+    convs = [sum(n.op_type == "Conv" for n in onnx.load(str(f)).graph.node)
+             for f in (tmp_path / "flip.onnx", single)]
+    assert convs[1] * 2 == convs[0] > 0  # one pass of the net left
+    with pytest.raises(MultiNetError, match="no mirror-image pass"):
+        drop_flip_pass(tmp_path / "plain.onnx", tmp_path / "x.onnx")

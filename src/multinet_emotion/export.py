@@ -225,21 +225,59 @@ def share_requantized_weights(proto) -> int:
             else None
         if first is not None and first.op_type == "DequantizeLinear":
             node.input[2] = _requantized_bias(proto, node, first)
-    if rewired:  # drop what nothing reads any more (outputs of the graph always read)
-        while True:
-            read = {i for n in proto.graph.node for i in n.input} | \
-                {o.name for o in proto.graph.output}
-            dead = [n for n in proto.graph.node if not any(o in read for o in n.output)]
-            if not dead:
-                break
-            for n in dead:
-                proto.graph.node.remove(n)
+    if rewired:
+        _prune(proto)
         _topological_sort(proto.graph)
-        read = {i for n in proto.graph.node for i in n.input}
-        for init in [i for i in proto.graph.initializer if i.name not in read]:
-            proto.graph.initializer.remove(init)
         log.info("the flip pass now shares the first pass's int8 weights (%d layers)", rewired)
     return rewired
+
+
+def _prune(proto) -> None:
+    """Drop the nodes and initializers nothing reads any more (the graph's outputs are read)."""
+    while True:
+        read = {i for n in proto.graph.node for i in n.input} | \
+            {o.name for o in proto.graph.output}
+        dead = [n for n in proto.graph.node if not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            proto.graph.node.remove(n)
+    read = {i for n in proto.graph.node for i in n.input}
+    for init in [i for i in proto.graph.initializer if i.name not in read]:
+        proto.graph.initializer.remove(init)
+
+
+def drop_flip_pass(src: Path, out: Path) -> Path:
+    """A copy of a model that averages each face with its mirror image (``tta_flip``) that
+    runs the first pass only: half the work, slightly different probabilities. For
+    measuring what the mirror pass costs (``bench/browser.py --no-flip``); the class offsets
+    stay as they are. MultiNetError when ``src`` has no mirror pass."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    made = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:  # 0.5 * (softmax(net(x)) + softmax(net(flip(x))))
+        if node.op_type != "Mul":
+            continue
+        add = next((made.get(i) for i in node.input if made.get(i) is not None
+                    and made[i].op_type == "Add"), None)
+        if add is None or not all(made.get(i) is not None and made[i].op_type == "Softmax"
+                                  for i in add.input):
+            continue
+        first = add.input[0]
+        node.op_type = "Identity"
+        del node.input[:]
+        node.input.append(first)
+        break
+    else:
+        raise MultiNetError(f"{src}: no mirror-image pass to drop (exported without tta_flip?)")
+    _prune(proto)
+    meta = _get_metadata(proto)
+    meta["tta_flip"] = False
+    _set_metadata(proto, meta)
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return out
 
 
 def _requantized_bias(proto, node, first) -> str:
