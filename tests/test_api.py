@@ -766,6 +766,11 @@ def test_serve_check_prints_where_to_go(tmp_path: Path, monkeypatch: pytest.Monk
     token = out.split("instructor token: ")[1].split()[0]
     assert len(token) >= 16 and f"/dashboard#token={token}" in out
     assert (tmp_path / "multinet-emotion" / "multinet.db").is_file()  # the default store
+    assert "emotion analysis: off (" in out
+    # where pictures are analysed, in words
+    assert main(["serve", "--check", "--analysis", "server", "--frame-rate", "3"]) == 0
+    assert "emotion analysis: on this server (the learner page sends 3 pictures a second" \
+        in capsys.readouterr().out
     bad = tmp_path / "catalog.yaml"
     bad.write_text("items:\n  - id: a\n    title: A\n")
     assert main(["serve", "--check", "--catalog", str(bad)]) == 2

@@ -335,7 +335,15 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         dashboard = f"{base}/dashboard  (add #token=TOKEN)"
         token_line = "from MULTINET_INSTRUCTOR_TOKEN (not shown)"
-    analysis = "on" if st.analyzer_factory else f"off ({st.analysis_note})"
+    from .server.browser import analysis_mode
+    where = analysis_mode(settings.analysis, st.browser_analysis, st.analyzer_factory)
+    analysis = {
+        "auto": "in the learner's browser where it can run the model (only probabilities "
+                "are sent), else on this server",
+        "browser": "in the learner's browser only (no picture is sent)",
+        "server": f"on this server (the learner page sends {settings.frame_rate:g} pictures a "
+                  "second, analysed in memory, never stored)",
+        "off": f"off ({st.analysis_note}; {st.browser_note})"}[where]
     print(f"MultiNetEmotion {'configuration is valid' if args.check else 'web app'}\n"
           f"  learners open:    {base}/learn\n"
           f"  instructor opens: {dashboard}\n"
