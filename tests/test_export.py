@@ -281,3 +281,14 @@ def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
     assert convs[1] * 2 == convs[0] > 0  # one pass of the net left
     with pytest.raises(MultiNetError, match="no mirror-image pass"):
         drop_flip_pass(tmp_path / "plain.onnx", tmp_path / "x.onnx")
+    # offsets appended to the two-pass file: kept, or taken out to fit new ones
+    from multinet_emotion.export import add_class_bias_onnx
+    bias = [0.0, 0.7, -0.3, 0.0, 0.0, 0.2]
+    add_class_bias_onnx(tmp_path / "flip.onnx", tmp_path / "biased.onnx", bias)
+    kept = load_model(drop_flip_pass(tmp_path / "biased.onnx", tmp_path / "k.onnx"))
+    taken = load_model(drop_flip_pass(tmp_path / "biased.onnx", tmp_path / "t.onnx",
+                                      keep_class_bias=False))
+    assert kept.info.class_bias == tuple(bias) and taken.info.class_bias is None
+    np.testing.assert_allclose(taken.predict(faces), plain.predict(faces), atol=1e-5)
+    np.testing.assert_allclose(kept.predict(faces), apply_class_bias(plain.predict(faces), bias),
+                               atol=1e-5)

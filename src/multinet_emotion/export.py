@@ -247,14 +247,18 @@ def _prune(proto) -> None:
         proto.graph.initializer.remove(init)
 
 
-def drop_flip_pass(src: Path, out: Path) -> Path:
+def drop_flip_pass(src: Path, out: Path, keep_class_bias: bool = True) -> Path:
     """A copy of a model that averages each face with its mirror image (``tta_flip``) that
-    runs the first pass only: half the work, slightly different probabilities. For
-    measuring what the mirror pass costs (``bench/browser.py --no-flip``); the class offsets
-    stay as they are. MultiNetError when ``src`` has no mirror pass."""
+    runs the first pass only: half the work, slightly different probabilities
+    (``bench/browser.py --no-flip`` measures what the mirror pass costs). The class offsets
+    stay, unless ``keep_class_bias`` is False: then the offsets that
+    :func:`add_class_bias_onnx` appended are taken out too, for fitting new ones to the
+    single pass. MultiNetError when ``src`` has no mirror pass."""
     import onnx
 
     proto = onnx.load(str(src))
+    if not keep_class_bias:
+        _strip_class_bias(proto, src)
     made = {o: n for n in proto.graph.node for o in n.output}
     for node in proto.graph.node:  # 0.5 * (softmax(net(x)) + softmax(net(flip(x))))
         if node.op_type != "Mul":
@@ -278,6 +282,27 @@ def drop_flip_pass(src: Path, out: Path) -> Path:
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
     return out
+
+
+def _strip_class_bias(proto, src: Path) -> None:
+    """Undo add_class_bias_onnx: the graph's output comes from before its offsets again."""
+    graph = proto.graph
+    meta = _get_metadata(proto)
+    if meta.get("class_bias") is None:
+        return
+    name = graph.output[0].name
+    div = next((n for n in graph.node if n.name == "class_bias_div" and name in n.output), None)
+    if div is None:
+        raise MultiNetError(f"{src}: its class offsets were not appended by this program's "
+                            "export --class-bias; cannot take them out")
+    unbiased = name + "_unbiased"
+    graph.node.remove(div)
+    for node in graph.node:
+        node.output[:] = [name if o == unbiased else o for o in node.output]
+        node.input[:] = [name if i == unbiased else i for i in node.input]
+    _prune(proto)
+    meta["class_bias"] = None
+    _set_metadata(proto, meta)
 
 
 def _requantized_bias(proto, node, first) -> str:
