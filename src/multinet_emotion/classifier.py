@@ -276,7 +276,7 @@ class BatchingClassifier:
 
     A server analyses many learners' frames at once, one thread each. Called one face at a
     time the model wastes much of its work; in a batch it does more faces per CPU second
-    (at 1 ONNX Runtime thread here, 16.7 ms a face alone and 10.5 in batches of 8). A
+    (``python bench/realtime.py``: per-face time at batch 1, 4 and 8, one thread). A
     caller whose faces wait becomes a runner when fewer than ``runners`` batches are
     running: it takes the waiting callers' faces, oldest first and up to ``max_faces``,
     runs them as one batch and hands each caller its rows. Nobody waits for a batch to
