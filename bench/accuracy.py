@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tta-flip", action="store_true", help="PyTorch checkpoints only")
     p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
                    help="per-class logit offsets (PyTorch checkpoints only; bench/class_bias.py)")
+    p.add_argument("--single-pass", action="store_true",
+                   help="an .onnx model without its mirror-image pass: the copy the web app "
+                        "runs (serve without --mirror-pass)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "accuracy")
     p.add_argument("--json", type=Path, default=None, help="also write all figures here")
     args = p.parse_args(argv)
@@ -46,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         runs += [(split, args.ferplus) for split in args.splits if split in ("val", "test")]
     header = f"{'split':<16}{'n':>6}{'acc':>8}{'macroF1':>9}  " + " ".join(
         f"{e[:7]:>8}" for e in EMOTIONS)
+    if args.single_pass:
+        from multinet_emotion.export import single_pass_model
+        single = single_pass_model(args.model)
+        print(f"single pass: {single}" if single != args.model else
+              f"single pass: {args.model} has no mirror-image pass; measured as it is")
+        args.model = single
     print(f"model: {args.model}\ndata:  {args.data}\nrecall per class:")
     print(header)
     figures = {}

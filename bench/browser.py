@@ -116,11 +116,12 @@ def renderer_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def serve(tmp: Path, model: Path | None):  # noqa: ANN201 - (server, thread, url)
+def serve(tmp: Path, model: Path | None, mirror_pass: bool = False):  # noqa: ANN201
+    """(server, thread, url, the model file the page runs)."""
     import uvicorn
     app = create_app(Settings(database_url=f"sqlite:///{tmp / 'bench.db'}",
                               instructor_token="bench-instructor-token", analysis="browser",
-                              model=model), rng=random.Random(0))
+                              model=model, mirror_pass=mirror_pass), rng=random.Random(0))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -129,7 +130,7 @@ def serve(tmp: Path, model: Path | None):  # noqa: ANN201 - (server, thread, url
     thread.start()
     while not srv.started:
         time.sleep(0.05)
-    return srv, thread, f"http://127.0.0.1:{port}"
+    return srv, thread, f"http://127.0.0.1:{port}", app.state.model_path
 
 
 def parse_variant(spec: str) -> tuple[str, dict, bool]:
@@ -182,17 +183,11 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
                     help="page settings to measure (repeat; default: before, default, "
                          "threads=2)")
-    ap.add_argument("--no-flip", action="store_true",
-                    help="measure the model without its mirror-image pass (a single-pass "
-                         "copy made with export.drop_flip_pass): what that pass costs")
+    ap.add_argument("--mirror-pass", action="store_true",
+                    help="serve the model with its mirror-image pass (serve --mirror-pass; "
+                         "the default is the single-pass copy the web app runs)")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
-
-    if args.no_flip:
-        from multinet_emotion.export import drop_flip_pass
-        single = Path(tempfile.mkdtemp(prefix="multinet-noflip-")) / "model-single-pass.onnx"
-        args.model = drop_flip_pass(args.model or default_model_path(), single)
-        print(f"model without its mirror-image pass: {single}", flush=True)
 
     variants = [parse_variant(v) for v in (args.variant or ["before", "default", "threads=2"])]
     model_path = args.model or default_model_path()
@@ -200,7 +195,7 @@ def main() -> None:
     images = frames()
     per_image = 1 + max(1, args.frames // len(images))
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
-        srv, thread, url = serve(Path(tmp), args.model)
+        srv, thread, url, served = serve(Path(tmp), args.model, args.mirror_pass)
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu"])
         starts: dict[str, list[dict]] = {name: [] for name, _, _ in variants}
@@ -214,7 +209,7 @@ def main() -> None:
         res = {name: {"total": [], "detect": [], "classify": [], "fps": [], "other_boxes": 0}
                for name in pages}
         worst = dict.fromkeys(pages, 0.0)
-        classifier, detector = load_model(args.model), HaarDetector()
+        classifier, detector = load_model(served), HaarDetector()  # what the page runs
         for frame in images:
             b64 = rgba_b64(frame)
             boxes = detector.detect(frame)
@@ -250,13 +245,15 @@ def main() -> None:
     def med(xs: list[float]) -> float:
         return statistics.median(xs) if xs else float("nan")
 
-    model_mb = len(model_at_start) / 1e6
+    ran = Path(served) if served else model_path
+    model_mb = ran.stat().st_size / 1e6
+    passes = "with its mirror-image pass" if load_model(ran).info.tta_flip else "single pass"
     if model_path.read_bytes() != model_at_start:
         print(f"WARNING: {model_path} changed during the run (a model shipped meanwhile): the "
               "pages and the Python runtime may have run different models; run it again")
     print(f"in-browser analysis, headless Chromium ({CHROMIUM}), loopback; {len(images)} "
           f"frame images, {per_image - 1} timed analyses each per variant, variants in turns; "
-          f"model {model_mb:.1f} MB")
+          f"model {model_mb:.1f} MB, {passes} ({ran})")
     first = variants[0][0]
     base = med(res[first]["total"])
     for name, _options, _isolated in variants:

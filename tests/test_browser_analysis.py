@@ -114,7 +114,11 @@ def browser_analyse(page, frame: np.ndarray) -> dict:  # noqa: ANN001
 @needs_vendor
 @needs_model
 def test_browser_gives_the_python_probabilities(browser_server, chromium) -> None:  # noqa: ANN001
-    classifier = load_model()
+    # the file the page runs: the shipped model's single-pass copy (serve's default)
+    served = browser_server["app"].state.model_path
+    classifier = load_model(served)
+    assert served is not None and not classifier.info.tta_flip
+    assert load_model().info.tta_flip  # the shipped file keeps its mirror pass
     detector = HaarDetector()
     context = chromium.new_context(bypass_csp=True)
     page = context.new_page()
@@ -394,7 +398,7 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
             }""", [image.shape[1], image.shape[0], base64.b64encode(rgba.tobytes()).decode()])
             boxes = HaarDetector().detect(image)
             assert [b.as_list() for b in boxes] == [f["box"] for f in got["faces"]], name
-            classifier = load_model()
+            classifier = load_model(srv["app"].state.model_path)  # the file the page runs
             want = classifier.predict(crop_faces(image, boxes, classifier.input_size,
                                                  classifier.crop_scale))
             assert float(np.abs(want - np.asarray([f["probs"] for f in got["faces"]])).max()) \

@@ -292,3 +292,36 @@ def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
     np.testing.assert_allclose(taken.predict(faces), plain.predict(faces), atol=1e-5)
     np.testing.assert_allclose(kept.predict(faces), apply_class_bias(plain.predict(faces), bias),
                                atol=1e-5)
+
+
+def test_the_web_app_runs_the_single_pass_copy_unless_asked(checkpoint, tmp_path, monkeypatch):
+    """serve runs the model without its mirror pass (made once, cached by the file's hash);
+    --mirror-pass runs the file as it is; a model without a mirror pass is run as it is."""
+    import random
+
+    from multinet_emotion.export import single_pass_model
+    from multinet_emotion.server.app import create_app
+    from multinet_emotion.server.settings import Settings
+
+    monkeypatch.setenv("MULTINET_CACHE", str(tmp_path / "cache"))
+    data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
+    for name, flip in (("flip", True), ("plain", False)):
+        export(ExportConfig(checkpoint=checkpoint, out=tmp_path / f"{name}.onnx",
+                            quantize=False, tta_flip=flip, calibration=data))
+    single = single_pass_model(tmp_path / "flip.onnx")
+    assert single.parent == tmp_path / "cache" / "single-pass"
+    assert not load_model(single).info.tta_flip
+    stamp = single.stat().st_mtime_ns
+    assert single_pass_model(tmp_path / "flip.onnx") == single  # made once
+    assert single.stat().st_mtime_ns == stamp
+    assert single_pass_model(tmp_path / "plain.onnx") == tmp_path / "plain.onnx"
+
+    def served(**settings):
+        app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}",
+                                  instructor_token="t" * 20, model=tmp_path / "flip.onnx",
+                                  analysis="server", **settings), rng=random.Random(0))
+        app.state.service.store.close()
+        return app.state.model_path
+
+    assert served() == single
+    assert served(mirror_pass=True) == tmp_path / "flip.onnx"

@@ -143,6 +143,24 @@ def emotions_script() -> str:
                                         for k, v in data.items())
 
 
+def analysis_model(settings: Settings) -> Path | None:
+    """The model file the server and the learner's browser run: the configured one (the
+    shipped default when None), without its mirror-image pass unless ``--mirror-pass``.
+    Never raises: when the single-pass copy cannot be made, the file as it is, logged."""
+    from ..classifier import default_model_path
+
+    path = settings.model or default_model_path()
+    if settings.mirror_pass or not Path(path).is_file():
+        return settings.model
+    try:
+        from ..export import single_pass_model
+        return single_pass_model(path)
+    except Exception as e:  # noqa: BLE001 - a slower model beats no analysis
+        log.warning("running %s with its mirror-image pass: no single-pass copy (%s: %s)",
+                    path, type(e).__name__, e)
+        return settings.model
+
+
 def create_app(settings: Settings | None = None, *,
                analyzer_factory: AnalyzerFactory | None | str = "auto",
                store: Store | None = None, clock: Callable[[], float] | None = None,
@@ -161,20 +179,21 @@ def create_app(settings: Settings | None = None, *,
     service = LearningService(store, recommender, settings,
                               **({"clock": clock} if clock is not None else {}), shared=shared)
     xapi = XapiService(settings, store)  # learning records for an LRS; none without one
+    model = analysis_model(settings) if settings.analysis != "off" else settings.model
     if analyzer_factory == "auto":
         if settings.analysis == "off":
             factory, note = None, "server-side analysis is switched off"
         elif settings.analysis == "browser":
             factory, note = None, "pictures are analysed in the learner's browser only"
         else:
-            factory, note = detector_factory(settings.model, settings.detect_every,
+            factory, note = detector_factory(model, settings.detect_every,
                                              settings.min_dwell, settings.hysteresis,
                                              settings.search_every)
     else:
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"
     # in the learner's browser (--analysis browser|auto): the page gets the files from here
-    browser, browser_note = in_browser(settings.analysis, settings.model,
+    browser, browser_note = in_browser(settings.analysis, model,
                                        injected=analyzer_factory != "auto")
     if factory is None and browser is None:
         log.warning("emotion analysis unavailable (%s); learners can still post samples", note)
@@ -221,6 +240,7 @@ def create_app(settings: Settings | None = None, *,
     app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
     app.state.analyzer_factory = factory
     app.state.analysis_note = note
+    app.state.model_path = model  # the file server and browser analysis run (None: none)
     app.state.browser_analysis, app.state.browser_note = browser, browser_note
     app.state.analysis_mode = analysis_mode(settings.analysis, browser, factory)
     app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
