@@ -12,9 +12,10 @@ falls on all alike):
 1. start-up, each time in a fresh browser context (empty cache): the model download (with
    the scripts, in parallel), the time until the model session exists, and until the first
    inference is done (ready);
-2. per-face latency of ``analyse`` (static/analysis.js) on a 640x480 frame with one
-   face (FER2013 test faces from ../shared/data, a drawing when absent): detection, crop +
-   model, total, and the frames/s one page reaches analysing back to back;
+2. latency of ``analyse`` (static/analysis.js) on a frame with one face, 320x240 as the
+   learner page analyses a camera's picture (``--width 640``: 640x480), FER2013 test faces
+   from ../shared/data, a drawing when absent: per face (crop + model), the frame's face
+   detection, the total, and the frames/s one page reaches analysing back to back;
 3. the WebAssembly threads onnxruntime-web runs, whether the page is cross-origin isolated,
    and the cores the browser reports;
 4. the page's memory (last variant): JS heap (CDP Performance.getMetrics), the opencv.js
@@ -73,8 +74,9 @@ MEMORY = """() => {
 }"""
 
 
-def frames() -> list[np.ndarray]:
-    """640x480 grey frames with one face each."""
+def frames(width: int = 320) -> list[np.ndarray]:
+    """Grey 4:3 frames ``width`` pixels wide with one face each (drawn on 640x480, then
+    scaled as the learner page scales the camera's picture)."""
     faces = []
     for label in ("angry", "happy", "neutral", "sad", "surprise", "fear"):
         faces += [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
@@ -91,6 +93,8 @@ def frames() -> list[np.ndarray]:
         frame = np.tile(np.linspace(60, 180, 640).astype(np.uint8), (480, 1))
         frame[100:270, 180 + 10 * i:350 + 10 * i] = cv2.resize(face, (170, 170),
                                                                interpolation=cv2.INTER_CUBIC)
+        if width != 640:
+            frame = cv2.resize(frame, (width, width * 3 // 4), interpolation=cv2.INTER_AREA)
         out.append(frame)
     return out
 
@@ -183,6 +187,9 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
                     help="page settings to measure (repeat; default: before, default, "
                          "threads=2)")
+    ap.add_argument("--width", type=int, default=320,
+                    help="frame width (4:3): 320 as the learner page analyses (its "
+                         "frame_width), 640 for a camera's full picture")
     ap.add_argument("--mirror-pass", action="store_true",
                     help="serve the model with its mirror-image pass (serve --mirror-pass; "
                          "the default is the single-pass copy the web app runs)")
@@ -192,7 +199,7 @@ def main() -> None:
     variants = [parse_variant(v) for v in (args.variant or ["before", "default", "threads=2"])]
     model_path = args.model or default_model_path()
     model_at_start = model_path.read_bytes()
-    images = frames()
+    images = frames(args.width)
     per_image = 1 + max(1, args.frames // len(images))
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as p:
         srv, thread, url, served = serve(Path(tmp), args.model, args.mirror_pass)
@@ -216,7 +223,7 @@ def main() -> None:
             want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
                                                  classifier.crop_scale)) if boxes else None
             for name, (_context, page, _timings) in pages.items():
-                got = page.evaluate(ANALYSE, [640, 480, b64, per_image])
+                got = page.evaluate(ANALYSE, [frame.shape[1], frame.shape[0], b64, per_image])
                 runs = got["runs"][1:] or got["runs"]  # the first run of an image warms up
                 r = res[name]
                 r["total"] += [x["ms"]["total"] for x in runs]
@@ -266,10 +273,13 @@ def main() -> None:
                   f"{med([x['startup_ms'] for x in s]):.0f} ms; first inference done "
                   f"{med([x['ready_ms'] for x in s]):.0f} ms")
         total = med(r["total"])
-        print(f"   per-face latency (median of {len(r['total'])}): {total:.1f} ms (detect "
-              f"{med(r['detect']):.1f} ms, crop + model {med(r['classify']):.1f} ms; p95 "
-              f"{float(np.percentile(r['total'], 95)):.1f} ms); x{total / base:.2f} of {first}"
-              f"; target <= 60 ms")
+        face = med(r["classify"])
+        print(f"   per face, crop + model (median of {len(r['classify'])}): {face:.1f} ms, p95 "
+              f"{float(np.percentile(r['classify'], 95)):.1f} ms [target <= 60 ms: "
+              f"{'met' if face <= 60 else 'MISSED'}]; the frame's face detection "
+              f"{med(r['detect']):.1f} ms")
+        print(f"   a frame with one face, detection included: {total:.1f} ms, p95 "
+              f"{float(np.percentile(r['total'], 95)):.1f} ms; x{total / base:.2f} of {first}")
         print(f"   frames/s, one page analysing back to back (median): {med(r['fps']):.1f}")
         print(f"   largest probability difference from the Python runtime (every run): "
               f"{worst[name]:.5f}; runs with other boxes than Python's: {r['other_boxes']}")

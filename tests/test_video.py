@@ -81,6 +81,26 @@ def test_search_every_scans_an_empty_scene_every_nth_frame(drawn_face_clip,
     assert [len(f) for f in found] == [0, 0, 2, 2, 2] and len(calls) == 4
 
 
+def test_scan_phase_shifts_the_whole_frame_scans(drawn_face_clip, brightness_onnx_model):
+    haar = make_detector()
+    scanned: dict[int, list[int]] = {0: [], 1: [], 4: []}
+    for phase, frames in scanned.items():
+        class Counting:
+            now = 0
+
+            def detect(self, frame, frames=frames):
+                frames.append(self.now)
+                return haar.detect(frame)
+
+        counting = Counting()
+        detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=3),
+                                   detector=counting, scan_phase=phase)
+        for counting.now in range(20, 29):
+            detector.process(drawn_face_clip.render(counting.now), t=counting.now / 25)
+    # the first frame is always scanned (nobody known yet), then every 3rd from the phase
+    assert scanned == {0: [20, 23, 26], 1: [20, 22, 25, 28], 4: [20, 22, 25, 28]}
+
+
 def test_detect_every_n_frames_carries_boxes_between(drawn_face_clip, brightness_onnx_model):
     calls = []
     haar = make_detector()

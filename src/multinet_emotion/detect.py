@@ -86,12 +86,13 @@ class EmotionDetector:
     Faces of a frame are classified in one batch. ``t`` (seconds) is the frame's time: it
     is the readings' ``t`` and drives smoothing, the stable label's dwell time and the
     refresh rate; without it the wall clock since construction is used. Call :meth:`reset`
-    between unrelated images so their faces do not share tracks.
+    between unrelated images so their faces do not share tracks. ``scan_phase`` shifts the
+    whole-frame scans (every ``detect_every`` frames) by that many frames.
     """
 
     def __init__(self, model: EmotionClassifier | str | Path | None = None,
                  config: PipelineConfig | None = None,
-                 detector: FaceDetector | None = None) -> None:
+                 detector: FaceDetector | None = None, scan_phase: int = 0) -> None:
         self.config = (config or PipelineConfig()).validate()
         if isinstance(model, (EmotionClassifier, BatchingClassifier)):
             self.classifier = model
@@ -100,7 +101,9 @@ class EmotionDetector:
         self.face_detector = detector or make_detector(self.config.detector, self.config.color)
         self.tracker = Tracker(self.config.tracker)
         self.crop_scale = self.config.crop_scale or self.classifier.crop_scale
-        self.frames = 0
+        # frames are counted from scan_phase: detectors started together (a server's
+        # learners) then scan the whole frame on different frames, not all at once
+        self.frames = scan_phase % self.config.detect_every
         self._since_search = self.config.search_every  # frames since the last scan
         self._t0 = time.monotonic()
         self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0,

@@ -11,6 +11,7 @@ the video I/O of :mod:`multinet_emotion.video`); tests inject fakes.
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -138,6 +139,8 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
         log.exception("loading the emotion model failed")
         return None, f"the emotion model could not be loaded ({type(e).__name__})"
 
+    phases = itertools.count()
+
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
         # Face detection dominates the cost of a frame; between full scans the detector
         # follows the known faces, and with nobody in view it scans every search_every-th
@@ -148,7 +151,11 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
         if search_every is not None:
             config.search_every = search_every
         config.tracker = stable_label_config(min_dwell, hysteresis)
-        return DetectorAnalyzer(EmotionDetector(classifier, config.validate()))
+        # learners who join together (a class starting) must not all scan the whole frame
+        # on the same frame: each connection's scans start at a phase of its own
+        phase = next(phases) % config.detect_every
+        return DetectorAnalyzer(EmotionDetector(classifier, config.validate(),
+                                                scan_phase=phase))
 
     try:
         make()

@@ -288,16 +288,23 @@ function showMode(mode, text) {
 
 const grab = document.createElement("canvas");
 const here = document.createElement("canvas");
+/* The video's picture on ``canvas``, scaled to the server's frame width (never enlarged);
+   its 2D context. */
+function drawScaled(canvas, video, contextOptions) {
+  const width = Math.min(state.config.frame_width || 320, video.videoWidth);
+  canvas.width = width;
+  canvas.height = Math.round(video.videoHeight * width / video.videoWidth);
+  const ctx = canvas.getContext("2d", contextOptions);
+  ctx.drawImage(video, 0, 0, canvas.width, canvas.height);
+  return ctx;
+}
 function sendFrame() {
   const video = $("preview");
   const ws = state.ws;
   if (!state.cameraOn || !state.mode || (state.mode === "server" && !state.analysis) || !ws ||
       ws.readyState !== 1 || state.inFlight || !video.videoWidth) return;
   if (state.mode === "browser") return analyseHere(video);
-  const width = Math.min(state.config.frame_width || 320, video.videoWidth);
-  grab.width = width;
-  grab.height = Math.round(video.videoHeight * width / video.videoWidth);
-  grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
+  drawScaled(grab, video);
   state.inFlight = true;
   grab.toBlob(blob => {
     if (!blob || !state.ws || state.ws.readyState !== 1) { state.inFlight = false; return; }
@@ -306,14 +313,13 @@ function sendFrame() {
 }
 
 /* Analyse the video's picture in this browser and send only the (smoothed) probabilities:
-   one sample message, answered by a result like a frame. */
+   one sample message, answered by a result like a frame. The picture is scaled to the
+   width a frame sent to the server has (frame_width), so both modes analyse the same
+   picture, and the browser converts and copies a quarter of a 640x480 camera's pixels. */
 async function analyseHere(video) {
   state.inFlight = true;
   try {
-    here.width = video.videoWidth;
-    here.height = video.videoHeight;
-    const ctx = here.getContext("2d", {willReadFrequently: true});
-    ctx.drawImage(video, 0, 0);
+    const ctx = drawScaled(here, video, {willReadFrequently: true});
     const {faces, ms} = await state.analyser.analyse(ctx.getImageData(0, 0, here.width,
                                                                         here.height), 1);
     const p = state.smoother.update(faces.length ? faces[0].probs : null);
