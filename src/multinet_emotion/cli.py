@@ -300,7 +300,7 @@ def _serve_parser(sub) -> None:
     p.set_defaults(func=_serve)
 
 
-def _measured(model: Path | None) -> str:
+def _measured(model: Path | None, mirror_pass: bool = True) -> str:
     """The shipped model's measured accuracy, from its model card's figures."""
     if model is not None:
         return "accuracy: see your model's own evaluation"
@@ -309,7 +309,8 @@ def _measured(model: Path | None) -> str:
         fig = json.loads((default_model_path().parent / "model_metrics.json").read_text())
         fp = fig["figures"]["test-ferplus"]
         return (f"right on {fp['accuracy']:.0%} of FER2013 PrivateTest faces (FER+ labels; "
-                "model card)")
+                "model card" + ("" if mirror_pass else "; with its mirror pass, which the web "
+                                "app leaves out: README, 'One pass or two'") + ")")
     except (OSError, ValueError, KeyError, TypeError):
         return "its accuracy is in the model card"
 
@@ -351,7 +352,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"  API docs:         {base}/docs\n"
           f"  store:            {st.service.store.safe_url}\n"
           f"  emotion analysis: {analysis}\n"
-          f"  what it reads:    facial expressions, not feelings; {_measured(settings.model)}\n"
+          "  what it reads:    facial expressions, not feelings; "
+          f"{_measured(settings.model, settings.mirror_pass)}\n"
           "  the law:          in the EU, the AI Act (Art. 5(1)(f)) prohibits emotion "
           "recognition in\n                    workplaces and education institutions (README, "
           "'Where it may be used')", flush=True)
