@@ -61,59 +61,58 @@ def test_detector_finds_tracks_and_classifies_the_known_faces(face_clip, brightn
     assert len(ids["A"]) == 1 and len(ids["B"]) == 1 and ids["A"] != ids["B"]
 
 
+class CountingHaar:
+    """The Haar detector without its local search, noting the caller's frame number
+    (``now``) at each whole-frame scan."""
+
+    def __init__(self) -> None:
+        self.haar, self.scans, self.now = make_detector(), [], 0
+
+    def detect(self, frame):  # noqa: ANN001, ANN201
+        self.scans.append(self.now)
+        return self.haar.detect(frame)
+
+
 def test_search_every_scans_an_empty_scene_every_nth_frame(drawn_face_clip,
                                                           brightness_onnx_model):
-    calls = []
-    haar = make_detector()
-
-    class Counting:
-        def detect(self, frame):
-            calls.append(1)
-            return haar.detect(frame)
-
-    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(search_every=3, detect_every=30),
-                               detector=Counting())
+    counting = CountingHaar()
+    detector = EmotionDetector(brightness_onnx_model,
+                               PipelineConfig(search_every=3, detect_every=30), detector=counting)
     empty = np.full_like(drawn_face_clip.render(20), 128)
-    assert [detector.process(empty, t=i / 25) for i in range(7)] == [[]] * 7
-    assert len(calls) == 3  # frames 0, 3, 6
+    found = []
+    for counting.now in range(7):
+        found.append(detector.process(empty, t=counting.now / 25))
+    assert found == [[]] * 7 and counting.scans == [0, 3, 6]
     # a face coming into view is found at the next scan, then followed on every frame
-    found = [detector.process(drawn_face_clip.render(26 + i), t=(7 + i) / 25) for i in range(5)]
-    assert [len(f) for f in found] == [0, 0, 2, 2, 2] and len(calls) == 4
+    found = []
+    for counting.now in range(7, 12):
+        found.append(detector.process(drawn_face_clip.render(19 + counting.now),
+                                      t=counting.now / 25))
+    assert [len(f) for f in found] == [0, 0, 2, 2, 2] and counting.scans == [0, 3, 6, 9]
 
 
 def test_scan_phase_shifts_the_whole_frame_scans(drawn_face_clip, brightness_onnx_model):
-    haar = make_detector()
-    scanned: dict[int, list[int]] = {0: [], 1: [], 4: []}
-    for phase, frames in scanned.items():
-        class Counting:
-            now = 0
-
-            def detect(self, frame, frames=frames):
-                frames.append(self.now)
-                return haar.detect(frame)
-
-        counting = Counting()
+    scanned = {}
+    for phase in (0, 1, 4):
+        counting = CountingHaar()
         detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=3),
                                    detector=counting, scan_phase=phase)
         for counting.now in range(20, 29):
             detector.process(drawn_face_clip.render(counting.now), t=counting.now / 25)
+        scanned[phase] = counting.scans
     # the first frame is always scanned (nobody known yet), then every 3rd from the phase
     assert scanned == {0: [20, 23, 26], 1: [20, 22, 25, 28], 4: [20, 22, 25, 28]}
 
 
 def test_detect_every_n_frames_carries_boxes_between(drawn_face_clip, brightness_onnx_model):
-    calls = []
-    haar = make_detector()
-
-    class Counting:
-        def detect(self, frame):
-            calls.append(1)
-            return haar.detect(frame)
-
+    counting = CountingHaar()
     detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=3),
-                               detector=Counting())
-    per_frame = [detector.process(drawn_face_clip.render(i), t=i / 25) for i in range(20, 32)]
-    assert len(calls) == 4  # frames 20, 23, 26, 29
+                               detector=counting)
+    per_frame = []
+    for counting.now in range(20, 32):
+        per_frame.append(detector.process(drawn_face_clip.render(counting.now),
+                                          t=counting.now / 25))
+    assert counting.scans == [20, 23, 26, 29]
     assert all(len(faces) == 2 for faces in per_frame[6:])  # both faces from frame 26 on
     assert len({f.track_id for faces in per_frame for f in faces}) == 2
 

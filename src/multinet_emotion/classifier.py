@@ -219,12 +219,8 @@ class EmotionClassifier:
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, 6]`` (float32) for grey crops ``[N, S, S]`` (uint8 0..255 or
         float in that range). Faces are run as one batch (split at ``max_batch``)."""
-        crops = np.asarray(crops)
         size = self.info.input_size
-        if crops.ndim == 2:
-            crops = crops[None]
-        if crops.ndim == 4 and crops.shape[1] == 1:
-            crops = crops[:, 0]
+        crops = _as_crops(crops)
         if crops.ndim != 3 or crops.shape[1:] != (size, size):
             raise MultiNetError(f"face crops must be [N, {size}, {size}] grey images for "
                                 f"{self.path.name}, got shape {crops.shape}")
@@ -261,6 +257,17 @@ def load_model(path: Path | str | None = None,
             raise MultiNetError(f"no default model is installed (expected {path}); pass "
                                 "--model PATH (or load_model(PATH)) to an exported .onnx model")
     return EmotionClassifier(path, config)
+
+
+def _as_crops(crops) -> np.ndarray:
+    """One crop ``[S, S]`` or a batch ``[N, 1, S, S]`` as a batch ``[N, S, S]``; any other
+    shape as it is (the caller refuses it)."""
+    crops = np.asarray(crops)
+    if crops.ndim == 2:
+        return crops[None]
+    if crops.ndim == 4 and crops.shape[1] == 1:
+        return crops[:, 0]
+    return crops
 
 
 class _Job:
@@ -319,12 +326,8 @@ class BatchingClassifier:
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """As :meth:`EmotionClassifier.predict`, batched with the other threads' calls."""
-        crops = np.asarray(crops)
         size = self.input_size
-        if crops.ndim == 2:
-            crops = crops[None]
-        if crops.ndim == 4 and crops.shape[1] == 1:
-            crops = crops[:, 0]
+        crops = _as_crops(crops)
         if crops.ndim != 3 or crops.shape[1:] != (size, size):
             # the wrapped classifier words the error (never batched with others' faces)
             return self.classifier.predict(crops)
