@@ -239,3 +239,36 @@ def test_several_workers_with_sqlite_are_refused(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert "--workers 2" in r.stderr and "PostgreSQL" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_each_process_keeps_to_its_postgresql_connections(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """A worker process opens at most MULTINET_DB_CONNECTIONS connections (the store half,
+    the live state's locks and listener the rest); more workers than PostgreSQL's
+    max_connections allows are warned about at start."""
+    import logging
+    import random
+
+    from multinet_emotion.server.app import create_app
+    from multinet_emotion.server.settings import Settings
+    from multinet_emotion.store.database import store_pool
+
+    for n in (6, 32, 100):
+        size, overflow = store_pool(n)
+        assert size >= 1 and overflow >= 0 and size + overflow <= n // 2
+    with database_url("postgresql", tmp_path) as url:
+        def app(**settings):  # noqa: ANN003, ANN202
+            made = create_app(Settings(database_url=url, instructor_token="t" * 20,
+                                       analysis="off", **settings), rng=random.Random(0))
+            shared = made.state.shared
+            opened = (made.state.service.store.engine.pool.size()
+                      + made.state.service.store.engine.pool._max_overflow
+                      + shared._locks.pool.size() + shared._locks.pool._max_overflow + 1)
+            shared.close()
+            made.state.service.store.close()
+            return opened
+
+        with caplog.at_level(logging.WARNING, logger="multinet_emotion.server.app"):
+            assert app(db_connections=32) <= 32
+            assert "MULTINET_DB_CONNECTIONS" not in caplog.text
+            assert app(db_connections=40, workers=4) <= 40  # 160 > PostgreSQL's 100
+        assert "4 worker processes x 40 connections (MULTINET_DB_CONNECTIONS) = 160" in caplog.text

@@ -143,6 +143,22 @@ def emotions_script() -> str:
                                         for k, v in data.items())
 
 
+def _check_connections(store: Store, settings: Settings) -> None:
+    """Warn when the worker processes may open more connections than PostgreSQL takes: it
+    would refuse some ("too many clients") and those learners would get errors."""
+    try:
+        with store.engine.connect() as conn:
+            allowed = int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
+    except Exception:  # noqa: BLE001 - a check only
+        return
+    wanted = settings.workers * settings.db_connections
+    if wanted > allowed - 3:  # PostgreSQL keeps 3 for superusers
+        log.warning("%d worker processes x %d connections (MULTINET_DB_CONNECTIONS) = %d, but "
+                    "PostgreSQL takes %d: lower MULTINET_DB_CONNECTIONS or raise its "
+                    "max_connections, else learners get errors under load", settings.workers,
+                    settings.db_connections, wanted, allowed)
+
+
 def analysis_model(settings: Settings) -> Path | None:
     """The model file the server and the learner's browser run: the configured one (the
     shipped default when None), without its mirror-image pass unless ``--mirror-pass``.
@@ -170,11 +186,14 @@ def create_app(settings: Settings | None = None, *,
     settings = (settings or Settings.from_env()).with_token()
     policy = load_policy(settings.policy)
     catalog = load_catalog(settings.catalog)
-    store = store or Store(settings.database_url)
+    store = store or Store(settings.database_url, connections=settings.db_connections)
     store.migrate()
     # PostgreSQL: the live view, rate limits and revocations are shared by every worker
     # process and machine (store/live.py); SQLite: one process owns them in memory
-    shared = SharedLive(store) if store.dialect == "postgresql" else None
+    shared = SharedLive(store, settings.db_connections) if store.dialect == "postgresql" \
+        else None
+    if shared is not None:
+        _check_connections(store, settings)
     recommender = Recommender(policy, catalog, rng=rng)
     service = LearningService(store, recommender, settings,
                               **({"clock": clock} if clock is not None else {}), shared=shared)

@@ -89,6 +89,10 @@ class Settings:
         1, env=True, min=1, max=64,
         help="worker processes serving the app (more than 1 needs PostgreSQL, through which "
              "they share the live view of sessions; with SQLite one process owns it)")
+    db_connections: int = setting(
+        32, env=True, min=6, max=1000,
+        help="PostgreSQL connections each worker process opens at most; workers x this must "
+             "stay under the server's max_connections (100 by default: 3 workers of 32)")
     detect_every: int = setting(10, env=True, min=1, max=30, unit="frames",
                                 help="while a face is followed, scan the whole frame every Nth "
                                      "frame (learner pages send 2 a second: 10 = every 5 s)")

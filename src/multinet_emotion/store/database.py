@@ -62,6 +62,15 @@ def migrations_path() -> Path:
     return Path(str(resources.files("multinet_emotion") / "migrations"))
 
 
+def store_pool(connections: int) -> tuple[int, int]:
+    """(pool_size, max_overflow) of the store's engine when a process may open at most
+    ``connections`` PostgreSQL connections: half of them; the other half are the live
+    state's locks and its listener (``SharedLive``). Past them a request waits for a free
+    connection (up to 30 s) instead of PostgreSQL refusing a new one ("too many clients")."""
+    half = max(2, connections // 2)
+    return max(1, half // 2), half - max(1, half // 2)
+
+
 class Store(ClassStore, LearnerDataStore, XapiStore):
     """All database access. Thread-safe: every method opens its own short transaction.
 
@@ -69,7 +78,8 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
     are written behind, ``flush_interval`` seconds at most (:class:`~.writer.SampleWriter`);
     every read of samples here writes what is queued first."""
 
-    def __init__(self, url: str, echo: bool = False, flush_interval: float = 0.25):
+    def __init__(self, url: str, echo: bool = False, flush_interval: float = 0.25,
+                 connections: int | None = None):
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -87,6 +97,8 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
             if parsed.drivername == "postgresql":  # psycopg 3 is what we install
                 parsed = parsed.set(drivername="postgresql+psycopg")
             kwargs["pool_pre_ping"] = True
+            if connections is not None:  # the store's share of the process's connections
+                kwargs["pool_size"], kwargs["max_overflow"] = store_pool(connections)
         else:
             raise MultiNetError(f"unsupported database {parsed.get_backend_name()!r} in "
                                 "MULTINET_DATABASE_URL; use sqlite:/// or postgresql://")

@@ -46,7 +46,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..errors import MultiNetError
-from .database import Store
+from .database import Store, store_pool
 from .tables import Base, LearningSession
 
 log = logging.getLogger(__name__)
@@ -121,13 +121,16 @@ class SharedLive:
     """The live state of sessions, rate limits and notifications, shared by every process
     over one PostgreSQL database."""
 
-    def __init__(self, store: Store, lock_pool: int = 10, lock_overflow: int = 40):
+    def __init__(self, store: Store, connections: int = 32):
+        """``connections``: what this process may open in all (the store's engine takes
+        half, ``store.database.store_pool``); the locks get the rest but one, the listener's."""
         if store.dialect != "postgresql":
             raise MultiNetError(f"live state shared between processes needs PostgreSQL, not "
                                 f"{store.dialect}; with SQLite run one worker")
         self.store = store
+        rest = max(2, connections - sum(store_pool(connections)) - 1)
         self._locks: Engine = create_engine(
-            store.engine.url, pool_size=lock_pool, max_overflow=lock_overflow,
+            store.engine.url, pool_size=max(1, rest // 2), max_overflow=rest - max(1, rest // 2),
             pool_pre_ping=True, isolation_level="AUTOCOMMIT")
 
     def close(self) -> None:
