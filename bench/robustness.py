@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--threads", type=int, default=0,
                    help="inference threads (0 = the runtime's default: all cores)")
+    p.add_argument("--single-pass", action="store_true",
+                   help="an .onnx model without its mirror-image pass: the copy the web app "
+                        "runs (serve without --mirror-pass)")
     p.add_argument("--json", type=Path, default=None, help="also write the table here as JSON")
     args = p.parse_args(argv)
 
@@ -177,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             raise MultiNetError(f"--limit {args.limit}: must be at least 1")
         if args.batch_size < 1:
             raise MultiNetError(f"--batch-size {args.batch_size}: must be at least 1")
+        if args.single_pass:
+            from multinet_emotion.export import single_pass_model
+            args.model = single_pass_model(args.model)
+            print(f"single pass: {args.model}")
         # faces are read at the size the model takes
         predict, size, disgust = load_predictor(args.model, args.threads, args.batch_size)
         data = load_dataset(DataConfig(path=args.data, image_size=size, disgust=disgust))

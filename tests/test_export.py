@@ -260,7 +260,7 @@ def test_bench_class_bias_then_accuracy_with_it(checkpoint, tmp_path):
 
 
 def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
-    """bench/browser.py --no-flip: the single-pass copy gives the probabilities of the
+    """The single-pass copy (export.drop_flip_pass) gives the probabilities of the
     model without its mirror image, and a model without one is refused."""
     from multinet_emotion.export import drop_flip_pass
 

@@ -249,8 +249,8 @@ def _prune(proto) -> None:
 
 def drop_flip_pass(src: Path, out: Path, keep_class_bias: bool = True) -> Path:
     """A copy of a model that averages each face with its mirror image (``tta_flip``) that
-    runs the first pass only: half the work, slightly different probabilities
-    (``bench/browser.py --no-flip`` measures what the mirror pass costs). The class offsets
+    runs the first pass only: half the work, slightly different probabilities (the web
+    app's copy, :func:`single_pass_model`; README, "One pass or two"). The class offsets
     stay, unless ``keep_class_bias`` is False: then the offsets that
     :func:`add_class_bias_onnx` appended are taken out too, for fitting new ones to the
     single pass. MultiNetError when ``src`` has no mirror pass."""
@@ -305,8 +305,6 @@ _SINGLE_PASS: dict[tuple, Path] = {}  # this process's answers, by file and its 
 def _single_pass_model(path: Path, cache: Path | None) -> Path:
     import hashlib
 
-    import onnx
-
     from .datasets import cache_dir
 
     h = hashlib.sha256()
@@ -316,15 +314,10 @@ def _single_pass_model(path: Path, cache: Path | None) -> Path:
     out = (cache or cache_dir() / "single-pass") / f"{h.hexdigest()[:24]}.onnx"
     if out.is_file():
         return out
-    proto = onnx.load(str(path), load_external_data=False)
     try:
-        flips = bool(_get_metadata(proto).get("tta_flip"))
-    except MultiNetError:
-        flips = False
-    del proto
-    if not flips:
+        drop_flip_pass(path, out)
+    except MultiNetError:  # no mirror pass (or not this program's model): run it as it is
         return path
-    drop_flip_pass(path, out)
     log.info("%s: its single-pass copy is %s", path, out)
     return out
 

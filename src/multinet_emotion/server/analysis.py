@@ -130,8 +130,7 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
         return None, "the emotion detector is not installed in this version"
     try:
         # one ONNX Runtime thread: the server's concurrency is its frames, and a batch on
-        # one core leaves the other to face detection (bench/load.py: more learners served
-        # than with 2 threads)
+        # one core leaves the other to face detection
         classifier = BatchingClassifier(load_model(model))
     except MultiNetError as e:
         return None, f"no emotion model: {e}"

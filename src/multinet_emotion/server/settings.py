@@ -83,8 +83,8 @@ class Settings:
                                       help="learners may sign up themselves (else: by token)")
     analysis_workers: int = setting(
         16, env=True, min=1, max=64,
-        help="frames analysed at once; their faces go through the model together, in one "
-             "batch (bench/load.py: 16 served the most learners on 2 cores)")
+        help="frames analysed at once; their faces go through the model together, in "
+             "batches (more frames at once, larger batches)")
     workers: int = setting(
         1, env=True, min=1, max=64,
         help="worker processes serving the app (more than 1 needs PostgreSQL, through which "
