@@ -165,3 +165,48 @@ def test_two_hits_on_one_face_are_merged():
 
     rows = [(216, 140, 192, 192, 1.0), (282, 140, 184, 184, 1.0), (500, 10, 60, 60, 1.0)]
     assert _rescale(rows, 1.0, 48) == [Box(216, 140, 192, 192), Box(500, 10, 60, 60)]
+
+
+def test_a_whole_frame_scan_sees_the_smallest_face_at_most_scan_face_px():
+    from multinet_emotion.faces import SCAN_FACE_PX, scan_scale
+    assert SCAN_FACE_PX == DetectorConfig().scan_face_px == 36
+    assert scan_scale(640, 320, 48) == 0.5  # detect_width already shrinks it: as before
+    assert scan_scale(320, 320, 48) == pytest.approx(0.75)  # a learner page's frame
+    assert scan_scale(320, 320, 24) == 1.0  # small faces wanted: the frame as it is
+    assert scan_scale(1280, 0, 96) == pytest.approx(0.375)  # detect_width 0: only the rule
+    assert scan_scale(320, 320, 48, face_px=48) == 1.0  # the rule before 0.9
+
+
+def test_scanning_at_scan_face_px_finds_the_faces_full_size_scanning_does(face_drawing):
+    frame = np.full((240, 320, 3), 110, np.uint8)
+    frame[20:90, 20:90] = face_drawing(70)[:, :, None]
+    frame[60:220, 140:300] = face_drawing(160)[:, :, None]
+    now = HaarDetector().detect(frame)
+    before = HaarDetector(DetectorConfig(scan_face_px=48)).detect(frame)
+    assert len(now) == len(before) == 2
+    for b in now:
+        assert max(b.iou(f) for f in before) > 0.7
+
+
+def test_detectors_of_one_thread_share_a_cascade_and_threads_do_not(face_drawing):
+    import threading
+    a, b = HaarDetector(), HaarDetector()
+    assert a.cascade is b.cascade  # parsed once
+    frame = np.full((240, 320, 3), 110, np.uint8)
+    frame[60:220, 140:300] = face_drawing(160)[:, :, None]
+    expected = a.detect(frame)
+    assert len(expected) == 1
+    seen: list = []
+
+    def scan() -> None:  # one detector, four threads scanning at once
+        seen.append(a.cascade)
+        seen.extend(a.detect(frame) == expected for _ in range(10))
+
+    threads = [threading.Thread(target=scan) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cascades = [x for x in seen if not isinstance(x, bool)]
+    assert len({id(c) for c in cascades} | {id(a.cascade)}) == 5  # one per thread
+    assert [x for x in seen if isinstance(x, bool)] == [True] * 40

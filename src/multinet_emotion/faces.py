@@ -6,7 +6,9 @@ Two ship here:
 
 - ``haar``: OpenCV's frontal-face Haar cascade, which opencv-python(-headless) < 5 carries
   inside the wheel, so nothing is downloaded. It runs on a copy of the frame scaled down to
-  ``detect_width`` pixels (a 640x480 frame costs several times less at 320 px wide).
+  ``detect_width`` pixels (a 640x480 frame costs several times less at 320 px wide), and
+  further down when even the smallest face it looks for would be over ``scan_face_px`` (36)
+  pixels there (:func:`scan_scale`).
 - ``yunet``: OpenCV's YuNet CNN detector (``cv2.FaceDetectorYN``) from a local ``.onnx`` file
   the user points at with ``--detector-model``.
 
@@ -21,6 +23,7 @@ turned grey and resized to the model's input size with ``cv2.INTER_AREA``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,6 +114,9 @@ class DetectorConfig:
                                   help="Haar: image pyramid step")
     min_neighbors: int = setting(5, cli=False, min=0,
                                  help="Haar: overlapping hits needed to keep a face")
+    scan_face_px: int = setting(36, cli=False, min=24, unit="pixels",
+                                help="Haar: a whole-frame scan sees the smallest face "
+                                     "(min_face) at most this wide (see scan_scale)")
     equalize: str = setting("clahe", cli=False, choices=EQUALIZE,
                             help="Haar: contrast step, clahe, hist (global) or none")
     score_threshold: float = setting(0.7, cli=False, min=0, max=1,
@@ -153,8 +159,65 @@ def _downscale(image: np.ndarray, width: int) -> tuple[np.ndarray, float]:
     h, w = image.shape[:2]
     if width <= 0 or w <= width:
         return image, 1.0
-    s = width / w
-    return cv2.resize(image, (width, max(1, round(h * s))), interpolation=cv2.INTER_AREA), s
+    return _scaled(image, width / w), width / w
+
+
+def _scaled(image: np.ndarray, s: float) -> np.ndarray:
+    if s >= 1.0:
+        return image
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                      interpolation=cv2.INTER_AREA)
+
+
+#: A whole-frame Haar scan sees the smallest face it looks for (``min_face``) at most this
+#: many pixels wide (``DetectorConfig.scan_face_px``): 1.5 times the cascade's 24-pixel
+#: window. Wider costs more and finds no more faces. The cascade steps 2 pixels at a time
+#: over scales up to twice its window and 1 pixel beyond, so a 320x240 frame scanned at
+#: 320 px (a 48-px face seen at 48) tries about twice the windows it does at 240 px.
+#: ``python bench/detection.py`` measures both on FER2013 faces (figures in the README).
+#: Frames wider than ``detect_width`` are scanned below this already (640 px at 320 wide:
+#: a 48-px face seen at 24).
+SCAN_FACE_PX = 36
+
+
+def scan_scale(width: int, detect_width: int, min_face: int,
+               face_px: int = SCAN_FACE_PX) -> float:
+    """The factor (<= 1) a whole-frame Haar scan of a frame ``width`` pixels wide works at:
+    at most ``detect_width`` pixels wide (0 = any), and the smallest face it looks for
+    (``min_face``) at most ``face_px`` wide. The learner page computes the same."""
+    s = detect_width / width if 0 < detect_width < width else 1.0
+    if min_face * s > face_px:
+        s = face_px / min_face
+    return s
+
+
+_per_thread = threading.local()
+
+
+def _thread_cascade(path: Path) -> cv2.CascadeClassifier:
+    """This thread's copy of the Haar cascade at ``path`` (loaded at its first use here)."""
+    cache: dict[tuple[str, int, int], cv2.CascadeClassifier] | None = \
+        getattr(_per_thread, "cascades", None)
+    if cache is None:
+        cache = _per_thread.cascades = {}
+    try:
+        st = path.stat()
+    except OSError:
+        raise MultiNetError(f"Haar cascade {path} does not exist; pass --detector-model "
+                            "PATH to a cascade XML file") from None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    cascade = cache.get(key)
+    if cascade is None:
+        try:
+            cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):  # some builds raise on a malformed file
+            cascade = None
+        if cascade is None or cascade.empty():
+            raise MultiNetError(f"{path} is not a Haar cascade OpenCV can read; pass "
+                                "--detector-model PATH to a cascade XML file")
+        cache[key] = cascade
+    return cascade
 
 
 class HaarDetector:
@@ -180,18 +243,21 @@ class HaarDetector:
         # brighter than the background, global equalizeHist lost 10-20% of the faces the
         # raw frame gives, and CLAHE found slightly more than the raw frame.
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        try:
-            self.cascade = cv2.CascadeClassifier(str(path))
-        except (cv2.error, SystemError):  # some builds raise on a malformed file
-            self.cascade = None
-        if self.cascade is None or self.cascade.empty():
-            raise MultiNetError(f"{path} is not a Haar cascade OpenCV can read; pass "
-                                "--detector-model PATH to a cascade XML file")
+        self._path = path
+        self.cascade  # noqa: B018 - loads (and checks) the file now, in this thread
+
+    @property
+    def cascade(self) -> cv2.CascadeClassifier:
+        """The cascade, loaded once per thread: a CascadeClassifier keeps the state of the
+        scan in progress, so two threads must not share one, while the detectors of one
+        thread (a server's connections) can; parsing the file cost 14 ms a detector."""
+        return _thread_cascade(self._path)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         grey = to_grey(_check_frame(frame), self.color)
-        small, s = _downscale(grey, self.config.detect_width)
-        small = self._equalize(small)
+        s = scan_scale(grey.shape[1], self.config.detect_width, self.config.min_face,
+                       self.config.scan_face_px)
+        small = self._equalize(_scaled(grey, s))
         min_side = max(12, round(self.config.min_face * s))
         found = self.cascade.detectMultiScale(
             small, scaleFactor=self.config.scale_factor, minNeighbors=self.config.min_neighbors,

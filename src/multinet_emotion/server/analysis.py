@@ -138,6 +138,11 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
         log.exception("loading the emotion model failed")
         return None, f"the emotion model could not be loaded ({type(e).__name__})"
 
+    # one OpenCV thread per call, for the same reason: OpenCV's own pool, shared by every
+    # frame being analysed, adds CPU and no throughput when the frames keep the cores busy
+    # (bench/detection.py prints a whole-frame scan's CPU on one thread and on two)
+    import cv2
+    cv2.setNumThreads(1)
     phases = itertools.count()
 
     def make() -> Analyzer:  # per connection: own face detector and tracks, shared model

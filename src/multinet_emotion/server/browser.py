@@ -232,6 +232,7 @@ class BrowserAnalysis:
             "input_size": m.info.input_size, "value_range": list(m.info.value_range),
             "crop_scale": m.info.crop_scale, "labels": list(m.info.labels),
             "detect_width": det.detect_width, "min_face": det.min_face,
+            "scan_face_px": det.scan_face_px,
             "scale_factor": det.scale_factor, "min_neighbors": det.min_neighbors,
             "clahe": CLAHE, "smoothing_alpha": track.alpha if track.smoothing == "ema" else 1.0,
         }

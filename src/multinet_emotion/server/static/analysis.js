@@ -48,11 +48,13 @@ const BrowserAnalysis = (() => {
     /* Faces in a grey Mat, in its pixels, largest first (HaarDetector.detect + _rescale). */
     detect(grey) {
       const {cv, cfg} = this;
-      let small = grey, s = 1.0;
-      if (cfg.detect_width > 0 && grey.cols > cfg.detect_width) {
-        s = cfg.detect_width / grey.cols;
+      let small = grey, s = 1.0;  // faces.scan_scale
+      if (cfg.detect_width > 0 && grey.cols > cfg.detect_width) s = cfg.detect_width / grey.cols;
+      if (cfg.min_face * s > cfg.scan_face_px) s = cfg.scan_face_px / cfg.min_face;
+      if (s < 1.0) {
         small = new cv.Mat();
-        cv.resize(grey, small, new cv.Size(cfg.detect_width, Math.max(1, pyRound(grey.rows * s))),
+        cv.resize(grey, small, new cv.Size(Math.max(1, pyRound(grey.cols * s)),
+                                           Math.max(1, pyRound(grey.rows * s))),
                   0, 0, cv.INTER_AREA);
       }
       const eq = new cv.Mat();

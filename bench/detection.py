@@ -1,0 +1,196 @@
+"""What the Haar face detector finds, and what it costs, in frames like the learner page sends.
+
+    python bench/detection.py                       # 1000 faces, 320x240 frames
+    python bench/detection.py --scan-face-px 36,48 --limit 2000 --json reports/detection.json
+
+FER2013 test faces (48x48, enlarged to 60..170 px) are pasted at random places in 320x240
+frames (a grey gradient with sensor noise, JPEG quality 70, like bench/load.py's frames), one
+face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
+
+1. whole-frame scans (``HaarDetector.detect``) for each ``--scan-face-px`` (how wide the
+   smallest face, ``min_face``, is seen; 48 or more = the frame as it is, which was the rule
+   before 0.9): faces found, false ones, and CPU a scan; also the default on two threads;
+2. the local search that follows a found face (``detect_near``), on the next frame with the
+   face moved up to 8 px and resized up to 10%: faces kept, and false keeps (the face
+   replaced by itself upside down, or by its 12-px blocks shuffled), and CPU a search;
+3. what making a detector costs: the first in a thread parses the cascade file, the next
+   ones share it.
+
+FER2013 faces are cropped tightly (no hair, ears or background), so the detector misses more
+of them than of webcam faces; the figures compare settings, they are not a webcam's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from multinet_emotion.faces import SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
+from multinet_emotion.progress import bar
+
+ROOT = Path(__file__).resolve().parents[1]
+FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
+W, H = 320, 240
+
+
+def frame_with(face: np.ndarray, x: int, y: int, side: int, seed: int) -> tuple[np.ndarray, Box]:
+    """A grey 320x240 JPEG-decoded frame with ``face`` pasted at (x, y), ``side`` px."""
+    rng = np.random.default_rng(seed)
+    lo, hi = rng.integers(30, 120), rng.integers(130, 220)
+    bg = np.tile(np.linspace(lo, hi, W, dtype=np.float32), (H, 1))
+    bg = np.clip(bg + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+    x, y = min(max(x, 0), W - side), min(max(y, 0), H - side)
+    bg[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(".jpg", bg, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), Box(x, y, side, side)
+
+
+def cpu_ms(fn) -> tuple[object, float]:
+    t = time.process_time()
+    out = fn()
+    return out, (time.process_time() - t) * 1000
+
+
+def scans(frames: list[tuple[np.ndarray, Box]], detector: HaarDetector, desc: str) -> dict:
+    found, false, times, hits = 0, 0, [], []
+    progress = bar(len(frames), desc=desc, unit="frame")
+    for img, truth in frames:
+        boxes, ms = cpu_ms(lambda img=img: detector.detect(img))
+        times.append(ms)
+        hit = any(b.iou(truth) > 0.3 for b in boxes)
+        found += hit
+        hits.append(hit)
+        false += sum(b.iou(truth) <= 0.3 for b in boxes)
+        progress.update(1)
+    progress.close()
+    return {"found_pct": round(100 * found / len(frames), 1), "false_faces": false,
+            "cpu_ms_median": round(statistics.median(times), 2),
+            "cpu_ms_mean": round(statistics.fmean(times), 2), "_hits": hits}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--data", type=Path, default=FER_TEST, help="FER2013 test folder")
+    p.add_argument("--limit", type=int, default=1000, help="faces (one frame each)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scan-face-px", default=f"{SCAN_FACE_PX},48",
+                   help=f"comma-separated widths to compare (default {SCAN_FACE_PX},48)")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    args = p.parse_args(argv)
+    try:
+        widths = [int(v) for v in args.scan_face_px.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--scan-face-px: comma-separated whole numbers, got {args.scan_face_px!r}")
+    if not widths or min(widths) < 24:
+        p.error("--scan-face-px: widths of at least 24 (the cascade's window)")
+    paths = sorted(args.data.glob("*/*.jpg")) if args.data.is_dir() else []
+    if not paths:
+        print(f"no FER2013 test images under {args.data} (expected CLASS/NAME.jpg)",
+              file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    rng.shuffle(paths)
+    paths = paths[:args.limit]
+    frames, moved = [], []
+    for i, path in enumerate(paths):
+        face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        side = rng.randint(60, 170)
+        x, y = rng.randint(0, W - side), rng.randint(0, H - side)
+        frames.append(frame_with(face, x, y, side, args.seed * 1_000_003 + i))
+        # the next frame, for the local search: moved and resized a little
+        side2 = max(50, round(side * (1 + rng.uniform(-0.1, 0.1))))
+        x2, y2 = x + rng.randint(-8, 8), y + rng.randint(-8, 8)
+        moved.append((face, x2, y2, side2, args.seed * 1_000_003 + i + 500_000))
+    cv2.setNumThreads(1)
+    out: dict = {"faces": len(frames), "frame": f"{W}x{H}", "min_face": DetectorConfig().min_face,
+                 "scans": {}}
+    print(f"{len(frames)} FER2013 test faces of 60..170 px, one per {W}x{H} frame (JPEG 70); "
+          f"min_face {out['min_face']} px; CPU on one OpenCV thread unless said")
+    print("1. whole-frame scans")
+    base_hits = None
+    for px in widths:
+        det = HaarDetector(DetectorConfig(scan_face_px=px))
+        r = scans(frames, det, f"scan at {px} px")
+        hits = r.pop("_hits")
+        if base_hits is None:
+            base_hits = hits
+        r["lost_vs_first"] = sum(a and not b for a, b in zip(base_hits, hits))
+        r["gained_vs_first"] = sum(b and not a for a, b in zip(base_hits, hits))
+        scale = min(1.0, px / out["min_face"])
+        out["scans"][str(px)] = r
+        print(f"   smallest face seen at {px:3d} px (frame scanned at {round(W * scale)} px "
+              f"wide): found {r['found_pct']:5.1f}%, {r['false_faces']} false, CPU "
+              f"{r['cpu_ms_median']:.1f} ms a scan (median; mean {r['cpu_ms_mean']:.1f}); vs "
+              f"the first: {r['lost_vs_first']} lost, {r['gained_vs_first']} gained")
+    cv2.setNumThreads(2)
+    r2 = scans(frames[: max(1, len(frames) // 4)], HaarDetector(), "two threads")
+    cv2.setNumThreads(1)
+    r1 = scans(frames[: max(1, len(frames) // 4)], HaarDetector(), "one thread")
+    out["two_threads"] = {"cpu_ms_median": r2["cpu_ms_median"],
+                          "one_thread_cpu_ms_median": r1["cpu_ms_median"]}
+    print(f"   the default on two OpenCV threads: CPU {r2['cpu_ms_median']:.1f} ms a scan "
+          f"(one thread, same {len(frames) // 4} frames: {r1['cpu_ms_median']:.1f} ms)")
+
+    print("2. local search (detect_near) on the next frame, face moved <= 8 px, resized <= 10%")
+    det = HaarDetector()
+    kept, false_keeps, negatives, times, tracked = 0, 0, 0, [], 0
+    progress = bar(len(frames), desc="local search", unit="frame")
+    for (img, truth), (face, x2, y2, side2, seed) in zip(frames, moved):
+        progress.update(1)
+        start = [b for b in det.detect(img) if b.iou(truth) > 0.3]
+        if not start:
+            continue
+        tracked += 1
+        nxt, truth2 = frame_with(face, x2, y2, side2, seed)
+        box, ms = cpu_ms(lambda nxt=nxt, b=start[0]: det.detect_near(nxt, b))
+        times.append(ms)
+        kept += box is not None and box.iou(truth2) > 0.3
+        blocks = [face[r:r + 12, c:c + 12] for r in range(0, 48, 12) for c in range(0, 48, 12)]
+        order = np.random.default_rng(seed).permutation(16)
+        shuffled = np.vstack([np.hstack([blocks[order[r * 4 + c]] for c in range(4)])
+                              for r in range(4)])
+        for negative in (face[::-1], shuffled):
+            img_neg, _ = frame_with(negative, x2, y2, side2, seed)
+            false_keeps += det.detect_near(img_neg, start[0]) is not None
+            negatives += 1
+    progress.close()
+    if tracked:
+        out["local_search"] = {"tracked": tracked, "kept_pct": round(100 * kept / tracked, 1),
+                               "false_keep_pct": round(100 * false_keeps / negatives, 1),
+                               "cpu_ms_median": round(statistics.median(times), 2)}
+        ls = out["local_search"]
+        print(f"   {tracked} faces found: kept {ls['kept_pct']:.1f}%, CPU {ls['cpu_ms_median']:.1f}"
+              f" ms a search (median); false keeps {ls['false_keep_pct']:.1f}% of {negatives}")
+
+    print("3. making a detector")
+    import threading
+
+    def first_in_new_thread(result: list) -> None:
+        result.append(cpu_ms(HaarDetector)[1])
+
+    firsts: list[float] = []
+    for _ in range(5):
+        t = threading.Thread(target=first_in_new_thread, args=(firsts,))
+        t.start()
+        t.join()
+    later = [cpu_ms(HaarDetector)[1] for _ in range(20)]
+    out["detector_start_ms"] = {"first_in_thread": round(statistics.median(firsts), 2),
+                                "later": round(statistics.median(later), 3)}
+    print(f"   the first in a thread {out['detector_start_ms']['first_in_thread']:.1f} ms CPU "
+          f"(parses the cascade), the next ones {out['detector_start_ms']['later']:.2f} ms")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
