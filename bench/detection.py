@@ -10,9 +10,11 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
 1. whole-frame scans (``HaarDetector.detect``) for each ``--scan-face-px`` (how wide the
    smallest face, ``min_face``, is seen; 48 or more = the frame as it is, which was the rule
    before 0.9): faces found, false ones, and CPU a scan; also the default on two threads;
-2. the local search that follows a found face (``detect_near``), on the next frame with the
-   face moved up to 8 px and resized up to 10%: faces kept, and false keeps (the face
-   replaced by itself upside down, or by its 12-px blocks shuffled), and CPU a search;
+2. the local search that follows a found face (``detect_near``) for each
+   ``--near-size-change`` (sizes tried, from 1/g to g times the last; 1.4 before 0.9), on
+   the next frame with the face moved up to 8 px and resized up to 10%: faces kept, false
+   keeps (the face replaced by itself upside down, or by its 12-px blocks shuffled), and
+   CPU a search;
 3. what making a detector costs: the first in a thread parses the cascade file, the next
    ones share it.
 
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scan-face-px", default=f"{SCAN_FACE_PX},48",
                    help=f"comma-separated widths to compare (default {SCAN_FACE_PX},48)")
+    p.add_argument("--near-size-change", default="1.25,1.4",
+                   help="comma-separated local-search size ranges to compare (default "
+                        "1.25,1.4: 1.4 was the range before 0.9)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     try:
@@ -91,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--scan-face-px: comma-separated whole numbers, got {args.scan_face_px!r}")
     if not widths or min(widths) < 24:
         p.error("--scan-face-px: widths of at least 24 (the cascade's window)")
+    try:
+        ranges = [float(v) for v in args.near_size_change.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--near-size-change: comma-separated numbers, got {args.near_size_change!r}")
+    if not ranges or min(ranges) <= 1:
+        p.error("--near-size-change: numbers above 1")
     paths = sorted(args.data.glob("*/*.jpg")) if args.data.is_dir() else []
     if not paths:
         print(f"no FER2013 test images under {args.data} (expected CLASS/NAME.jpg)",
@@ -141,34 +152,41 @@ def main(argv: list[str] | None = None) -> int:
 
     print("2. local search (detect_near) on the next frame, face moved <= 8 px, resized <= 10%")
     det = HaarDetector()
-    kept, false_keeps, negatives, times, tracked = 0, 0, 0, [], 0
-    progress = bar(len(frames), desc="local search", unit="frame")
+    starts = []  # (the face found in the first frame, the next frame, the negatives)
     for (img, truth), (face, x2, y2, side2, seed) in zip(frames, moved):
-        progress.update(1)
         start = [b for b in det.detect(img) if b.iou(truth) > 0.3]
         if not start:
             continue
-        tracked += 1
         nxt, truth2 = frame_with(face, x2, y2, side2, seed)
-        box, ms = cpu_ms(lambda nxt=nxt, b=start[0]: det.detect_near(nxt, b))
-        times.append(ms)
-        kept += box is not None and box.iou(truth2) > 0.3
         blocks = [face[r:r + 12, c:c + 12] for r in range(0, 48, 12) for c in range(0, 48, 12)]
         order = np.random.default_rng(seed).permutation(16)
         shuffled = np.vstack([np.hstack([blocks[order[r * 4 + c]] for c in range(4)])
                               for r in range(4)])
-        for negative in (face[::-1], shuffled):
-            img_neg, _ = frame_with(negative, x2, y2, side2, seed)
-            false_keeps += det.detect_near(img_neg, start[0]) is not None
-            negatives += 1
-    progress.close()
-    if tracked:
-        out["local_search"] = {"tracked": tracked, "kept_pct": round(100 * kept / tracked, 1),
-                               "false_keep_pct": round(100 * false_keeps / negatives, 1),
-                               "cpu_ms_median": round(statistics.median(times), 2)}
-        ls = out["local_search"]
-        print(f"   {tracked} faces found: kept {ls['kept_pct']:.1f}%, CPU {ls['cpu_ms_median']:.1f}"
-              f" ms a search (median); false keeps {ls['false_keep_pct']:.1f}% of {negatives}")
+        negatives = [frame_with(neg, x2, y2, side2, seed)[0] for neg in (face[::-1], shuffled)]
+        starts.append((start[0], nxt, truth2, negatives))
+    out["local_search"] = {}
+    for grow in ranges:
+        det = HaarDetector(DetectorConfig(near_size_change=grow))
+        kept, false_keeps, n_neg, times = 0, 0, 0, []
+        progress = bar(len(starts), desc=f"local search {grow:g}", unit="face")
+        for box0, nxt, truth2, negatives in starts:
+            box, ms = cpu_ms(lambda nxt=nxt, b=box0, d=det: d.detect_near(nxt, b))
+            times.append(ms)
+            kept += box is not None and box.iou(truth2) > 0.3
+            for img_neg in negatives:
+                false_keeps += det.detect_near(img_neg, box0) is not None
+                n_neg += 1
+            progress.update(1)
+        progress.close()
+        if not starts:
+            break
+        ls = out["local_search"][f"{grow:g}"] = {
+            "tracked": len(starts), "kept_pct": round(100 * kept / len(starts), 1),
+            "false_keep_pct": round(100 * false_keeps / n_neg, 1),
+            "cpu_ms_median": round(statistics.median(times), 2)}
+        print(f"   sizes 1/{grow:g}..{grow:g} x the last: of {len(starts)} faces found, kept "
+              f"{ls['kept_pct']:.1f}%, CPU {ls['cpu_ms_median']:.1f} ms a search (median); "
+              f"false keeps {ls['false_keep_pct']:.1f}% of {n_neg}")
 
     print("3. making a detector")
     import threading

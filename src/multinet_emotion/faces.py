@@ -114,6 +114,9 @@ class DetectorConfig:
                                   help="Haar: image pyramid step")
     min_neighbors: int = setting(5, cli=False, min=0,
                                  help="Haar: overlapping hits needed to keep a face")
+    near_size_change: float = setting(1.25, cli=False, min=1, min_open=True,
+                                      help="Haar: following a face, sizes from 1/this to "
+                                           "this times its last are tried")
     scan_face_px: int = setting(36, cli=False, min=24, unit="pixels",
                                 help="Haar: a whole-frame scan sees the smallest face "
                                      "(min_face) at most this wide (see scan_scale)")
@@ -276,9 +279,10 @@ class HaarDetector:
         """The face that was at ``box`` in an earlier frame, searched for only around it.
 
         The region (``box`` grown by ``margin`` of its size on each side) is scaled so the
-        face is about 48 px and only faces of 0.7..1.4 times the old size are tried: well
-        under a millisecond, against 10-30 ms for a whole 640x480 frame at 320 px wide.
-        Returns None when the face is not there (gone, turned away, or missed)."""
+        face is about 48 px and only faces of 1/g..g times the old size are tried (g =
+        ``near_size_change``, 1.25): about a quarter of a whole-frame scan's CPU
+        (``python bench/detection.py`` prints both). Returns None when the face is not there
+        (gone, turned away, or missed)."""
         grey = to_grey(_check_frame(frame), self.color)
         fh, fw = grey.shape
         side = max(box.w, box.h)
@@ -293,7 +297,8 @@ class HaarDetector:
             region = cv2.resize(region, (max(24, round((x1 - x0) * s)),
                                          max(24, round((y1 - y0) * s))),
                                 interpolation=cv2.INTER_AREA)
-        lo, hi = max(20, int(0.7 * side * s)), max(24, int(1.4 * side * s) + 1)
+        grow = self.config.near_size_change
+        lo, hi = max(20, int(side * s / grow)), max(24, int(grow * side * s) + 1)
         found = self.cascade.detectMultiScale(
             self._equalize(region), scaleFactor=self.config.scale_factor,
             minNeighbors=self.config.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
