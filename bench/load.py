@@ -15,6 +15,7 @@ figure then sums the whole process tree.
 
     python bench/load.py --learners 20                   # the target: 20 learners at 2 fps
     python bench/load.py --learners 10,20,30,40 --seconds 20 --json reports/load.json
+    python bench/load.py --learners 50 --timeline 5   # also the p95 of every 5 s
     python bench/load.py --model path/to/model.onnx      # another model (default: shipped)
     python bench/load.py --mode samples --fps 1 --learners 100,500
     python bench/load.py --workers 2 --database postgresql+psycopg://postgres@127.0.0.1/db
@@ -116,6 +117,7 @@ class Learner:
     errors: int = 0
     faces: int = 0
     latencies: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # perf_counter when each was sent
     failure: str | None = None
 
 
@@ -171,6 +173,7 @@ async def run_learner(base: str, frames: list[bytes], fps: float, seconds: float
                         out.results += 1
                         out.faces += bool(msg["faces"])
                         out.latencies.append(time.perf_counter() - t_sent)
+                        out.sent_at.append(t_sent)
                     else:
                         out.errors += 1
                     if done.is_set() and not pending:
@@ -211,7 +214,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
                     seconds: float, mode: str = "frames",
-                    mark: Callable[[], None] = lambda: None) -> dict:
+                    mark: Callable[[], None] = lambda: None, window: float = 5.0) -> dict:
     code = await asyncio.to_thread(join_code, base)
     t0 = time.perf_counter()
     start_all = Start(n, mark)
@@ -220,6 +223,14 @@ async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
                                       for i in range(n)))
     wall = time.perf_counter() - t0
     lat = [x for lr in learners for x in lr.latencies]
+    sent_at = [x for lr in learners for x in lr.sent_at]
+    go = min(sent_at, default=0.0)
+    # p95 over consecutive windows of the streaming (see --timeline)
+    by_window: dict[int, list[float]] = {}
+    for t, x in zip(sent_at, lat):
+        by_window.setdefault(int((t - go) // window), []).append(x)
+    timeline = [round(percentile(by_window.get(i, []), 95) * 1000, 1)
+                for i in range(max(by_window, default=-1) + 1)]
     sent = sum(lr.sent for lr in learners)
     results = sum(lr.results for lr in learners)
     errors = sum(lr.errors for lr in learners)
@@ -234,7 +245,8 @@ async def run_level(base: str, frames: list[list[bytes]], n: int, fps: float,
             "p95_ms": round(percentile(lat, 95) * 1000, 1),
             "p99_ms": round(percentile(lat, 99) * 1000, 1),
             "max_ms": round(max(lat) * 1000, 1) if lat else float("nan"),
-            "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else float("nan")}
+            "mean_ms": round(statistics.fmean(lat) * 1000, 1) if lat else float("nan"),
+            "window_s": window, "p95_ms_by_window": timeline}
 
 
 def cpu_seconds(pid: int | None) -> float | None:
@@ -334,9 +346,14 @@ def main() -> int:
                                        "SQLite file; PostgreSQL: use an empty database)")
     ap.add_argument("--analysis-workers", type=int,
                     help="frames analysed at once by each server process")
+    ap.add_argument("--timeline", type=float, default=0.0, metavar="SECONDS",
+                    help="also print the p95 latency of each SECONDS-long window of the "
+                         "streaming, by when frames were sent (0 = not printed)")
     ap.add_argument("--start-timeout", type=float, default=120.0)
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
+    if args.timeline < 0:
+        ap.error("--timeline: seconds, 0 or more")
     levels = [int(x) for x in args.learners.split(",") if x.strip()]
     if args.workers > 1 and not args.url and not (args.database or "").startswith("postgresql"):
         ap.error("--workers > 1 needs --database postgresql+psycopg://USER@HOST/DB")
@@ -376,7 +393,7 @@ def main() -> int:
                 marks["db_mid"] = postgres_cpu_seconds() if pg else None
 
             r = asyncio.run(run_level(base, frames, n, args.fps, args.seconds, args.mode,
-                                      mark))
+                                      mark, args.timeline or 5.0))
             cpu0, cpu_mid = marks["cpu0"], marks.get("cpu_mid", marks["cpu0"])
             cpu1 = cpu_seconds(pid)
             client = time.process_time() - marks.get("client_mid", time.process_time())
@@ -402,6 +419,9 @@ def main() -> int:
                   f" {setup if setup is not None else nan:>7.1f}"
                   f" {r['client_cpu_ms_per_frame']:>10.2f}"
                   + (f" {r['db_cpu_ms_per_frame'] or nan:>6.2f}" if pg else ""), flush=True)
+            if args.timeline:
+                print(f"   p95 ms by {args.timeline:g}-s window of the streaming: "
+                      + " ".join(f"{x:.0f}" for x in r["p95_ms_by_window"]))
             for f in r["failed_learners"][:3]:
                 print(f"   failed learner: {f}")
             ok = (r["p95_ms"] <= args.target_ms and r["lost"] == 0
