@@ -87,7 +87,7 @@ def test_detect_help_still_says_what_it_said(capsys):
     for phrase in ("camera index (0), video file, stream URL, image, or folder of images",
                    "EMA weight of the newest reading (default 0.3)",
                    "window smoothing: number of readings averaged (default 10)",
-                   "detect faces on a copy this many pixels wide (0 = full size) (default 320)",
+                   "detect faces on a copy at most this many pixels wide (0 = full size) (default 320)",
                    "ignore faces narrower than this many pixels (default 48)",
                    "(1 = full every frame) (default 5)",
                    "face crop size relative to the detected box (default: the model's)",

@@ -106,7 +106,8 @@ class DetectorConfig:
                                       help="the detector's model file (YuNet .onnx, or another "
                                            "Haar cascade)")
     detect_width: int = setting(320, min=0, unit="pixels",
-                                help="detect faces on a copy this many pixels wide (0 = full size)")
+                                help="detect faces on a copy at most this many pixels "
+                                     "wide (0 = full size)")
     min_face: int = setting(48, min=0, unit="pixels",
                             help="ignore faces narrower than this many pixels")
     # tuning of the detectors, set in code only
@@ -253,7 +254,7 @@ class HaarDetector:
     def cascade(self) -> cv2.CascadeClassifier:
         """The cascade, loaded once per thread: a CascadeClassifier keeps the state of the
         scan in progress, so two threads must not share one, while the detectors of one
-        thread (a server's connections) can; parsing the file cost 14 ms a detector."""
+        thread (a server's connections) can (``bench/detection.py`` prints what parsing costs)."""
         return _thread_cascade(self._path)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
