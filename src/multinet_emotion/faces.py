@@ -199,22 +199,17 @@ def scan_scale(width: int, detect_width: int, min_face: int,
 _per_thread = threading.local()
 
 
-def _thread_cascade(path: Path) -> cv2.CascadeClassifier:
-    """This thread's copy of the Haar cascade at ``path`` (loaded at its first use here)."""
+def _thread_cascade(key: tuple[str, int, int]) -> cv2.CascadeClassifier:
+    """This thread's copy of the Haar cascade ``key`` names (parsed at its first use here)."""
     cache: dict[tuple[str, int, int], cv2.CascadeClassifier] | None = \
         getattr(_per_thread, "cascades", None)
     if cache is None:
         cache = _per_thread.cascades = {}
-    try:
-        st = path.stat()
-    except OSError:
-        raise MultiNetError(f"Haar cascade {path} does not exist; pass --detector-model "
-                            "PATH to a cascade XML file") from None
-    key = (str(path), st.st_mtime_ns, st.st_size)
     cascade = cache.get(key)
     if cascade is None:
+        path = key[0]
         try:
-            cascade = cv2.CascadeClassifier(str(path))
+            cascade = cv2.CascadeClassifier(path)
         except (cv2.error, SystemError):  # some builds raise on a malformed file
             cascade = None
         if cascade is None or cascade.empty():
@@ -247,7 +242,8 @@ class HaarDetector:
         # brighter than the background, global equalizeHist lost 10-20% of the faces the
         # raw frame gives, and CLAHE found slightly more than the raw frame.
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-        self._path = path
+        st = path.stat()  # once, not on every scan; a file replaced on disk is parsed again
+        self._key = (str(path), st.st_mtime_ns, st.st_size)
         self.cascade  # noqa: B018 - loads (and checks) the file now, in this thread
 
     @property
@@ -255,7 +251,7 @@ class HaarDetector:
         """The cascade, loaded once per thread: a CascadeClassifier keeps the state of the
         scan in progress, so two threads must not share one, while the detectors of one
         thread (a server's connections) can (``bench/detection.py`` prints what parsing costs)."""
-        return _thread_cascade(self._path)
+        return _thread_cascade(self._key)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         grey = to_grey(_check_frame(frame), self.color)
