@@ -229,8 +229,14 @@ def test_dashboard_names_login_legend_and_favicon(server, browser) -> None:
     # 6. a 100-character name stays within its card, the full name in a title
     width = page.evaluate("window.innerWidth")
     assert page.evaluate("document.documentElement.scrollWidth") <= width
-    box = long_card.bounding_box()
-    assert box["x"] + box["width"] <= width and box["width"] < 600, box
+    box = None
+    for _ in range(50):  # the board re-renders as it polls: a card may be mid-replacement
+        long_card.wait_for(state="visible", timeout=15_000)
+        box = long_card.bounding_box()
+        if box is not None:
+            break
+        page.wait_for_timeout(100)
+    assert box is not None and box["x"] + box["width"] <= width and box["width"] < 600, box
     name = long_card.locator(".name bdi")
     assert name.get_attribute("title") == LONG_NAME
     assert page.evaluate("""id => { const n = document.querySelector(
