@@ -188,25 +188,54 @@ def test_scanning_at_scan_face_px_finds_the_faces_full_size_scanning_does(face_d
         assert max(b.iou(f) for f in before) > 0.7
 
 
-def test_detectors_of_one_thread_share_a_cascade_and_threads_do_not(face_drawing):
+def test_detectors_share_parsed_cascades_and_concurrent_scans_get_their_own(face_drawing):
     import threading
-    a, b = HaarDetector(), HaarDetector()
-    assert a.cascade is b.cascade  # parsed once
+
+    a = HaarDetector()
+    pool = a.cascades
+    made = pool.parsed
+    b = HaarDetector()
+    assert b.cascades is pool and pool.parsed == made  # a new detector parses nothing
     frame = np.full((240, 320, 3), 110, np.uint8)
     frame[60:220, 140:300] = face_drawing(160)[:, :, None]
     expected = a.detect(frame)
     assert len(expected) == 1
-    seen: list = []
+    lent: list = []
+    inside = threading.Barrier(4, timeout=10)
 
-    def scan() -> None:  # one detector, four threads scanning at once
-        seen.append(a.cascade)
-        seen.extend(a.detect(frame) == expected for _ in range(10))
+    def scan() -> None:  # four threads, each holding a cascade at the same time
+        with pool.borrow() as cascade:
+            lent.append(cascade)
+            inside.wait()
+        for _ in range(10):
+            lent.append(b.detect(frame) == expected)
 
     threads = [threading.Thread(target=scan) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    cascades = [x for x in seen if not isinstance(x, bool)]
-    assert len({id(c) for c in cascades} | {id(a.cascade)}) == 5  # one per thread
-    assert [x for x in seen if isinstance(x, bool)] == [True] * 40
+    cascades = [x for x in lent if not isinstance(x, bool)]
+    assert len({id(c) for c in cascades}) == 4  # never one cascade in two scans at once
+    assert [x for x in lent if isinstance(x, bool)] == [True] * 40
+    assert pool.parsed <= made + 4  # copies are reused, not parsed per scan or per thread
+    parsed = pool.parsed
+    fresh = threading.Thread(target=lambda: lent.append(HaarDetector().detect(frame)))
+    fresh.start()
+    fresh.join()
+    assert lent[-1] == expected
+    assert pool.parsed == parsed  # a new thread's detector and scan reuse a parsed copy
+
+
+def test_prepare_parses_the_copies_concurrent_scans_need_up_front():
+    from contextlib import ExitStack
+
+    d = HaarDetector()
+    want = d.cascades.parsed + 3
+    d.prepare(want)
+    assert d.cascades.parsed == want
+    with ExitStack() as held:  # as many scans at once as prepared: nothing is parsed then
+        copies = [held.enter_context(d.cascades.borrow()) for _ in range(want)]
+    assert len({id(c) for c in copies}) == want and d.cascades.parsed == want
+    d.prepare(2)  # fewer than there are: nothing more
+    assert d.cascades.parsed == want

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -196,27 +197,65 @@ def scan_scale(width: int, detect_width: int, min_face: int,
     return s
 
 
-_per_thread = threading.local()
+class _CascadePool:
+    """Parsed copies of one Haar cascade file, each lent to one scan at a time.
 
+    A ``CascadeClassifier`` keeps the state of the scan in progress, so two scans at once
+    need two copies; parsing one costs about as much as a whole-frame scan
+    (``python bench/detection.py``). The pool parses a copy only when every copy is in a
+    scan, so a process holds as many as it ever ran scans at once, whichever threads run
+    them: a server whose connections start in many threads parses a few, not one a thread."""
 
-def _thread_cascade(key: tuple[str, int, int]) -> cv2.CascadeClassifier:
-    """This thread's copy of the Haar cascade ``key`` names (parsed at its first use here)."""
-    cache: dict[tuple[str, int, int], cv2.CascadeClassifier] | None = \
-        getattr(_per_thread, "cascades", None)
-    if cache is None:
-        cache = _per_thread.cascades = {}
-    cascade = cache.get(key)
-    if cascade is None:
-        path = key[0]
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._free: list[cv2.CascadeClassifier] = []
+        self._lock = threading.Lock()
+        self.parsed = 0
+
+    def _parse(self) -> cv2.CascadeClassifier:
         try:
-            cascade = cv2.CascadeClassifier(path)
+            cascade = cv2.CascadeClassifier(self.path)
         except (cv2.error, SystemError):  # some builds raise on a malformed file
             cascade = None
         if cascade is None or cascade.empty():
-            raise MultiNetError(f"{path} is not a Haar cascade OpenCV can read; pass "
+            raise MultiNetError(f"{self.path} is not a Haar cascade OpenCV can read; pass "
                                 "--detector-model PATH to a cascade XML file")
-        cache[key] = cascade
-    return cascade
+        with self._lock:
+            self.parsed += 1
+        return cascade
+
+    def ensure(self, n: int) -> None:
+        """Parse copies now until ``n`` have been parsed (the first one checks the file)."""
+        while self.parsed < n:
+            cascade = self._parse()
+            with self._lock:
+                self._free.append(cascade)
+
+    @contextmanager
+    def borrow(self) -> Iterator[cv2.CascadeClassifier]:
+        with self._lock:
+            cascade = self._free.pop() if self._free else None
+        if cascade is None:
+            cascade = self._parse()
+        try:
+            yield cascade
+        finally:
+            with self._lock:
+                self._free.append(cascade)
+
+
+_pools: dict[tuple[str, int, int], _CascadePool] = {}
+_pools_lock = threading.Lock()
+
+
+def _cascade_pool(key: tuple[str, int, int]) -> _CascadePool:
+    """The pool of the cascade file ``key`` names (path, mtime, size: a file replaced on
+    disk gets a new pool)."""
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = _CascadePool(key[0])
+        return pool
 
 
 class HaarDetector:
@@ -243,15 +282,13 @@ class HaarDetector:
         # raw frame gives, and CLAHE found slightly more than the raw frame.
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
         st = path.stat()  # once, not on every scan; a file replaced on disk is parsed again
-        self._key = (str(path), st.st_mtime_ns, st.st_size)
-        self.cascade  # noqa: B018 - loads (and checks) the file now, in this thread
+        self.cascades = _cascade_pool((str(path), st.st_mtime_ns, st.st_size))
+        self.cascades.ensure(1)  # checks the file now, once for every detector of this file
 
-    @property
-    def cascade(self) -> cv2.CascadeClassifier:
-        """The cascade, loaded once per thread: a CascadeClassifier keeps the state of the
-        scan in progress, so two threads must not share one, while the detectors of one
-        thread (a server's connections) can (``bench/detection.py`` prints what parsing costs)."""
-        return _thread_cascade(self._key)
+    def prepare(self, scans_at_once: int) -> None:
+        """Parse the cascade copies that ``scans_at_once`` concurrent scans need now, not
+        while the first busy moment (a class joining together) waits for them."""
+        self.cascades.ensure(scans_at_once)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
         grey = to_grey(_check_frame(frame), self.color)
@@ -259,9 +296,10 @@ class HaarDetector:
                        self.config.scan_face_px)
         small = self._equalize(_scaled(grey, s))
         min_side = max(12, round(self.config.min_face * s))
-        found = self.cascade.detectMultiScale(
-            small, scaleFactor=self.config.scale_factor, minNeighbors=self.config.min_neighbors,
-            minSize=(min_side, min_side))
+        with self.cascades.borrow() as cascade:
+            found = cascade.detectMultiScale(
+                small, scaleFactor=self.config.scale_factor,
+                minNeighbors=self.config.min_neighbors, minSize=(min_side, min_side))
         return _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in np.asarray(found).reshape(-1, 4)],
                         s, self.config.min_face)
 
@@ -296,9 +334,11 @@ class HaarDetector:
                                 interpolation=cv2.INTER_AREA)
         grow = self.config.near_size_change
         lo, hi = max(20, int(side * s / grow)), max(24, int(grow * side * s) + 1)
-        found = self.cascade.detectMultiScale(
-            self._equalize(region), scaleFactor=self.config.scale_factor,
-            minNeighbors=self.config.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
+        equalized = self._equalize(region)
+        with self.cascades.borrow() as cascade:
+            found = cascade.detectMultiScale(
+                equalized, scaleFactor=self.config.scale_factor,
+                minNeighbors=self.config.min_neighbors, minSize=(lo, lo), maxSize=(hi, hi))
         best, best_iou = None, 0.0
         for x, y, w, h in np.asarray(found).reshape(-1, 4):
             cand = Box(round(x0 + x / s), round(y0 + y / s), round(w / s),

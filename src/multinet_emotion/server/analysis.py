@@ -109,14 +109,16 @@ class DetectorAnalyzer:
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
                      min_dwell: float | None = None, hysteresis: float | None = None,
-                     search_every: int | None = None
+                     search_every: int | None = None, frames_at_once: int = 1
                      ) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
     ``detect_every`` and ``search_every`` (how often the whole frame is scanned while a face
     is followed, and while nobody is in view), ``min_dwell`` and ``hysteresis`` (the stable
     label's dwell time and margin): None = the runtime's defaults (``PipelineConfig``,
-    ``TrackerConfig``). Every connection's analyzer shares one model, through a
+    ``TrackerConfig``). ``frames_at_once``: how many frames the server analyses at once;
+    the face detector gets ready for that many scans at once now, at start-up. Every
+    connection's analyzer shares one model, through a
     :class:`~multinet_emotion.classifier.BatchingClassifier`: the faces of frames analysed
     at the same time go through the model as one batch.
 
@@ -162,7 +164,9 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
                                                 scan_phase=phase))
 
     try:
-        make()
+        prepare = getattr(make().detector.face_detector, "prepare", None)
+        if prepare is not None:
+            prepare(frames_at_once)
     except Exception as e:  # noqa: BLE001
         log.exception("creating the emotion detector failed")
         return None, f"the emotion detector could not start ({type(e).__name__})"

@@ -207,7 +207,8 @@ def create_app(settings: Settings | None = None, *,
         else:
             factory, note = detector_factory(model, settings.detect_every,
                                              settings.min_dwell, settings.hysteresis,
-                                             settings.search_every)
+                                             settings.search_every,
+                                             frames_at_once=settings.analysis_workers)
     else:
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"
