@@ -11,7 +11,9 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
    smallest face, ``min_face``, is seen; 48 or more = the frame as it is, which was the rule
    before 0.9): faces found, false ones, and CPU a scan; also the default on two threads;
 2. the local search that follows a found face (``detect_near``) for each
-   ``--near-size-change`` (sizes tried, from 1/g to g times the last; 1.4 before 0.9), on
+   ``--near-size-change`` (sizes tried, from 1/g to g times the last; 1.4 before 0.9) and
+   each ``--near-margins`` (the regions searched in turn: the last box grown by that much
+   of its size on each side; 0.5 alone before stop 21), on
    the next frame with the face moved up to 8 px and resized up to 10%: faces kept, false
    keeps (the face replaced by itself upside down, or by its 12-px blocks shuffled), and
    CPU a search;
@@ -36,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.faces import SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
+from multinet_emotion.faces import NEAR_MARGINS, SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
 from multinet_emotion.progress import bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +56,10 @@ def frame_with(face: np.ndarray, x: int, y: int, side: int, seed: int) -> tuple[
     bg[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
     ok, buf = cv2.imencode(".jpg", bg, [cv2.IMWRITE_JPEG_QUALITY, 70])
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), Box(x, y, side, side)
+
+
+def _margins(margins: tuple[float, ...]) -> str:
+    return " then ".join(f"+{m:g}" for m in margins)
 
 
 def cpu_ms(fn) -> tuple[object, float]:
@@ -89,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--near-size-change", default="1.25,1.4",
                    help="comma-separated local-search size ranges to compare (default "
                         "1.25,1.4: 1.4 was the range before 0.9)")
+    p.add_argument("--near-margins", default="0.2+0.5,0.5",
+                   help="comma-separated local-search regions to compare, each the margins "
+                        "tried in turn joined by + (default 0.2+0.5,0.5: 0.5 alone was the "
+                        "search before stop 21)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     try:
@@ -103,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--near-size-change: comma-separated numbers, got {args.near_size_change!r}")
     if not ranges or min(ranges) <= 1:
         p.error("--near-size-change: numbers above 1")
+    try:
+        margin_sets = [tuple(float(m) for m in v.split("+")) for v in args.near_margins.split(",")
+                       if v.strip()]
+    except ValueError:
+        p.error(f"--near-margins: margins joined by + and separated by commas, got "
+                f"{args.near_margins!r}")
+    if not margin_sets or min(min(m) for m in margin_sets) <= 0:
+        p.error("--near-margins: margins above 0")
     paths = sorted(args.data.glob("*/*.jpg")) if args.data.is_dir() else []
     if not paths:
         print(f"no FER2013 test images under {args.data} (expected CLASS/NAME.jpg)",
@@ -166,27 +184,33 @@ def main(argv: list[str] | None = None) -> int:
         negatives = [frame_with(neg, x2, y2, side2, seed)[0] for neg in (face[::-1], shuffled)]
         starts.append((start[0], nxt, truth2, negatives))
     out["local_search"] = {}
-    for grow in ranges:
+    settings = [(f"sizes 1/{g:g}..{g:g} x the last, regions {_margins(NEAR_MARGINS)}", g,
+                 NEAR_MARGINS) for g in ranges]
+    grow0 = DetectorConfig().near_size_change
+    settings += [(f"sizes 1/{grow0:g}..{grow0:g} x the last, regions {_margins(m)}", grow0, m)
+                 for m in margin_sets if m != NEAR_MARGINS]
+    for label, grow, margins in settings:
         det = HaarDetector(DetectorConfig(near_size_change=grow))
         kept, false_keeps, n_neg, times = 0, 0, 0, []
-        progress = bar(len(starts), desc=f"local search {grow:g}", unit="face")
+        progress = bar(len(starts), desc=label.split(",")[-1].strip(), unit="face")
         for box0, nxt, truth2, negatives in starts:
-            box, ms = cpu_ms(lambda nxt=nxt, b=box0, d=det: d.detect_near(nxt, b))
+            box, ms = cpu_ms(lambda nxt=nxt, b=box0, d=det, m=margins: d.detect_near(nxt, b, m))
             times.append(ms)
             kept += box is not None and box.iou(truth2) > 0.3
             for img_neg in negatives:
-                false_keeps += det.detect_near(img_neg, box0) is not None
+                false_keeps += det.detect_near(img_neg, box0, margins) is not None
                 n_neg += 1
             progress.update(1)
         progress.close()
         if not starts:
             break
-        ls = out["local_search"][f"{grow:g}"] = {
+        ls = out["local_search"][f"{grow:g} {_margins(margins)}"] = {
             "tracked": len(starts), "kept_pct": round(100 * kept / len(starts), 1),
             "false_keep_pct": round(100 * false_keeps / n_neg, 1),
-            "cpu_ms_median": round(statistics.median(times), 2)}
-        print(f"   sizes 1/{grow:g}..{grow:g} x the last: of {len(starts)} faces found, kept "
-              f"{ls['kept_pct']:.1f}%, CPU {ls['cpu_ms_median']:.1f} ms a search (median); "
+            "cpu_ms_median": round(statistics.median(times), 2),
+            "cpu_ms_mean": round(statistics.fmean(times), 2)}
+        print(f"   {label}: of {len(starts)} faces found, kept {ls['kept_pct']:.1f}%, CPU "
+              f"{ls['cpu_ms_median']:.1f} ms a search (median; mean {ls['cpu_ms_mean']:.1f}); "
               f"false keeps {ls['false_keep_pct']:.1f}% of {n_neg}")
 
     print("3. making a detector")

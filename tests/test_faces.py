@@ -239,3 +239,20 @@ def test_prepare_parses_the_copies_concurrent_scans_need_up_front():
     assert len({id(c) for c in copies}) == want and d.cascades.parsed == want
     d.prepare(2)  # fewer than there are: nothing more
     assert d.cascades.parsed == want
+
+
+def test_detect_near_tries_the_wider_region_when_the_tight_one_misses(face_drawing):
+    detector = HaarDetector()
+    face = face_drawing(100)
+
+    def frame_at(x: int) -> np.ndarray:
+        frame = np.full((240, 320), 110, np.uint8)
+        frame[60:160, x:x + 100] = face
+        return frame
+
+    (start,) = detector.detect(frame_at(60))
+    moved_far = frame_at(60 + 35)  # 35 px: beyond a 0.2 margin (about 20 px), within 0.5
+    assert detector.detect_near(moved_far, start, margins=(0.2,)) is None
+    found = detector.detect_near(moved_far, start)  # the default: tight, then wide
+    assert found is not None and found.iou(Box(95, 60, 100, 100)) > 0.6
+    assert detector.detect_near(frame_at(60 + 5), start, margins=(0.2,)) is not None
