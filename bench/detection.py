@@ -13,7 +13,7 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
 2. the local search that follows a found face (``detect_near``) for each
    ``--near-size-change`` (sizes tried, from 1/g to g times the last; 1.4 before 0.9) and
    each ``--near-margins`` (the regions searched in turn: the last box grown by that much
-   of its size on each side; 0.5 alone before stop 21), on
+   of its size on each side; ``faces.NEAR_MARGINS``), on
    the next frame with the face moved up to 8 px and resized up to 10%: faces kept, false
    keeps (the face replaced by itself upside down, or by its 12-px blocks shuffled), and
    CPU a search;
@@ -95,10 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--near-size-change", default="1.25,1.4",
                    help="comma-separated local-search size ranges to compare (default "
                         "1.25,1.4: 1.4 was the range before 0.9)")
-    p.add_argument("--near-margins", default="0.2+0.5,0.5",
+    p.add_argument("--near-margins", default="0.5,0.2+0.5",
                    help="comma-separated local-search regions to compare, each the margins "
-                        "tried in turn joined by + (default 0.2+0.5,0.5: 0.5 alone was the "
-                        "search before stop 21)")
+                        "tried in turn joined by + (default 0.5,0.2+0.5: the default region, "
+                        "and a tight one first, tried in stop 21)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     try:
