@@ -25,8 +25,9 @@ falls on all alike):
 A VARIANT is comma-separated KEY=VALUE: ``threads=N`` (at most N WebAssembly threads; the
 page's own choice, 1, without it; at most 4 and the cores), ``arena=1`` (onnxruntime-web's
 CPU memory arena and memory pattern on; the page leaves them off), ``mode=parallel``
-(execution mode), ``isolated=0`` (the learner page without its cross-origin isolation
-headers, as before they were sent: one thread). ``default``: the page as served (one thread). Default
+(execution mode), ``batch=N`` (the model's batch dimension fixed at N), ``isolated=0``
+(the learner page without its cross-origin isolation headers, as before they were sent:
+one thread). ``default``: the page as served (one thread). Default
 variants: ``before`` (threads=1,isolated=0: the page before it was isolated), ``default``
 and ``threads=2``.
 Needs scripts/setup_web.sh. Target (issue 13): per-face latency <= 60 ms.
@@ -154,6 +155,8 @@ def parse_variant(spec: str) -> tuple[str, dict, bool]:
                                                      enableMemPattern=value != "0")
         elif key == "mode":
             options.setdefault("session", {})["executionMode"] = value
+        elif key == "batch":  # the model's free batch dimension fixed: every shape known
+            options.setdefault("session", {})["freeDimensionOverrides"] = {"batch": int(value)}
         elif key == "isolated":
             isolated = value != "0"
         else:
