@@ -13,7 +13,7 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
 2. the local search that follows a found face (``detect_near``) for each
    ``--near-size-change`` (sizes tried, from 1/g to g times the last; 1.4 before 0.9) and
    each ``--near-margins`` (the regions searched in turn: the last box grown by that much
-   of its size on each side; ``faces.NEAR_MARGINS``), on
+   of its size on each side; 0.5 alone is the runtime's), on
    the next frame with the face moved up to 8 px and resized up to 10%: faces kept, false
    keeps (the face replaced by itself upside down, or by its 12-px blocks shuffled), and
    CPU a search;
@@ -38,7 +38,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.faces import NEAR_MARGINS, SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
+from multinet_emotion.faces import SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
 from multinet_emotion.progress import bar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +56,20 @@ def frame_with(face: np.ndarray, x: int, y: int, side: int, seed: int) -> tuple[
     bg[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
     ok, buf = cv2.imencode(".jpg", bg, [cv2.IMWRITE_JPEG_QUALITY, 70])
     return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE), Box(x, y, side, side)
+
+
+#: The runtime's region (HaarDetector.detect_near's default margin).
+NEAR_MARGINS = (0.5,)
+
+
+def near_in_turn(det: HaarDetector, frame: np.ndarray, box: Box,
+                 margins: tuple[float, ...]) -> Box | None:
+    """detect_near on each region in turn (margins around the last box) until one holds it."""
+    for m in margins:
+        found = det.detect_near(frame, box, m)
+        if found is not None:
+            return found
+    return None
 
 
 def _margins(margins: tuple[float, ...]) -> str:
@@ -194,11 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         kept, false_keeps, n_neg, times = 0, 0, 0, []
         progress = bar(len(starts), desc=label.split(",")[-1].strip(), unit="face")
         for box0, nxt, truth2, negatives in starts:
-            box, ms = cpu_ms(lambda nxt=nxt, b=box0, d=det, m=margins: d.detect_near(nxt, b, m))
+            box, ms = cpu_ms(lambda nxt=nxt, b=box0, d=det, m=margins: near_in_turn(d, nxt, b, m))
             times.append(ms)
             kept += box is not None and box.iou(truth2) > 0.3
             for img_neg in negatives:
-                false_keeps += det.detect_near(img_neg, box0, margins) is not None
+                false_keeps += near_in_turn(det, img_neg, box0, margins) is not None
                 n_neg += 1
             progress.update(1)
         progress.close()

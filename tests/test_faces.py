@@ -241,7 +241,7 @@ def test_prepare_parses_the_copies_concurrent_scans_need_up_front():
     assert d.cascades.parsed == want
 
 
-def test_detect_near_tries_its_regions_in_turn(face_drawing):
+def test_detect_near_searches_the_region_its_margin_makes(face_drawing):
     detector = HaarDetector()
     face = face_drawing(100)
 
@@ -252,7 +252,7 @@ def test_detect_near_tries_its_regions_in_turn(face_drawing):
 
     (start,) = detector.detect(frame_at(60))
     moved_far = frame_at(60 + 35)  # 35 px: beyond a 0.2 margin (about 20 px), within 0.5
-    assert detector.detect_near(moved_far, start, margins=(0.2,)) is None
-    found = detector.detect_near(moved_far, start, margins=(0.2, 0.5))  # tight, then wide
+    assert detector.detect_near(moved_far, start, margin=0.2) is None
+    found = detector.detect_near(moved_far, start)  # the default margin, 0.5
     assert found is not None and found.iou(Box(95, 60, 100, 100)) > 0.6
-    assert detector.detect_near(frame_at(60 + 5), start, margins=(0.2,)) is not None
+    assert detector.detect_near(frame_at(60 + 5), start, margin=0.2) is not None

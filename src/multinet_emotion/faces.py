@@ -197,14 +197,6 @@ def scan_scale(width: int, detect_width: int, min_face: int,
     return s
 
 
-#: The regions the local search tries, in turn: the last box grown by this much of its size
-#: on each side. ``python bench/detection.py --near-margins`` compares settings: a tight
-#: region first (0.2, then 0.5) kept more faces for less CPU, but its boxes, each search
-#: starting from the last one's, drifted on tests/test_video.py's clip (IoU with the true
-#: box down to 0.66), so one region it is.
-NEAR_MARGINS = (0.5,)
-
-
 class _CascadePool:
     """Parsed copies of one Haar cascade file, each lent to one scan at a time.
 
@@ -318,24 +310,15 @@ class HaarDetector:
             return cv2.equalizeHist(image)
         return image
 
-    def detect_near(self, frame: np.ndarray, box: Box,
-                    margins: Sequence[float] = NEAR_MARGINS) -> Box | None:
+    def detect_near(self, frame: np.ndarray, box: Box, margin: float = 0.5) -> Box | None:
         """The face that was at ``box`` in an earlier frame, searched for only around it.
 
-        The region (``box`` grown by a margin of its size on each side; with several
-        ``margins``, each region in turn until one holds the face) is scaled so the face is
-        about 48 px and only faces of 1/g..g times the old size are tried (g =
+        The region (``box`` grown by ``margin`` of its size on each side) is scaled so the
+        face is about 48 px and only faces of 1/g..g times the old size are tried (g =
         ``near_size_change``, 1.25): about a fifth of a whole-frame scan's CPU (``python
         bench/detection.py`` prints both). Returns None when the face is not there (gone,
         turned away, or missed)."""
         grey = to_grey(_check_frame(frame), self.color)
-        for margin in margins:
-            found = self._near(grey, box, margin)
-            if found is not None:
-                return found
-        return None
-
-    def _near(self, grey: np.ndarray, box: Box, margin: float) -> Box | None:
         fh, fw = grey.shape
         side = max(box.w, box.h)
         x0, y0 = max(int(box.x - margin * side), 0), max(int(box.y - margin * side), 0)
