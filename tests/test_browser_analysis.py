@@ -76,7 +76,8 @@ def browser_server(tmp_path_factory):  # noqa: ANN001
 
 def test_images() -> list[tuple[str, np.ndarray]]:
     """640x480 grey frames with one face each: FER2013 test faces (when ../shared/data is
-    there; some at the frame's edge, so the crop is padded) or drawn faces."""
+    there; some at the frame's edge, so the crop is padded) or drawn faces; every third face
+    also tilted 30 degrees one way or the other (found by the turned scans)."""
     import cv2
     from conftest import FER2013_DIR, draw_face
     faces: list[tuple[str, np.ndarray]] = []
@@ -96,6 +97,11 @@ def test_images() -> list[tuple[str, np.ndarray]]:
         frame[y:y + size, x:x + size] = cv2.resize(face, (size, size),
                                                    interpolation=cv2.INTER_CUBIC)
         frames.append((name, frame))
+        if i % 3 == 0:
+            angle = 30 if i % 2 else -30
+            m = cv2.getRotationMatrix2D((x + size / 2, y + size / 2), angle, 1.0)
+            frames.append((f"{name} tilted {angle}", cv2.warpAffine(
+                frame, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)))
     return frames
 
 
@@ -127,13 +133,15 @@ def test_browser_gives_the_python_probabilities(browser_server, chromium) -> Non
     # the learner page is isolated (threads possible): DEFAULT_THREADS (2), at most the cores
     assert runtime["isolated"] is True, runtime
     assert runtime["threads"] == min(2, runtime["cores"]), runtime
-    compared, worst, found = 0, 0.0, 0
+    compared, worst, found, tilted = 0, 0.0, 0, 0
     for name, frame in test_images():
         boxes = detector.detect(frame)
         got = browser_analyse(page, frame)
         # the same detector on the same pixels: the same boxes, in the same order
         assert [list(b.as_list()) for b in boxes] == [f["box"] for f in got["faces"]], name
+        assert [b.angle for b in boxes] == [f["angle"] for f in got["faces"]], name
         found += bool(boxes)
+        tilted += any(b.angle for b in boxes)
         if not boxes:
             continue
         want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
@@ -147,6 +155,8 @@ def test_browser_gives_the_python_probabilities(browser_server, chromium) -> Non
     print(f"\n{compared} faces compared ({runtime['threads']} WebAssembly threads); largest "
           f"probability difference {worst:.5f}")
     assert found >= 1 and compared >= 1
+    assert tilted >= 1  # the turned scans and the turned crop were compared too (FER2013
+    # faces or the drawing: the upright scan misses either when leant 30 degrees)
     assert worst <= PROB_TOLERANCE, worst
     context.close()
 

@@ -256,3 +256,63 @@ def test_detect_near_searches_the_region_its_margin_makes(face_drawing):
     found = detector.detect_near(moved_far, start)  # the default margin, 0.5
     assert found is not None and found.iou(Box(95, 60, 100, 100)) > 0.6
     assert detector.detect_near(frame_at(60 + 5), start, margin=0.2) is not None
+
+
+def _tilted(face: np.ndarray, angle: float, x: int = 100, y: int = 60) -> tuple[np.ndarray, Box]:
+    """A 320x240 frame with ``face`` at (x, y), the frame turned ``angle`` degrees about the
+    face's centre (counter-clockwise, OpenCV's sense), and the face's upright box."""
+    side = face.shape[0]
+    frame = np.tile(np.linspace(70, 170, 320).astype(np.uint8), (240, 1))
+    frame[y:y + side, x:x + side] = face
+    m = cv2.getRotationMatrix2D((x + side / 2, y + side / 2), angle, 1.0)
+    return cv2.warpAffine(frame, m, (320, 240), borderMode=cv2.BORDER_REPLICATE), Box(x, y, side, side)
+
+
+@pytest.mark.parametrize("angle", [30, -35])
+def test_a_tilted_head_is_found_by_the_turned_scans_and_cropped_upright(face_drawing, angle):
+    face = face_drawing(110)
+    frame, truth = _tilted(face, angle)
+    # the frontal cascade alone misses a head leant this far
+    assert HaarDetector(DetectorConfig(tilt=0)).detect(frame) == []
+    (box,) = HaarDetector().detect(frame)  # default tilt 20: turned -20 (for +30), then +20
+    assert box.angle == (-20.0 if angle > 0 else 20.0)
+    assert box.iou(truth) > 0.6  # the box sits on the face: same centre, same size
+    assert box.as_list() == [box.x, box.y, box.w, box.h]  # reported as before, the angle apart
+    # the crop is turned upright by the box's angle: nearer the upright face than the same
+    # window cut without turning
+    upright = crop_faces(face, [Box(0, 0, 110, 110)], 48, DEFAULT_CROP_SCALE)[0].astype(float)
+    turned = crop_faces(frame, [box], 48, DEFAULT_CROP_SCALE)[0].astype(float)
+    flat = crop_faces(frame, [Box(box.x, box.y, box.w, box.h)], 48,
+                      DEFAULT_CROP_SCALE)[0].astype(float)
+    err_turned, err_flat = np.abs(turned - upright).mean(), np.abs(flat - upright).mean()
+    assert err_turned < 0.6 * err_flat, (err_turned, err_flat)
+
+
+def test_an_upright_face_never_costs_a_turned_scan(face_drawing, monkeypatch):
+    import multinet_emotion.faces as faces
+
+    turns: list[float] = []
+    real = faces._turned
+    monkeypatch.setattr(faces, "_turned", lambda img, c, s: (turns.append(s), real(img, c, s))[1])
+    frame, truth = _tilted(face_drawing(110), 0)
+    (box,) = HaarDetector().detect(frame)
+    assert box.angle == 0.0 and box.iou(truth) > 0.8 and turns == []
+    assert HaarDetector().detect(np.full((240, 320), 128, np.uint8)) == []
+    assert len(turns) == 2  # nobody upright: +tilt, then -tilt
+    turns.clear()
+    assert HaarDetector(DetectorConfig(tilt=0)).detect(np.full((240, 320), 128, np.uint8)) == []
+    assert turns == []
+
+
+def test_detect_near_follows_a_tilted_face_in_its_turned_region(face_drawing):
+    face = face_drawing(110)
+    detector = HaarDetector()
+    (start,) = detector.detect(_tilted(face, 30)[0])
+    frame, truth = _tilted(face, 30, x=112, y=66)  # moved 12 px right, 6 down
+    found = detector.detect_near(frame, start)
+    assert found is not None and found.angle == start.angle
+    assert found.iou(truth) > 0.6 and found.iou(truth) > start.iou(truth)
+    # searched for upright in that region, the leaning face is not there
+    assert detector.detect_near(frame, Box(start.x, start.y, start.w, start.h)) is None
+    # and not in a region with no face
+    assert detector.detect_near(np.full((240, 320), 128, np.uint8), start) is None

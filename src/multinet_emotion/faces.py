@@ -18,11 +18,18 @@ the original frame) are ignored by every detector.
 Crops (:func:`crop_faces`) reproduce the framing of the training images: the detected box is
 scaled by ``crop_scale`` about its centre, padded at the frame borders by repeating the edge,
 turned grey and resized to the model's input size with ``cv2.INTER_AREA``.
+
+A tilted head (``DetectorConfig.tilt``): the frontal Haar cascade finds few faces turned
+20 degrees or more in the picture's plane (a head leant to one side, on a hand). When an
+upright scan finds nobody, the Haar detector scans the frame turned by +tilt and then -tilt;
+a face found so carries the angle (:attr:`Box.angle`), its local searches look in a region
+turned alike, and its crop is turned upright, as the model was trained.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -58,13 +65,19 @@ HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 
 @dataclass(frozen=True)
 class Box:
-    """A face box in frame pixels: top-left corner, width, height, and a detector score."""
+    """A face box in frame pixels: top-left corner, width, height, and a detector score.
+
+    ``angle`` (degrees, counter-clockwise as OpenCV's ``getRotationMatrix2D``): the turn of
+    the picture about the box's centre that stands the face upright; 0 for an upright face.
+    The box is the face's square in that turned picture (same centre and size), so for a
+    tilted face it only approximates the face's extent in the frame."""
 
     x: int
     y: int
     w: int
     h: int
     score: float = 1.0
+    angle: float = 0.0
 
     @property
     def area(self) -> int:
@@ -124,6 +137,9 @@ class DetectorConfig:
                                      "(min_face) at most this wide (see scan_scale)")
     equalize: str = setting("clahe", cli=False, choices=EQUALIZE,
                             help="Haar: contrast step, clahe, hist (global) or none")
+    tilt: float = setting(20.0, cli=False, min=0, max=45, unit="degrees",
+                          help="Haar: when an upright scan finds nobody, scan the frame "
+                               "turned this much each way too (0 = never)")
     score_threshold: float = setting(0.7, cli=False, min=0, max=1,
                                      help="CNN detectors (YuNet): minimum face score")
     nms_threshold: float = setting(0.3, cli=False, min=0, max=1,
@@ -147,6 +163,45 @@ def to_grey(frame: np.ndarray, color: str = "bgr") -> np.ndarray:
             code = cv2.COLOR_RGBA2GRAY if rgb else cv2.COLOR_BGRA2GRAY
         return cv2.cvtColor(frame, code)
     raise MultiNetError(f"a frame must be HxW grey or HxWx3/4 colour, got shape {frame.shape}")
+
+
+def turn_cos_sin(angle: float) -> tuple[float, float]:
+    """Cosine and sine of a turn of ``angle`` degrees. The learner page is given these
+    numbers (``tilt_turns``), not the angle, so both runtimes turn by the same matrix."""
+    return math.cos(math.radians(angle)), math.sin(math.radians(angle))
+
+
+def tilt_turns(tilt: float) -> list[tuple[float, float, float]]:
+    """The turned scans of ``DetectorConfig.tilt``, in order: (angle, cos, sin) for +tilt
+    then -tilt; none for 0."""
+    if tilt <= 0:
+        return []
+    c, s = turn_cos_sin(tilt)
+    return [(float(tilt), c, s), (-float(tilt), c, -s)]
+
+
+def turn_matrix(cx: float, cy: float, cos: float, sin: float) -> np.ndarray:
+    """``cv2.getRotationMatrix2D((cx, cy), angle, 1)`` from the angle's cosine and sine."""
+    return np.array([[cos, sin, (1 - cos) * cx - sin * cy],
+                     [-sin, cos, sin * cx + (1 - cos) * cy]], np.float64)
+
+
+def _unturn(m: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    """The point that the turn ``m`` (turn_matrix, maybe shifted) sends to (x, y)."""
+    a, b = float(m[0, 0]), float(m[0, 1])
+    det = a * a + b * b
+    dx, dy = x - float(m[0, 2]), y - float(m[1, 2])
+    return (a * dx - b * dy) / det, (b * dx + a * dy) / det
+
+
+def _turned(image: np.ndarray, cos: float, sin: float) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` turned about its centre, the same size (its corners cut, the empty corners
+    filled by repeating the edge: a scan costs what an upright one does), and the matrix
+    that did it."""
+    h, w = image.shape[:2]
+    m = turn_matrix(w / 2, h / 2, cos, sin)
+    return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0), m
 
 
 def _check_frame(frame: np.ndarray) -> np.ndarray:
@@ -291,17 +346,33 @@ class HaarDetector:
         self.cascades.ensure(scans_at_once)
 
     def detect(self, frame: np.ndarray) -> list[Box]:
+        """Faces in the frame, largest first; when none is upright, those found in the
+        frame turned by each of :func:`tilt_turns` (the first turn that finds any)."""
         grey = to_grey(_check_frame(frame), self.color)
         s = scan_scale(grey.shape[1], self.config.detect_width, self.config.min_face,
                        self.config.scan_face_px)
         small = self._equalize(_scaled(grey, s))
         min_side = max(12, round(self.config.min_face * s))
+        boxes = _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in self._scan(small, min_side)],
+                         s, self.config.min_face)
+        for angle, cos, sin in ([] if boxes else tilt_turns(self.config.tilt)):
+            turned, m = _turned(small, cos, sin)
+            rows = []
+            for x, y, w, h in self._scan(turned, min_side):
+                cx, cy = _unturn(m, x + w / 2, y + h / 2)
+                rows.append((cx - w / 2, cy - h / 2, w, h, 1.0))
+            boxes = _rescale(rows, s, self.config.min_face, angle)
+            if boxes:
+                break
+        return boxes
+
+    def _scan(self, image: np.ndarray, min_side: int) -> np.ndarray:
+        """The cascade's hits (x, y, w, h rows) in an equalised grey image."""
         with self.cascades.borrow() as cascade:
             found = cascade.detectMultiScale(
-                small, scaleFactor=self.config.scale_factor,
+                image, scaleFactor=self.config.scale_factor,
                 minNeighbors=self.config.min_neighbors, minSize=(min_side, min_side))
-        return _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in np.asarray(found).reshape(-1, 4)],
-                        s, self.config.min_face)
+        return np.asarray(found).reshape(-1, 4)
 
     def _equalize(self, image: np.ndarray) -> np.ndarray:
         if self.config.equalize == "clahe":
@@ -316,18 +387,31 @@ class HaarDetector:
         The region (``box`` grown by ``margin`` of its size on each side) is scaled so the
         face is about 48 px and only faces of 1/g..g times the old size are tried (g =
         ``near_size_change``, 1.25): about a fifth of a whole-frame scan's CPU (``python
-        bench/detection.py`` prints both). Returns None when the face is not there (gone,
-        turned away, or missed)."""
+        bench/detection.py`` prints both). A tilted face (``box.angle``) is searched for in
+        the region turned upright about the box's centre, and keeps its angle. Returns None
+        when the face is not there (gone, turned away, or missed)."""
         grey = to_grey(_check_frame(frame), self.color)
         fh, fw = grey.shape
         side = max(box.w, box.h)
-        x0, y0 = max(int(box.x - margin * side), 0), max(int(box.y - margin * side), 0)
-        x1 = min(int(box.x + box.w + margin * side), fw)
-        y1 = min(int(box.y + box.h + margin * side), fh)
+        turn = None
+        if box.angle:  # coordinates in the frame turned upright about the box's centre
+            turn = turn_matrix(*box.center, *turn_cos_sin(box.angle))
+            x0, y0 = int(box.x - margin * side), int(box.y - margin * side)
+            x1, y1 = int(box.x + box.w + margin * side), int(box.y + box.h + margin * side)
+        else:
+            x0, y0 = max(int(box.x - margin * side), 0), max(int(box.y - margin * side), 0)
+            x1 = min(int(box.x + box.w + margin * side), fw)
+            y1 = min(int(box.y + box.h + margin * side), fh)
         if x1 - x0 < 24 or y1 - y0 < 24:
             return None
         s = min(1.0, 48.0 / max(side, 1))
-        region = grey[y0:y1, x0:x1]
+        if turn is None:
+            region = grey[y0:y1, x0:x1]
+        else:
+            shifted = turn.copy()
+            shifted[:, 2] -= (x0, y0)
+            region = cv2.warpAffine(grey, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REPLICATE)
         if s < 1.0:
             region = cv2.resize(region, (max(24, round((x1 - x0) * s)),
                                          max(24, round((y1 - y0) * s))),
@@ -346,6 +430,10 @@ class HaarDetector:
             iou = cand.iou(box)
             if iou > best_iou and min(cand.w, cand.h) >= self.config.min_face:
                 best, best_iou = cand, iou
+        if best is not None and turn is not None:  # back to the frame's coordinates
+            cx, cy = _unturn(turn, *best.center)
+            best = Box(round(cx - best.w / 2), round(cy - best.h / 2), best.w, best.h,
+                       angle=box.angle)
         return best
 
 
@@ -393,14 +481,15 @@ class YuNetDetector:
 
 
 def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
-             min_face: int) -> list[Box]:
+             min_face: int, angle: float = 0.0) -> list[Box]:
     """Boxes from detector coordinates (scaled by ``s``) back to frame pixels, big enough,
-    largest first. A box whose centre lies inside a larger kept box is a second hit on the
-    same face (the Haar cascade does this now and then) and is dropped."""
+    largest first, each with ``angle``. A box whose centre lies inside a larger kept box is
+    a second hit on the same face (the Haar cascade does this now and then) and is
+    dropped."""
     boxes = []
     for x, y, w, h, score in rows:
         box = Box(round(x / s), round(y / s), round(w / s), round(h / s),
-                  float(score))
+                  float(score), angle)
         if min(box.w, box.h) >= min_face:
             boxes.append(box)
     boxes.sort(key=lambda b: (-b.area, b.x, b.y))
@@ -455,7 +544,9 @@ def crop_faces(frame: np.ndarray, boxes: Sequence[Box], size: int = 48,
                crop_scale: float = DEFAULT_CROP_SCALE, color: str = "bgr") -> np.ndarray:
     """Grey ``size`` x ``size`` crops (uint8 ``[N, size, size]``) of the boxes, framed like
     the training images: each box scaled by ``crop_scale`` about its centre, the parts
-    outside the frame filled by repeating the border pixels, resized with INTER_AREA."""
+    outside the frame filled by repeating the border pixels, resized with INTER_AREA. A
+    tilted face's window (``box.angle``) is cut from the frame turned upright about the
+    box's centre (bilinear)."""
     out = np.empty((len(boxes), size, size), np.uint8)
     if not boxes:
         return out
@@ -463,6 +554,13 @@ def crop_faces(frame: np.ndarray, boxes: Sequence[Box], size: int = 48,
     fh, fw = grey.shape
     for i, box in enumerate(boxes):
         x0, y0, w, h = expand_box(box, crop_scale)
+        if box.angle:
+            m = turn_matrix(*box.center, *turn_cos_sin(box.angle))
+            m[:, 2] -= (x0, y0)
+            patch = cv2.warpAffine(grey, m, (w, h), flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REPLICATE)
+            out[i] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
+            continue
         x1, y1 = x0 + w, y0 + h
         cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, fw), min(y1, fh)
         if cx1 <= cx0 or cy1 <= cy0:  # entirely outside: nothing real to show

@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..classifier import METADATA_KEY, ModelInfo, default_model_path, parse_metadata
 from ..errors import MultiNetError
-from ..faces import HAAR_CASCADE, DetectorConfig
+from ..faces import HAAR_CASCADE, DetectorConfig, tilt_turns
 from ..tracking import TrackerConfig
 
 log = logging.getLogger(__name__)
@@ -234,6 +234,7 @@ class BrowserAnalysis:
             "detect_width": det.detect_width, "min_face": det.min_face,
             "scan_face_px": det.scan_face_px,
             "scale_factor": det.scale_factor, "min_neighbors": det.min_neighbors,
+            "tilt_turns": tilt_turns(det.tilt),
             "clahe": CLAHE, "smoothing_alpha": track.alpha if track.smoothing == "ema" else 1.0,
         }
 

@@ -1,7 +1,7 @@
 /* In-browser analysis: the Python runtime's face detection, crop and emotion model, run in
    the learner's browser (opencv.js and onnxruntime-web, WebAssembly, served by the app), so
    that only probabilities leave the device. Step for step as src/multinet_emotion/faces.py
-   (HaarDetector.detect, _rescale, expand_box, crop_faces) and classifier.py (predict); the
+   (HaarDetector.detect, _turned, _rescale, expand_box, crop_faces) and classifier.py (predict); the
    settings come from GET /api/analysis (the server's DetectorConfig and the model file's
    metadata). tests/test_browser_analysis.py checks that both give the same probabilities. */
 "use strict";
@@ -45,7 +45,60 @@ const BrowserAnalysis = (() => {
                                 new cv.Size(cfg.clahe.tile_grid, cfg.clahe.tile_grid));
     }
 
-    /* Faces in a grey Mat, in its pixels, largest first (HaarDetector.detect + _rescale). */
+    /* The cascade's hits in an equalised grey Mat: [[x, y, w, h], ...] (HaarDetector._scan). */
+    scan(image, side) {
+      const {cv, cfg} = this;
+      const found = new cv.RectVector();
+      try {
+        this.cascade.detectMultiScale(image, found, cfg.scale_factor, cfg.min_neighbors, 0,
+                                      new cv.Size(side, side), new cv.Size(0, 0));
+        const rows = [];
+        for (let i = 0; i < found.size(); i++) {
+          const r = found.get(i);
+          rows.push([r.x, r.y, r.width, r.height]);
+        }
+        return rows;
+      } finally {
+        found.delete();
+      }
+    }
+
+    /* A turn of ``cos``, ``sin`` about (cx, cy): faces.turn_matrix, entries in its order. */
+    static turnMatrix(cx, cy, cos, sin) {
+      return [cos, sin, (1 - cos) * cx - sin * cy, -sin, cos, sin * cx + (1 - cos) * cy];
+    }
+
+    /* The point the turn ``m`` sends to (x, y) (faces._unturn). */
+    static unturn(m, x, y) {
+      const [a, b] = m, det = a * a + b * b;
+      const dx = x - m[2], dy = y - m[5];
+      return [(a * dx - b * dy) / det, (b * dx + a * dy) / det];
+    }
+
+    /* cos and sin of a face's angle, as the server computed them (cfg.tilt_turns). */
+    turnOf(angle) {
+      const t = this.cfg.tilt_turns.find(([a]) => a === angle);
+      if (!t) throw new Error(`no turn of ${angle} degrees in the server's settings`);
+      return [t[1], t[2]];
+    }
+
+    /* ``src`` turned by matrix ``m`` into a new Mat of width x height (the caller deletes
+       it): bilinear, the outside filled with 0 (``replicate``: by repeating the edge). */
+    warp(src, m, width, height, replicate) {
+      const {cv} = this;
+      const mat = cv.matFromArray(2, 3, cv.CV_64F, m);
+      const out = new cv.Mat();
+      try {
+        cv.warpAffine(src, out, mat, new cv.Size(width, height), cv.INTER_LINEAR,
+                      replicate ? cv.BORDER_REPLICATE : cv.BORDER_CONSTANT, new cv.Scalar(0));
+        return out;
+      } finally {
+        mat.delete();
+      }
+    }
+
+    /* Faces in a grey Mat, in its pixels, largest first (HaarDetector.detect + _rescale);
+       when none is upright, those of the picture turned by each of cfg.tilt_turns. */
     detect(grey) {
       const {cv, cfg} = this;
       let small = grey, s = 1.0;  // faces.scan_scale
@@ -58,33 +111,49 @@ const BrowserAnalysis = (() => {
                   0, 0, cv.INTER_AREA);
       }
       const eq = new cv.Mat();
-      const found = new cv.RectVector();
       try {
         this.clahe.apply(small, eq);
         const side = Math.max(12, pyRound(cfg.min_face * s));
-        this.cascade.detectMultiScale(eq, found, cfg.scale_factor, cfg.min_neighbors, 0,
-                                      new cv.Size(side, side), new cv.Size(0, 0));
-        const boxes = [];
-        for (let i = 0; i < found.size(); i++) {
-          const r = found.get(i);
-          const b = {x: pyRound(r.x / s), y: pyRound(r.y / s), w: pyRound(r.width / s),
-                     h: pyRound(r.height / s)};
-          if (Math.min(b.w, b.h) >= cfg.min_face) boxes.push(b);
-        }
-        boxes.sort((a, b) => (b.w * b.h - a.w * a.h) || (a.x - b.x) || (a.y - b.y));
-        const kept = [];
-        for (const b of boxes) {  // a second hit on a face already kept is dropped
-          const cx = b.x + b.w / 2, cy = b.y + b.h / 2;
-          if (!kept.some(k => k.x <= cx && cx <= k.x + k.w && k.y <= cy && cy <= k.y + k.h)) {
-            kept.push(b);
+        let boxes = this.rescale(this.scan(eq, side), s, 0);
+        for (const [angle, cos, sin] of boxes.length ? [] : cfg.tilt_turns) {
+          const m = Analyser.turnMatrix(eq.cols / 2, eq.rows / 2, cos, sin);  // faces._turned
+          const turned = this.warp(eq, m, eq.cols, eq.rows, false);
+          try {
+            const rows = this.scan(turned, side).map(([x, y, w, h]) => {
+              const [cx, cy] = Analyser.unturn(m, x + w / 2, y + h / 2);
+              return [cx - w / 2, cy - h / 2, w, h];
+            });
+            boxes = this.rescale(rows, s, angle);
+          } finally {
+            turned.delete();
           }
+          if (boxes.length) break;
         }
-        return kept;
+        return boxes;
       } finally {
         eq.delete();
-        found.delete();
         if (small !== grey) small.delete();
       }
+    }
+
+    /* Boxes from scan coordinates (scaled by s) to the frame's, big enough, largest first,
+       a second hit on a kept face dropped (faces._rescale). */
+    rescale(rows, s, angle) {
+      const boxes = [];
+      for (const [x, y, w, h] of rows) {
+        const b = {x: pyRound(x / s), y: pyRound(y / s), w: pyRound(w / s), h: pyRound(h / s),
+                   angle};
+        if (Math.min(b.w, b.h) >= this.cfg.min_face) boxes.push(b);
+      }
+      boxes.sort((a, b) => (b.w * b.h - a.w * a.h) || (a.x - b.x) || (a.y - b.y));
+      const kept = [];
+      for (const b of boxes) {
+        const cx = b.x + b.w / 2, cy = b.y + b.h / 2;
+        if (!kept.some(k => k.x <= cx && cx <= k.x + k.w && k.y <= cy && cy <= k.y + k.h)) {
+          kept.push(b);
+        }
+      }
+      return kept;
     }
 
     /* The model's input for the faces: crops framed like the training images (crop_faces),
@@ -102,13 +171,19 @@ const BrowserAnalysis = (() => {
         const x1 = x0 + Math.max(1, pyRound(w)), y1 = y0 + Math.max(1, pyRound(h));
         const cx0 = Math.max(x0, 0), cy0 = Math.max(y0, 0);
         const cx1 = Math.min(x1, grey.cols), cy1 = Math.min(y1, grey.rows);
-        if (cx1 <= cx0 || cy1 <= cy0) return;  // entirely outside: zeros
-        const roi = grey.roi(new cv.Rect(cx0, cy0, cx1 - cx0, cy1 - cy0));
+        const turned = !!box.angle;
+        if (!turned && (cx1 <= cx0 || cy1 <= cy0)) return;  // entirely outside: zeros
+        const roi = turned ? null : grey.roi(new cv.Rect(cx0, cy0, cx1 - cx0, cy1 - cy0));
         const padded = new cv.Mat();
         const crop = new cv.Mat();
+        let patch = roi;
         try {
-          let patch = roi;
-          if (cx0 !== x0 || cy0 !== y0 || cx1 !== x1 || cy1 !== y1) {
+          if (turned) {  // the window of the frame turned upright about the box's centre
+            const m = Analyser.turnMatrix(cx, cy, ...this.turnOf(box.angle));
+            m[2] -= x0;
+            m[5] -= y0;
+            patch = this.warp(grey, m, x1 - x0, y1 - y0, true);
+          } else if (cx0 !== x0 || cy0 !== y0 || cx1 !== x1 || cy1 !== y1) {
             cv.copyMakeBorder(roi, padded, cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1,
                               cv.BORDER_REPLICATE);
             patch = padded;
@@ -120,7 +195,8 @@ const BrowserAnalysis = (() => {
               : Math.fround(Math.fround(px[j] * scale) + offset);
           }
         } finally {
-          roi.delete();
+          if (turned && patch) patch.delete();
+          if (roi) roi.delete();
           padded.delete();
           crop.delete();
         }
@@ -138,7 +214,8 @@ const BrowserAnalysis = (() => {
       return Array.from({length: count}, (_, i) => Array.from(probs.subarray(i * k, (i + 1) * k)));
     }
 
-    /* Every face of an RGBA ImageData: [{box: [x, y, w, h], probs: [6]}], largest first,
+    /* Every face of an RGBA ImageData: [{box: [x, y, w, h], angle, probs: [6]}], largest first
+       (angle: Box.angle, the turn that stands a tilted face upright),
        and the milliseconds taken. ``maxFaces`` limits how many are classified. */
     async analyse(image, maxFaces = Infinity) {
       const {cv} = this;
@@ -151,7 +228,8 @@ const BrowserAnalysis = (() => {
         const t1 = performance.now();
         const probs = boxes.length ? await this.classify(this.crops(grey, boxes), boxes.length) : [];
         const t2 = performance.now();
-        return {faces: boxes.map((b, i) => ({box: [b.x, b.y, b.w, b.h], probs: probs[i]})),
+        return {faces: boxes.map((b, i) => ({box: [b.x, b.y, b.w, b.h], angle: b.angle,
+                                             probs: probs[i]})),
                 ms: {detect: t1 - t0, classify: t2 - t1, total: t2 - t0}};
       } finally {
         rgba.delete();
