@@ -19,7 +19,14 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
    CPU a search;
 3. what making a detector costs: parsing the cascade file, which happens once a process
    (and once more for each further scan at the same moment: ``faces._CascadePool``), and a
-   new detector in a new thread, which shares the parsed copies.
+   new detector in a new thread, which shares the parsed copies;
+4. tilted heads: the same frames turned about the face's centre by each of ``--tilts``
+   degrees (half one way, half the other), scanned without the turned scans (``tilt`` 0)
+   and with them (the default, 20 degrees): faces found, false ones, CPU a scan, and the
+   emotion model's accuracy (the web app's single-pass model, FER2013 labels) on the faces
+   found with them, the crop turned upright (as the runtime does) and cut unturned; then
+   frames with nobody in them (the background with a few grey rectangles), where every
+   scan is followed by the turned ones: false faces and CPU a scan.
 
 FER2013 faces are cropped tightly (no hair, ears or background), so the detector misses more
 of them than of webcam faces; the figures compare settings, they are not a webcam's rate.
@@ -99,6 +106,83 @@ def scans(frames: list[tuple[np.ndarray, Box]], detector: HaarDetector, desc: st
             "cpu_ms_mean": round(statistics.fmean(times), 2), "_hits": hits}
 
 
+def tilted_heads(frames: list[tuple[np.ndarray, Box]], labels: list[str],
+                 tilts: list[float], seed: int) -> dict:
+    """Section 4: the frames turned by each tilt, scanned with and without turned scans."""
+    from multinet_emotion.classifier import default_model_path, load_model
+    from multinet_emotion.export import single_pass_model
+    from multinet_emotion.faces import crop_faces
+
+    model = load_model(single_pass_model(default_model_path()))
+    emotions = list(model.info.labels)
+    upright_only, turning = HaarDetector(DetectorConfig(tilt=0)), HaarDetector()
+    out: dict = {"turns_deg": DetectorConfig().tilt, "by_tilt": {}}
+    print(f"4. tilted heads: frames turned about the face's centre; scans without turned ones "
+          f"(tilt 0) and with them (+-{out['turns_deg']:g} deg, the default); accuracy of "
+          "the single-pass model (FER2013 labels) on the faces found with them")
+    for tilt in tilts:
+        turned = []
+        for i, (img, truth) in enumerate(frames):
+            a = tilt if i % 2 else -tilt
+            m = cv2.getRotationMatrix2D(truth.center, a, 1.0)
+            turned.append((cv2.warpAffine(img, m, (W, H), borderMode=cv2.BORDER_REPLICATE), truth))
+        row: dict = {}
+        hits_by = {}
+        for name, det in (("upright_only", upright_only), ("turning", turning)):
+            r = scans(turned, det, f"tilt {tilt:g}, {name.replace('_', ' ')}")
+            hits_by[name] = r.pop("_hits")
+            row[name] = r
+        # the model on the faces found, crop turned upright by the box's angle or not
+        right = {"turned_crop": 0, "unturned_crop": 0}
+        both = 0
+        for (img, truth), label, hit in zip(turned, labels, hits_by["turning"]):
+            if not (hit and label in emotions):
+                continue
+            box = next(b for b in turning.detect(img) if b.iou(truth) > 0.3)
+            crops = [crop_faces(img, [box], model.input_size, model.crop_scale),
+                     crop_faces(img, [Box(box.x, box.y, box.w, box.h)], model.input_size,
+                                model.crop_scale)]
+            picks = [emotions[int(model.predict(c)[0].argmax())] for c in crops]
+            right["turned_crop"] += picks[0] == label
+            right["unturned_crop"] += picks[1] == label
+            both += 1
+        row["classified"] = both
+        row["accuracy_turned_crop"] = round(right["turned_crop"] / both, 4) if both else None
+        row["accuracy_unturned_crop"] = round(right["unturned_crop"] / both, 4) if both else None
+        out["by_tilt"][f"{tilt:g}"] = row
+        a, b = row["upright_only"], row["turning"]
+        acc = (f"accuracy on the {both} found: crop turned upright {row['accuracy_turned_crop']:.3f}"
+               f", unturned {row['accuracy_unturned_crop']:.3f}" if both else "none found")
+        print(f"   tilt {tilt:4g} deg: found {a['found_pct']:5.1f}% -> {b['found_pct']:5.1f}% with "
+              f"the turned scans; false {a['false_faces']} -> {b['false_faces']}; CPU "
+              f"{a['cpu_ms_median']:.1f} -> {b['cpu_ms_median']:.1f} ms a scan (median); {acc}")
+    rng = np.random.default_rng(seed)
+    empty = []
+    for _ in range(max(50, len(frames) // 4)):
+        lo, hi = rng.integers(30, 120), rng.integers(130, 220)
+        bg = np.tile(np.linspace(lo, hi, W, dtype=np.float32), (H, 1))
+        bg = np.clip(bg + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+        for _ in range(6):  # some straight edges and flat patches, like a room
+            p1, p2 = rng.integers(0, W, 2), rng.integers(0, H, 2)
+            cv2.rectangle(bg, (int(p1[0]), int(p2[0])), (int(p1[1]), int(p2[1])),
+                          int(rng.integers(0, 256)), -1)
+        ok, buf = cv2.imencode(".jpg", bg, [cv2.IMWRITE_JPEG_QUALITY, 70])
+        empty.append(cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE))
+    nobody = {}
+    for name, det in (("upright_only", upright_only), ("turning", turning)):
+        false, times = 0, []
+        for img in empty:
+            boxes, ms = cpu_ms(lambda img=img, d=det: d.detect(img))
+            false += len(boxes)
+            times.append(ms)
+        nobody[name] = {"false_faces": false, "cpu_ms_median": round(statistics.median(times), 2)}
+    out["nobody"] = dict(nobody, frames=len(empty))
+    print(f"   {len(empty)} frames with nobody: false faces {nobody['upright_only']['false_faces']}"
+          f" -> {nobody['turning']['false_faces']}; CPU {nobody['upright_only']['cpu_ms_median']:.1f}"
+          f" -> {nobody['turning']['cpu_ms_median']:.1f} ms a scan (median)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--data", type=Path, default=FER_TEST, help="FER2013 test folder")
@@ -113,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="comma-separated local-search regions to compare, each the margins "
                         "tried in turn joined by + (default 0.5,0.2+0.5: the default region, "
                         "and a tight one first, tried in stop 21)")
+    p.add_argument("--tilts", default="0,15,25,35",
+                   help="comma-separated head tilts for section 4, degrees (default 0,15,25,35)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
     try:
@@ -135,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{args.near_margins!r}")
     if not margin_sets or min(min(m) for m in margin_sets) <= 0:
         p.error("--near-margins: margins above 0")
+    try:
+        tilts = [float(v) for v in args.tilts.split(",") if v.strip()]
+    except ValueError:
+        p.error(f"--tilts: comma-separated numbers of degrees, got {args.tilts!r}")
+    if not tilts or max(abs(t) for t in tilts) > 90:
+        p.error("--tilts: degrees between -90 and 90")
     paths = sorted(args.data.glob("*/*.jpg")) if args.data.is_dir() else []
     if not paths:
         print(f"no FER2013 test images under {args.data} (expected CLASS/NAME.jpg)",
@@ -143,9 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = random.Random(args.seed)
     rng.shuffle(paths)
     paths = paths[:args.limit]
-    frames, moved = [], []
+    frames, moved, labels = [], [], []
     for i, path in enumerate(paths):
         face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        labels.append(path.parent.name)
         side = rng.randint(60, 170)
         x, y = rng.randint(0, W - side), rng.randint(0, H - side)
         frames.append(frame_with(face, x, y, side, args.seed * 1_000_003 + i))
@@ -249,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
           "(once a process, and once more for each further scan at the same moment); a new "
           f"detector, in a new thread, {out['detector_start_ms']['new_detector_new_thread']:.2f}"
           " ms (it shares the parsed copies)")
+    out["tilted"] = tilted_heads(frames, labels, tilts, args.seed)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))

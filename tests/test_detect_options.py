@@ -37,6 +37,7 @@ GROUPS = {
     "video_fps": "outputs", "summary": "outputs", "plot": "outputs", "show": "outputs",
     "kind": "faces", "model_path": "faces", "detect_width": "faces", "detect_every": "faces",
     "search_every": "faces",
+    "tilt_every": "faces",
     "min_face": "faces", "crop_scale": "faces",
     "smoothing": "tracking and smoothing", "alpha": "tracking and smoothing",
     "window": "tracking and smoothing", "max_missed": "tracking and smoothing",

@@ -448,3 +448,86 @@ def test_an_unwritable_csv_does_not_leave_the_jsonl_file_open(tmp_path, monkeypa
     with pytest.raises(MultiNetError, match="--csv"):
         video_module.EventWriter(tmp_path / "e.jsonl", tmp_path / "a-file" / "e.csv")
     assert len(opened) == 1 and opened[0].closed
+
+
+class TurnCountingHaar:
+    """The Haar detector, noting each upright scan ("u"), turned scans ("t") and local
+    search of a tilted face ("n") the pipeline asks for."""
+
+    def __init__(self) -> None:
+        self.haar, self.calls = make_detector(), []
+
+    def detect(self, frame):  # noqa: ANN001, ANN201 - the pipeline uses the parts below
+        raise AssertionError("the pipeline scans upright and turned separately")
+
+    def detect_upright(self, frame):  # noqa: ANN001, ANN201
+        self.calls.append("u")
+        return self.haar.detect_upright(frame)
+
+    def detect_turned(self, frame):  # noqa: ANN001, ANN201
+        self.calls.append("t")
+        return self.haar.detect_turned(frame)
+
+    def detect_near(self, frame, box):  # noqa: ANN001, ANN201
+        if box.angle:
+            self.calls.append("n")
+        return self.haar.detect_near(frame, box)
+
+
+def _leaning(face: np.ndarray, angle: float) -> np.ndarray:
+    frame = np.tile(np.linspace(70, 170, 320).astype(np.uint8), (240, 1))
+    frame[60:170, 100:210] = face
+    m = cv2.getRotationMatrix2D((155, 115), angle, 1.0)
+    return cv2.cvtColor(cv2.warpAffine(frame, m, (320, 240), borderMode=cv2.BORDER_REPLICATE),
+                        cv2.COLOR_GRAY2BGR)
+
+
+def test_turned_scans_only_now_and_then_while_nobody_is_in_view(brightness_onnx_model):
+    counting = TurnCountingHaar()
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(tilt_every=3),
+                               detector=counting)
+    empty = np.full((240, 320, 3), 128, np.uint8)
+    for i in range(7):
+        assert detector.process(empty, t=i / 10) == []
+    # every frame scanned upright; the turned scans on the 1st, 4th and 7th
+    assert "".join(counting.calls) == "ut" + "u" + "u" + "ut" + "u" + "u" + "ut"
+    counting.calls.clear()
+    detector.turn_scans = False  # a busy server sheds them
+    for i in range(7, 12):
+        detector.process(empty, t=i / 10)
+    assert set(counting.calls) == {"u"}
+
+
+def test_a_face_leaning_over_is_found_turned_and_then_followed_cheaply(face_drawing,
+                                                                       brightness_onnx_model):
+    counting = TurnCountingHaar()
+    detector = EmotionDetector(brightness_onnx_model, PipelineConfig(detect_every=3),
+                               detector=counting)
+    face = face_drawing(110)
+    (upright,) = detector.process(_leaning(face, 0), t=0.0)
+    assert counting.calls == ["u"]
+    # the learner leans 30 degrees: the local search misses, the whole-frame scan finds
+    # nobody upright and then the face turned, in the same track
+    counting.calls.clear()
+    (leaning,) = detector.process(_leaning(face, 30), t=0.1)
+    assert counting.calls == ["u", "t"] and leaning.track_id == upright.track_id
+    track = detector.tracker.visible()[0]
+    assert track.box.angle == -20.0
+    # followed in its turned region; the periodic whole-frame scan (every 3rd frame) finds
+    # nobody upright and keeps the face by that local search, with no turned scan
+    counting.calls.clear()
+    for i in range(2, 8):
+        (reading,) = detector.process(_leaning(face, 30), t=i / 10)
+        assert reading.track_id == upright.track_id
+    assert "t" not in counting.calls and counting.calls.count("u") == 2
+    assert counting.calls.count("n") == 6
+
+
+def test_a_busy_server_sheds_the_turned_scans(brightness_onnx_model):
+    from multinet_emotion.server.analysis import DetectorAnalyzer
+
+    analyzer = DetectorAnalyzer(EmotionDetector(brightness_onnx_model))
+    analyzer.pressed(True)  # frames were waiting for a slot
+    assert analyzer.detector.turn_scans is False
+    analyzer.pressed(False)
+    assert analyzer.detector.turn_scans is True

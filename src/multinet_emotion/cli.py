@@ -217,7 +217,8 @@ def _detect_parser(sub) -> None:
     options.add_options(g, RunConfig, exclude=("source", "model", "max_frames", "max_seconds"))
     g = p.add_argument_group("faces")
     options.add_options(g, DetectorConfig)
-    options.add_options(g, PipelineConfig, only=("detect_every", "search_every", "crop_scale"))
+    options.add_options(g, PipelineConfig, only=("detect_every", "search_every", "tilt_every",
+                                                 "crop_scale"))
     g = p.add_argument_group("tracking and smoothing")
     options.add_options(g, TrackerConfig)
     options.add_options(g, PipelineConfig, only=("refresh_hz",))

@@ -348,14 +348,30 @@ class HaarDetector:
     def detect(self, frame: np.ndarray) -> list[Box]:
         """Faces in the frame, largest first; when none is upright, those found in the
         frame turned by each of :func:`tilt_turns` (the first turn that finds any)."""
+        return self._detect(frame, upright=True, turned=True)
+
+    def detect_upright(self, frame: np.ndarray) -> list[Box]:
+        """The upright scan of :meth:`detect` alone: a third of its CPU when nobody is
+        there. The pipeline scans so, and turned (:meth:`detect_turned`) only now and then,
+        while nobody is in view (``PipelineConfig.tilt_every``)."""
+        return self._detect(frame, upright=True, turned=False)
+
+    def detect_turned(self, frame: np.ndarray) -> list[Box]:
+        """The turned scans of :meth:`detect` alone (the faces of the first turn that finds
+        any)."""
+        return self._detect(frame, upright=False, turned=True)
+
+    def _detect(self, frame: np.ndarray, upright: bool, turned: bool) -> list[Box]:
         grey = to_grey(_check_frame(frame), self.color)
         s = scan_scale(grey.shape[1], self.config.detect_width, self.config.min_face,
                        self.config.scan_face_px)
         small = self._equalize(_scaled(grey, s))
         min_side = max(12, round(self.config.min_face * s))
-        boxes = _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in self._scan(small, min_side)],
-                         s, self.config.min_face)
-        for angle, cos, sin in ([] if boxes else tilt_turns(self.config.tilt)):
+        boxes = []
+        if upright:
+            boxes = _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in self._scan(small, min_side)],
+                             s, self.config.min_face)
+        for angle, cos, sin in ([] if boxes or not turned else tilt_turns(self.config.tilt)):
             turned, m = _turned(small, cos, sin)
             rows = []
             for x, y, w, h in self._scan(turned, min_side):

@@ -106,6 +106,12 @@ class DetectorAnalyzer:
     def analyze(self, frame_bgr: np.ndarray, t: float) -> list[Reading]:
         return self.detector.process(frame_bgr, t)
 
+    def pressed(self, busy: bool) -> None:
+        """Whether other frames were waiting for an analysis slot when this one came: then
+        the frame skips the optional turned scans for tilted heads (they triple a scan
+        that finds nobody), which a server at its limit cannot spare."""
+        self.detector.turn_scans = not busy
+
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
                      min_dwell: float | None = None, hysteresis: float | None = None,

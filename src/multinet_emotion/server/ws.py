@@ -342,7 +342,11 @@ class _Stream:
             try:
                 if self.analyzer is None:
                     self.analyzer = await run_in_threadpool(self.factory)
+                busy = self.slots.locked()  # every slot taken: this frame waits its turn
                 async with self.slots:
+                    pressed = getattr(self.analyzer, "pressed", None)
+                    if pressed is not None:
+                        pressed(busy)
                     faces = await run_in_threadpool(_analyze, self.analyzer, data, t,
                                                     self.settings)
             except FrameError as e:
