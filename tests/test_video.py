@@ -531,3 +531,29 @@ def test_a_busy_server_sheds_the_turned_scans(brightness_onnx_model):
     assert analyzer.detector.turn_scans is False
     analyzer.pressed(False)
     assert analyzer.detector.turn_scans is True
+
+
+def test_analysis_slots_say_busy_when_other_frames_fill_the_cores():
+    import asyncio
+
+    from multinet_emotion.server.analysis import AnalysisSlots
+
+    async def scenario() -> list[tuple[int, bool]]:
+        slots, seen = AnalysisSlots(3, cores=2), []
+        gate = asyncio.Event()
+
+        async def frame() -> None:
+            async with slots:
+                seen.append((slots.running, slots.busy))
+                await gate.wait()
+
+        tasks = [asyncio.create_task(frame()) for _ in range(4)]
+        await asyncio.sleep(0.01)
+        first = list(seen)  # the fourth waits for a slot
+        gate.set()
+        await asyncio.gather(*tasks)
+        return first + [(len(seen), slots.running)]
+
+    # the third frame at once finds two others on the two cores; at most 3 run at once,
+    # the fourth gets its turn when one ends
+    assert asyncio.run(scenario()) == [(1, False), (2, False), (3, True), (4, 0)]

@@ -10,9 +10,11 @@ the video I/O of :mod:`multinet_emotion.video`); tests inject fakes.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 import logging
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +99,30 @@ def stable_label_config(min_dwell: float | None = None,
     return config.validate()
 
 
+class AnalysisSlots:
+    """At most ``n`` frames analysed at once (``async with slots:``), counting those in
+    progress (``running``). Read inside a slot, ``busy`` says that the other frames in
+    progress already keep every core at work: this one only shares the cores with them."""
+
+    def __init__(self, n: int, cores: int | None = None):
+        self._free = asyncio.Semaphore(max(1, n))
+        self.running = 0
+        self.cores = max(1, cores or os.cpu_count() or 1)
+
+    @property
+    def busy(self) -> bool:
+        return self.running > self.cores
+
+    async def __aenter__(self) -> AnalysisSlots:
+        await self._free.acquire()
+        self.running += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.running -= 1
+        self._free.release()
+
+
 class DetectorAnalyzer:
     """The runtime EmotionDetector: one per connection, sharing one loaded classifier."""
 
@@ -107,9 +133,10 @@ class DetectorAnalyzer:
         return self.detector.process(frame_bgr, t)
 
     def pressed(self, busy: bool) -> None:
-        """Whether other frames were waiting for an analysis slot when this one came: then
-        the frame skips the optional turned scans for tilted heads (they triple a scan
-        that finds nobody), which a server at its limit cannot spare."""
+        """Whether other frames kept every core at work when this one's analysis began
+        (:attr:`AnalysisSlots.busy`): then it skips the optional turned scans for tilted
+        heads (they triple a scan that finds nobody), which a server at its limit cannot
+        spare."""
         self.detector.turn_scans = not busy
 
 

@@ -23,7 +23,7 @@ from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
 from ..store import REVOKE_CHANNEL, SharedLive, Store
 from . import api, class_routes, ws
-from .analysis import AnalyzerFactory, detector_factory
+from .analysis import AnalysisSlots, AnalyzerFactory, detector_factory
 from .browser import CrossOriginIsolation, analysis_mode, in_browser
 from .browser import router as browser_routes
 from .lti.routes import install as install_lti
@@ -220,7 +220,7 @@ def create_app(settings: Settings | None = None, *,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+        app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
 
         async def housekeeping() -> None:
             while True:
@@ -263,7 +263,7 @@ def create_app(settings: Settings | None = None, *,
     app.state.model_path = model  # the file server and browser analysis run (None: none)
     app.state.browser_analysis, app.state.browser_note = browser, browser_note
     app.state.analysis_mode = analysis_mode(settings.analysis, browser, factory)
-    app.state.analysis_slots = asyncio.Semaphore(max(1, settings.analysis_workers))
+    app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
     app.state.shared = shared  # None with SQLite (one process)
     app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared)
     app.state.connections = ws.Connections()  # ended when a learner's token stops working

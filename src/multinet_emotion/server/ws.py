@@ -53,7 +53,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..emotions import Reading
 from ..errors import MultiNetError
-from .analysis import FrameError, decode_frame
+from .analysis import AnalysisSlots, FrameError, decode_frame
 from .messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,
@@ -255,7 +255,7 @@ class _Stream:
     """
 
     def __init__(self, ws: WebSocket, svc: IngestService, settings: Any, factory: Any,
-                 learner_id: str, session_id: str, slots: asyncio.Semaphore, note: str,
+                 learner_id: str, session_id: str, slots: AnalysisSlots, note: str,
                  conn: Connection):
         self.ws, self.svc, self.settings = ws, svc, settings
         # made at the first frame, not at the hello: a page that analyses in the browser
@@ -342,11 +342,10 @@ class _Stream:
             try:
                 if self.analyzer is None:
                     self.analyzer = await run_in_threadpool(self.factory)
-                busy = self.slots.locked()  # every slot taken: this frame waits its turn
                 async with self.slots:
                     pressed = getattr(self.analyzer, "pressed", None)
                     if pressed is not None:
-                        pressed(busy)
+                        pressed(self.slots.busy)
                     faces = await run_in_threadpool(_analyze, self.analyzer, data, t,
                                                     self.settings)
             except FrameError as e:
