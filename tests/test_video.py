@@ -557,3 +557,32 @@ def test_analysis_slots_say_busy_when_other_frames_fill_the_cores():
     # the third frame at once finds two others on the two cores; at most 3 run at once,
     # the fourth gets its turn when one ends
     assert asyncio.run(scenario()) == [(1, False), (2, False), (3, True), (4, 0)]
+
+
+def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
+                                                               brightness_onnx_model):
+    from multinet_emotion.faces import DetectorConfig
+
+    face = face_drawing(110)
+
+    def frame(angle: float, dx: int) -> np.ndarray:
+        f = np.tile(np.linspace(70, 170, 320).astype(np.uint8), (240, 1))
+        f[60:170, 100 + dx:210 + dx] = face
+        m = cv2.getRotationMatrix2D((155 + dx, 115), angle, 1.0)
+        return cv2.cvtColor(cv2.warpAffine(f, m, (320, 240), borderMode=cv2.BORDER_REPLICATE),
+                            cv2.COLOR_GRAY2BGR)
+
+    # upright, leaning right to 35 degrees, held, over to -35, and back; drifting sideways
+    angles = ([float(a) for a in np.linspace(0, 35, 20)] + [35.0] * 10
+              + [float(a) for a in np.linspace(35, -35, 40)]
+              + [float(a) for a in np.linspace(-35, 0, 20)])
+    seen = {}
+    for tilt in (0.0, 20.0):
+        config = PipelineConfig(detector=DetectorConfig(tilt=tilt))
+        detector = EmotionDetector(brightness_onnx_model, config)
+        readings = [detector.process(frame(a, int(10 * np.sin(i / 7))), t=i / 10)
+                    for i, a in enumerate(angles)]
+        seen[tilt] = (sum(bool(r) for r in readings), {f.track_id for r in readings for f in r})
+    found, ids = seen[20.0]
+    assert found == len(angles) and len(ids) == 1  # every frame, one track
+    assert seen[0.0][0] < 0.8 * len(angles) and len(seen[0.0][1]) > 1  # upright scans only
