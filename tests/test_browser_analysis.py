@@ -161,6 +161,63 @@ def test_browser_gives_the_python_probabilities(browser_server, chromium) -> Non
     context.close()
 
 
+FOLLOW = """async ([w, h, frames]) => {
+    const a = await BrowserAnalysis.ready();
+    const follower = new BrowserAnalysis.Follower(a);
+    const boxes = [];
+    for (const b64 of frames) {
+        const bytes = Uint8ClampedArray.from(atob(b64), c => c.charCodeAt(0));
+        const {faces} = await a.analyse(new ImageData(bytes, w, h), 1, follower);
+        boxes.push(faces.map(f => f.box.concat([f.angle])));
+    }
+    return {boxes, scans: follower.scans, cfg: a.cfg};
+}"""
+
+
+def _rgba_b64(frame: np.ndarray) -> str:
+    return base64.b64encode(np.dstack([frame, frame, frame, np.full_like(frame, 255)])
+                            .tobytes()).decode()
+
+
+@needs_vendor
+@needs_model
+def test_the_page_follows_a_face_as_the_python_runtime_does(browser_server, chromium) -> None:  # noqa: ANN001
+    import cv2
+
+    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+
+    context = chromium.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto(browser_server["url"] + "/learn")
+    # one face drifting, then leaning 30 degrees (followed in a turned region), then gone
+    name, first = test_images()[0]
+    clips = []
+    for i in range(14):
+        frame = np.roll(first, (i % 5, 2 * (i % 4)), axis=(0, 1))
+        if i >= 8:
+            m = cv2.getRotationMatrix2D((275, 175), -30, 1.0)
+            frame = cv2.warpAffine(frame, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)
+        clips.append(frame)
+    clips += [np.full_like(first, 128)] * 6
+    got = page.evaluate(FOLLOW, [640, 480, [_rgba_b64(f) for f in clips]])
+    cfg = got["cfg"]
+    served = browser_server["app"].state.model_path
+    python = EmotionDetector(served, PipelineConfig(detect_every=cfg["detect_every"],
+                                                    search_every=cfg["search_every"],
+                                                    tilt_every=cfg["tilt_every"]))
+    want = []
+    for i, frame in enumerate(clips):
+        readings = python.process(frame, t=i / 2)
+        want.append([list(r.box) + [t.box.angle] for r, t in
+                     zip(readings, python.tracker.visible())][:1])
+    assert got["boxes"] == want, name
+    assert got["scans"] == python.timings["full_detections"]
+    # between the whole-frame scans the face was followed, not looked for everywhere
+    assert got["scans"] < len([b for b in got["boxes"] if b])
+    assert any(b and b[0][4] for b in got["boxes"]), got["boxes"]  # the leaning face, turned
+    context.close()
+
+
 def _sign_up(page, url: str, app, name: str) -> None:  # noqa: ANN001
     page.goto(url + "/learn")
     page.fill("#name", name)

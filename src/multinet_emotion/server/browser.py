@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..classifier import METADATA_KEY, ModelInfo, default_model_path, parse_metadata
+from ..detect import PipelineConfig
 from ..errors import MultiNetError
 from ..faces import HAAR_CASCADE, DetectorConfig, tilt_turns
 from ..tracking import TrackerConfig
@@ -219,11 +220,13 @@ class BrowserAnalysis:
     def url(self, name: str) -> str:
         return f"/vendor/{self.files()[name][1][:12]}/{name}"
 
-    def page_config(self) -> dict[str, Any]:
+    def page_config(self, detect_every: int | None = None,
+                    search_every: int | None = None) -> dict[str, Any]:
         """What ``static/analysis.js`` needs: where the files are, and every setting of the
-        Python runtime's detection, crop, model input and smoothing."""
+        Python runtime's detection, crop, model input and smoothing; ``detect_every`` and
+        ``search_every`` as the server's own analysis uses them (None: the runtime's)."""
         m = self.model()
-        det, track = DetectorConfig(), TrackerConfig()
+        det, track, pipe = DetectorConfig(), TrackerConfig(), PipelineConfig()
         return {
             "ort": self.url("ort.wasm.min.js"), "ort_mjs": self.url("ort-wasm-simd-threaded.mjs"),
             "ort_wasm": self.url("ort-wasm-simd-threaded.wasm"), "opencv": self.url("opencv.js"),
@@ -234,7 +237,9 @@ class BrowserAnalysis:
             "detect_width": det.detect_width, "min_face": det.min_face,
             "scan_face_px": det.scan_face_px,
             "scale_factor": det.scale_factor, "min_neighbors": det.min_neighbors,
-            "tilt_turns": tilt_turns(det.tilt),
+            "tilt_turns": tilt_turns(det.tilt), "near_size_change": det.near_size_change,
+            "detect_every": detect_every or pipe.detect_every,
+            "search_every": search_every or pipe.search_every, "tilt_every": pipe.tilt_every,
             "clahe": CLAHE, "smoothing_alpha": track.alpha if track.smoothing == "ema" else 1.0,
         }
 
@@ -309,7 +314,9 @@ def analysis(request: Request) -> dict[str, Any]:
                            "browser": None, "browser_note": st.browser_note}
     if browser is not None:
         try:
-            out["browser"] = browser.page_config()
+            settings = getattr(st, "settings", None)
+            out["browser"] = browser.page_config(getattr(settings, "detect_every", None),
+                                                 getattr(settings, "search_every", None))
         except (MultiNetError, OSError) as e:  # e.g. the model file is being replaced
             log.error("in-browser analysis unavailable: %s", e)
             out["browser_note"] = f"the model file cannot be served ({e})"

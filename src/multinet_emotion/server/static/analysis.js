@@ -98,8 +98,10 @@ const BrowserAnalysis = (() => {
     }
 
     /* Faces in a grey Mat, in its pixels, largest first (HaarDetector.detect + _rescale);
-       when none is upright, those of the picture turned by each of cfg.tilt_turns. */
-    detect(grey) {
+       when none is upright, those of the picture turned by each of cfg.tilt_turns.
+       ``upright`` false: the turned scans alone; ``turned`` false: the upright one alone
+       (detect_turned, detect_upright). */
+    detect(grey, upright = true, turned = true) {
       const {cv, cfg} = this;
       let small = grey, s = 1.0;  // faces.scan_scale
       if (cfg.detect_width > 0 && grey.cols > cfg.detect_width) s = cfg.detect_width / grey.cols;
@@ -114,8 +116,8 @@ const BrowserAnalysis = (() => {
       try {
         this.clahe.apply(small, eq);
         const side = Math.max(12, pyRound(cfg.min_face * s));
-        let boxes = this.rescale(this.scan(eq, side), s, 0);
-        for (const [angle, cos, sin] of boxes.length ? [] : cfg.tilt_turns) {
+        let boxes = upright ? this.rescale(this.scan(eq, side), s, 0) : [];
+        for (const [angle, cos, sin] of boxes.length || !turned ? [] : cfg.tilt_turns) {
           const m = Analyser.turnMatrix(eq.cols / 2, eq.rows / 2, cos, sin);  // faces._turned
           const turned = this.warp(eq, m, eq.cols, eq.rows, false);
           try {
@@ -134,6 +136,88 @@ const BrowserAnalysis = (() => {
         eq.delete();
         if (small !== grey) small.delete();
       }
+    }
+
+    /* The face that was at ``box`` (an earlier frame's), searched for only around it:
+       HaarDetector.detect_near, step for step (a tilted face in the region turned upright
+       about the box's centre). The box, with its angle, or null. */
+    detectNear(grey, box, margin = 0.5) {
+      const {cv, cfg} = this;
+      const side = Math.max(box.w, box.h);
+      const cx = box.x + box.w / 2, cy = box.y + box.h / 2;
+      let x0, y0, x1, y1, turn = null;
+      if (box.angle) {
+        turn = Analyser.turnMatrix(cx, cy, ...this.turnOf(box.angle));
+        x0 = Math.trunc(box.x - margin * side);
+        y0 = Math.trunc(box.y - margin * side);
+        x1 = Math.trunc(box.x + box.w + margin * side);
+        y1 = Math.trunc(box.y + box.h + margin * side);
+      } else {
+        x0 = Math.max(Math.trunc(box.x - margin * side), 0);
+        y0 = Math.max(Math.trunc(box.y - margin * side), 0);
+        x1 = Math.min(Math.trunc(box.x + box.w + margin * side), grey.cols);
+        y1 = Math.min(Math.trunc(box.y + box.h + margin * side), grey.rows);
+      }
+      if (x1 - x0 < 24 || y1 - y0 < 24) return null;
+      const s = Math.min(1.0, 48.0 / Math.max(side, 1));
+      let region;
+      if (turn === null) {
+        region = grey.roi(new cv.Rect(x0, y0, x1 - x0, y1 - y0));
+      } else {
+        const shifted = turn.slice();
+        shifted[2] -= x0;
+        shifted[5] -= y0;
+        region = this.warp(grey, shifted, x1 - x0, y1 - y0, true);
+      }
+      const small = new cv.Mat();
+      const eq = new cv.Mat();
+      const found = new cv.RectVector();
+      try {
+        let scaled = region;
+        if (s < 1.0) {
+          cv.resize(region, small, new cv.Size(Math.max(24, pyRound((x1 - x0) * s)),
+                                               Math.max(24, pyRound((y1 - y0) * s))),
+                    0, 0, cv.INTER_AREA);
+          scaled = small;
+        }
+        const grow = cfg.near_size_change;
+        const lo = Math.max(20, Math.trunc(side * s / grow));
+        const hi = Math.max(24, Math.trunc(grow * side * s) + 1);
+        this.clahe.apply(scaled, eq);
+        this.cascade.detectMultiScale(eq, found, cfg.scale_factor, cfg.min_neighbors, 0,
+                                      new cv.Size(lo, lo), new cv.Size(hi, hi));
+        let best = null, bestIou = 0.0;
+        for (let i = 0; i < found.size(); i++) {
+          const r = found.get(i);
+          const cand = {x: pyRound(x0 + r.x / s), y: pyRound(y0 + r.y / s),
+                        w: pyRound(r.width / s), h: pyRound(r.height / s)};
+          const iou = Analyser.iou(cand, box);
+          if (iou > bestIou && Math.min(cand.w, cand.h) >= cfg.min_face) {
+            best = cand;
+            bestIou = iou;
+          }
+        }
+        if (best === null) return null;
+        if (turn === null) return Object.assign(best, {angle: 0});
+        const [bx, by] = Analyser.unturn(turn, best.x + best.w / 2, best.y + best.h / 2);
+        return {x: pyRound(bx - best.w / 2), y: pyRound(by - best.h / 2), w: best.w, h: best.h,
+                angle: box.angle};
+      } finally {
+        region.delete();
+        small.delete();
+        eq.delete();
+        found.delete();
+      }
+    }
+
+    /* Intersection over union of two boxes (faces.Box.iou). */
+    static iou(a, b) {
+      const ix = Math.max(0, Math.min(a.x + a.w, b.x + b.w) - Math.max(a.x, b.x));
+      const iy = Math.max(0, Math.min(a.y + a.h, b.y + b.h) - Math.max(a.y, b.y));
+      const inter = ix * iy;
+      const union = Math.max(a.w, 0) * Math.max(a.h, 0) + Math.max(b.w, 0) * Math.max(b.h, 0)
+        - inter;
+      return union > 0 ? inter / union : 0.0;
     }
 
     /* Boxes from scan coordinates (scaled by s) to the frame's, big enough, largest first,
@@ -217,14 +301,14 @@ const BrowserAnalysis = (() => {
     /* Every face of an RGBA ImageData: [{box: [x, y, w, h], angle, probs: [6]}], largest first
        (angle: Box.angle, the turn that stands a tilted face upright),
        and the milliseconds taken. ``maxFaces`` limits how many are classified. */
-    async analyse(image, maxFaces = Infinity) {
+    async analyse(image, maxFaces = Infinity, follower = null) {
       const {cv} = this;
       const t0 = performance.now();
       const rgba = cv.matFromImageData(image);
       const grey = new cv.Mat();
       try {
         cv.cvtColor(rgba, grey, cv.COLOR_RGBA2GRAY);
-        const boxes = this.detect(grey).slice(0, maxFaces);
+        const boxes = (follower ? follower.detect(grey) : this.detect(grey)).slice(0, maxFaces);
         const t1 = performance.now();
         const probs = boxes.length ? await this.classify(this.crops(grey, boxes), boxes.length) : [];
         const t2 = performance.now();
@@ -235,6 +319,45 @@ const BrowserAnalysis = (() => {
         rgba.delete();
         grey.delete();
       }
+    }
+  }
+
+  /* The learner's face from frame to frame, found as the Python runtime's EmotionDetector
+     finds it (detect.py, one face): the whole frame scanned every cfg.detect_every frames,
+     in between the face searched for only around its last box (detectNear, about a fifth
+     of a scan) and the whole frame at once when it is not there; while nobody is in view
+     every cfg.search_every-th frame is scanned, and turned for a tilted head only on every
+     cfg.tilt_every-th such scan (the first after the face was lost always). */
+  class Follower {
+    constructor(analyser) {
+      Object.assign(this, {analyser, box: null, frames: 0, sinceSearch: Infinity, bare: 0,
+                           scans: 0});
+    }
+    detect(grey) {
+      const a = this.analyser, cfg = a.cfg;
+      const full = this.box === null || this.frames % cfg.detect_every === 0;
+      this.frames++;
+      if (this.box === null && this.sinceSearch + 1 < cfg.search_every) {
+        this.sinceSearch++;  // nobody at the last scan: this frame is not scanned
+        return [];
+      }
+      if (!full) {
+        const near = a.detectNear(grey, this.box);
+        if (near !== null) return [this.box = near];
+      }
+      this.scans++;
+      this.sinceSearch = 0;
+      const boxes = a.detect(grey, true, false);
+      const last = this.box;
+      if (last !== null && last.angle && !boxes.some(b => Analyser.iou(b, last) > 0.3)) {
+        const near = a.detectNear(grey, last);
+        if (near !== null) boxes.push(near);
+      }
+      const found = boxes.length || this.bare % cfg.tilt_every !== 0 ? boxes
+        : a.detect(grey, false, true);
+      this.bare = found.length ? 0 : this.bare + 1;
+      this.box = found.length ? found[0] : null;
+      return found;
     }
   }
 
@@ -331,7 +454,7 @@ const BrowserAnalysis = (() => {
     return loading;
   }
 
-  return {ready, load, Smoother, pyRound};
+  return {ready, load, Smoother, Follower, pyRound};
 })();
 
 /* For tests and measurements: every face of an RGBA ImageData, analysed in the browser. */

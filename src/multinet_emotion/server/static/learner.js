@@ -9,7 +9,8 @@ const state = {config: null, consent: null, joining: null, me: null, session: nu
                reconnectTimer: null,
                // where pictures are analysed: "browser" (analysis.js), "server" or null (not
                // chosen yet); GET /api/analysis says what the server offers
-               mode: null, info: null, analyser: null, smoother: null, fallback: ""};
+               mode: null, info: null, analyser: null, smoother: null, follower: null,
+               fallback: ""};
 
 function show(id) {
   for (const s of ["signup", "consent", "declined", "main"]) $(s).classList.toggle("hidden", s !== id);
@@ -259,6 +260,7 @@ async function chooseMode(info) {
       state.analyser = await Promise.race([BrowserAnalysis.ready(), late]);
       clearTimeout(timer);
       state.smoother = new BrowserAnalysis.Smoother(info.browser.smoothing_alpha);
+      state.follower = new BrowserAnalysis.Follower(state.analyser);
       showMode("browser", "Analysed on this device: no picture leaves it, only the six " +
                "numbers of each reading are sent.");
       return "browser";
@@ -321,7 +323,8 @@ async function analyseHere(video) {
   try {
     const ctx = drawScaled(here, video, {willReadFrequently: true});
     const {faces, ms} = await state.analyser.analyse(ctx.getImageData(0, 0, here.width,
-                                                                        here.height), 1);
+                                                                        here.height), 1,
+                                                     state.follower);
     const p = state.smoother.update(faces.length ? faces[0].probs : null);
     const labels = state.analyser.cfg.labels;
     const sample = p ? {type: "sample", face: true, confidence: Math.max(...p),
