@@ -15,7 +15,9 @@ falls on all alike):
 2. latency of ``analyse`` (static/analysis.js) on a frame with one face, 320x240 as the
    learner page analyses a camera's picture (``--width 640``: 640x480), FER2013 test faces
    from ../shared/data, a drawing when absent: per face (crop + model), the frame's face
-   detection, the total, and the frames/s one page reaches analysing back to back;
+   detection, the total, and the frames/s one page reaches analysing back to back; and the
+   detection of a face followed from frame to frame as the learner page does it
+   (``BrowserAnalysis.Follower``: a local search between whole-frame scans);
 3. the WebAssembly threads onnxruntime-web runs, whether the page is cross-origin isolated,
    and the cores the browser reports;
 4. the page's memory (last variant): JS heap (CDP Performance.getMetrics), the opencv.js
@@ -66,7 +68,13 @@ ANALYSE = """async ([w, h, b64, n]) => {
     const runs = [];
     const t0 = performance.now();
     for (let i = 0; i < n; i++) runs.push(await a.analyse(image));
-    return {wall: performance.now() - t0, runs};
+    const wall = performance.now() - t0;
+    // as the learner page runs: followed from frame to frame, a whole-frame scan first,
+    // then local searches (until the next scan, cfg.detect_every frames on)
+    const follower = new BrowserAnalysis.Follower(a);
+    const followed = [];
+    for (let i = 0; i < n; i++) followed.push((await a.analyse(image, 1, follower)).ms.detect);
+    return {wall, runs, followed: followed.slice(1)};
 }"""
 MEMORY = """() => {
     const ort = window.ort, cv = window.cv;
@@ -216,8 +224,8 @@ def main() -> None:
                 context.close()
         pages = {name: open_page(browser, url, options, isolated)
                  for name, options, isolated in variants}
-        res = {name: {"total": [], "detect": [], "classify": [], "fps": [], "other_boxes": 0}
-               for name in pages}
+        res = {name: {"total": [], "detect": [], "classify": [], "fps": [], "other_boxes": 0,
+                      "followed": []} for name in pages}
         worst = dict.fromkeys(pages, 0.0)
         classifier, detector = load_model(served), HaarDetector()  # what the page runs
         for frame in images:
@@ -233,6 +241,7 @@ def main() -> None:
                 r["detect"] += [x["ms"]["detect"] for x in runs]
                 r["classify"] += [x["ms"]["classify"] for x in runs]
                 r["fps"].append(1000 * len(got["runs"]) / got["wall"])
+                r["followed"] += got["followed"]
                 for run in got["runs"]:  # every run: a data race would show here
                     faces = run["faces"]
                     if [b.as_list() for b in boxes] != [f["box"] for f in faces]:
@@ -281,6 +290,9 @@ def main() -> None:
               f"{float(np.percentile(r['classify'], 95)):.1f} ms [target <= 60 ms: "
               f"{'met' if face <= 60 else 'MISSED'}]; the frame's face detection "
               f"{med(r['detect']):.1f} ms")
+        print(f"   the face followed from frame to frame (the learner page between "
+              f"whole-frame scans): detection {med(r['followed']):.1f} ms a frame (median of "
+              f"{len(r['followed'])})")
         print(f"   a frame with one face, detection included: {total:.1f} ms, p95 "
               f"{float(np.percentile(r['total'], 95)):.1f} ms; x{total / base:.2f} of {first}")
         print(f"   frames/s, one page analysing back to back (median): {med(r['fps']):.1f}")
