@@ -69,14 +69,20 @@ def test_the_json_at_the_edges() -> None:
     r = Reading(2.0, (0.123456, 0.1, 0.1, 0.1, 0.476544, 0.1), 0.476544, track_id=7,
                 box=(1, 2, 3, 4), raw_probs=HAPPY, stable_label="sad")
     j = r.face_json()
-    assert list(j) == ["track_id", "box", "probs", "label", "smoothed", "smoothed_label",
-                       "stable_label", "confidence"]
+    assert list(j) == ["track_id", "box", "angle", "probs", "label", "smoothed",
+                       "smoothed_label", "stable_label", "confidence"]
+    assert j["angle"] == 0.0  # upright
+    assert Reading(2.0, SAD, box=(1, 2, 3, 4), angle=-20).face_json()["angle"] == -20.0
     assert j["probs"] == dict(zip(EMOTIONS, HAPPY)) and j["label"] == "happy"  # the raw one
     assert j["smoothed"]["angry"] == 0.1235 and j["smoothed_label"] == "sad"
     assert j["confidence"] == 0.4765 and j["box"] == [1, 2, 3, 4]
     s = r.sample_json()  # the stored and live shape: not rounded, the label shown
     assert s == {"t": 2.0, "face": True, "probs": dict(zip(EMOTIONS, r.probs)),
                  "label": "sad", "confidence": 0.476544}
+    with pytest.raises(MultiNetError, match="no angle"):  # no face, so no tilt
+        Reading(2.0, None, angle=20)
+    with pytest.raises(MultiNetError, match="angle must be degrees"):
+        Reading(2.0, SAD, angle=float("nan"))
     plain = Reading(2.0, SAD)  # no raw reading: the smoothed one stands for it
     assert plain.face_json()["probs"] == plain.face_json()["smoothed"]
     assert plain.face_json()["stable_label"] is None and plain.face_json()["box"] is None

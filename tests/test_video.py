@@ -27,7 +27,7 @@ from multinet_emotion.video import (
     run,
 )
 
-EVENT_KEYS = {"t", "frame", "track_id", "face", "box", "probs", "label", "smoothed",
+EVENT_KEYS = {"t", "frame", "track_id", "face", "box", "angle", "probs", "label", "smoothed",
               "smoothed_label", "stable_label", "confidence"}
 
 
@@ -586,3 +586,21 @@ def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
     found, ids = seen[20.0]
     assert found == len(angles) and len(ids) == 1  # every frame, one track
     assert seen[0.0][0] < 0.8 * len(angles) and len(seen[0.0][1]) > 1  # upright scans only
+
+
+def test_the_annotated_video_draws_a_tilted_face_turned():
+    from multinet_emotion.emotions import Reading
+    from multinet_emotion.video.outputs import annotate
+
+    black = np.zeros((240, 320, 3), np.uint8)
+    upright = Reading(0.0, (0.1, 0.1, 0.5, 0.1, 0.1, 0.1), 0.5, 1, (100, 60, 100, 100))
+    tilted = Reading(0.0, (0.1, 0.1, 0.5, 0.1, 0.1, 0.1), 0.5, 1, (100, 60, 100, 100),
+                     angle=-20.0)
+    drawn_up, drawn_tilted = (annotate(black, [r]).any(axis=2) for r in (upright, tilted))
+    assert drawn_up[110, 100] and drawn_up[160, 150]  # the upright box's left and bottom
+    # the tilted square: same centre and size, turned 20 degrees, so its bottom side
+    # crosses the centre column lower (110 + 50 / cos 20deg = 163) and its corners stick out
+    assert not drawn_tilted[160, 150] and drawn_tilted[163, 150]
+    corners = cv2.boxPoints(((150, 110), (100, 100), -20.0))
+    x, y = np.round(corners[corners[:, 1].argmax()]).astype(int)  # its lowest corner
+    assert y > 160 and drawn_tilted[y, x] and not drawn_up[y, x]

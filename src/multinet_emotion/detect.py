@@ -78,7 +78,7 @@ def track_reading(track: Track, t: float, fresh: bool = True) -> Reading:
     b = track.box
     return Reading(t, tuple(track.smoothed.tolist()), track.confidence, track.id,
                    (b.x, b.y, b.w, b.h), tuple(track.probs.tolist()),
-                   track.stable_label or track.smoothed_label, fresh)
+                   track.stable_label or track.smoothed_label, fresh, b.angle)
 
 
 class EmotionDetector:

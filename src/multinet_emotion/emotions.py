@@ -117,6 +117,7 @@ class Reading:
     raw_probs: tuple[float, ...] | None = None  # the latest unsmoothed reading; None = probs
     stable_label: str | None = None  # the label to show; None = not decided here
     fresh: bool = True  # the emotion was (re)read on this frame
+    angle: float = 0.0  # the face's tilt (faces.Box.angle): the picture's turn that uprights it
 
     def __post_init__(self) -> None:
         t = float(self.t)
@@ -126,6 +127,8 @@ class Reading:
         if self.probs is None:
             extra = [name for name in ("confidence", "track_id", "box", "raw_probs",
                                        "stable_label") if getattr(self, name) is not None]
+            if self.angle:
+                extra.append("angle")
             if extra:
                 raise MultiNetError(f"reading at t={t}: no face, so no {', '.join(extra)}")
             return
@@ -149,6 +152,11 @@ class Reading:
             object.__setattr__(self, "box", box)
         if self.track_id is not None:
             object.__setattr__(self, "track_id", int(self.track_id))
+        angle = float(self.angle)
+        if not (math.isfinite(angle) and -180.0 <= angle <= 180.0):
+            raise MultiNetError(f"reading: angle must be degrees between -180 and 180, got "
+                                f"{self.angle}")
+        object.__setattr__(self, "angle", angle)
 
     @property
     def face(self) -> bool:
@@ -175,12 +183,13 @@ class Reading:
     def face_json(self) -> dict[str, Any]:
         """The detector's JSON for this face (``detect`` events and WebSocket ``faces``):
         ``probs``/``label`` are the raw reading, ``smoothed``/``smoothed_label`` the smoothed
-        one; probabilities and confidence rounded to 4 places (the one place they are)."""
+        one; probabilities and confidence rounded to 4 places (the one place they are).
+        ``angle``: a tilted face's box is its square turned by -angle about its centre."""
         if self.probs is None:
             raise ValueError("a reading without a face has no face JSON")
         raw = self.raw_probs if self.raw_probs is not None else self.probs
         return {"track_id": self.track_id,
-                "box": None if self.box is None else list(self.box),
+                "box": None if self.box is None else list(self.box), "angle": self.angle,
                 "probs": {e: round(p, 4) for e, p in zip(EMOTIONS, raw)},
                 "label": self.raw_label,
                 "smoothed": {e: round(p, 4) for e, p in zip(EMOTIONS, self.probs)},

@@ -98,6 +98,9 @@ class Face(BaseModel):
     model_config = ConfigDict(extra="forbid")
     track_id: int | None
     box: tuple[int, int, int, int] | None = Field(description="x, y, w, h in frame pixels")
+    angle: float = Field(0.0, description="a tilted face: degrees (counter-clockwise) that "
+                                          "turn the picture about the box's centre to stand "
+                                          "the face upright; 0 = upright")
     probs: dict[EmotionName, float]
     label: EmotionName
     smoothed: dict[EmotionName, float]

@@ -34,7 +34,11 @@ def annotate(frame: np.ndarray, faces: list[Reading], note: str = "") -> np.ndar
         x, y0, w, h = face.box
         label = face.shown_label
         color = COLORS_BGR.get(label or "", (255, 255, 255))
-        cv2.rectangle(out, (x, y0), (x + w, y0 + h), color, thick)
+        if face.angle:  # a tilted face: its square, turned as the face is
+            corners = cv2.boxPoints(((x + w / 2, y0 + h / 2), (w, h), face.angle))
+            cv2.polylines(out, [np.round(corners).astype(np.int32)], True, color, thick)
+        else:
+            cv2.rectangle(out, (x, y0), (x + w, y0 + h), color, thick)
         text = f"#{face.track_id} {label} {face.confidence or 0.0:.0%}"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale * 1.5, thick)
         y = y0 - 4 if y0 - th - base - 4 > 0 else y0 + h + th + 4
@@ -120,8 +124,8 @@ class Display:
             pass
 
 
-CSV_FIELDS = (["t", "frame", "track_id", "face", "x", "y", "w", "h", "label", "smoothed_label",
-               "stable_label", "confidence"]
+CSV_FIELDS = (["t", "frame", "track_id", "face", "x", "y", "w", "h", "angle", "label",
+               "smoothed_label", "stable_label", "confidence"]
               + [f"p_{k}" for k in EMOTIONS] + [f"s_{k}" for k in EMOTIONS])
 
 
@@ -148,6 +152,7 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
                            "face": int(event["face"])}
     if event["face"]:
         row.update(zip("xywh", event["box"]))
+        row["angle"] = event.get("angle", 0.0)
         row.update(label=event["label"], smoothed_label=event["smoothed_label"],
                    stable_label=event.get("stable_label", event["smoothed_label"]),
                    confidence=event["confidence"])
