@@ -496,6 +496,13 @@ def test_turned_scans_only_now_and_then_while_nobody_is_in_view(brightness_onnx_
     for i in range(7, 12):
         detector.process(empty, t=i / 10)
     assert set(counting.calls) == {"u"}
+    # unrelated images (a folder): after reset() the next image gets its turned scans
+    detector.turn_scans = True
+    detector.process(empty, t=2.0)
+    counting.calls.clear()
+    detector.reset()
+    detector.process(empty, t=3.0)
+    assert counting.calls == ["u", "t"]
 
 
 def test_a_face_leaning_over_is_found_turned_and_then_followed_cheaply(face_drawing,

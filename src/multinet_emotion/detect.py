@@ -189,3 +189,4 @@ class EmotionDetector:
         self.tracker.end_all()
         self.tracker.pop_ended()
         self._since_search = self.config.search_every  # the next frame is scanned
+        self._bare_scans = 0  # ... and turned too when nobody is upright
