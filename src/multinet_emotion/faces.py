@@ -195,9 +195,9 @@ def _unturn(m: np.ndarray, x: float, y: float) -> tuple[float, float]:
 
 
 def _turned(image: np.ndarray, cos: float, sin: float) -> tuple[np.ndarray, np.ndarray]:
-    """``image`` turned about its centre, the same size (its corners cut, the empty corners
-    filled by repeating the edge: a scan costs what an upright one does), and the matrix
-    that did it."""
+    """``image`` turned about its centre, the same size (its corners cut, the corners left
+    empty filled black: a scan costs what an upright one does, and a flat black area gives
+    the cascade nothing to find), and the matrix that did it."""
     h, w = image.shape[:2]
     m = turn_matrix(w / 2, h / 2, cos, sin)
     return cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
@@ -372,9 +372,9 @@ class HaarDetector:
             boxes = _rescale([(x, y, w, h, 1.0) for (x, y, w, h) in self._scan(small, min_side)],
                              s, self.config.min_face)
         for angle, cos, sin in ([] if boxes or not turned else tilt_turns(self.config.tilt)):
-            turned, m = _turned(small, cos, sin)
+            image, m = _turned(small, cos, sin)
             rows = []
-            for x, y, w, h in self._scan(turned, min_side):
+            for x, y, w, h in self._scan(image, min_side):
                 cx, cy = _unturn(m, x + w / 2, y + h / 2)
                 rows.append((cx - w / 2, cy - h / 2, w, h, 1.0))
             boxes = _rescale(rows, s, self.config.min_face, angle)
