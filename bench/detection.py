@@ -53,12 +53,16 @@ FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
 W, H = 320, 240
 
 
-def frame_with(face: np.ndarray, x: int, y: int, side: int, seed: int) -> tuple[np.ndarray, Box]:
-    """A grey 320x240 JPEG-decoded frame with ``face`` pasted at (x, y), ``side`` px."""
-    rng = np.random.default_rng(seed)
+def background(rng: np.random.Generator) -> np.ndarray:
+    """A grey 320x240 scene: a gradient of random ends with sensor noise."""
     lo, hi = rng.integers(30, 120), rng.integers(130, 220)
     bg = np.tile(np.linspace(lo, hi, W, dtype=np.float32), (H, 1))
-    bg = np.clip(bg + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+    return np.clip(bg + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+
+
+def frame_with(face: np.ndarray, x: int, y: int, side: int, seed: int) -> tuple[np.ndarray, Box]:
+    """A grey 320x240 JPEG-decoded frame with ``face`` pasted at (x, y), ``side`` px."""
+    bg = background(np.random.default_rng(seed))
     x, y = min(max(x, 0), W - side), min(max(y, 0), H - side)
     bg[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
     ok, buf = cv2.imencode(".jpg", bg, [cv2.IMWRITE_JPEG_QUALITY, 70])
@@ -159,9 +163,7 @@ def tilted_heads(frames: list[tuple[np.ndarray, Box]], labels: list[str],
     rng = np.random.default_rng(seed)
     empty = []
     for _ in range(max(50, len(frames) // 4)):
-        lo, hi = rng.integers(30, 120), rng.integers(130, 220)
-        bg = np.tile(np.linspace(lo, hi, W, dtype=np.float32), (H, 1))
-        bg = np.clip(bg + rng.normal(0, 6, (H, W)), 0, 255).astype(np.uint8)
+        bg = background(rng)
         for _ in range(6):  # some straight edges and flat patches, like a room
             p1, p2 = rng.integers(0, W, 2), rng.integers(0, H, 2)
             cv2.rectangle(bg, (int(p1[0]), int(p2[0])), (int(p1[1]), int(p2[1])),

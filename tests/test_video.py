@@ -474,10 +474,12 @@ class TurnCountingHaar:
         return self.haar.detect_near(frame, box)
 
 
-def _leaning(face: np.ndarray, angle: float) -> np.ndarray:
+def _leaning(face: np.ndarray, angle: float, dx: int = 0) -> np.ndarray:
+    """A BGR 320x240 frame with the 110-px ``face`` at (100 + dx, 60), turned ``angle``
+    degrees about its centre."""
     frame = np.tile(np.linspace(70, 170, 320).astype(np.uint8), (240, 1))
-    frame[60:170, 100:210] = face
-    m = cv2.getRotationMatrix2D((155, 115), angle, 1.0)
+    frame[60:170, 100 + dx:210 + dx] = face
+    m = cv2.getRotationMatrix2D((155 + dx, 115), angle, 1.0)
     return cv2.cvtColor(cv2.warpAffine(frame, m, (320, 240), borderMode=cv2.BORDER_REPLICATE),
                         cv2.COLOR_GRAY2BGR)
 
@@ -572,13 +574,6 @@ def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
 
     face = face_drawing(110)
 
-    def frame(angle: float, dx: int) -> np.ndarray:
-        f = np.tile(np.linspace(70, 170, 320).astype(np.uint8), (240, 1))
-        f[60:170, 100 + dx:210 + dx] = face
-        m = cv2.getRotationMatrix2D((155 + dx, 115), angle, 1.0)
-        return cv2.cvtColor(cv2.warpAffine(f, m, (320, 240), borderMode=cv2.BORDER_REPLICATE),
-                            cv2.COLOR_GRAY2BGR)
-
     # upright, leaning right to 35 degrees, held, over to -35, and back; drifting sideways
     angles = ([float(a) for a in np.linspace(0, 35, 20)] + [35.0] * 10
               + [float(a) for a in np.linspace(35, -35, 40)]
@@ -587,7 +582,7 @@ def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
     for tilt in (0.0, 20.0):
         config = PipelineConfig(detector=DetectorConfig(tilt=tilt))
         detector = EmotionDetector(brightness_onnx_model, config)
-        readings = [detector.process(frame(a, int(10 * np.sin(i / 7))), t=i / 10)
+        readings = [detector.process(_leaning(face, a, int(10 * np.sin(i / 7))), t=i / 10)
                     for i, a in enumerate(angles)]
         seen[tilt] = (sum(bool(r) for r in readings), {f.track_id for r in readings for f in r})
     found, ids = seen[20.0]
