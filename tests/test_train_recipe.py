@@ -219,3 +219,33 @@ def test_ablation_bench_refuses_bad_options_before_training(capsys):
     assert "--arch 'vgg19'" in capsys.readouterr().err
     assert ablation.main(["--minutes", "0"]) == 2
     assert ablation.speed("small", 8, steps=3) > 0
+
+
+@pytest.mark.slow
+def test_init_from_an_onnx_file_of_another_face_size(tmp_path):
+    """--image-size with --init of an exported file: the layer shapes do not depend on the
+    face size, and the batch norms' statistics are measured at the file's own size."""
+    from multinet_emotion.export import export_onnx
+    from multinet_emotion.init_weights import init_from, resize_faces
+
+    data, _ = toy_with_votes(tmp_path)
+    cfg = dict(epochs=1, batch_size=8, max_steps_per_epoch=1, labels="fer2013",
+               precision="fp32", channels_last=False)
+    first, _ = fit(TrainConfig(out=tmp_path / "a", model=ModelConfig(
+        arch="small", image_size=SIZE, hidden=16), **cfg), data)
+    meta = {"version": 1, "labels": list(EMOTIONS), "input_size": SIZE, "input": "grey",
+            "value_range": [0, 255], "arch": "small", "stem": "face", "normalization": "face"}
+    onnx_file = export_onnx(first, tmp_path / "a.onnx", meta)
+    images = data.split("train").images
+    smaller = resize_faces(images, SIZE - 8)
+    assert smaller.shape == (len(images), SIZE - 8, SIZE - 8) and smaller.dtype == np.uint8
+    second = build_model(ModelConfig(arch="small", image_size=SIZE - 8, hidden=16))
+    init_from(second, onnx_file, smaller)  # images at the new size, as train passes them
+    a, b = first.state_dict(), second.state_dict()
+    assert torch.allclose(a["head.4.weight"], b["head.4.weight"], atol=1e-6)
+    # at the file's size the model computes what the file does
+    x = torch.from_numpy(images[:16].astype(np.float32)).unsqueeze(1)
+    first.eval(), second.eval()
+    with torch.no_grad():
+        pa, pb = torch.softmax(first(x), 1), torch.softmax(second(x), 1)
+    assert float((pa - pb).abs().max()) < 0.1

@@ -1,5 +1,6 @@
 """Starting a training run from earlier weights (``--init``): a best.pt/last.pt of the same
-architecture, or an exported .onnx model (its int8 weights dequantised)."""
+architecture, or an exported .onnx model (its int8 weights dequantised), also into a model
+that takes another face size (``--image-size``: the layer shapes do not depend on it)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from .errors import MultiNetError
 from .model import ModelConfig, build_model, unwrap
 
 log = logging.getLogger(__name__)
+
+
+def resize_faces(images: np.ndarray, size: int) -> np.ndarray:
+    """Grey faces ``[N, S, S]`` resized to ``size`` x ``size`` (area averaging down, bilinear up)."""
+    import cv2
+
+    method = cv2.INTER_AREA if size < images.shape[1] else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=method) for im in images])
 
 
 def init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) -> None:
@@ -53,6 +62,11 @@ def init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> N
                               normalization=str(info.extra.get("normalization", "imagenet")))
     source = model if (file_config.stem, file_config.normalization) == \
         (config.stem, config.normalization) else build_model(file_config)
+    if images is not None and images.shape[1:] != (info.input_size, info.input_size):
+        # the batch norms' statistics are measured as the file computes: at its own size
+        log.info("continuing a %dx%d model's weights at %dx%d", info.input_size,
+                 info.input_size, config.image_size, config.image_size)
+        images = resize_faces(images, info.input_size)
     report = load_onnx_weights(source, path, images)
     if source is not model:
         model.load_state_dict(source.state_dict())
