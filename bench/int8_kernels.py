@@ -21,6 +21,7 @@ import numpy as np
 from multinet_emotion import MultiNetError
 from multinet_emotion.classifier import INPUT_NAME, OUTPUT_NAME, cpu_has_vnni, default_model_path
 from multinet_emotion.datasets import DataConfig, load_dataset
+from multinet_emotion.evaluate import model_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.model.is_file():
             raise MultiNetError(f"{args.model}: model file not found")
-        split = load_dataset(DataConfig(path=args.data)).split("test")
+        size, _ = model_facts(args.model)  # the faces read at the size the file takes
+        split = load_dataset(DataConfig(path=args.data, image_size=size)).split("test")
     except MultiNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,9 +61,9 @@ def train_command(config: dict, run: Path, init: str | None = None) -> str:
             if key == "mix_weight" and config.get("labels") != "mix":
                 continue
             flags.append(f"{flag} {config[key]}")
-    for key in ("arch", "stem", "normalization"):
+    for key in ("arch", "image_size", "hidden", "dropout", "stem", "normalization"):
         if config["model"].get(key, getattr(model_defaults, key)) != getattr(model_defaults, key):
-            flags.append(f"--{key} {config['model'][key]}")
+            flags.append(f"--{key.replace('_', '-')} {config['model'][key]}")
     if config.get("webcam") is False:
         flags.append("--no-webcam")
     if config.get("init"):
@@ -144,14 +144,15 @@ def check_figures(model: Path, data: Path, sample: int = CHECK_SAMPLE, seed: int
     """The shipped file scored on a seeded sample of PrivateTest, both label sets: figures the
     test suite reproduces in a minute (the full card figures take this CPU several)."""
     from multinet_emotion.datasets import DataConfig
-    from multinet_emotion.evaluate import EvalConfig, evaluate
+    from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 
     out = {"sample": sample, "seed": seed, "model_sha256": sha256(model)}
+    size, _ = model_facts(model)  # faces read at the size the file takes
     ferplus = data.parent / "ferplus"
     for name, fp in (("test", None), ("test-ferplus", ferplus if ferplus.is_dir() else None)):
         if name == "test-ferplus" and fp is None:
             continue
-        r = evaluate(EvalConfig(model=model, data=DataConfig(path=data), split="test",
+        r = evaluate(EvalConfig(model=model, data=DataConfig(path=data, image_size=size), split="test",
                                 ferplus=fp, sample=sample, seed=seed,
                                 out=Path("reports/ship/check") / name))
         out[name] = {"n": r["n"], "accuracy": r["accuracy"], "macro_f1": r["macro_f1"]}
@@ -267,11 +268,12 @@ def main() -> None:
     sep = "|---" * (4 + len(EMOTIONS)) + "|"
     size_mb = os.path.getsize(args.assets / "model.onnx") / 1e6
     model = config["model"]
+    side = int(model.get("image_size", 48))
     lines = [
         "# Model card: MultiNetEmotion default model",
         "",
         f"`model.onnx` ({size_mb:.1f} MB): the {model['arch']} network (torchvision ResNet50 "
-        "and VGG16-BN side by side on the same 48x48 grey face, pooled features concatenated, "
+        f"and VGG16-BN side by side on the same {side}x{side} grey face, pooled features concatenated, "
         "dropout, a 512-unit dense layer, dropout, 6 logits; layout "
         f"`--stem {model.get('stem', 'imagenet')}`, face normalisation "
         f"`{model.get('normalization', 'imagenet')}`, both inside the graph and recorded in its "
@@ -296,7 +298,7 @@ def main() -> None:
            f"{bias['macro_f1_after']:.4f} and accuracy from {bias['accuracy_before']:.4f} to "
            f"{bias['accuracy_after']:.4f}."] if bias else []),
         "",
-        "Input: grey face crop, 48x48, pixel values 0..255 (`pixels`, [N,1,48,48]); output: "
+        f"Input: grey face crop, {side}x{side}, pixel values 0..255 (`pixels`, [N,1,{side},{side}]); output: "
         "probabilities for angry, fear, happy, neutral, sad, surprise (`probs`).",
         "",
         "## Figures (all from `scripts/ship_model.sh`, rerunnable with `python bench/accuracy.py`)",
@@ -484,7 +486,7 @@ def main() -> None:
         "are over-represented, natural classroom expressions are subtler; expect lower "
         "accuracy on real learners than on the test set.",
         "- Fear is the rarest class in the FER+ votes and the least reliable output.",
-        "- 48x48 grey faces: no colour, little detail; the robustness table shows what light, "
+        f"- {side}x{side} grey faces: no colour, little detail; the robustness table shows what light, "
         "blur, pose and occlusion cost. The crops must be framed like FER2013 faces (the "
         "runtime's face cropping does this).",
         "- The demographic make-up of FER2013 is undocumented; performance across age, "

@@ -37,11 +37,14 @@ from multinet_emotion.server import Settings, browser, create_app
 pytestmark = [pytest.mark.slow]
 INSTRUCTOR = "browser-test-instructor-token"
 #: Largest difference of one probability, browser (onnxruntime-web 1.30 WebAssembly) against
-#: Python (ONNX Runtime CPU), shipped int8 model, same frames: below 1e-5 on 15 FER2013 faces
-#: (identical boxes and crops; int8 arithmetic is exact). A file whose flip pass is not fused
-#: into int8 kernels gave 0.0014 (export.share_requantized_weights repairs such files); the
-#: emotion must never change.
-PROB_TOLERANCE = 0.001
+#: Python (ONNX Runtime CPU), shipped int8 model, same frames (identical boxes and crops).
+#: Mostly 0: both run the same int8 arithmetic. ONNX Runtime's fused x86 kernels depart from
+#: the file's exact arithmetic on a few faces (`python bench/int8_kernels.py`: at most 0.0049
+#: on 512 faces), and the WebAssembly kernels do not: of these 19 faces one, with the 44x44
+#: model, differs by 0.0046, and the browser's figure is the exact one. A file whose flip pass
+#: is not fused into int8 kernels gave 0.0014 on top (export.share_requantized_weights
+#: repairs such files). The emotion must never change.
+PROB_TOLERANCE = 0.01
 
 needs_vendor = pytest.mark.skipif(
     bool(browser.missing_vendor_files()),

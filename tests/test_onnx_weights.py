@@ -13,7 +13,7 @@ from synth import FER2013, toy_faces
 from torch import nn
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import default_model_path
+from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.export import export_onnx, quantize_int8, torch_probs
 from multinet_emotion.model import ARCHS, ModelConfig, build_model
@@ -207,17 +207,18 @@ def test_a_model_with_other_preprocessing_is_refused(exported):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
-def _faces(n: int) -> tuple[np.ndarray, str]:
-    """FER2013 test faces (grey, 48x48), spread over the classes; synthetic ones without data."""
+def _faces(n: int, size: int = SIZE) -> tuple[np.ndarray, str]:
+    """FER2013 test faces (grey, ``size`` x ``size``), spread over the classes; synthetic ones
+    without data."""
     import cv2
 
     test = FER2013 / "test"
     paths = sorted(p for c in EMOTIONS for p in (test / c).glob("*.jpg")) if test.is_dir() else []
     if len(paths) < n:
-        return synthetic_faces(n, SIZE, seed=1), "synthetic"
+        return synthetic_faces(n, size, seed=1), "synthetic"
     pick = np.random.default_rng(0).permutation(len(paths))[:n]
-    faces = [cv2.resize(cv2.imread(str(paths[i]), cv2.IMREAD_GRAYSCALE), (SIZE, SIZE))
-             for i in pick]
+    faces = [cv2.resize(cv2.imread(str(paths[i]), cv2.IMREAD_GRAYSCALE), (size, size),
+                        interpolation=cv2.INTER_AREA) for i in pick]
     return np.stack(faces), "fer2013"
 
 
@@ -229,11 +230,12 @@ def test_shipped_model_loads_into_the_hybrid():
     # the shipped file uses torchvision's layout (its metadata says so)
     legacy = {"stem": "imagenet", "normalization": "imagenet"}
     known = {f.name for f in dataclasses.fields(ModelConfig)}
-    config = ModelConfig(arch="hybrid", image_size=SIZE,
+    size = load_model(path).input_size  # the file says the face size it takes
+    config = ModelConfig(arch="hybrid", image_size=size,
                          **{k: v for k, v in legacy.items() if k in known})
     torch.manual_seed(0)
     model = build_model(config)
-    images, _ = _faces(64)
+    images, _ = _faces(64, size)
     report = load_onnx_weights(model, Path(path), images)
     assert report["quantized"] and report["tta_flip"] and report["calls"] == 2
     assert report["convs"] == 66 and report["linears"] == 2 and report["batchnorms"] == 66

@@ -15,7 +15,7 @@ from synth import FER2013, FERPLUS
 
 from multinet_emotion.classifier import default_model_path
 from multinet_emotion.datasets import DataConfig
-from multinet_emotion.evaluate import EvalConfig, evaluate
+from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 
 METRICS = default_model_path().parent / "model_metrics.json"
 LEDGER = default_model_path().parent / "training_stages.json"
@@ -47,7 +47,8 @@ def test_model_card_figures_are_reproduced(split, ferplus, tmp_path):
     recorded = check[split]
     r = evaluate(EvalConfig(model=default_model_path(), split="test", ferplus=ferplus,
                             sample=check["sample"], seed=check["seed"],
-                            out=tmp_path / "report", data=DataConfig(path=FER2013)))
+                            out=tmp_path / "report",
+                            data=DataConfig(path=FER2013, image_size=model_facts(default_model_path())[0])))
     assert r["n"] == recorded["n"]
     # int8 kernels differ a little between CPUs (VNNI or not): one face in 500 is 0.002
     assert r["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)
