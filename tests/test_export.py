@@ -325,3 +325,58 @@ def test_the_web_app_runs_the_single_pass_copy_unless_asked(checkpoint, tmp_path
 
     assert served() == single
     assert served(mirror_pass=True) == tmp_path / "flip.onnx"
+
+
+def test_bench_accuracy_against_another_model(checkpoint, tmp_path):
+    """``bench/accuracy.py --against``: the faces only one of two models gets right, and the
+    exact McNemar test on them, counted as the two models' own predictions say."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from PIL import Image
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("accuracy_bench", root / "bench" / "accuracy.py")
+    accuracy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(accuracy)
+    assert accuracy.mcnemar_p(0, 0) == 1.0 and accuracy.mcnemar_p(3, 3) == 1.0
+    assert accuracy.mcnemar_p(0, 5) == pytest.approx(2 / 32)  # 5 of 5 one way: 2 x 1/32
+    assert accuracy.mcnemar_p(96, 88) == pytest.approx(0.606, abs=0.001)
+    assert accuracy.mcnemar_p(40, 10) < 0.001
+
+    data = write_folder(tmp_path / "data", *toy_faces(20, SIZE))
+    plain, tilted = tmp_path / "plain.onnx", tmp_path / "tilted.onnx"
+    export(ExportConfig(checkpoint=checkpoint, out=plain, quantize=False, tta_flip=False,
+                        calibration=data))
+    export(ExportConfig(checkpoint=checkpoint, out=tilted, quantize=False, tta_flip=False,
+                        calibration=data, class_bias=(0.0, 2.0, 0.0, 0.0, 0.0, 0.0)))
+    env = {**os.environ, "MULTINET_CACHE": str(tmp_path / "cache"), "MULTINET_PROGRESS": "0"}
+
+    def bench(*args):
+        return subprocess.run([sys.executable, "bench/accuracy.py", "--data", str(data),
+                               "--splits", "all", "--ferplus", "none", "--out",
+                               str(tmp_path / "acc"), *args], cwd=root, env=env,
+                              capture_output=True, text=True, check=False, timeout=300)
+
+    r = bench("--model", str(tilted), "--against", str(plain), "--json", str(tmp_path / "a.json"))
+    assert r.returncode == 0, r.stderr
+    got = json.loads((tmp_path / "a.json").read_text())["against"]["all"]
+    faces = [(p, p.parent.name) for p in sorted(data.glob("*/*"))]
+    images = np.stack([np.asarray(Image.open(p).convert("L")) for p, _ in faces])
+    labels = np.array([EMOTIONS.index(e) for _, e in faces])
+    right_t = load_model(tilted).predict(images).argmax(1) == labels
+    right_p = load_model(plain).predict(images).argmax(1) == labels
+    assert got["n"] == len(faces)
+    assert (got["only_model"], got["only_against"]) == (int((right_t & ~right_p).sum()),
+                                                        int((~right_t & right_p).sum()))
+    assert got["only_model"] + got["only_against"] > 0  # the offset changed some answers
+    assert got["mcnemar_p"] == pytest.approx(accuracy.mcnemar_p(got["only_model"],
+                                                                got["only_against"]))
+    assert "McNemar p" in r.stdout
+    r = bench("--model", str(plain), "--against", str(plain))
+    assert r.returncode == 0 and "1.000" in r.stdout.split("against:")[1], r.stdout
+    r = bench("--model", str(plain), "--against", str(tmp_path / "missing.onnx"))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
