@@ -75,8 +75,9 @@ def load_onnx_weights(model: EmotionNet, path: Path, images: np.ndarray | None =
                             f"{model_arch} model (build the model with arch {info.arch!r})")
     model_size = getattr(getattr(model, "config", None), "image_size", size)
     if model_size != size:
-        log.warning("%s takes %dx%d faces; the model is configured for %dx%d", path, size, size,
-                    model_size, model_size)
+        # the layer shapes do not depend on the face size (train --init --image-size)
+        log.info("%s takes %dx%d faces; its weights go into a model configured for %dx%d", path,
+                 size, size, model_size, model_size)
     if images is not None:
         images = np.ascontiguousarray(images)
         if images.ndim != 3 or images.shape[1:] != (size, size) or not len(images):
