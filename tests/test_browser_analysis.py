@@ -41,7 +41,8 @@ INSTRUCTOR = "browser-test-instructor-token"
 #: Mostly 0: both run the same int8 arithmetic. ONNX Runtime's fused x86 kernels depart from
 #: the file's exact arithmetic on a few faces (`python bench/int8_kernels.py`: at most 0.0049
 #: on 512 faces), and the WebAssembly kernels do not: of these 19 faces one, with the 44x44
-#: model, differs by 0.0046, and the browser's figure is the exact one. A file whose flip pass
+#: model, differs by 0.0046, and the browser's figure is the exact one (a throwaway script
+#: ran the file with session.disable_quant_qdq). A file whose flip pass
 #: is not fused into int8 kernels gave 0.0014 on top (export.share_requantized_weights
 #: repairs such files). The emotion must never change.
 PROB_TOLERANCE = 0.01
