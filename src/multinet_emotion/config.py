@@ -12,7 +12,7 @@ from .emotions import EMOTIONS
 from .options import setting
 
 LABEL_SETS = ("auto", "fer2013", "ferplus", "mix")
-ARCHS = ("hybrid", "resnet50", "vgg16", "small")
+ARCHS = ("hybrid", "resnet50", "vgg16", "small", "small-wide")
 STEMS = ("face", "imagenet")
 NORMALIZATIONS = ("face", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,7 +22,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass
 class ModelConfig:
     arch: str = setting("hybrid", choices=ARCHS,
-                        help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN")
+                        help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN; "
+                             "small-wide = that CNN 1.5x as wide (a distillation student)")
     image_size: int = setting(48, min=16, max=512, unit="pixels",
                               help="face side the model takes")
     num_classes: int = setting(len(EMOTIONS), cli=False, min=2, help="output classes")
@@ -66,6 +67,16 @@ class TrainConfig:
                                      "original label)")
     ferplus: Path | None = setting(None, help="FER+ folder (fer2013new.csv, "
                                    "kaggle_to_ferplus.csv); default: 'ferplus' beside --data")
+    teacher: Path | None = setting(None, metavar="MODEL.onnx",
+                                   help="distillation: also train towards this exported "
+                                        "model's probabilities on the training faces (computed "
+                                        "once, cached under the cache folder)")
+    teacher_mix: float = setting(0.5, min=0, max=1,
+                                 help="--teacher: weight of the teacher's probabilities in the "
+                                      "target (the rest: the --labels target)")
+    teacher_temperature: float = setting(2.0, min=0.1, max=20,
+                                         help="--teacher: softening temperature of the "
+                                              "teacher's probabilities (p^(1/T), renormalised)")
     optimizer: str = setting("adamw", choices=("adamw", "sgd"),
                              help="adamw, or sgd with Nesterov momentum")
     lr: float = setting(1e-3, min=0, help="peak learning rate (0: the weights stay, only the "

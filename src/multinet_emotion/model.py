@@ -18,6 +18,8 @@ weight files, are the same as torchvision's. ``stem="imagenet"`` is the unmodifi
 
 ``arch="small"`` is a small VGG-style CNN (four blocks of 32-64-128-256 channels, ~1.2 M
 parameters), kept as the baseline the hybrid is measured against (bench/ablation.py).
+``arch="small-wide"`` is the same CNN 1.5 times as wide (48-96-192-384 channels, ~2.8 M
+parameters): a student for distillation from the hybrid (``train --teacher``, distill.py).
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ class Preprocess(nn.Module):
         return x if self.channels > 1 else x[:, :1]
 
 
-def small_cnn() -> nn.Sequential:
-    """Four blocks of two 3x3 conv + batch norm + ReLU, max-pooled: 32-64-128-256 channels."""
+#: the channels of the four blocks of each small CNN
+SMALL_WIDTHS = {"small": (32, 64, 128, 256), "small-wide": (48, 96, 192, 384)}
+
+
+def small_cnn(widths: tuple[int, ...] = SMALL_WIDTHS["small"]) -> nn.Sequential:
+    """Four blocks of two 3x3 conv + batch norm + ReLU, max-pooled: 32-64-128-256 channels
+    (or ``widths``)."""
     layers: list[nn.Module] = []
     channels = 1
-    for width in (32, 64, 128, 256):
+    for width in widths:
         for _ in range(2):
             layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
                        nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
@@ -77,7 +84,8 @@ class EmotionNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.preprocess = Preprocess(config.normalization, 1 if config.arch == "small" else 3)
+        self.preprocess = Preprocess(config.normalization,
+                                     1 if config.arch in SMALL_WIDTHS else 3)
         width = 0
         self.resnet: nn.Module | None = None
         self.vgg: nn.Module | None = None
@@ -96,10 +104,10 @@ class EmotionNet(nn.Module):
             self.vgg = vgg
             self.vgg_pool = nn.AdaptiveAvgPool2d(1)
             width += 512
-        if config.arch == "small":
-            self.small = small_cnn()
+        if config.arch in SMALL_WIDTHS:
+            self.small = small_cnn(SMALL_WIDTHS[config.arch])
             self.small_pool = nn.AdaptiveAvgPool2d(1)
-            width += 256
+            width += SMALL_WIDTHS[config.arch][-1]
         self.head = nn.Sequential(
             nn.Dropout(config.dropout * 0.5),
             nn.Linear(width, config.hidden),

@@ -45,6 +45,7 @@ class Targets:
     split: Split  # the training images used (FER+-unusable ones left out)
     probs: np.ndarray  # float32 [N, 6]
     left_out: int = 0
+    index: np.ndarray | None = None  # each image's index in the split given (None: the same)
 
 
 def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Targets:
@@ -64,7 +65,7 @@ def training_targets(split: Split, config: TrainConfig, dataset: Dataset) -> Tar
     sub = split.subset(keep)
     probs = votes if config.labels == "ferplus" else \
         config.mix_weight * votes + (1 - config.mix_weight) * onehot[sub.labels]
-    return Targets(sub, probs.astype(np.float32), len(split) - len(keep))
+    return Targets(sub, probs.astype(np.float32), len(split) - len(keep), np.asarray(keep))
 
 
 def ferplus_dir(config: TrainConfig) -> Path:

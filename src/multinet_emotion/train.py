@@ -5,7 +5,8 @@ linear warm-up then a cosine decay to zero (one cycle: every run ends annealed, 
 shippable model), computed from the step number, so a resumed run is the same run.
 
 What is trained towards (``labels``: FER2013, FER+ votes or a mix) is targets.py's; the
-augmentation is augment.py's; starting from earlier weights (``--init``) is init_weights.py's.
+augmentation is augment.py's; starting from earlier weights (``--init``) is init_weights.py's;
+distilling an exported teacher's probabilities into the targets (``--teacher``) is distill.py's.
 Validation always scores both label sets; the best epoch is chosen on the one trained
 for (FER+ majority labels for ``ferplus`` and ``mix``). After each epoch the model is scored
 on the validation split, the best epoch is kept (``best.pt``), everything needed to continue
@@ -36,6 +37,7 @@ from .augment import augment
 from .checkpoint import RESUME_KEYS, read_checkpoint, save_checkpoint, training_meta
 from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
 from .datasets import DataConfig, Dataset, Split, ferplus_majority_labels, load_dataset
+from .distill import augment_flips, file_sha256, mixed_targets, teacher_outputs
 from .emotions import EMOTIONS
 from .errors import MultiNetError
 from .files import atomic_path, atomic_write_text
@@ -180,10 +182,14 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
         dataset = load_dataset(config.data)
     train_split, val_split = dataset.split("train"), dataset.split("val")
     targets = training_targets(train_split, config, dataset)
-    train_split = targets.split
     if main and targets.left_out:
         log.info("--labels %s: %d training images left out (FER+ annotators: not a face, "
                  "unknown, or no vote on our classes)", config.labels, targets.left_out)
+    # --teacher: per image, the target of the image itself [:, 0] and of its mirror image [:, 1]
+    distilled, teacher = None, None
+    if config.teacher is not None:
+        distilled, teacher = _distilled_targets(config, train_split, targets, main, resumed)
+    train_split = targets.split
     val_ferplus = None
     if config.labels != "fer2013" or (config.data is not None and ferplus_dir(config).is_dir()):
         try:
@@ -211,7 +217,7 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=True)
     else:
         raise MultiNetError(f"unknown --optimizer {config.optimizer!r}: use adamw or sgd")
-    counts = targets.probs.sum(0)
+    counts = (targets.probs if distilled is None else distilled[:, 0]).sum(0)
     weights = class_weights(counts, config.class_weights)
     weights = weights.to(device) if weights is not None else None
 
@@ -220,6 +226,8 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                      "world_size": world, "precision": str(dtype or torch.float32),
                      "device": _device_name(device),
                      "wall_time_s": 0.0}
+    if teacher is not None:
+        history["teacher"] = teacher
     start_epoch, stale = 0, 0
     if resumed is not None:
         model.load_state_dict(resumed["model"])
@@ -275,7 +283,11 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
                 group["lr"] = lr
             batch = order[(step * world + rank) * per_rank:(step * world + rank + 1) * per_rank]
             x = to_input(train_split.images[batch], device, config.channels_last)
-            y = torch.from_numpy(targets.probs[batch]).to(device)
+            if distilled is None:
+                y = torch.from_numpy(targets.probs[batch]).to(device)
+            else:  # a view that augment mirrors takes the mirrored face's teacher output
+                mirrored = augment_flips(g, len(batch)).astype(np.int64) if config.augment else 0
+                y = torch.from_numpy(distilled[batch, mirrored]).to(device)
             if config.augment and device.type == "cpu":
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)  # small tensors: 10x faster than two contending threads
@@ -363,6 +375,41 @@ def fit(config: TrainConfig, dataset: Dataset | None = None) -> tuple[nn.Module,
     if dist.is_initialized():
         dist.barrier()
     return unwrap(model), history
+
+
+def _distilled_targets(config: TrainConfig, split: Split, targets: Targets, main: bool,
+                       resumed: dict | None) -> tuple[np.ndarray, dict]:
+    """``--teacher``: the targets mixed with the teacher's softened probabilities, ``[N, 2, 6]``
+    (each image, its mirror image), and what history.json records of the teacher. The first
+    process computes (or reads) the cached teacher outputs while the others wait, then read
+    them from the cache."""
+    was = (resumed or {}).get("history", {}).get("teacher")
+    if was is not None and Path(config.teacher).is_file() and \
+            was["teacher_sha256"] != (now := file_sha256(Path(config.teacher))):
+        raise MultiNetError(f"--teacher {config.teacher}: not the teacher this run was trained "
+                            f"with (sha256 {was['teacher_sha256'][:12]}..., now {now[:12]}...); "
+                            "start a new run with another --out")
+    if not main and dist.is_initialized():
+        dist.barrier()
+    outputs, info = teacher_outputs(Path(config.teacher), split.images, config.threads or 0)
+    if main and dist.is_initialized():
+        dist.barrier()
+    if targets.index is not None:
+        outputs = outputs[targets.index]
+    if main:
+        if info["class_bias"]:
+            log.info("--teacher: the class offsets built into %s (%s) are undone: the student "
+                     "learns the network's probabilities", config.teacher,
+                     ", ".join(f"{b:+.2f}" for b in info["class_bias"]))
+        agree = float((outputs[:, 0].argmax(1) == targets.probs.argmax(1)).mean()) \
+            if len(outputs) else 0.0
+        log.info("--teacher %s: targets = %g x teacher (T = %g) + %g x %s targets; the teacher's "
+                 "top class agrees with theirs on %.1f%% of the training images",
+                 config.teacher, config.teacher_mix, config.teacher_temperature,
+                 1 - config.teacher_mix, config.labels, 100 * agree)
+    info = {**info, "mix": config.teacher_mix, "temperature": config.teacher_temperature}
+    return mixed_targets(targets.probs, outputs, config.teacher_mix, config.teacher_temperature,
+                         info["class_bias"]), info
 
 
 def _device_name(device: torch.device) -> str:
@@ -479,6 +526,8 @@ def resumed_config(config: TrainConfig, saved: dict) -> TrainConfig:
         merged.init = Path(merged.init)
     if merged.ferplus is not None:
         merged.ferplus = Path(merged.ferplus)
+    if merged.teacher is not None:
+        merged.teacher = Path(merged.teacher)
     merged.out = Path(merged.out)
     return merged
 
