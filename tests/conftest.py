@@ -171,6 +171,15 @@ class FaceClip:
     def boxes(self, frame: int) -> list[tuple[int, int, int, int]]:
         return [b for f in self.faces if (b := f.box(frame)) is not None]
 
+    def reported(self, frame: int, first: int = 0, hits: int = 3
+                 ) -> list[tuple[int, int, int, int]]:
+        """The boxes a detector reports on ``frame`` when it reads the clip from frame
+        ``first``: those of faces in view on the last ``hits`` frames read (a face is
+        reported once confirmed, TrackerConfig.confirm_hits)."""
+        return [f.box(frame) for f in self.faces
+                if all(f.box(j) is not None for j in range(frame - hits + 1, frame + 1))
+                and frame - hits + 1 >= first]
+
     def render(self, i: int) -> np.ndarray:
         import cv2
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -447,9 +448,9 @@ class FakeAnalyzer:
             return []
         if frame.mean() < 5:
             raise RuntimeError("analyzer crashed")
-        label = max(self.mood, key=self.mood.get)
+        label = max(self.mood, key=self.mood.get)  # a confirmed face, its label decided
         return [Reading(t, tuple(self.mood[e] for e in EMOTIONS), self.mood[label],
-                        track_id=1, box=(4, 4, 40, 40))]
+                        track_id=1, box=(4, 4, 40, 40), shown_label=label)]
 
 
 @pytest.fixture
@@ -660,9 +661,17 @@ def test_ws_without_analysis_accepts_client_samples(tmp_path: Path) -> None:
             ws.send_bytes(jpeg())
             assert "unavailable" in ws.receive_json()["message"]
             clock.t += 1
+            ws.send_json({"type": "sample", "probs": HAPPY})  # no label: the server's filter
+            msg = ws.receive_json()  # ... reads a new face before it shows a label
+            assert msg["type"] == "result" and msg["current"]["label"] is None
+            clock.t += 1
             ws.send_json({"type": "sample", "probs": HAPPY})
-            msg = ws.receive_json()
-            assert msg["type"] == "result" and msg["current"]["label"] == "happy"
+            assert ws.receive_json()["current"]["label"] == "happy"
+            clock.t += 1
+            ws.send_json({"type": "sample", "probs": HAPPY, "label": "neutral"})
+            msg = ws.receive_json()  # a page's own label (the same filter) is kept as it is
+            assert (msg["current"]["label"], msg["current"]["share"]) == \
+                ("neutral", pytest.approx(HAPPY["neutral"]))
             clock.t += 1
             ws.send_json({"type": "sample", "face": False})
             assert ws.receive_json()["current"]["face"] is False
@@ -736,13 +745,19 @@ def test_ws_with_the_real_detector(tmp_path: Path, brightness_onnx_model: Path,
         h, sid = signup(client)
         with client.websocket_connect("/ws/learn") as ws:
             assert hello(ws, h, sid)["analysis"] is True
-            ws.send_bytes(data)
-            msg = ws.receive_json()
+            for _ in range(3):  # a face is reported once confirmed: its third frame
+                ws.send_bytes(data)
+                msg = ws.receive_json()
             assert msg["type"] == "result", msg
             assert len(msg["faces"]) == 1 and msg["faces"][0]["smoothed_label"] == "sad"
             x, y, w, hh = msg["faces"][0]["box"]
             assert 200 <= x + w / 2 <= 365 and 100 <= y + hh / 2 <= 265
-            assert msg["current"]["label"] == "sad"
+            # three frames within a few milliseconds: not yet read long enough for a label
+            assert msg["faces"][0]["shown_label"] is None and msg["current"]["label"] is None
+            time.sleep(0.25)  # (the label filter weighs readings by the time they cover)
+            ws.send_bytes(data)
+            msg = ws.receive_json()
+            assert msg["current"]["label"] == "sad" == msg["faces"][0]["shown_label"]
     app.state.service.store.close()
 
 
@@ -895,8 +910,9 @@ def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
         h, sid = signup(client)
         with client.websocket_connect("/ws/learn") as ws:
             assert hello(ws, h, sid)["analysis"] is True
-            ws.send_bytes(data)
-            msg = ws.receive_json()
+            for _ in range(3):  # a face is reported once confirmed: its third frame
+                ws.send_bytes(data)
+                msg = ws.receive_json()
             assert msg["type"] == "result" and len(msg["faces"]) == 1, msg
             face = msg["faces"][0]
             assert face["smoothed_label"] in EMOTIONS

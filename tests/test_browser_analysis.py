@@ -17,12 +17,14 @@ scripts/setup_web.sh (skipped when they are not installed):
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import random
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ import pytest
 from test_web import capture_ws, check_ws, class_code, launch_chromium, running
 
 from multinet_emotion.classifier import default_model_path, load_model
+from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import HaarDetector, crop_faces
 from multinet_emotion.server import Settings, browser, create_app
@@ -211,14 +214,87 @@ def test_the_page_follows_a_face_as_the_python_runtime_does(browser_server, chro
                                                     tilt_every=cfg["tilt_every"]))
     want = []
     for i, frame in enumerate(clips):
-        readings = python.process(frame, t=i / 2)
-        want.append([list(r.box) + [t.box.angle] for r, t in
-                     zip(readings, python.tracker.visible())][:1])
+        python.process(frame, t=i / 2)  # (its readings wait for a confirmed face)
+        want.append([[t.box.x, t.box.y, t.box.w, t.box.h, t.box.angle]
+                     for t in python.tracker.visible()][:1])
     assert got["boxes"] == want, name
     assert got["scans"] == python.timings["full_detections"]
     # between the whole-frame scans the face was followed, not looked for everywhere
     assert got["scans"] < len([b for b in got["boxes"] if b])
     assert any(b and b[0][4] for b in got["boxes"]), got["boxes"]  # the leaning face, turned
+    context.close()
+
+
+#: Runs the page's LabelFilter and FaceTrack over readings given as [t, probs] (null probs:
+#: no face) and returns, per reading, the filter's posterior and label index, and what the
+#: FaceTrack shows.
+LABELS = """([cfg, stream]) => {
+    const f = new BrowserAnalysis.LabelFilter(cfg.label);
+    const track = new BrowserAnalysis.FaceTrack(cfg);
+    return stream.map(([t, p]) => {
+        const shown = track.update(p, t);
+        const index = p ? f.update(p, t) : f.index;
+        return {posterior: f.posterior, index,
+                shown: shown && {label: shown.label, share: shown.share}};
+    });
+}"""
+
+
+def _label_stream(seed: int) -> list[tuple[float, list[float] | None]]:
+    """Readings at uneven times (2 to 30 a second): steady stretches of one emotion, close
+    calls, flickers of a third class and a gap, probabilities from a Dirichlet draw."""
+    rng = np.random.default_rng(seed)
+    t, out = 0.0, []
+    for _ in range(300):
+        t += float(rng.choice([1 / 30, 0.1, 0.1, 0.5]))
+        if 12.0 < t < 15.0:  # away: no face, then back after the filter's gap
+            out.append((t, None))
+            continue
+        main = int(t // 4) % 6
+        alpha = np.full(6, 0.5)
+        alpha[main] = 6.0
+        if rng.random() < 0.1:
+            alpha[(main + 3) % 6] = 8.0  # a flicker of a third class
+        out.append((t, rng.dirichlet(alpha).tolist()))
+    return out
+
+
+@needs_vendor
+@needs_model
+def test_the_page_shows_the_python_label_filters_labels(browser_server, chromium) -> None:  # noqa: ANN001
+    """One filter, two runtimes: the page's LabelFilter gives label_filter.LabelFilter's
+    posteriors and labels reading for reading, and its FaceTrack shows a face only once
+    confirmed, with the label's own share of the smoothed probabilities."""
+    from multinet_emotion.label_filter import LabelFilter
+    from multinet_emotion.tracking import Smoother, TrackerConfig
+
+    context = chromium.new_context(bypass_csp=True)
+    page = context.new_page()
+    page.goto(browser_server["url"] + "/learn")
+    cfg = page.evaluate("fetch('/api/analysis').then(r => r.json()).then(i => i.browser)")
+    assert cfg["label"] == asdict(TrackerConfig().label)  # the runtime's settings
+    for seed in range(3):
+        stream = _label_stream(seed)
+        got = page.evaluate(LABELS, [cfg, stream])
+        python, smoother = LabelFilter(), Smoother(TrackerConfig())
+        hits = missed = labels = 0
+        for (t, p), g in zip(stream, got):
+            if p is None:  # the track's misses: a tentative face is forgotten at once
+                missed += 1
+                if hits < cfg["confirm_hits"] or missed > cfg["max_missed"]:
+                    smoother, hits, missed = Smoother(TrackerConfig()), 0, 0
+                continue
+            python.update(p, t)
+            assert g["index"] == python.index, (seed, t)
+            np.testing.assert_allclose(g["posterior"], python.posterior, rtol=1e-9, atol=1e-12)
+            hits, missed = hits + 1, 0
+            smoothed = smoother.update(np.asarray(p))
+            if hits < cfg["confirm_hits"]:
+                assert g["shown"] is None  # not confirmed yet: nothing shown
+            elif g["shown"]["label"] is not None:
+                labels += 1
+                assert g["shown"]["share"] == pytest.approx(smoothed[g["shown"]["label"]])
+        assert labels > 100
     context.close()
 
 
@@ -261,8 +337,12 @@ def test_in_browser_mode_no_image_byte_crosses_the_websocket(browser_server, chr
     store = app.state.service.store
     _wait(page, lambda: sum(isinstance(m, str) and '"sample"' in m for m in sent) >= 4, 60,
           "four samples")
-    _wait(page, lambda: page.locator("#current-label").inner_text() not in ("—", ""), 30,
-          "a reading on the page")
+    _wait(page, lambda: page.locator("#current-label").text_content() in EMOTIONS, 30,
+          "a label on the page")
+    # the samples are stored (one per sample interval, with the label the page showed)
+    session_id = next(m for m in sent if '"hello"' in m).split('"session_id":"')[1].split('"')[0]
+    _wait(page, lambda: any(s.face and s.label for s in store.samples(session_id=session_id)),
+          30, "a stored sample with a face")
     page.click("#camera-toggle")  # camera off: nothing more is sent
     assert not problems, problems
     # nothing binary, no image: only the hello and samples, as the schema says
@@ -273,12 +353,10 @@ def test_in_browser_mode_no_image_byte_crosses_the_websocket(browser_server, chr
     assert "result" in received_types
     faces = [m for m in sent if '"face":true' in m]
     assert faces, "the fake camera's face was never found"
-    # the samples were stored (one per sample interval)
-    session_id = next(m for m in sent if '"hello"' in m).split('"session_id":"')[1].split('"')[0]
-    _wait(page, lambda: any(s.face for s in store.samples(session_id=session_id)), 10,
-          "a stored sample with a face")
-    stored = [s for s in store.samples(session_id=session_id) if s.face]
-    assert abs(sum(stored[-1].probs()) - 1.0) < 1e-3 and stored[-1].label is not None
+    stored = [s for s in store.samples(session_id=session_id) if s.face and s.label]
+    assert abs(sum(stored[-1].probs()) - 1.0) < 1e-3
+    labelled = [json.loads(m) for m in sent if '"label":"' in m]  # the page's own labels
+    assert labelled and {m["label"] for m in labelled} >= {stored[-1].label}
     context.close()
 
 

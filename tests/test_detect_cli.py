@@ -25,7 +25,9 @@ def test_detect_writes_the_outputs_the_user_asks_for(drawn_face_clip, brightness
     printed = capsys.readouterr().out
     assert "60 frames analysed" in printed and "track 1" in printed and "track 2" in printed
     events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
-    assert len(events) == 10 + 35 + 35  # no-face frames + one event per face per frame
+    # no-face frames (0-11: nobody, then A not confirmed yet) + one event per reported face
+    # per frame (A: 12-44, B: 27-59)
+    assert len(events) == 12 + 33 + 33
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["refresh_hz"] == 10
     assert summary["settings"]["tracker"]["smoothing"] == "window"

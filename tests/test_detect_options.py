@@ -23,12 +23,14 @@ from multinet_emotion.detect import PipelineConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import CROP_SCALE_RANGE, DetectorConfig
+from multinet_emotion.label_filter import FilterConfig
 from multinet_emotion.server import Settings
-from multinet_emotion.tracking import MAX_HYSTERESIS, MAX_MIN_DWELL, TrackerConfig
+from multinet_emotion.tracking import TrackerConfig
 from multinet_emotion.video import RunConfig, SourceConfig
 
-CLASSES = (RunConfig, DetectorConfig, PipelineConfig, TrackerConfig, SourceConfig,
-           ClassifierConfig)
+CLASSES = (RunConfig, DetectorConfig, PipelineConfig, TrackerConfig, FilterConfig,
+           SourceConfig, ClassifierConfig)
+LABEL = "the label shown (a sticky hidden-Markov filter over the emotions, label_filter.py)"
 
 #: The argument group of every option of `detect --help` (unchanged by the refactoring).
 GROUPS = {
@@ -41,8 +43,8 @@ GROUPS = {
     "min_face": "faces", "crop_scale": "faces",
     "smoothing": "tracking and smoothing", "alpha": "tracking and smoothing",
     "window": "tracking and smoothing", "max_missed": "tracking and smoothing",
-    "min_dwell": "tracking and smoothing", "hysteresis": "tracking and smoothing",
-    "refresh_hz": "tracking and smoothing",
+    "confirm_hits": "tracking and smoothing", "refresh_hz": "tracking and smoothing",
+    "stay": LABEL, "evidence": LABEL, "margin": LABEL, "min_evidence": LABEL, "gap": LABEL,
     "live": "source", "retry_seconds": "source", "frame_step": "source",
     "max_frames": "source", "max_seconds": "source", "threads": "source",
 }
@@ -92,8 +94,8 @@ def test_detect_help_still_says_what_it_said(capsys):
                    "ignore faces narrower than this many pixels (default 48)",
                    "(1 = full every frame) (default 5)",
                    "face crop size relative to the detected box (default: the model's)",
-                   "changes to it (0 = at once) (default 1)",
-                   "(0 with --min-dwell 0 = the top class) (default 0.1)",
+                   "many frames in a row (1 = at once); until then a miss ends it (default 3)",
+                   "starts afresh (its label shows 'reading...' again) (default 2)",
                    "how long to reconnect a camera/stream that stopped (default 10)",
                    "video files: analyse every Nth frame (1 = all) (default 1)",
                    "ONNX Runtime threads (0 = its default) (default 1)",
@@ -127,7 +129,9 @@ def test_detect_options_fill_the_configs(monkeypatch, tmp_path):
          "--show", "--detector", "yunet", "--detector-model", "y.onnx", "--detect-width", "0",
          "--min-face", "30", "--detect-every", "2", "--crop-scale", "1.2",
          "--smoothing", "window", "--alpha", "0.5", "--window", "4", "--max-missed", "2",
-         "--min-dwell", "0", "--hysteresis", "0", "--refresh-hz", "5", "--live", "off",
+         "--confirm-hits", "1", "--label-stay", "0.5", "--label-evidence", "8",
+         "--label-margin", "0", "--min-evidence", "0.5", "--label-gap", "3",
+         "--refresh-hz", "5", "--live", "off",
          "--retry-seconds", "3", "--frame-step", "2", "--max-frames", "9", "--max-seconds",
          "1.5", "--threads", "2"], monkeypatch)
     assert (config.source, config.model, config.csv, config.show) == \
@@ -139,7 +143,9 @@ def test_detect_options_fill_the_configs(monkeypatch, tmp_path):
     assert p.detector == DetectorConfig(kind="yunet", model_path=Path("y.onnx"), detect_width=0,
                                         min_face=30)
     assert p.tracker == TrackerConfig(smoothing="window", alpha=0.5, window=4, max_missed=2,
-                                      min_dwell=0.0, hysteresis=0.0)
+                                      confirm_hits=1, label=FilterConfig(
+                                          stay=0.5, evidence=8.0, margin=0.0,
+                                          min_evidence=0.5, gap=3.0))
     assert p.classifier == ClassifierConfig(threads=2)
     assert (p.detect_every, p.crop_scale, p.refresh_hz) == (2, 1.2, 5.0)
     assert config.source_config == SourceConfig(live="off", retry_seconds=3.0, frame_step=2)
@@ -150,9 +156,12 @@ def test_detect_options_fill_the_configs(monkeypatch, tmp_path):
     ("--alpha", "1.5", "--alpha 1.5: must be above 0 and at most 1"),
     ("--window", "0", "--window 0: must be at least 1"),
     ("--max-missed", "-1", "--max-missed -1: must be at least 0"),
-    ("--min-dwell", "61", f"--min-dwell 61.0: must be 0 to {MAX_MIN_DWELL:g} seconds"),
-    ("--hysteresis", "1", "--hysteresis 1.0: must be at least 0 and below 1"),
-    ("--hysteresis", "nan", "--hysteresis nan: must be at least 0 and below 1"),
+    ("--confirm-hits", "0", "--confirm-hits 0: must be 1 to 100 frames"),
+    ("--label-stay", "1", "--label-stay 1.0: must be above 0 and below 1 per second"),
+    ("--label-evidence", "0", "--label-evidence 0.0: must be above 0 and at most 100 per "
+                              "second"),
+    ("--label-margin", "nan", "--label-margin nan: must be at least 0 and below 1"),
+    ("--min-evidence", "11", "--min-evidence 11.0: must be 0 to 10 seconds"),
     ("--detect-width", "-1", "--detect-width -1: must be at least 0 pixels"),
     ("--min-face", "-5", "--min-face -5: must be at least 0 pixels"),
     ("--detect-every", "0", "--detect-every 0: must be at least 1 frames"),
@@ -217,8 +226,7 @@ def test_crop_scale_has_one_range_for_detect_export_and_the_model_file(capsys):
             parse_metadata(json.dumps({**meta, "crop_scale": bad}), Path("m.onnx"))
 
 
-def test_the_stable_label_ranges_are_the_same_for_detect_and_serve():
-    for name, limit in (("min_dwell", MAX_MIN_DWELL), ("hysteresis", MAX_HYSTERESIS)):
-        detect, serve = options.specs(TrackerConfig)[name][1], options.specs(Settings)[name][1]
-        assert detect.max == serve.max == limit
-        assert (detect.min, detect.max_open) == (serve.min, serve.max_open)
+def test_the_label_filter_is_the_runtimes_in_the_server_too():
+    """serve states no label settings of its own: the runtime's FilterConfig is the one."""
+    assert not {"min_dwell", "hysteresis", "stay", "evidence", "margin"} & \
+        set(options.specs(Settings))

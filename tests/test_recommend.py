@@ -368,3 +368,37 @@ def test_the_shipped_sample_catalog_names_real_openly_licensed_resources() -> No
     for item in load_catalog(path).items:
         assert item.url.startswith("https://") and "example." not in item.url, item.id
         assert item.license and "CC" in item.license, item.id
+
+
+# --- the rules judge the label people were shown -------------------------------------------
+
+def test_a_learner_smiling_steadily_for_three_minutes_gets_the_happy_rule():
+    """Readings of a steady smile whose happy probability hovers about 0.5 (at or above
+    it on only about 60% of them, as a real clip did): the label shown is happy throughout,
+    so the rule that judges the shown label fires; a rule on raw thresholds did not."""
+    import numpy as np
+
+    from multinet_emotion.emotions import Reading
+    from multinet_emotion.label_filter import LabelFilter
+    from multinet_emotion.server.service.live import average
+
+    rng = np.random.default_rng(1)
+    policy = load_policy()
+    engine = Recommender(policy, load_catalog(), rng=random.Random(0))
+    f, start = LabelFilter(), 1000.0
+    stored, pending, raw_in = [], [], 0
+    for i in range(200 * 2):  # 200 s at 2 readings a second, stored once a second
+        t = start + i / 2
+        happy = float(rng.uniform(0.41, 0.62))
+        p = np.array([0.04, 0.04, happy, 0.0, 0.06, 0.06])
+        p[3] = 1.0 - p.sum()  # neutral takes the rest, always behind happy
+        raw_in += happy >= 0.5
+        pending.append(Reading(t, tuple(p), happy, shown_label=f.update(p, t)))
+        if len(pending) == 2:
+            stored.append(average(pending))
+            pending = []
+    assert 0.5 < raw_in / 400 < 0.7  # a raw "happy >= 0.5 on 70%" rule would not fire
+    assert {r.shown_label for r in stored[1:]} == {"happy"}
+    trigger = engine.evaluate(stored, stored[-1].t)
+    assert trigger is not None and trigger.rule.name == "sustained_happy"
+    assert trigger.shares["happy"] > 0.99 and "enjoying" in trigger.reason()

@@ -68,7 +68,8 @@ def _fill(store: Store, name: str, t0: float, n: int, probs=SAD):
     learner, _ = store.create_learner(name)
     sess = store.start_session(learner.id, "c1", now=t0)
     store.add_samples(sess.id, learner.id,
-                      [Reading(t0 + i, probs, 0.7) if i % 10 else Reading(t0 + i, None)
+                      [Reading(t0 + i, probs, 0.7, shown_label="sad") if i % 10
+                       else Reading(t0 + i, None)
                        for i in range(n)])
     return learner, sess
 

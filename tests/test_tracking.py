@@ -62,7 +62,7 @@ def test_smoothed_label_follows_a_lasting_change_after_a_few_readings():
 
 
 def test_ids_stay_while_a_face_moves_and_new_faces_get_new_ids():
-    tracker = Tracker(TrackerConfig(max_missed=2))
+    tracker = Tracker(TrackerConfig(max_missed=2, confirm_hits=1))  # (confirmed at once)
     ids = []
     for i in range(20):  # face A drifts right 4 px per frame; face B arrives at frame 5
         boxes = [Box(50 + 4 * i, 60, 100, 100)]
@@ -84,7 +84,7 @@ def test_a_fast_move_keeps_its_id_through_the_centre_fallback():
 
 
 def test_a_face_that_disappears_ends_its_track():
-    tracker = Tracker(TrackerConfig(max_missed=2))
+    tracker = Tracker(TrackerConfig(max_missed=2, confirm_hits=1))  # (confirmed at once)
     tracker.update([Box(10, 10, 80, 80)], 0.0)
     for i in range(1, 3):  # missed twice: still alive (Haar misses a frame now and then)
         assert tracker.update([], i) == [] and len(tracker.tracks) == 1

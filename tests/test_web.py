@@ -229,6 +229,11 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     # the real detector reads the (dark) face from the fake camera as sad
     page.wait_for_function(
         "document.getElementById('current-label').textContent === 'sad'", timeout=60_000)
+    # the percentage beside the label is the label's own: its bar's
+    note, bar = page.evaluate("""() => [document.getElementById('current-note').textContent,
+        [...document.querySelectorAll('#current-bars .bar')]
+          .find(b => b.textContent.startsWith('sad')).lastChild.textContent]""")
+    assert note == f"(sad {bar})", (note, bar)
     card = page.locator(".rec").first
     card.wait_for(state="visible", timeout=90_000)
     assert "You seemed down for the last" in card.inner_text()
@@ -265,6 +270,12 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
         "document.querySelector('.learner .dot.live') !== null && "
         "document.querySelector('#attention .attention-item') !== null", timeout=30_000)
     assert "Web Learner" in board.locator("#attention").inner_text()
+    # the card: the label shown now with its own share, and the mix over the session and
+    # the last minutes (what the consent promises the instructor)
+    assert learner_card.locator(".state").text_content().startswith("sad ")
+    for which in ("recent", "session"):
+        mix = learner_card.locator(f'.mix[data-mix="{which}"]')
+        assert "sad" in mix.text_content() and mix.locator(".stack span").count() == 6
     assert board.locator("#class-select").input_value() == "web-class"
     board.wait_for_timeout(300)
     shot(board, "dashboard")

@@ -206,6 +206,7 @@ def _detect_parser(sub) -> None:
     from .classifier import ClassifierConfig
     from .detect import PipelineConfig
     from .faces import DetectorConfig
+    from .label_filter import FilterConfig
     from .tracking import TrackerConfig
     from .video import RunConfig, SourceConfig
     # each option from its one statement on the stage's config (faces, tracking, classifier,
@@ -222,6 +223,9 @@ def _detect_parser(sub) -> None:
     g = p.add_argument_group("tracking and smoothing")
     options.add_options(g, TrackerConfig)
     options.add_options(g, PipelineConfig, only=("refresh_hz",))
+    g = p.add_argument_group("the label shown (a sticky hidden-Markov filter over the "
+                             "emotions, label_filter.py)")
+    options.add_options(g, FilterConfig)
     g = p.add_argument_group("source")
     options.add_options(g, SourceConfig)
     options.add_options(g, RunConfig, only=("max_frames", "max_seconds"))
@@ -233,6 +237,7 @@ def _detect(args: argparse.Namespace) -> int:
     from . import options
     from .classifier import ClassifierConfig
     from .faces import DetectorConfig
+    from .label_filter import FilterConfig
     from .tracking import TrackerConfig
     from .video import PipelineConfig, RunConfig, SourceConfig, run
 
@@ -246,7 +251,8 @@ def _detect(args: argparse.Namespace) -> int:
         pipeline=PipelineConfig(
             **options.values(PipelineConfig, args),
             detector=DetectorConfig(**options.values(DetectorConfig, args)),
-            tracker=TrackerConfig(**options.values(TrackerConfig, args)),
+            tracker=TrackerConfig(**options.values(TrackerConfig, args),
+                                  label=FilterConfig(**options.values(FilterConfig, args))),
             classifier=ClassifierConfig(**options.values(ClassifierConfig, args))),
         source_config=SourceConfig(**options.values(SourceConfig, args)))
     report = run(config)
@@ -261,7 +267,7 @@ def _detect(args: argparse.Namespace) -> int:
           file=stream)
     for tid, tr in s["tracks"].items():
         top = sorted(tr["shares"].items(), key=lambda kv: -kv[1])[:3]
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in top if v > 0)
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in top if v > 0) or "no label yet"
         print(f"  track {tid}: {tr['duration']:.1f} {'images' if s['kind'] in ('image', 'images') else 's'}"
               f", {shares}", file=stream)
     for what, path in (("events", config.jsonl), ("csv", config.csv),

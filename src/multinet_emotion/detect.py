@@ -69,16 +69,16 @@ def track_reading(track: Track, t: float, fresh: bool = True) -> Reading:
     """The reading of a classified track at time ``t``.
 
     Three labels, from jumpy to steady: ``raw_label`` is the top class of the latest raw
-    reading, ``label`` the top class of the smoothed probabilities, and ``stable_label``
-    the one to show people: the smoothed label after the tracker's minimum dwell time and
-    hysteresis (``TrackerConfig.min_dwell`` / ``hysteresis``), so it does not flip between
-    two close emotions. The probabilities are the same whichever label is read."""
+    reading, ``label`` the top class of the smoothed probabilities, and ``shown_label``
+    the one to show people: the track's label filter (:mod:`.label_filter`), None while
+    it is still reading a new face. The probabilities are the same whichever label is
+    read."""
     if track.smoothed is None or track.probs is None:
         raise ValueError(f"track {track.id} has not been classified yet")
     b = track.box
     return Reading(t, tuple(track.smoothed.tolist()), track.confidence, track.id,
-                   (b.x, b.y, b.w, b.h), tuple(track.probs.tolist()),
-                   track.stable_label or track.smoothed_label, fresh, b.angle)
+                   (b.x, b.y, b.w, b.h), tuple(track.probs.tolist()), track.shown_label,
+                   fresh, b.angle)
 
 
 class EmotionDetector:
@@ -86,13 +86,16 @@ class EmotionDetector:
 
     >>> detector = EmotionDetector()              # the default model, or a path to a .onnx
     >>> for face in detector.process(frame):      # a BGR uint8 frame (color="rgb" for RGB)
-    ...     print(face.track_id, face.box, face.stable_label, face.confidence)
+    ...     print(face.track_id, face.box, face.shown_label, face.share)
 
     Faces of a frame are classified in one batch. ``t`` (seconds) is the frame's time: it
-    is the readings' ``t`` and drives smoothing, the stable label's dwell time and the
-    refresh rate; without it the wall clock since construction is used. Call :meth:`reset`
-    between unrelated images so their faces do not share tracks. ``scan_phase`` shifts the
-    whole-frame scans (every ``detect_every`` frames) by that many frames.
+    is the readings' ``t`` and drives smoothing, the shown label's filter and the refresh
+    rate; without it the wall clock since construction is used. A new face is reported once
+    its track is confirmed (``TrackerConfig.confirm_hits`` frames in a row), and its label
+    reads None until the filter has evidence. Call :meth:`reset` between unrelated images
+    so their faces do not share tracks, and pass ``still=True`` for a still image: its
+    faces are reported and labelled at once. ``scan_phase`` shifts the whole-frame scans
+    (every ``detect_every`` frames) by that many frames.
     """
 
     def __init__(self, model: EmotionClassifier | str | Path | None = None,
@@ -117,8 +120,11 @@ class EmotionDetector:
         self.timings = {"detect": 0.0, "classify": 0.0, "faces_classified": 0,
                         "full_detections": 0}
 
-    def process(self, frame: np.ndarray, t: float | None = None) -> list[Reading]:
-        """Detect, track and classify the faces in ``frame``; [] when there is none."""
+    def process(self, frame: np.ndarray, t: float | None = None,
+                still: bool = False) -> list[Reading]:
+        """Detect, track and classify the faces in ``frame``: the readings of its confirmed
+        faces; [] when there is none. ``still``: ``frame`` is a still image, unrelated to
+        the frames before and after it (call :meth:`reset` first)."""
         if t is None:
             t = time.monotonic() - self._t0
         visible = self.tracker.visible()
@@ -140,6 +146,8 @@ class EmotionDetector:
                 # else a face was lost: look at the whole frame now
         if tracks is None:
             tracks = self.tracker.update(self._scan(frame, visible), t)
+            if still:
+                self.tracker.confirm_all()
             self.tracker.pop_ended()  # nothing here needs ended tracks: do not keep them
             self.timings["full_detections"] += 1
             self._since_search = 0
@@ -150,11 +158,11 @@ class EmotionDetector:
             crops = crop_faces(frame, [tr.box for tr in due], self.classifier.input_size,
                                self.crop_scale, self.config.color)
             for track, probs in zip(due, self.classifier.predict(crops)):
-                track.set_probs(probs, t)
+                track.set_probs(probs, t, settle=still)
             self.timings["classify"] += time.perf_counter() - start
             self.timings["faces_classified"] += len(due)
         fresh = {id(tr) for tr in due}
-        return [track_reading(tr, t, id(tr) in fresh) for tr in tracks]
+        return [track_reading(tr, t, id(tr) in fresh) for tr in tracks if tr.confirmed]
 
     __call__ = process
 

@@ -99,14 +99,16 @@ class Reading:
     """One emotion reading: the value that travels, as it is, from the detector (or a client
     that classified on its own) through the service and the recommender into the store.
 
-    ``probs`` are the (smoothed) probabilities everything downstream works on; ``None``
-    means nobody was in view at time ``t``, so no emotion is invented. What only the
-    detector knows is optional: ``raw_probs`` (the latest unsmoothed classifier output, when
-    it differs), ``stable_label`` (the label to show, after the tracker's dwell time and
-    hysteresis; None = not decided yet), ``track_id``, ``box`` and ``fresh`` (the emotion
-    was re-read on this frame). JSON is made only at the edges: :meth:`face_json` (the
-    detector's per-face events and WebSocket faces) and :meth:`sample_json` (a learner's
-    timeline and live state).
+    ``probs`` are the (smoothed) probabilities the bars and charts show; ``None`` means
+    nobody was in view at time ``t``, so no emotion is invented. ``shown_label`` is the
+    label people are shown, from the face's :class:`~.label_filter.LabelFilter` (None with
+    a face: still reading, nothing is shown yet); what is stored, summarised and judged by
+    the recommendation rules is this label, and the percentage shown beside it is its own
+    :attr:`share`. What only the detector knows is optional: ``raw_probs`` (the latest
+    unsmoothed classifier output, when it differs), ``track_id``, ``box`` and ``fresh``
+    (the emotion was re-read on this frame). JSON is made only at the edges:
+    :meth:`face_json` (the detector's per-face events and WebSocket faces) and
+    :meth:`sample_json` (a learner's timeline and live state).
     """
 
     t: float  # seconds: media time (files), since start (live) or UTC epoch (server)
@@ -115,7 +117,7 @@ class Reading:
     track_id: int | None = None
     box: tuple[int, int, int, int] | None = None  # x, y, w, h in frame pixels
     raw_probs: tuple[float, ...] | None = None  # the latest unsmoothed reading; None = probs
-    stable_label: str | None = None  # the label to show; None = not decided here
+    shown_label: str | None = None  # the label people are shown; None = still reading
     fresh: bool = True  # the emotion was (re)read on this frame
     angle: float = 0.0  # the face's tilt (faces.Box.angle): the picture's turn that uprights it
 
@@ -126,7 +128,7 @@ class Reading:
         object.__setattr__(self, "t", t)
         if self.probs is None:
             extra = [name for name in ("confidence", "track_id", "box", "raw_probs",
-                                       "stable_label") if getattr(self, name) is not None]
+                                       "shown_label") if getattr(self, name) is not None]
             if self.angle:
                 extra.append("angle")
             if extra:
@@ -141,8 +143,8 @@ class Reading:
                 raise MultiNetError(f"reading: confidence must be between 0 and 1, got "
                                     f"{self.confidence}")
             object.__setattr__(self, "confidence", c)
-        if self.stable_label is not None and self.stable_label not in EMOTIONS:
-            raise MultiNetError(f"reading: stable_label {self.stable_label!r} is not one of "
+        if self.shown_label is not None and self.shown_label not in EMOTIONS:
+            raise MultiNetError(f"reading: shown_label {self.shown_label!r} is not one of "
                                 f"{', '.join(EMOTIONS)}")
         if self.box is not None:
             box = tuple(int(v) for v in self.box)
@@ -176,14 +178,20 @@ class Reading:
         return _top(self.raw_probs if self.raw_probs is not None else self.probs)
 
     @property
-    def shown_label(self) -> str | None:
-        """The label to show people: the stable label when decided, else the top class."""
-        return self.stable_label or self.label
+    def share(self) -> float | None:
+        """The shown label's own probability (what a percentage beside it means); None
+        without a face or while reading."""
+        if self.probs is None or self.shown_label is None:
+            return None
+        return self.probs[EMOTIONS.index(self.shown_label)]
 
     def face_json(self) -> dict[str, Any]:
         """The detector's JSON for this face (``detect`` events and WebSocket ``faces``):
         ``probs``/``label`` are the raw reading, ``smoothed``/``smoothed_label`` the smoothed
-        one; probabilities and confidence rounded to 4 places (the one place they are).
+        one, ``shown_label`` the label people are shown (None: still reading) and
+        ``shown_share`` its own smoothed probability; ``confidence`` is the largest smoothed
+        probability, whichever class it is (``smoothed_label``'s); probabilities rounded to
+        4 places (the one place they are).
         ``angle``: a tilted face's box is its square turned by -angle about its centre."""
         if self.probs is None:
             raise ValueError("a reading without a face has no face JSON")
@@ -193,12 +201,32 @@ class Reading:
                 "probs": {e: round(p, 4) for e, p in zip(EMOTIONS, raw)},
                 "label": self.raw_label,
                 "smoothed": {e: round(p, 4) for e, p in zip(EMOTIONS, self.probs)},
-                "smoothed_label": self.label, "stable_label": self.stable_label,
-                "confidence": None if self.confidence is None else round(self.confidence, 4)}
+                "smoothed_label": self.label, "shown_label": self.shown_label,
+                "shown_share": _round(self.share),
+                "confidence": _round(self.confidence)}
 
     def sample_json(self) -> dict[str, Any]:
         """The JSON of a learner's sample (timeline, live state, export): the probabilities
-        as they are, and the label shown."""
+        as they are, the label shown (None with a face: still reading) and its own
+        ``share``; ``confidence`` is the largest probability, whichever class it is."""
         return {"t": self.t, "face": self.face,
                 "probs": None if self.probs is None else dict(zip(EMOTIONS, self.probs)),
-                "label": self.shown_label, "confidence": self.confidence}
+                "label": self.shown_label, "share": self.share,
+                "confidence": self.confidence}
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def label_mix(readings: Sequence[Reading]) -> dict[str, Any]:
+    """What a stretch of stored readings showed: ``shares`` (the six emotions' shares of the
+    readings with a face and a shown label, all 0 when there is none), ``face_share`` (the
+    share of readings with a face) and ``samples``. Every summary of what people saw (a
+    learner's summary, the dashboard's mix, the learning records) is this one."""
+    faces = [r for r in readings if r.face]
+    labels = [r.shown_label for r in faces if r.shown_label is not None]
+    shares = {e: round(labels.count(e) / len(labels), 4) if labels else 0.0 for e in EMOTIONS}
+    return {"shares": shares,
+            "face_share": round(len(faces) / len(readings), 4) if readings else 0.0,
+            "samples": len(readings)}

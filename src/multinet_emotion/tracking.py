@@ -7,15 +7,14 @@
   (``ema``, weight ``alpha`` on the newest), a mean over the last ``window`` updates
   (``window``), or ``none``. The smoothed label is the argmax of the smoothed probabilities,
   so it does not flicker with single-frame noise.
-- On top of that, :class:`StableLabel` decides the label *shown to people* (``stable_label``):
-  it moves to another emotion only once that emotion has been the top smoothed class for
-  ``min_dwell`` seconds (the readings' own timestamps, so a video file behaves the same at
-  any speed) and its smoothed probability beats the shown label's by ``hysteresis``. Two
-  close emotions that trade places every few tenths of a second keep one label. The
-  probabilities are never changed by it; ``min_dwell=0, hysteresis=0`` makes the stable
-  label the smoothed label.
+- The label *shown to people* (``shown_label``) comes from each track's
+  :class:`~.label_filter.LabelFilter` over its raw readings (a sticky hidden-Markov filter
+  driven by the readings' own timestamps, so a video file behaves the same at any speed).
+- A new track is *tentative* until it has been found in ``confirm_hits`` frames in a row; a
+  tentative track ends at its first miss. Only confirmed tracks are reported, so a lamp or
+  a hand that looks like a face for a frame or two never becomes a "face".
 - :class:`Timeline` collects (time, track, shown label) and turns them into a summary:
-  per track, its duration and the share of time spent in each emotion.
+  per track, its real span and the share of time spent in each emotion.
 """
 
 from __future__ import annotations
@@ -30,12 +29,10 @@ import numpy as np
 from . import options
 from .emotions import EMOTIONS
 from .faces import Box
+from .label_filter import FilterConfig, LabelFilter
 from .options import setting
 
 SMOOTHING = ("ema", "window", "none")
-#: Largest ``min_dwell`` (seconds) and ``hysteresis`` (exclusive) accepted, for every front end.
-MAX_MIN_DWELL = 60.0
-MAX_HYSTERESIS = 1.0
 
 
 @dataclass
@@ -53,13 +50,11 @@ class TrackerConfig:
                                    help="minimum overlap to continue a track")
     max_missed: int = setting(5, min=0,
                               help="detection rounds without a face before its track ends")
-    min_dwell: float = setting(1.0, min=0, max=MAX_MIN_DWELL, unit="seconds",
-                               help="seconds (media time) a new emotion must stay on top before "
-                                    "the shown label (stable_label) changes to it (0 = at once)")
-    hysteresis: float = setting(0.1, min=0, max=MAX_HYSTERESIS, max_open=True,
-                                help="how much the new emotion's smoothed probability must "
-                                     "exceed the shown label's before it changes (0 with "
-                                     "--min-dwell 0 = the top class)")
+    confirm_hits: int = setting(3, min=1, max=100, unit="frames",
+                                help="a new face is reported once it has been found in this "
+                                     "many frames in a row (1 = at once); until then a miss "
+                                     "ends it")
+    label: FilterConfig = field(default_factory=FilterConfig)
 
     def __post_init__(self) -> None:
         options.check(self)
@@ -67,6 +62,7 @@ class TrackerConfig:
     def validate(self) -> TrackerConfig:
         """Check the settings again (they may have been changed since the config was made)."""
         options.check(self)
+        options.check(self.label)
         return self
 
 
@@ -91,54 +87,6 @@ class Smoother:
         return self.value
 
 
-class StableLabel:
-    """The label shown to people for one track (or one learner): a small state machine over
-    the smoothed probabilities, with a minimum dwell time and a hysteresis margin.
-
-    The first reading takes its top class at once. After that the label moves to another
-    emotion only when that emotion has been the top smoothed class in every reading for at
-    least ``min_dwell`` seconds (reading time ``t``, not the wall clock) *and* its smoothed
-    probability is at least ``hysteresis`` above the current label's. Whenever the top
-    class returns to the current label, or another emotion takes the top, the dwell starts
-    again. ``min_dwell=0, hysteresis=0`` follows the top class exactly."""
-
-    _EPS = 1e-9  # float slack, so 0.6 - 0.5 counts as a margin of 0.1
-
-    def __init__(self, config: TrackerConfig) -> None:
-        self.min_dwell = config.min_dwell
-        self.hysteresis = config.hysteresis
-        self.index: int | None = None  # the shown label, as an index into EMOTIONS
-        self.candidate: int | None = None  # another top class, waiting out the dwell
-        self.since: float | None = None  # when the candidate became the top class
-
-    @property
-    def label(self) -> str | None:
-        return None if self.index is None else EMOTIONS[self.index]
-
-    def reset(self) -> None:
-        """Forget the shown label (the face left): the next reading is taken at once."""
-        self.index = self.candidate = self.since = None
-
-    def update(self, smoothed: Sequence[float] | np.ndarray, t: float) -> str:
-        """Take the smoothed probabilities (EMOTIONS order) read at time ``t`` (seconds);
-        return the label to show now."""
-        p = np.asarray(smoothed, np.float64)
-        top = int(np.argmax(p))
-        if self.index is None or top == self.index:
-            self.index = top if self.index is None else self.index
-            self.candidate = self.since = None
-            return EMOTIONS[self.index]
-        if top != self.candidate:  # a new contender: its dwell starts now
-            self.candidate, self.since = top, t
-        assert self.since is not None
-        held = t - self.since >= self.min_dwell - self._EPS
-        margin = p[top] - p[self.index] >= self.hysteresis - self._EPS
-        if held and margin:
-            self.index = top
-            self.candidate = self.since = None
-        return EMOTIONS[self.index]
-
-
 @dataclass
 class Track:
     """One face followed over time."""
@@ -154,8 +102,9 @@ class Track:
     smoothed: np.ndarray | None = None
     updated_t: float | None = None  # time of the last emotion update
     updates: int = 0
-    # the shown label's state machine; Tracker gives it the tracker's settings
-    labeler: StableLabel = field(default_factory=lambda: StableLabel(TrackerConfig()))
+    # the shown label's filter; Tracker gives it the tracker's settings
+    labeler: LabelFilter = field(default_factory=LabelFilter)
+    confirmed: bool = False  # found in TrackerConfig.confirm_hits frames in a row
 
     @property
     def label(self) -> str | None:
@@ -167,20 +116,20 @@ class Track:
         return None if self.smoothed is None else EMOTIONS[int(np.argmax(self.smoothed))]
 
     @property
-    def stable_label(self) -> str | None:
-        """The label to show people: the smoothed label after dwell and hysteresis."""
+    def shown_label(self) -> str | None:
+        """The label to show people (the track's LabelFilter); None while reading."""
         return self.labeler.label
 
     @property
     def confidence(self) -> float:
         return 0.0 if self.smoothed is None else float(np.max(self.smoothed))
 
-    def set_probs(self, probs: np.ndarray, t: float) -> None:
+    def set_probs(self, probs: np.ndarray, t: float, settle: bool = False) -> None:
         """A new emotion reading for this face: store it and update the smoothed value and
-        the shown label."""
+        the shown label (``settle``: decide the label now, see LabelFilter.update)."""
         self.probs = np.asarray(probs, np.float32)
         self.smoothed = self.smoother.update(self.probs).astype(np.float32)
-        self.labeler.update(self.smoothed, t)
+        self.labeler.update(self.probs, t, settle)
         self.updated_t = t
         self.updates += 1
 
@@ -228,7 +177,7 @@ class Tracker:
             used_t.add(ti)
             track = self.tracks[ti]
             track.box, track.last_t = boxes[bi], t
-            track.hits += 1
+            self._hit(track)
             track.missed = 0
             assigned[bi] = track
         for ti, track in enumerate(self.tracks):
@@ -237,21 +186,37 @@ class Tracker:
         for bi, box in enumerate(boxes):
             if bi not in assigned:
                 track = Track(self._next_id, box, t, t, Smoother(self.config),
-                              labeler=StableLabel(self.config))
+                              labeler=LabelFilter(self.config.label))
+                track.confirmed = self.config.confirm_hits <= 1
                 self._next_id += 1
                 self.tracks.append(track)
                 assigned[bi] = track
-        alive = [tr for tr in self.tracks if tr.missed <= self.config.max_missed]
-        self.ended.extend(tr for tr in self.tracks if tr.missed > self.config.max_missed)
+        alive = [tr for tr in self.tracks if not self._gone(tr)]
+        self.ended.extend(tr for tr in self.tracks if self._gone(tr))
         self.tracks = alive
         return [assigned[bi] for bi in range(len(boxes))]
+
+    def _hit(self, track: Track) -> None:
+        track.hits += 1
+        if track.hits >= self.config.confirm_hits:
+            track.confirmed = True
+
+    def _gone(self, track: Track) -> bool:
+        """Missed too often: a confirmed track after max_missed rounds, a tentative one at
+        its first miss."""
+        return track.missed > (self.config.max_missed if track.confirmed else 0)
 
     def follow(self, tracks: Sequence[Track], boxes: Sequence[Box], t: float) -> list[Track]:
         """Move known tracks to boxes found for them individually (between full detections)."""
         for track, box in zip(tracks, boxes):
             track.box, track.last_t = box, t
-            track.hits += 1
+            self._hit(track)
         return list(tracks)
+
+    def confirm_all(self) -> None:
+        """Take every live track as confirmed (a still image: one frame is all there is)."""
+        for track in self.tracks:
+            track.confirmed = True
 
     def visible(self) -> list[Track]:
         """Tracks whose face was found in the last detection round."""
@@ -271,26 +236,31 @@ class Tracker:
 class _Span:
     first_t: float
     last_t: float
-    samples: list[tuple[float, str]] = field(default_factory=list)
+    samples: list[tuple[float, str | None]] = field(default_factory=list)
 
 
 class Timeline:
-    """Labels per track over time (the detector gives the shown, stable labels), summarised
-    as shares of time per emotion.
+    """Labels per track over time (the detector gives the shown labels; None = still
+    reading), summarised as shares of time per emotion.
 
     Each observation counts until the track's next one, capped at ``max_gap`` seconds; the
-    last observation of a track counts for the track's typical interval. Frames without any
-    face are counted too."""
+    last observation of a track counts for the source's typical frame interval (the median
+    time between analysed frames). A track lasts from its first observation to its last
+    plus that interval: its real span. Frames without any face are counted too."""
 
     def __init__(self, max_gap: float = 1.0) -> None:
         self.max_gap = max_gap
         self.tracks: dict[int, _Span] = {}
         self.no_face: list[float] = []
-        self.frames = 0
+        self.frame_times: list[float] = []
 
-    def add_frame(self, t: float, labels: dict[int, str]) -> None:
-        """Record one analysed frame: ``{track_id: label}`` (empty = no face)."""
-        self.frames += 1
+    @property
+    def frames(self) -> int:
+        return len(self.frame_times)
+
+    def add_frame(self, t: float, labels: dict[int, str | None]) -> None:
+        """Record one analysed frame: ``{track_id: shown label}`` (empty = no face)."""
+        self.frame_times.append(t)
         if not labels:
             self.no_face.append(t)
         for tid, label in labels.items():
@@ -300,40 +270,53 @@ class Timeline:
             span.last_t = t
             span.samples.append((t, label))
 
-    def _weights(self, times: np.ndarray) -> np.ndarray:
-        if len(times) == 1:
-            return np.ones(1)
-        dt = np.minimum(np.diff(times), self.max_gap)
-        typical = float(np.median(dt)) if len(dt) else 0.0
-        return np.append(dt, typical)
+    def frame_interval(self) -> float:
+        """The median time between analysed frames (0 for fewer than two frames)."""
+        if len(self.frame_times) < 2:
+            return 0.0
+        return float(np.median(np.minimum(np.diff(self.frame_times), self.max_gap)))
+
+    def _weights(self, times: np.ndarray, step: float) -> np.ndarray:
+        return np.append(np.minimum(np.diff(times), self.max_gap), step)
 
     def summary(self) -> dict:
         """``{"tracks": {id: {...}}, "no_face_frames": n, "frames": n}`` with, per track,
-        ``start``, ``end``, ``duration`` (seconds), ``samples``, ``shares`` (label -> fraction
-        of the track's time, the six labels always present), ``dominant`` and ``segments``
+        ``start``, ``end``, ``duration`` (seconds: its real span), ``samples``, ``shares``
+        (label -> fraction of the track's labelled time, the six labels always present),
+        ``reading`` (seconds before its label was decided), ``dominant`` and ``segments``
         (runs of one label: [start, end, label])."""
+        step = self.frame_interval()
         out: dict[str, dict] = {}
         for tid, span in sorted(self.tracks.items()):
             times = np.array([s[0] for s in span.samples], np.float64)
             labels = [s[1] for s in span.samples]
-            w = self._weights(times)
-            total = float(w.sum())
+            w = self._weights(times, step)
             shares = dict.fromkeys(EMOTIONS, 0.0)
+            reading = 0.0
             for weight, label in zip(w, labels):
-                shares[label] += float(weight)
+                if label is None:
+                    reading += float(weight)
+                else:
+                    shares[label] += float(weight)
+            total = sum(shares.values())
+            labelled = [x for x in labels if x is not None]
             if total > 0:
                 shares = {k: round(v / total, 4) for k, v in shares.items()}
-            else:  # all samples at one instant: count them
-                shares = {k: round(labels.count(k) / len(labels), 4) for k in EMOTIONS}
+            elif labelled:  # all samples at one instant (an image): count them
+                shares = {k: round(labelled.count(k) / len(labelled), 4) for k in EMOTIONS}
             segments: list[list] = []
             for (t, label), weight in zip(span.samples, w):
+                if label is None:
+                    continue
                 if segments and segments[-1][2] == label:
                     segments[-1][1] = round(t + float(weight), 4)
                 else:
                     segments.append([round(t, 4), round(t + float(weight), 4), label])
             out[str(tid)] = {
                 "start": round(span.first_t, 4), "end": round(span.last_t, 4),
-                "duration": round(span.last_t - span.first_t + float(w[-1]), 4),
+                "duration": round(span.last_t - span.first_t + step, 4),
                 "samples": len(span.samples), "shares": shares,
-                "dominant": max(shares, key=lambda k: shares[k]), "segments": segments}
+                "reading": round(reading, 4),
+                "dominant": max(shares, key=lambda k: shares[k]) if labelled else None,
+                "segments": segments}
         return {"frames": self.frames, "no_face_frames": len(self.no_face), "tracks": out}

@@ -52,11 +52,13 @@ class Rule(FileModel):
 
     name: Name
     states: Emotions
-    threshold: Fraction = 0.5          # summed smoothed probability of `states` that counts as "in"
+    # a sample is "in" the state when its shown label is one of `states`; a threshold adds
+    # that the summed smoothed probability of `states` must reach it too
+    threshold: Fraction | None = None
     min_share: Fraction = 0.7          # share of face samples in the window that must be "in"
     min_duration: Period           # seconds the state must hold
     cooldown: Seconds = 0.0            # extra per-rule cool-down (the policy's applies too)
-    max_changes: Changes | None = None  # at most this many changes of the smoothed label
+    max_changes: Changes | None = None  # at most this many changes of the shown label
     kinds: dict[str, float]            # content kind -> default chance it helps
     improve: Emotions = ("happy", "neutral", "surprise")
     measure: str = "change"            # reward from the change of `improve`, or its level after

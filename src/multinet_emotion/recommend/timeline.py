@@ -1,8 +1,11 @@
-"""Timelines of smoothed emotion probabilities, and detection of sustained states in them.
+"""Timelines of readings, and detection of sustained states in them.
 
-A state counts only when it *holds*: over a rule's whole window, with a face in most of it,
-no long gaps and (optionally) few changes of expression. Brief moments never count, and
-nothing is detected while no face is seen.
+A sample is *in* a rule's state when the label people were shown for it is one of the
+rule's emotions (and, when the rule sets a ``threshold``, those emotions' summed smoothed
+probability reaches it): the rules judge what learners and instructors see. A state counts
+only when it *holds*: over a rule's whole window, with a face in most of it, no long gaps
+and (optionally) few changes of the shown label. Brief moments never count, and nothing is
+detected while no face is seen.
 """
 
 from __future__ import annotations
@@ -18,10 +21,16 @@ from .policy import Policy, Rule
 
 @dataclass(frozen=True)
 class Sample:
-    """One point of a learner's timeline: smoothed probabilities, or no face at time t."""
+    """One point of a learner's timeline: smoothed probabilities and the label shown, or no
+    face at time t. (The service's :class:`~multinet_emotion.emotions.Reading` is one too.)"""
 
     t: float                                   # seconds (epoch or any monotonic origin)
     probs: tuple[float, ...] | None = None     # six floats in EMOTIONS order; None = no face
+    shown_label: str | None = None             # the label shown (default: the top class)
+
+    def __post_init__(self) -> None:
+        if self.shown_label is None and self.probs is not None:  # probabilities alone
+            object.__setattr__(self, "shown_label", self.label)
 
     @property
     def face(self) -> bool:
@@ -34,7 +43,10 @@ class Sample:
         return EMOTIONS[max(range(len(EMOTIONS)), key=self.probs.__getitem__)]
 
     @classmethod
-    def from_probs(cls, t: float, probs: Mapping[str, float] | Sequence[float] | None) -> Sample:
+    def from_probs(cls, t: float, probs: Mapping[str, float] | Sequence[float] | None,
+                   shown_label: str | None = None) -> Sample:
+        """A sample of these probabilities, shown as ``shown_label`` (default: their top
+        class, for timelines made of probabilities alone)."""
         if probs is None:
             return cls(float(t), None)
         if isinstance(probs, Mapping):
@@ -43,20 +55,31 @@ class Sample:
             values = tuple(float(p) for p in probs)
             if len(values) != len(EMOTIONS):
                 raise ValueError(f"expected {len(EMOTIONS)} probabilities, got {len(values)}")
-        return cls(float(t), values)
+        return cls(float(t), values, shown_label)
 
     @classmethod
     def from_event(cls, event: Mapping[str, Any]) -> Sample:
-        """Build a sample from a detector event (the JSON Lines dicts of ``detect``)."""
+        """Build a sample from a detector event (the JSON Lines dicts of ``detect``): its
+        smoothed probabilities and the label it showed."""
         if not event.get("face"):
             return cls(float(event["t"]), None)
-        return cls.from_probs(event["t"], event.get("smoothed") or event["probs"])
+        return cls.from_probs(event["t"], event.get("smoothed") or event["probs"],
+                              event.get("shown_label"))
 
 
 def score(sample: Sample, indices: Sequence[int]) -> float:
     """The summed probability of the emotions at `indices` (the sample must show a face)."""
     assert sample.probs is not None
     return sum(sample.probs[i] for i in indices)
+
+
+def in_state(sample: Sample, rule: Rule) -> bool:
+    """Whether a face sample is in the rule's state: the label shown for it is one of the
+    rule's emotions (and their summed probability reaches the rule's ``threshold``, when it
+    sets one)."""
+    if sample.shown_label not in rule.states:
+        return False
+    return rule.threshold is None or score(sample, rule.indices) >= rule.threshold
 
 
 def describe_duration(seconds: float) -> str:
@@ -83,7 +106,7 @@ class Trigger:
     window_start: float      # the rule's own window (min_duration)
     share: float             # share of face samples "in the state" over the window
     coverage: float          # share of samples with a face
-    shares: dict[str, float]  # share of face samples per smoothed label
+    shares: dict[str, float]  # share of face samples per shown label
     means: dict[str, float]  # mean smoothed probabilities
     feeling: str
     samples: int
@@ -137,12 +160,11 @@ def _holds(rule: Rule, window: Sequence[Sample], min_coverage: float) -> tuple[b
     coverage = len(faces) / len(window)
     if not faces or coverage < min_coverage:
         return False, 0.0, coverage
-    idx = rule.indices
-    share = sum(score(s, idx) >= rule.threshold for s in faces) / len(faces)
+    share = sum(in_state(s, rule) for s in faces) / len(faces)
     if share < rule.min_share:
         return False, share, coverage
     if rule.max_changes is not None:
-        labels = [s.label for s in faces]
+        labels = [s.shown_label for s in faces]
         changes = sum(a != b for a, b in zip(labels, labels[1:]))
         if changes > rule.max_changes:
             return False, share, coverage
@@ -174,7 +196,7 @@ def detect_state(rule: Rule, policy: Policy, timeline: Sequence[Sample],
     i = bisect_left(times, window[0].t) - 1
     limit = now - policy.max_lookback
     prev_t = window[0].t
-    labels = [s.label for s in faces]
+    labels = [s.shown_label for s in faces]
     changes = sum(a != b for a, b in zip(labels, labels[1:]))
     last_label = labels[0] if labels else None
     while i >= 0 and timeline[i].t >= limit:
@@ -183,11 +205,11 @@ def detect_state(rule: Rule, policy: Policy, timeline: Sequence[Sample],
             break
         prev_t = s.t
         if rule.max_changes is not None and s.face:
-            changes += s.label != last_label
-            last_label = s.label
+            changes += s.shown_label != last_label
+            last_label = s.shown_label
             if changes > rule.max_changes:
                 break
-        if s.face and score(s, rule.indices) >= rule.threshold:
+        if s.face and in_state(s, rule):
             earliest = s.t
         elif earliest - s.t > tolerance:
             break
@@ -195,11 +217,13 @@ def detect_state(rule: Rule, policy: Policy, timeline: Sequence[Sample],
     counts = {e: 0 for e in EMOTIONS}
     sums = {e: 0.0 for e in EMOTIONS}
     for s in faces:
-        counts[s.label] += 1  # type: ignore[index]
+        if s.shown_label is not None:
+            counts[s.shown_label] += 1
         for e, p in zip(EMOTIONS, s.probs):  # type: ignore[arg-type]
             sums[e] += p
     means = {e: sums[e] / len(faces) for e in EMOTIONS}
-    main = max(rule.states, key=lambda e: means[e])
+    # the feeling named is the rule's emotion shown most often (then the likelier one)
+    main = max(rule.states, key=lambda e: (counts[e], means[e]))
     return Trigger(rule=rule, start=min(earliest, start), end=now, window_start=start,
                    share=share, coverage=coverage,
                    shares={e: counts[e] / len(faces) for e in EMOTIONS}, means=means,

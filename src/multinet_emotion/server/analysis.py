@@ -27,7 +27,6 @@ from ..errors import MultiNetError
 
 if TYPE_CHECKING:
     from ..detect import EmotionDetector
-    from ..tracking import TrackerConfig
 
 log = logging.getLogger(__name__)
 
@@ -86,19 +85,6 @@ def decode_frame(data: bytes, max_bytes: int, max_side: int) -> np.ndarray:
     return img
 
 
-def stable_label_config(min_dwell: float | None = None,
-                        hysteresis: float | None = None) -> TrackerConfig:
-    """The runtime's TrackerConfig with the stable label's settings (None = its default)."""
-    from ..tracking import TrackerConfig
-
-    config = TrackerConfig()
-    if min_dwell is not None:
-        config.min_dwell = min_dwell
-    if hysteresis is not None:
-        config.hysteresis = hysteresis
-    return config.validate()
-
-
 class AnalysisSlots:
     """At most ``n`` frames analysed at once (``async with slots:``), counting those in
     progress (``running``). Read inside a slot, ``busy`` says that the other frames in
@@ -141,17 +127,16 @@ class DetectorAnalyzer:
 
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
-                     min_dwell: float | None = None, hysteresis: float | None = None,
                      search_every: int | None = None, frames_at_once: int = 1
                      ) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
     ``detect_every`` and ``search_every`` (how often the whole frame is scanned while a face
-    is followed, and while nobody is in view), ``min_dwell`` and ``hysteresis`` (the stable
-    label's dwell time and margin): None = the runtime's defaults (``PipelineConfig``,
-    ``TrackerConfig``). ``frames_at_once``: how many frames the server analyses at once;
-    the face detector gets ready for that many scans at once now, at start-up. Every
-    connection's analyzer shares one model, through a
+    is followed, and while nobody is in view): None = the runtime's defaults
+    (``PipelineConfig``); tracking and the shown label's filter are the runtime's
+    (``TrackerConfig``), as in ``detect`` and the learner page. ``frames_at_once``: how
+    many frames the server analyses at once; the face detector gets ready for that many
+    scans at once now, at start-up. Every connection's analyzer shares one model, through a
     :class:`~multinet_emotion.classifier.BatchingClassifier`: the faces of frames analysed
     at the same time go through the model as one batch.
 
@@ -189,7 +174,6 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
             config.detect_every = detect_every
         if search_every is not None:
             config.search_every = search_every
-        config.tracker = stable_label_config(min_dwell, hysteresis)
         # learners who join together (a class starting) must not all scan the whole frame
         # on the same frame: each connection's scans start at a phase of its own
         phase = next(phases) % config.detect_every

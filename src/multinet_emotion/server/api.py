@@ -196,9 +196,10 @@ def post_samples(session_id: str, body: SamplesIn, learner_id: LearnerId,
                  svc: Ingest) -> SamplesOut:
     now = svc.clock()
     readings = [client_reading(s.t if s.t is not None else now,
-                               s.probs if s.face else None, s.confidence)
+                               s.probs if s.face else None, s.confidence, s.label)
                 for s in body.samples]
-    stored, rec = svc.add_samples(learner_id, session_id, readings)
+    stored, rec = svc.add_samples(learner_id, session_id, readings,
+                                  labelled=[s.labelled for s in body.samples])
     return SamplesOut(stored=stored, recommendation=recommendation_out(rec) if rec else None)
 
 

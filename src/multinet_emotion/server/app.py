@@ -206,7 +206,6 @@ def create_app(settings: Settings | None = None, *,
             factory, note = None, "pictures are analysed in the learner's browser only"
         else:
             factory, note = detector_factory(model, settings.detect_every,
-                                             settings.min_dwell, settings.hysteresis,
                                              settings.search_every,
                                              frames_at_once=settings.analysis_workers)
     else:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -241,6 +241,8 @@ class BrowserAnalysis:
             "detect_every": detect_every or pipe.detect_every,
             "search_every": search_every or pipe.search_every, "tilt_every": pipe.tilt_every,
             "clahe": CLAHE, "smoothing_alpha": track.alpha if track.smoothing == "ema" else 1.0,
+            "confirm_hits": track.confirm_hits, "max_missed": track.max_missed,
+            "label": asdict(track.label),
         }
 
 

@@ -51,7 +51,8 @@ class Sample(SampleIn):
     """Smoothed probabilities from a client that classified on its own (as one sample of
     ``POST /api/sessions/{id}/samples``; its ``t`` is ignored: the server stamps it). The
     learner page sends these, and no frames, when it analyses in the browser
-    (``serve --analysis browser|auto``, ``static/analysis.js``)."""
+    (``serve --analysis browser|auto``, ``static/analysis.js``), with the ``label`` it
+    showed (its own label filter, the runtime's step for step)."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=_type_first)
     type: Literal["sample"]
@@ -92,8 +93,8 @@ class Ready(_Reply):
 
 class Face(BaseModel):
     """One face of a frame (``Reading.face_json``): ``probs``/``label`` are the raw
-    reading, ``smoothed``/``smoothed_label`` the smoothed one, ``stable_label`` the one to
-    show (None: not decided yet)."""
+    reading, ``smoothed``/``smoothed_label`` the smoothed one, ``shown_label`` the one to
+    show (None: still reading) and ``shown_share`` its own smoothed probability."""
 
     model_config = ConfigDict(extra="forbid")
     track_id: int | None
@@ -105,13 +106,18 @@ class Face(BaseModel):
     label: EmotionName
     smoothed: dict[EmotionName, float]
     smoothed_label: EmotionName
-    stable_label: EmotionName | None
-    confidence: float | None
+    shown_label: EmotionName | None
+    shown_share: float | None = Field(description="the shown label's own smoothed "
+                                                  "probability (what a percentage beside "
+                                                  "it means)")
+    confidence: float | None = Field(description="the largest smoothed probability, "
+                                                 "whichever class it is")
 
 
 class Current(TimelinePoint):
-    """The learner's shown state (``Reading.sample_json``): ``label`` is the stable label;
-    no face: ``face`` false and no probabilities."""
+    """The learner's shown state (``Reading.sample_json``): ``label`` is the shown label
+    (None with a face: still reading) and ``share`` its own probability; no face: ``face``
+    false and no probabilities."""
 
     model_config = ConfigDict(extra="forbid")
     probs: dict[EmotionName, float] | None

@@ -92,6 +92,15 @@ class SampleIn(_In):
         None, description="smoothed probabilities of all six emotions (sum 1); omit when "
                           "face is false")
     confidence: Number | None = Field(None, ge=0.0, le=1.0)
+    label: EmotionName | None = Field(
+        None, description="the label the client showed for this sample, from its own label "
+                          "filter (null: still reading); leave it out to have the server's "
+                          "filter label the sample")
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the client said which label it showed (``label`` given, even null)."""
+        return "label" in self.model_fields_set
 
     @model_validator(mode="after")
     def _check(self) -> SampleIn:
@@ -167,8 +176,10 @@ class TimelinePoint(BaseModel):
     t: float
     face: bool
     probs: dict[str, float] | None
-    label: str | None
-    confidence: float | None
+    label: str | None = Field(description="the label shown (null with a face: still reading)")
+    share: float | None = Field(None, description="the shown label's own probability")
+    confidence: float | None = Field(description="the largest probability, whichever class "
+                                                 "it is")
 
 
 class TimelineOut(BaseModel):

@@ -12,7 +12,6 @@ from .. import options
 from ..errors import MultiNetError
 from ..files import keep_private_text, read_private_text
 from ..options import setting
-from ..tracking import MAX_HYSTERESIS, MAX_MIN_DWELL
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
 #: browser's timer is not exact, and a tab in the background sends in bursts)...
@@ -105,14 +104,6 @@ class Settings:
                                 help="while nobody is in view, scan the whole frame every Nth "
                                      "frame (2 = a face that comes into view is found within "
                                      "1 s at 2 frames a second)")
-    min_dwell: float | None = setting(
-        None, env=True, min=0, max=MAX_MIN_DWELL, unit="seconds",
-        help="seconds a new emotion must stay on top before the label shown to learners and "
-             "instructors changes (default 1.0; 0 = at once)")
-    hysteresis: float | None = setting(
-        None, env=True, min=0, max=MAX_HYSTERESIS, max_open=True,
-        help="how much the new emotion's probability must exceed the shown one's before the "
-             "label changes (default 0.1; 0 = any)")
     live_seconds: float = setting(30.0, env=True, min=1, max=3600, unit="seconds",
                                   help="a learner counts as live this long after a sample")
     public_url: str = setting(

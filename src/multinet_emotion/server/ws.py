@@ -10,8 +10,9 @@ and their JSON Schema is served at ``GET /api/ws-schema``):
   client that classified on its own, or ``{"type": "ping"}`` (answered ``{"type": "pong"}``);
 * server -> ``{"type": "result", "seq": n, "faces": [...], "current": {...}, "ms": ...}``
   per frame (each face has ``label``, the top class of its raw reading, ``smoothed_label``,
-  the top class of its smoothed probabilities, and ``stable_label``, the one to show;
-  ``current.label`` is the learner's shown, stable label), preceded by
+  the top class of its smoothed probabilities, ``shown_label``, the one to show, and
+  ``shown_share``, its own probability; ``current.label`` is the learner's shown label and
+  ``current.share`` its probability), preceded by
   ``{"type": "recommendation", "recommendation": {...}}`` when that frame led to one,
   and ``{"type": "error", "seq": n, "message": ...}`` for a bad frame or sample, a frame
   over the rate limit, one replaced by a newer frame before it was analysed (only
@@ -393,12 +394,13 @@ class _Stream:
             s = Sample.model_validate(data)
         except ValidationError as e:
             return await self.error(_short(e), self.seq)
-        reading = client_reading(self.svc.clock(), s.probs if s.face else None, s.confidence)
+        reading = client_reading(self.svc.clock(), s.probs if s.face else None, s.confidence,
+                                 s.label)
         if self.conn.revoked is not None:  # the token stopped working: store nothing
             return
         try:
             current, rec = await run_in_threadpool(self.svc.add_reading, self.learner_id,
-                                                   self.session_id, reading)
+                                                   self.session_id, reading, s.labelled)
             messages = _result(self.seq, [], current, rec, t0)
         except ServiceError as e:
             return await self.error(str(e), self.seq)

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Integer, case, create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -252,7 +252,7 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
     def _write_samples(self, batches: Sequence[Batch]) -> None:
         """Insert the batches' rows in one transaction (one multi-row statement)."""
         rows = [{"session_id": b.session_id, "learner_id": b.learner_id, "t": r.t,
-                 "face": r.face, "confidence": r.confidence, "label": r.stable_label,
+                 "face": r.face, "confidence": r.confidence, "label": r.shown_label,
                  **dict(zip(EMOTIONS, r.probs if r.probs is not None else (None,) * len(EMOTIONS)))}
                 for b in batches for r in b.readings]
         with self.session() as s:
@@ -280,6 +280,27 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
                 return list(reversed(list(s.scalars(q))))
         with self.session() as s:
             return list(s.scalars(q.order_by(EmotionSample.t, EmotionSample.id)))
+
+    def label_mix(self, session_id: str, since: float | None = None) -> dict[str, Any]:
+        """What a session's stored samples (since ``since``) showed, counted by the database:
+        :func:`~multinet_emotion.emotions.label_mix` of them, without reading every row."""
+        self.writer.flush()
+        q = (select(EmotionSample.face, EmotionSample.label, func.count())
+             .where(EmotionSample.session_id == session_id))
+        if since is not None:
+            q = q.where(EmotionSample.t >= since)
+        counts = {e: 0 for e in EMOTIONS}
+        total = faces = 0
+        with self.session() as s:
+            for face, label, n in s.execute(q.group_by(EmotionSample.face, EmotionSample.label)):
+                total += n
+                faces += n if face else 0
+                if face and label in counts:
+                    counts[label] += n
+        labelled = sum(counts.values())
+        return {"shares": {e: round(c / labelled, 4) if labelled else 0.0
+                           for e, c in counts.items()},
+                "face_share": round(faces / total, 4) if total else 0.0, "samples": total}
 
     def purge_samples(self, before: float) -> int:
         """Delete samples older than ``before`` (the retention period); returns the count."""
@@ -416,9 +437,10 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
 
     def class_timeline(self, class_id: str, since: float, bucket: float
                        ) -> list[dict[str, Any]]:
-        """Per time bucket since ``since``: mean probabilities over the face samples of the
-        class, the share of samples with a face and how many learners sent samples.
-        Aggregated by the database, so a dashboard can poll it often."""
+        """Per time bucket since ``since``: the shares of the labels shown over the class's
+        face samples (``shares``), the mean probabilities (``probs``), the share of samples
+        with a face and how many learners sent samples. Aggregated by the database, so a
+        dashboard can poll it often."""
         self.writer.flush()
         offset = (EmotionSample.t - since) / bucket
         if self.engine.dialect.name == "sqlite":  # t >= since: truncation is floor
@@ -426,8 +448,9 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         else:
             b = func.floor(offset)
         b = b.label("b")
+        shown = [func.sum(case((EmotionSample.label == e, 1), else_=0)) for e in EMOTIONS]
         q = (select(b, func.count(), func.sum(func.cast(EmotionSample.face, Integer)),
-                    func.count(func.distinct(EmotionSample.learner_id)),
+                    func.count(func.distinct(EmotionSample.learner_id)), *shown,
                     *(func.avg(getattr(EmotionSample, e)) for e in EMOTIONS))
              .join(LearningSession, LearningSession.id == EmotionSample.session_id)
              .where(LearningSession.class_id == class_id, EmotionSample.t >= since)
@@ -435,10 +458,15 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         out = []
         with self.session() as s:
             for row in s.execute(q):
-                index, total, faces, learners, *means = row
+                index, total, faces, learners, *rest = row
+                counts = [int(c or 0) for c in rest[:len(EMOTIONS)]]
+                means = rest[len(EMOTIONS):]
                 faces = int(faces or 0)
+                labelled = sum(counts)
                 out.append({"t": since + (int(index) + 0.5) * bucket, "learners": learners,
                             "face_share": round(faces / total, 3) if total else 0.0,
+                            "shares": {e: round(c / labelled, 4) for e, c in
+                                       zip(EMOTIONS, counts)} if labelled else None,
                             "probs": {e: round(float(m), 4) for e, m in zip(EMOTIONS, means)}
                             if faces else None})
         return out

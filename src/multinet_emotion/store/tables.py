@@ -90,9 +90,9 @@ class EmotionSample(Base):
     """One downsampled time step: smoothed probabilities, or face=False. Never an image.
 
     The table row of a :class:`~multinet_emotion.emotions.Reading` (:meth:`from_reading`,
-    :meth:`to_reading`). ``label`` is the stable label that was shown for it (minimum dwell
-    and hysteresis, see ``tracking.StableLabel``); rows without one (stored before it
-    existed) show the top class of their probabilities."""
+    :meth:`to_reading`). ``label`` is the label that was shown for it (the label filter's,
+    see ``label_filter``); a face row without one was still being read, or was stored
+    before labels were (then nothing is counted for it)."""
 
     __tablename__ = "samples"
     __table_args__ = (Index("ix_samples_session_t", "session_id", "t"),
@@ -120,15 +120,15 @@ class EmotionSample(Base):
     def from_reading(cls, session_id: str, learner_id: str, r: Reading) -> EmotionSample:
         values = dict(zip(EMOTIONS, r.probs)) if r.probs is not None else {}
         return cls(session_id=session_id, learner_id=learner_id, t=r.t, face=r.face,
-                   confidence=r.confidence, label=r.stable_label, **values)
+                   confidence=r.confidence, label=r.shown_label, **values)
 
     def to_reading(self) -> Reading:
-        """The reading this row stores (its stable label, when it has a valid one)."""
+        """The reading this row stores (its shown label, when it has a valid one)."""
         probs = self.probs()
         if probs is None:
             return Reading(self.t, None)
         return Reading(self.t, probs, self.confidence,
-                       stable_label=self.label if self.label in EMOTIONS else None)
+                       shown_label=self.label if self.label in EMOTIONS else None)
 
     def to_dict(self) -> dict[str, Any]:
         return self.to_reading().sample_json()

@@ -24,7 +24,8 @@ COLORS_BGR: dict[str, tuple[int, int, int]] = {
 
 
 def annotate(frame: np.ndarray, faces: list[Reading], note: str = "") -> np.ndarray:
-    """A copy of ``frame`` (BGR) with each face's box, id, stable label and confidence."""
+    """A copy of ``frame`` (BGR) with each face's box, id, shown label and that label's own
+    percentage ("reading..." while the label is not decided yet)."""
     out = frame.copy() if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
     scale = max(0.4, min(out.shape[1] / 1280, 1.2))
     thick = max(1, round(2 * scale))
@@ -39,7 +40,7 @@ def annotate(frame: np.ndarray, faces: list[Reading], note: str = "") -> np.ndar
             cv2.polylines(out, [np.round(corners).astype(np.int32)], True, color, thick)
         else:
             cv2.rectangle(out, (x, y0), (x + w, y0 + h), color, thick)
-        text = f"#{face.track_id} {label} {face.confidence or 0.0:.0%}"
+        text = overlay_text(face)
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale * 1.5, thick)
         y = y0 - 4 if y0 - th - base - 4 > 0 else y0 + h + th + 4
         cv2.rectangle(out, (x, y - th - base), (x + tw + 4, y + base), color, -1)
@@ -49,6 +50,14 @@ def annotate(frame: np.ndarray, faces: list[Reading], note: str = "") -> np.ndar
         cv2.putText(out, note, (8, out.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale * 1.5,
                     (255, 255, 255), thick, cv2.LINE_AA)
     return out
+
+
+def overlay_text(face: Reading) -> str:
+    """A face's caption: its track, the label shown and that label's own percentage
+    ("#1 happy 62%"), or "reading..." while the label is not decided."""
+    if face.shown_label is None:
+        return f"#{face.track_id} reading..."
+    return f"#{face.track_id} {face.shown_label} {face.share or 0.0:.0%}"
 
 
 class VideoSink:
@@ -125,7 +134,7 @@ class Display:
 
 
 CSV_FIELDS = (["t", "frame", "track_id", "face", "x", "y", "w", "h", "angle", "label",
-               "smoothed_label", "stable_label", "confidence"]
+               "smoothed_label", "shown_label", "shown_share", "confidence"]
               + [f"p_{k}" for k in EMOTIONS] + [f"s_{k}" for k in EMOTIONS])
 
 
@@ -154,7 +163,7 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
         row.update(zip("xywh", event["box"]))
         row["angle"] = event.get("angle", 0.0)
         row.update(label=event["label"], smoothed_label=event["smoothed_label"],
-                   stable_label=event.get("stable_label", event["smoothed_label"]),
+                   shown_label=event["shown_label"] or "", shown_share=event["shown_share"],
                    confidence=event["confidence"])
         row.update({f"p_{k}": v for k, v in event["probs"].items()})
         row.update({f"s_{k}": v for k, v in event["smoothed"].items()})
@@ -224,7 +233,7 @@ def check_plot_path(path: Path) -> None:
 
 def plot_timeline(summary: dict[str, Any], path: Path) -> None:
     """A PNG (or another format of :data:`PLOT_SUFFIXES`, by ``path``'s suffix): per track,
-    its shown (stable) emotion over time, and its shares of time per emotion."""
+    its shown emotion over time, and its shares of time per emotion."""
     check_plot_path(path)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: never touches the user's backend

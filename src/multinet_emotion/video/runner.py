@@ -20,6 +20,7 @@ from ..emotions import Reading
 from ..errors import MultiNetError
 from ..files import atomic_write_text
 from ..options import setting
+from ..progress import bar
 from ..tracking import Timeline
 from .outputs import Display, EventWriter, VideoSink, annotate, check_plot_path, plot_timeline
 from .sources import Frame, Source, SourceConfig, open_source
@@ -105,6 +106,11 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
     interrupted = False
     started = time.time()
     t_start = time.monotonic()
+    # a file or a folder of images has a known length: a bar with its ETA
+    total = getattr(source, "frame_count", None) or (
+        len(getattr(source, "paths", [])) or None)
+    progress = bar(total, f"analysing {Path(source.name).name}", unit="frame") \
+        if total and total > 1 and not source.live else None
     try:
         events_out = EventWriter(config.jsonl, config.csv)
         if config.video_out is not None:
@@ -114,9 +120,11 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
         for frame in source:
             if source.independent:
                 detector.reset()
-            faces = detector.process(frame.image, t=frame.t)
+            faces = detector.process(frame.image, t=frame.t, still=source.independent)
             n_events += events_out.write(frame.t, frame.index, faces)
             analysed += 1
+            if progress is not None:
+                progress.update(max(0, min(frame.index + 1, total) - progress.n))
             timeline.add_frame(frame.t, {f.track_id: f.shown_label for f in faces})
             if video is not None or display is not None:
                 image = annotate(frame.image, faces)
@@ -135,6 +143,8 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
         interrupted = True
         log.info("interrupted: saving what was analysed so far")
     finally:
+        if progress is not None:
+            progress.close()
         source.close()
         if events_out is not None:
             events_out.close()

@@ -8,12 +8,14 @@ downsampled sample, recommendation, response and outcome through the
 PostgreSQL (``shared``) the view is a cache of the live state every process sees, read and
 changed only inside :meth:`~.shared_live.LiveSync.guard` (any number of workers).
 
-What people see is steady: the ``label`` of the live state (``current``) and of stored
-samples is the *stable* label (minimum dwell time and hysteresis, see
-:class:`~multinet_emotion.tracking.StableLabel`): the detector's ``stable_label`` for
-frames the server analysed, or, for samples without one (clients that classify on their
-own), a per-session state machine with the same settings. The probabilities stay the
-smoothed ones as received; the recommender works on them, not on the label.
+What people see, what is stored and what the rules judge is one label: the ``label`` of
+the live state (``current``) and of stored samples is the *shown* label
+(:class:`~multinet_emotion.label_filter.LabelFilter`): the detector's ``shown_label`` for
+frames the server analysed, the page's own for a learner page that analyses in the browser
+(it runs the same filter), or, for samples that come without one (other clients), the
+session's own filter with the same settings. The probabilities stay the smoothed ones as
+received. A stored second carries the label shown longest in it, and is "no face" when
+nobody was in view for at least half of its readings.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from ...emotions import Reading
 from ...errors import MultiNetError
+from ...label_filter import FilterConfig, LabelFilter
 from ...recommend import LearnerContext, Recommender, detect_state
 from ...store import (
     CLASS_ID,
@@ -38,8 +41,6 @@ from ...store import (
     Store,
     new_id,
 )
-from ...tracking import StableLabel
-from ..analysis import stable_label_config
 from ..settings import Settings
 from .errors import Conflict, Invalid, NotFound
 from .live import LiveSession, average
@@ -63,7 +64,7 @@ class IngestService:
         self.policy = recommender.policy
         self.settings = settings
         self.clock = clock
-        self.label_config = stable_label_config(settings.min_dwell, settings.hysteresis)
+        self.label_config = FilterConfig()  # the runtime's, as the detector's
         self._live: dict[str, LiveSession] = {}
         self._lock = threading.Lock()
         #: Called with (learner id, reason) once a learner's token stops working (rotated,
@@ -132,7 +133,7 @@ class IngestService:
         with self._lock:
             if row.id in self._live:
                 return self._live[row.id]
-        live = LiveSession(row, self.policy.horizon, StableLabel(self.label_config))
+        live = LiveSession(row, self.policy.horizon, LabelFilter(self.label_config))
         if self.shared is None:  # shared: filled under the session's lock when first used
             self._fill(live)
         with self._lock:
@@ -255,11 +256,15 @@ class IngestService:
     # --- samples --------------------------------------------------------------------------
 
     def add_samples(self, learner_id: str, session_id: str, samples: Sequence[Reading],
-                    flush: bool = True) -> tuple[int, RecommendationRow | None]:
+                    flush: bool = True, labelled: Sequence[bool] | bool = False
+                    ) -> tuple[int, RecommendationRow | None]:
         """Validate and ingest readings (all or nothing); returns (stored, new recommendation).
 
-        Each reading gets the label to show: its own stable label (the detector's), else the
-        session's. The readings of one ``sample_interval`` are stored as one (their mean)."""
+        ``labelled`` (one flag, or one per reading): the reading's ``shown_label`` is the
+        label its source showed (the detector's, or a page's that runs the same filter;
+        None = still reading); other readings are labelled by the session's own filter. The
+        readings of one ``sample_interval`` are stored as one (:func:`.live.average`)."""
+        flags = [labelled] * len(samples) if isinstance(labelled, bool) else list(labelled)
         live = self.session(learner_id, session_id)
         now = self.clock()
         with self.sync.guard(live):
@@ -281,11 +286,10 @@ class IngestService:
                 prev = s.t
             stored: list[Reading] = []
             interval = self.settings.sample_interval
-            for s in samples:
-                if s.probs is None:  # nobody in view: the next face's label is taken at once
-                    live.labeler.reset()
-                elif s.stable_label is None:
-                    s = replace(s, stable_label=live.labeler.update(s.probs, s.t))
+            for s, own in zip(samples, flags):
+                if s.probs is not None and not own:  # a gap resets the filter by itself
+                    probs = s.raw_probs if s.raw_probs is not None else s.probs
+                    s = replace(s, shown_label=live.labeler.update(probs, s.t))
                 index = int(s.t // interval)
                 if live.pending and live.interval != index:
                     stored.append(average(live.pending))
@@ -293,7 +297,7 @@ class IngestService:
                 live.interval = index
                 live.pending.append(s)
                 live.last_raw_t = s.t
-                live.current = s  # "label" is the stable label, "probs" the smoothed ones
+                live.current = s  # "label" is the shown label, "probs" the smoothed ones
             if flush and live.pending:
                 stored.append(average(live.pending))
                 live.pending = []
@@ -301,13 +305,15 @@ class IngestService:
                 live.last_seen = now
             return len(stored), self._store_and_tick(live, stored)
 
-    def add_reading(self, learner_id: str, session_id: str, reading: Reading
+    def add_reading(self, learner_id: str, session_id: str, reading: Reading,
+                    labelled: bool = False
                     ) -> tuple[Reading | None, RecommendationRow | None]:
         """Ingest one reading of a client that classified on its own (the WebSocket's
-        samples); returns the learner's current reading and a new recommendation."""
+        samples; ``labelled``: it carries the label the client showed); returns the
+        learner's current reading and a new recommendation."""
         live = self.session(learner_id, session_id)
         with self.sync.guard(live):
-            _, rec = self.add_samples(learner_id, session_id, [reading], False)
+            _, rec = self.add_samples(learner_id, session_id, [reading], False, labelled)
             return live.current, rec
 
     def add_faces(self, learner_id: str, session_id: str, faces: Sequence[Reading],
@@ -322,7 +328,8 @@ class IngestService:
             reading = Reading(t, None) if main is None else main
             if live.last_raw_t is not None and reading.t <= live.last_raw_t:
                 reading = replace(reading, t=live.last_raw_t + 1e-3)
-            _, rec = self.add_samples(learner_id, session_id, [reading], flush=False)
+            _, rec = self.add_samples(learner_id, session_id, [reading], flush=False,
+                                      labelled=True)
             return live.current, rec
 
     @staticmethod

@@ -1,7 +1,7 @@
 """The in-memory view of a live session, and the readings it is made of.
 
 Every sample is a :class:`~multinet_emotion.emotions.Reading`, from the detector or a client
-alike: taken as it is, given its stable label, averaged per ``sample_interval`` into the one
+alike: taken as it is, given its shown label, averaged per ``sample_interval`` into the one
 reading stored for it (:func:`average`), and kept as it is in the live timeline the
 recommender reads.
 """
@@ -14,37 +14,47 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ...emotions import EMOTIONS, Reading
+from ...label_filter import LabelFilter
 from ...store import LearningSession, RecommendationRow
-from ...tracking import StableLabel
-from ..analysis import stable_label_config
 
 
 def client_reading(t: float, probs: Mapping[str, float] | None,
-                   confidence: float | None = None) -> Reading:
+                   confidence: float | None = None, label: str | None = None) -> Reading:
     """A sample from a client that classified on its own, over the HTTP API or the WebSocket
     alike: its probabilities (validated to sum to about 1) normalised to sum exactly 1, in
-    EMOTIONS order; no probabilities = no face."""
+    EMOTIONS order, and the label it showed (None: none, or still reading); no
+    probabilities = no face."""
     if not probs:
         return Reading(t, None)
     total = sum(probs[e] for e in EMOTIONS)
-    return Reading(t, tuple(probs[e] / total for e in EMOTIONS), confidence)
+    return Reading(t, tuple(probs[e] / total for e in EMOTIONS), confidence,
+                   shown_label=label)
 
 
 def average(readings: Sequence[Reading]) -> Reading:
     """The one reading stored for a sample interval, at the time of its last reading: the
-    mean of its face readings (probabilities and confidence) with the last stable label, or
-    no face when most of its readings had none."""
+    mean of its face readings (probabilities and confidence) with the label shown for most
+    of them (a tie: the later), or no face when nobody was in view for at least half of
+    its readings."""
     faces = [r for r in readings if r.probs is not None]
     t = readings[-1].t
-    if not faces or len(faces) * 2 < len(readings):  # mostly nobody there
+    if not faces or len(faces) * 2 <= len(readings):  # nobody there half the time or more
         return Reading(t, None)
     n = len(faces)
     sums = [0.0] * len(EMOTIONS)
     for r in faces:
         sums = [a + b for a, b in zip(sums, r.probs)]  # type: ignore[arg-type]
     confidence = sum(r.confidence or 0.0 for r in faces)
-    return Reading(t, tuple(x / n for x in sums), confidence / n,
-                   stable_label=faces[-1].stable_label)
+    counts: dict[str, int] = {}
+    for r in faces:
+        if r.shown_label is not None:
+            counts[r.shown_label] = counts.get(r.shown_label, 0) + 1
+    label = None
+    for r in faces:  # in time order, so a tie goes to the label shown later
+        if r.shown_label is not None and (label is None or
+                                          counts[r.shown_label] >= counts[label]):
+            label = r.shown_label
+    return Reading(t, tuple(x / n for x in sums), confidence / n, shown_label=label)
 
 
 class LiveSession:
@@ -52,7 +62,7 @@ class LiveSession:
     processes: :meth:`.shared_live.LiveSync.guard`)."""
 
     def __init__(self, row: LearningSession, horizon: float,
-                 labeler: StableLabel | None = None):
+                 labeler: LabelFilter | None = None):
         self.row = row
         self.id, self.learner_id, self.class_id = row.id, row.learner_id, row.class_id
         # what the recommender reads: the stored readings of the last `horizon` seconds
@@ -63,8 +73,8 @@ class LiveSession:
         self.pending: list[Reading] = []
         self.last_raw_t: float | None = None
         self.current: Reading | None = None  # the latest reading, with the label shown
-        # steadies the label of samples that come without a stable label
-        self.labeler = labeler or StableLabel(stable_label_config())
+        # labels the samples that come without a shown label (clients other than the page)
+        self.labeler = labeler or LabelFilter()
         self.main_track: Any = None
         self.open_rec: RecommendationRow | None = None
         self.last_recommended_at: float | None = None

@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ...emotions import EMOTIONS, Reading
+from ...emotions import Reading, label_mix
 from ...recommend import Recommender, Trigger
+from ...recommend.timeline import in_state
 from ...store import Learner, LearningSession, Store
 from ..settings import Settings
 from .errors import NotFound
 from .ingest import IngestService
+
+#: The dashboard's "recent" mix of each learner: the last this many minutes.
+RECENT_MINUTES = 5
 
 
 class ReportService:
@@ -59,9 +63,7 @@ class ReportService:
         sessions = self.store.sessions(learner_id)
         samples = self.store.samples(learner_id=learner_id)
         faces = [s for s in samples if s.face]
-        counts = {e: 0 for e in EMOTIONS}
-        for s in faces:
-            counts[s.to_reading().shown_label] += 1  # type: ignore[index]
+        mix = label_mix([s.to_reading() for s in samples])
         recs = self.store.recommendations(learner_id=learner_id)
         by_status: dict[str, int] = {}
         helped = 0
@@ -73,7 +75,7 @@ class ReportService:
             "learner_id": learner_id, "name": learner.name,
             "sessions": len(sessions), "samples": len(samples),
             "face_share": round(len(faces) / len(samples), 3) if samples else None,
-            "emotion_shares": {e: round(c / len(faces), 3) for e, c in counts.items()}
+            "emotion_shares": {e: round(v, 3) for e, v in mix["shares"].items()}
             if faces else {},
             "recommendations": by_status, "helped": helped,
         }
@@ -105,12 +107,20 @@ class ReportService:
     def _overview_entry(self, sess: LearningSession, learner: Learner, now: float
                         ) -> dict[str, Any]:
         """One learner of the class overview: their latest session's state, from the live
-        view when it is in view, else from the store."""
+        view when it is in view, else from the store, and the mix of labels they were
+        shown over the session and over the last :data:`RECENT_MINUTES`. Once the session
+        has ended there is no current state: the mix stays."""
         entry: dict[str, Any] = {"learner_id": learner.id, "name": learner.name,
                                  "session_id": sess.id, "started_at": sess.started_at,
                                  "ended_at": sess.ended_at, "live": False,
                                  "current": None, "attention": None,
-                                 "negative_share": None, "recommendation": None}
+                                 "negative_share": None, "recommendation": None,
+                                 "mix": {"session": self.store.label_mix(sess.id),
+                                         "recent": self.store.label_mix(
+                                             sess.id, since=now - RECENT_MINUTES * 60),
+                                         "recent_minutes": RECENT_MINUTES}}
+        if sess.ended_at is not None:
+            return entry
         timeline: list[Reading]
         view = self.ingest.view(sess.id, now)  # in view in this process or another
         if view is not None:
@@ -126,13 +136,12 @@ class ReportService:
             timeline = [r.to_reading() for r in rows]
             if rows:
                 entry["current"] = rows[-1].to_dict()
-        recent = [s for s in timeline if s.face and s.t >= now - 300]
+        recent = [s for s in timeline if s.shown_label is not None  # a label was shown
+                  and s.t >= now - RECENT_MINUTES * 60]
         negative = self.policy.attention  # what counts as negative is the policy's call
         if recent and negative is not None:
-            idx = negative.indices
-            entry["negative_share"] = round(sum(
-                sum(s.probs[i] for i in idx) >= negative.threshold  # type: ignore[index]
-                for s in recent) / len(recent), 3)
+            entry["negative_share"] = round(
+                sum(in_state(s, negative) for s in recent) / len(recent), 3)
         trig: Trigger | None = self.engine.attention(timeline, timeline[-1].t) \
             if timeline and entry["live"] else None
         if trig is not None:

@@ -30,25 +30,24 @@ log = logging.getLogger(__name__)
 
 
 def reading_json(r: Reading | None) -> list[Any] | None:
-    """What the live state keeps of a reading: t, probabilities, confidence, stable label."""
+    """What the live state keeps of a reading: t, probabilities, confidence, shown label."""
     if r is None:
         return None
-    return [r.t, None if r.probs is None else list(r.probs), r.confidence, r.stable_label]
+    return [r.t, None if r.probs is None else list(r.probs), r.confidence, r.shown_label]
 
 
 def reading_of(data: list[Any] | None) -> Reading | None:
     if data is None:
         return None
     t, probs, confidence, label = data
-    return Reading(t, None if probs is None else tuple(probs), confidence, stable_label=label)
+    return Reading(t, None if probs is None else tuple(probs), confidence, shown_label=label)
 
 
 def snapshot(live: LiveSession) -> dict[str, Any]:
     """The session's live state as stored (JSON)."""
-    lab = live.labeler
     return {"interval": live.interval, "pending": [reading_json(r) for r in live.pending],
             "last_raw_t": live.last_raw_t, "current": reading_json(live.current),
-            "main_track": live.main_track, "labeler": [lab.index, lab.candidate, lab.since],
+            "main_track": live.main_track, "labeler": live.labeler.state(),
             "last_seen": live.last_seen, "ended": live.ended,
             "open_rec": None if live.open_rec is None else live.open_rec.id,
             "pending_outcomes": sorted(r.id for r in live.pending_outcomes),
@@ -63,7 +62,10 @@ def restore(live: LiveSession, state: dict[str, Any]) -> None:
     live.last_raw_t = state["last_raw_t"]
     live.current = reading_of(state["current"])
     live.main_track = state["main_track"]
-    live.labeler.index, live.labeler.candidate, live.labeler.since = state["labeler"]
+    if len(state["labeler"]) == 4:  # (a state stored by an older version: start afresh)
+        live.labeler.restore(state["labeler"])
+    else:
+        live.labeler.reset()
     live.last_seen = state["last_seen"]
     live.ended = live.ended or bool(state["ended"])
 

@@ -379,6 +379,80 @@ const BrowserAnalysis = (() => {
     }
   }
 
+  /* The label people are shown: label_filter.LabelFilter step for step (a sticky
+     hidden-Markov forward filter over the six emotions; see that module for the model).
+     ``cfg``: FilterConfig's settings as the server sends them (stay, evidence, margin,
+     min_evidence, gap). tests/test_browser_analysis.py checks that both give the same
+     posteriors and labels. */
+  class LabelFilter {
+    static FIRST_DT = 0.1;
+    static MAX_DT = 1.0;
+    static FLOOR = 1e-4;
+    static EPS = 1e-9;
+    constructor(cfg) { this.cfg = cfg; this.reset(); }
+    reset() { this.posterior = null; this.index = null; this.evidence = 0; this.lastT = null; }
+    update(probs, t, settle = false) {
+      const c = this.cfg;
+      if (this.lastT !== null && (t - this.lastT > c.gap || t < this.lastT)) this.reset();
+      const dt = this.lastT === null ? LabelFilter.FIRST_DT
+        : Math.min(t - this.lastT, LabelFilter.MAX_DT);
+      const k = probs.length;
+      let prior;
+      if (this.posterior === null) {
+        prior = new Array(k).fill(1 / k);
+      } else {
+        const keep = Math.pow(c.stay, dt);
+        prior = this.posterior.map(b => keep * b + (1 - keep) / k);
+      }
+      const w = c.evidence * dt;
+      const post = prior.map((b, i) => b * Math.pow(Math.max(probs[i], LabelFilter.FLOOR), w));
+      let total = 0;
+      for (const x of post) total += x;
+      this.posterior = post.map(x => x / total);
+      this.evidence += dt;
+      this.lastT = t;
+      let top = 0;
+      for (let i = 1; i < k; i++) if (this.posterior[i] > this.posterior[top]) top = i;
+      if (this.index === null) {
+        if (settle || this.evidence >= c.min_evidence - LabelFilter.EPS) this.index = top;
+      } else if (top !== this.index &&
+                 this.posterior[top] - this.posterior[this.index] >= c.margin - LabelFilter.EPS) {
+        this.index = top;
+      }
+      return this.index;
+    }
+  }
+
+  /* The learner's face as the runtime's tracker keeps it (tracking.Track, for the one face
+     the page follows): confirmed once found in ``confirm_hits`` frames in a row (a miss
+     before that forgets it), forgotten once missing for ``max_missed`` frames; its
+     probabilities smoothed (Smoother) and its label filtered (LabelFilter) over the raw
+     readings. ``update`` returns what to show: null while there is no confirmed face, else
+     {probs (smoothed), raw, label (null: still reading), share (the label's own
+     probability)}. */
+  class FaceTrack {
+    constructor(cfg) { this.cfg = cfg; this.forget(); }
+    forget() {
+      this.hits = 0; this.missed = 0; this.confirmed = false;
+      this.smoother = new Smoother(this.cfg.smoothing_alpha);
+      this.filter = new LabelFilter(this.cfg.label);
+    }
+    update(raw, t) {
+      if (!raw) {
+        if (!this.confirmed || ++this.missed > this.cfg.max_missed) this.forget();
+        return null;
+      }
+      this.missed = 0;
+      this.hits++;
+      if (this.hits >= this.cfg.confirm_hits) this.confirmed = true;
+      const probs = this.smoother.update(raw);
+      this.filter.update(raw, t);
+      if (!this.confirmed) return null;
+      const label = this.filter.index;
+      return {probs, raw, label, share: label === null ? null : probs[label]};
+    }
+  }
+
   /* WebAssembly threads for onnxruntime-web (its intra-op thread pool). They need
      SharedArrayBuffer, which a page has only when cross-origin isolated: /learn is served
      with Cross-Origin-Opener-Policy: same-origin and Cross-Origin-Embedder-Policy:
@@ -454,7 +528,7 @@ const BrowserAnalysis = (() => {
     return loading;
   }
 
-  return {ready, load, Smoother, Follower, pyRound};
+  return {ready, load, Smoother, Follower, LabelFilter, FaceTrack, pyRound};
 })();
 
 /* For tests and measurements: every face of an RGBA ImageData, analysed in the browser. */

@@ -97,7 +97,9 @@ async function refresh() {
     const [ov, tl] = await Promise.all([api(`/api/classes/${id}/overview`),
       api(`/api/classes/${id}/timeline?minutes=10&bucket=10`)]);
     renderOverview(ov);
-    drawStacked($("class-timeline"), tl.points, {since: tl.since, until: tl.until,
+    const points = tl.points.map(p => ({t: p.t, face_share: p.face_share, learners: p.learners,
+                                        probs: p.shares}));  // the labels shown
+    drawStacked($("class-timeline"), points, {since: tl.since, until: tl.until,
                 faceShare: true, maxGap: 25, empty: "no emotions in the last 10 minutes"});
     $("updated").textContent = "updated " + clockLabel(ov.now);
   } catch (e) {
@@ -121,18 +123,33 @@ function renderOverview(ov) {
   drawBars($("outcomes"), rows, OUTCOME_SERIES, {empty: "no suggestions yet"});
 }
 
+/* The top emotions of a mix ("neutral 62%, happy 30%"), or a dash without labelled time. */
+function mixText(mix) {
+  const top = EMOTIONS.map(e => [e, mix.shares[e]]).filter(([, v]) => v > 0)
+    .sort((a, b) => b[1] - a[1]).slice(0, 3);
+  return top.length ? top.map(([e, v]) => `${e} ${Math.round(v * 100)}%`).join(", ") : "—";
+}
+
+/* One learner: the label shown now (only while their session runs), and the mix of labels
+   they were shown over the session and over the last few minutes. */
 function learnerCard(l) {
   const cur = l.current;
-  const label = cur && cur.face ? cur.label : (cur ? "no face" : "—");
-  const color = cur && cur.face ? COLORS[cur.label] : "#ccc";
+  const reading = cur && cur.face && !cur.label;
+  const label = cur && cur.face ? (reading ? "reading…" : cur.label) : (cur ? "no face" : "—");
+  const color = cur && cur.face && !reading ? COLORS[cur.label] : "#ccc";
+  const share = cur && cur.face && !reading ?
+    ` <span class="muted">${((cur.share || 0) * 100).toFixed(0)}%</span>` : "";
   const classes = ["learner", l.attention ? "attention" : "", l.live ? "" : "offline"].join(" ");
   const neg = l.negative_share == null ? "" :
-    `<div class="muted">negative ${Math.round(l.negative_share * 100)}% of the last 5 min</div>`;
+    `<div class="muted">negative ${Math.round(l.negative_share * 100)}% of the last ${l.mix.recent_minutes} min</div>`;
   const rec = l.recommendation ? `<div class="muted">suggested: ${escapeHTML(l.recommendation.title)}</div>` : "";
+  const mix = (m, what) => m.samples ? `<div class="mix" data-mix="${what}">
+      <div class="muted">${what === "session" ? (l.ended_at ? "session (ended)" : "this session")
+        : `last ${l.mix.recent_minutes} min`}: ${escapeHTML(mixText(m))}</div>${stackHTML(m.shares)}</div>` : "";
   return `<div class="${classes}" data-learner-id="${escapeHTML(l.learner_id)}" style="border-top-color:${color}">
     <div class="name"><span class="dot ${l.live ? "live" : ""}"></span>${nameHTML(l.name || l.learner_id)}</div>
-    <div class="state" style="color:${color}">${escapeHTML(label)}</div>
-    ${stackHTML(cur && cur.face ? cur.probs : null)}${neg}${rec}
+    <div class="state" style="color:${color}">${escapeHTML(label)}${share}</div>
+    ${mix(l.mix.recent, "recent")}${mix(l.mix.session, "session")}${neg}${rec}
     ${l.attention ? `<div style="color:var(--danger)">${escapeHTML(l.attention.reason)}</div>` : ""}
   </div>`;
 }

@@ -9,7 +9,7 @@ const state = {config: null, consent: null, joining: null, me: null, session: nu
                reconnectTimer: null,
                // where pictures are analysed: "browser" (analysis.js), "server" or null (not
                // chosen yet); GET /api/analysis says what the server offers
-               mode: null, info: null, analyser: null, smoother: null, follower: null,
+               mode: null, info: null, analyser: null, face: null, follower: null,
                fallback: ""};
 
 function show(id) {
@@ -259,7 +259,7 @@ async function chooseMode(info) {
       });
       state.analyser = await Promise.race([BrowserAnalysis.ready(), late]);
       clearTimeout(timer);
-      state.smoother = new BrowserAnalysis.Smoother(info.browser.smoothing_alpha);
+      state.face = new BrowserAnalysis.FaceTrack(info.browser);
       state.follower = new BrowserAnalysis.Follower(state.analyser);
       showMode("browser", "Analysed on this device: no picture leaves it, only the six " +
                "numbers of each reading are sent.");
@@ -314,8 +314,10 @@ function sendFrame() {
   }, "image/jpeg", 0.7);
 }
 
-/* Analyse the video's picture in this browser and send only the (smoothed) probabilities:
-   one sample message, answered by a result like a frame. The picture is scaled to the
+/* Analyse the video's picture in this browser and send only the (smoothed) probabilities
+   and the label shown (the runtime's tracker and label filter, step for step: FaceTrack):
+   one sample message, answered by a result like a frame. A face not confirmed yet is sent
+   as no face, as the server's detector reports it. The picture is scaled to the
    width a frame sent to the server has (frame_width), so both modes analyse the same
    picture, and the browser converts and copies a quarter of a 640x480 camera's pixels. */
 async function analyseHere(video) {
@@ -325,10 +327,13 @@ async function analyseHere(video) {
     const {faces, ms} = await state.analyser.analyse(ctx.getImageData(0, 0, here.width,
                                                                         here.height), 1,
                                                      state.follower);
-    const p = state.smoother.update(faces.length ? faces[0].probs : null);
+    const shown = state.face.update(faces.length ? faces[0].probs : null,
+                                    performance.now() / 1000);
     const labels = state.analyser.cfg.labels;
+    const p = shown && shown.probs;
     const sample = p ? {type: "sample", face: true, confidence: Math.max(...p),
-                        probs: Object.fromEntries(labels.map((e, i) => [e, p[i]]))}
+                        probs: Object.fromEntries(labels.map((e, i) => [e, p[i]])),
+                        label: shown.label === null ? null : labels[shown.label]}
       : {type: "sample", face: false};
     if (!state.cameraOn || !state.ws || state.ws.readyState !== 1) {
       state.inFlight = false;
@@ -337,6 +342,8 @@ async function analyseHere(video) {
     state.ws.send(JSON.stringify(sample));
     state.frames++;
     state.localMs = ms.total;
+    const now = performance.now();
+    state.analysedAt = (state.analysedAt || []).filter(x => x > now - 5000).concat([now]);
   } catch (e) {
     state.inFlight = false;
     status("this picture could not be analysed: " + e.message);
@@ -413,21 +420,39 @@ function onResult(msg) {
   const cur = msg.current;
   const now = Date.now() / 1000;
   if (cur && cur.face && cur.probs) {
-    $("current-label").textContent = cur.label;
-    $("current-label").style.color = COLORS[cur.label];
-    $("current-note").textContent = `(${Math.round((cur.confidence || 0) * 100)}% sure)`;
+    const reading = !cur.label;  // a face that came into view: not read long enough yet
+    $("current-label").textContent = reading ? "reading…" : cur.label;
+    $("current-label").style.color = reading ? "" : COLORS[cur.label];
+    const pct = `${((cur.share || 0) * 100).toFixed(0)}%`;  // as the bars write it
+    $("current-note").textContent = reading ? "(looking at your expression)"
+      : `(${cur.label} ${pct})`;
+    $("current-note").title = reading ? "" : `the model gives ${cur.label} ${pct} of its ` +
+      "reading (smoothed over the last moments)";
     $("current-bars").innerHTML = probBarsHTML(cur.probs);
     state.timeline.push({t: now, probs: cur.probs});
-    status("camera on — your emotions are being estimated", `last analysis took ${msg.ms} ms`);
+    status("camera on — your emotions are being estimated", speedNote(msg));
   } else {
     $("current-label").textContent = "no face";
     $("current-label").style.color = "";
     $("current-note").textContent = "(nobody in view: nothing is estimated)";
     $("current-bars").innerHTML = probBarsHTML(null);
     state.timeline.push({t: now, probs: null});
-    status("camera on — nobody in view", `last analysis took ${msg.ms} ms`);
+    status("camera on — nobody in view", speedNote(msg));
   }
   state.timeline = state.timeline.filter(p => p.t >= now - 120);
+}
+
+/* How fast the analysis runs: in this browser, its own time a picture and pictures a
+   second; on the server, the server's time for the frame. */
+function speedNote(msg) {
+  if (state.mode === "browser") {
+    const times = state.analysedAt || [];
+    const fps = times.length > 1 ? (times.length - 1) * 1000 / (times[times.length - 1] - times[0])
+      : 0;
+    return `analysed on this device in ${Math.round(state.localMs || 0)} ms` +
+      (fps ? `, ${fps.toFixed(1)} pictures a second` : "");
+  }
+  return `last analysis took ${msg.ms} ms on the server`;
 }
 
 function drawTimeline() {

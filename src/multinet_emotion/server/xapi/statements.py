@@ -16,14 +16,13 @@ import logging
 import math
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tincan import Activity, ActivityDefinition, Agent, Context, Result, Score, Statement
 
-from ...emotions import EMOTIONS
+from ...emotions import Reading, label_mix
 from ...store import StoreEvent, Transaction
 from . import profile as P
 
@@ -82,14 +81,10 @@ def summary_id(session_id: str, minute: int) -> str:
     return str(uuid.uuid5(ID_NAMESPACE, f"{session_id}/minute/{minute}"))
 
 
-def emotion_summary(labels: Sequence[str | None]) -> dict[str, Any]:
-    """Shares of the six emotions among the samples with a face (None: no face), the share
-    of samples with a face, and how many samples there were."""
-    faces = [x for x in labels if x is not None]
-    counts = Counter(faces)
-    shares = {e: round(counts[e] / len(faces), 4) if faces else 0.0 for e in EMOTIONS}
-    return {"shares": shares, "face_share": round(len(faces) / len(labels), 4) if labels
-            else 0.0, "samples": len(labels)}
+def emotion_summary(readings: Sequence[Reading]) -> dict[str, Any]:
+    """Shares of the six emotions as shown (among the samples with a face and a label),
+    the share of samples with a face, and how many samples there were."""
+    return label_mix(readings)
 
 
 class StatementRecorder:
@@ -193,8 +188,7 @@ class StatementRecorder:
             rows = tx.samples(session_id, start, start + MINUTE)
             if not rows:
                 continue
-            labels = [r.to_reading().shown_label for r in rows]  # None: no face
-            summary = emotion_summary(labels)
+            summary = emotion_summary([r.to_reading() for r in rows])
             end = min(start + MINUTE, at if at is not None else math.inf)
 
             def build(summary: dict[str, Any] = summary, start: float = start,
