@@ -32,7 +32,7 @@ CPU memory arena and memory pattern on; the page leaves them off), ``mode=parall
 one thread). ``default``: the page as served (one thread). Default
 variants: ``before`` (threads=1,isolated=0: the page before it was isolated), ``default``
 and ``threads=2``.
-Needs scripts/setup_web.sh. Target (issue 13): per-face latency <= 60 ms.
+Needs scripts/setup_web.sh. Target: per-face latency <= 60 ms.
 """
 
 from __future__ import annotations

@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--near-margins", default="0.5,0.2+0.5",
                    help="comma-separated local-search regions to compare, each the margins "
                         "tried in turn joined by + (default 0.5,0.2+0.5: the default region, "
-                        "and a tight one first, tried in stop 21)")
+                        "and a tight one first)")
     p.add_argument("--tilts", default="0,15,25,35",
                    help="comma-separated head tilts for section 4, degrees (default 0,15,25,35)")
     p.add_argument("--json", type=Path, help="also write the figures here")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from multinet_emotion.emotions import EMOTIONS
 
-#: issue 14's targets for the shipped file (PrivateTest, six classes)
+#: the accuracy targets for the shipped file (PrivateTest, six classes)
 TARGETS = {"ferplus_accuracy": 0.86, "ferplus_macro_f1": 0.75, "ferplus_neutral_recall": 0.80,
            "accuracy": 0.66, "ferplus_min_recall": 0.50, "robustness_drop": 5.0, "size_mb": 50.0}
 
@@ -405,7 +405,7 @@ def main() -> None:
         lines += ["## Which labels to train on", "",
                   "The trade-off between the label sets (`--labels fer2013|ferplus|mix`) has "
                   "not been measured with this code on this machine (`python bench/ablation.py "
-                  "--labels-tradeoff` does it). The default, `ferplus`, follows issue 14's "
+                  "--labels-tradeoff` does it). The default, `ferplus`, follows a "
                   "calibration run, where FER+ targets took a small CNN from 71.0% to 85.5% on "
                   "the FER+ labels and from 43% to 0% of a calm talking face's frames read as "
                   "fear, at a cost of 7.5 points on the original labels.", ""]
@@ -536,7 +536,7 @@ def main() -> None:
                                ("test-ferplus", "PrivateTest, FER+ majority labels"))
               if k in onnx],
             "",
-            f"Against issue 14's targets: FER+ accuracy {fp['accuracy']:.1%} (86%, "
+            f"Against its targets: FER+ accuracy {fp['accuracy']:.1%} (86%, "
             f"{verdict(fp['accuracy'], TARGETS['ferplus_accuracy'])}), FER+ macro F1 "
             f"{fp['macro_f1']:.3f} (0.75, {verdict(fp['macro_f1'], TARGETS['ferplus_macro_f1'])}"
             f"), neutral recall {fp_recall['neutral']:.1%} (80%, "

@@ -10,7 +10,7 @@ Prints, for the model:
    written as JSON Lines: every frame analysed, then emotions refreshed at 10 Hz per track;
 3. live mode: the same clip played by a capture thread at 30 frames/s (a simulated camera);
    capture-to-result latency p50 / p95 and the frames dropped because analysis was busy.
-Targets (issue 4): latency p50 <= 25 ms and p95 <= 40 ms; >= 20 frames/s with every frame,
+Targets: latency p50 <= 25 ms and p95 <= 40 ms; >= 20 frames/s with every frame,
 >= 30 frames/s at 10 Hz; live p95 <= 150 ms. Wall-clock figures suffer when other work
 shares the CPU, so CPU time per frame (and the frames/s it allows) is printed beside them.
 Nothing is written to the repository: the clip and the events go to a temporary folder that

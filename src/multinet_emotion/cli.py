@@ -317,7 +317,7 @@ def _measured(model: Path | None, mirror_pass: bool = True) -> str:
         fp = fig["figures"]["test-ferplus"]
         return (f"right on {fp['accuracy']:.0%} of FER2013 PrivateTest faces (FER+ labels; "
                 "model card" + ("" if mirror_pass else "; with its mirror pass, which the web "
-                                "app leaves out: README, 'One pass or two'") + ")")
+                                "app leaves out: docs/web-app.md, 'One pass or two'") + ")")
     except (OSError, ValueError, KeyError, TypeError):
         return "its accuracy is in the model card"
 

@@ -250,7 +250,7 @@ def _prune(proto) -> None:
 def drop_flip_pass(src: Path, out: Path, keep_class_bias: bool = True) -> Path:
     """A copy of a model that averages each face with its mirror image (``tta_flip``) that
     runs the first pass only: half the work, slightly different probabilities (the web
-    app's copy, :func:`single_pass_model`; README, "One pass or two"). The class offsets
+    app's copy, :func:`single_pass_model`; docs/web-app.md, "One pass or two"). The class offsets
     stay, unless ``keep_class_bias`` is False: then the offsets that
     :func:`add_class_bias_onnx` appended are taken out too, for fitting new ones to the
     single pass. MultiNetError when ``src`` has no mirror pass."""
@@ -289,7 +289,7 @@ def single_pass_model(path: Path | str, cache: Path | None = None) -> Path:
     once per model file and kept under ``cache`` (default ``~/.cache/multinet-emotion/
     single-pass``, named by the file's sha256); ``path`` itself when it has no such pass.
     The web app runs this copy unless ``serve --mirror-pass``: the mirror pass doubles the
-    model's work for 0.1 point of accuracy (README, "Serving many learners")."""
+    model's work for 0.1 point of accuracy (docs/web-app.md, "One pass or two")."""
     path = Path(path)
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, str(cache))

@@ -235,7 +235,7 @@ def _scaled(image: np.ndarray, s: float) -> np.ndarray:
 #: window. Wider costs more and finds no more faces. The cascade steps 2 pixels at a time
 #: over scales up to twice its window and 1 pixel beyond, so a 320x240 frame scanned at
 #: 320 px (a 48-px face seen at 48) tries about twice the windows it does at 240 px.
-#: ``python bench/detection.py`` measures both on FER2013 faces (figures in the README).
+#: ``python bench/detection.py`` measures both on FER2013 faces (figures in docs/detect.md).
 #: Frames wider than ``detect_width`` are scanned below this already (640 px at 320 wide:
 #: a 48-px face seen at 24).
 SCAN_FACE_PX = 36
