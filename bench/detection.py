@@ -26,7 +26,11 @@ face a frame, seeded. Prints, on one OpenCV thread (as the server runs it):
    emotion model's accuracy (the web app's single-pass model, FER2013 labels) on the faces
    found with them, the crop turned upright (as the runtime does) and cut unturned; then
    frames with nobody in them (the background with a few grey rectangles), where every
-   scan is followed by the turned ones: false faces and CPU a scan.
+   scan is followed by the turned ones: false faces and CPU a scan;
+5. (``--compare`` only) Haar and BlazeFace on the same frames: turned, rolled, small, dim
+   and several faces, with a lamp, an emblem and a hand in every frame (see
+   bench/detector_compare.py); ``--blazeface-fit`` measures BlazeFace's box against the
+   face square.
 
 FER2013 faces are cropped tightly (no hair, ears or background), so the detector misses more
 of them than of webcam faces; the figures compare settings, they are not a webcam's rate.
@@ -201,8 +205,18 @@ def main(argv: list[str] | None = None) -> int:
                         "and a tight one first)")
     p.add_argument("--tilts", default="0,15,25,35",
                    help="comma-separated head tilts for section 4, degrees (default 0,15,25,35)")
+    p.add_argument("--compare", action="store_true",
+                   help="section 5 only: Haar and BlazeFace on the same frames "
+                        "(bench/detector_compare.py says how they are made)")
+    p.add_argument("--per", type=int, default=150,
+                   help="--compare: frames per condition (default 150)")
+    p.add_argument("--blazeface-fit", action="store_true",
+                   help="only: BlazeFace's box against the face square on FER2013 training "
+                        "faces (blazeface.FIT)")
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
+    if args.compare or args.blazeface_fit:
+        return compare_detectors(args)
     try:
         widths = [int(v) for v in args.scan_face_px.split(",") if v.strip()]
     except ValueError:
@@ -348,6 +362,29 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+def compare_detectors(args: argparse.Namespace) -> int:
+    """--compare and --blazeface-fit (bench/detector_compare.py)."""
+    import detector_compare
+
+    if args.blazeface_fit:
+        train = sorted((args.data.parent / "train").glob("*/*.jpg"))
+        random.Random(args.seed).shuffle(train)
+        out = {"fit": detector_compare.fit(train[:args.limit], args.seed)}
+    else:
+        paths = sorted(p for p in args.data.glob("*/PrivateTest_*.jpg"))
+        random.Random(args.seed).shuffle(paths)
+        if not paths:
+            print(f"no FER2013 PrivateTest images under {args.data}", file=sys.stderr)
+            return 2
+        faces = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in paths]
+        out = detector_compare.compare(faces, [p.parent.name for p in paths], args.per,
+                                       args.seed)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 
 

@@ -9,6 +9,8 @@ Two ship here:
   ``detect_width`` pixels (a 640x480 frame costs several times less at 320 px wide), and
   further down when even the smallest face it looks for would be over ``scan_face_px`` (36)
   pixels there (:func:`scan_scale`).
+- ``blazeface``: MediaPipe's BlazeFace network, vendored in ``assets/blazeface``
+  (:mod:`.blazeface`): turned and tilted heads, small faces, an eye line for the crop.
 - ``yunet``: OpenCV's YuNet CNN detector (``cv2.FaceDetectorYN``) from a local ``.onnx`` file
   the user points at with ``--detector-model``.
 
@@ -115,7 +117,8 @@ class DetectorConfig:
     """Which face detector to use and how. Filled from ``detect --detector ...``."""
 
     kind: str = setting("haar", flag="--detector", metavar="DETECTOR",  # or register_detector()
-                        help="face detector: haar (built in) or yunet (needs --detector-model)")
+                        help="face detector: haar (built in), blazeface (MediaPipe's, built "
+                             "in) or yunet (needs --detector-model)")
     model_path: Path | None = setting(None, flag="--detector-model", metavar="DETECTOR_MODEL",
                                       help="the detector's model file (YuNet .onnx, or another "
                                            "Haar cascade)")
@@ -141,9 +144,19 @@ class DetectorConfig:
                           help="Haar: when an upright scan finds nobody, scan the frame "
                                "turned this much each way too (0 = never)")
     score_threshold: float = setting(0.7, cli=False, min=0, max=1,
-                                     help="CNN detectors (YuNet): minimum face score")
+                                     help="CNN detectors (BlazeFace, YuNet): minimum face score")
     nms_threshold: float = setting(0.3, cli=False, min=0, max=1,
-                                   help="CNN detectors (YuNet): non-maximum suppression overlap")
+                                   help="CNN detectors (BlazeFace, YuNet): non-maximum "
+                                        "suppression overlap")
+    blazeface: str = setting("back", choices=("front", "back"), flag="--blazeface-model",
+                             help="BlazeFace: back (256-px input: faces small to near, the "
+                                  "better on 320x240 frames in bench/detection.py --compare) "
+                                  "or front (128 px, faces near the camera, a fifth of the "
+                                  "work)")
+    align: bool = setting(True, cli=False,
+                          help="BlazeFace: turn each face's crop upright by its eye line")
+    align_min: float = setting(5.0, cli=False, min=0, max=45, unit="degrees",
+                               help="BlazeFace: eye lines tilted less than this count as level")
 
     def __post_init__(self) -> None:
         options.check(self)
@@ -235,7 +248,7 @@ def _scaled(image: np.ndarray, s: float) -> np.ndarray:
 #: window. Wider costs more and finds no more faces. The cascade steps 2 pixels at a time
 #: over scales up to twice its window and 1 pixel beyond, so a 320x240 frame scanned at
 #: 320 px (a 48-px face seen at 48) tries about twice the windows it does at 240 px.
-#: ``python bench/detection.py`` measures both on FER2013 faces (figures in docs/detect.md).
+#: ``python bench/detection.py`` measures both on FER2013 faces (docs/detect.md).
 #: Frames wider than ``detect_width`` are scanned below this already (640 px at 320 wide:
 #: a 48-px face seen at 24).
 SCAN_FACE_PX = 36
@@ -517,8 +530,14 @@ def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
     return kept
 
 
+def _blazeface(config: DetectorConfig, color: str) -> FaceDetector:
+    from .blazeface import BlazeFaceDetector  # (its module imports this one)
+    return BlazeFaceDetector(config, color)
+
+
 DetectorFactory = Callable[[DetectorConfig, str], FaceDetector]
-_FACTORIES: dict[str, DetectorFactory] = {"haar": HaarDetector, "yunet": YuNetDetector}
+_FACTORIES: dict[str, DetectorFactory] = {"haar": HaarDetector, "yunet": YuNetDetector,
+                                          "blazeface": _blazeface}
 
 
 def register_detector(name: str, factory: DetectorFactory) -> None:

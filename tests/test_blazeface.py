@@ -1,0 +1,107 @@
+"""BlazeFace behind the detector interface (``--detector blazeface``): the vendored files and
+their checksums, boxes framed as the crops expect, the eye line's roll, following a face,
+and a whole ``detect`` run with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import FER2013_DIR
+
+from multinet_emotion import blazeface
+from multinet_emotion.cli import main
+from multinet_emotion.errors import MultiNetError
+from multinet_emotion.faces import Box, DetectorConfig, make_detector
+
+
+def _fer_faces(n: int) -> list[np.ndarray]:
+    paths = sorted((FER2013_DIR / "train" / "happy").glob("*.jpg"))
+    faces = [f for p in paths[:200] if (f := cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) is not None
+             and f.std() > 35]
+    if len(faces) < n:
+        pytest.skip("FER2013 training faces are not available")
+    return faces[:n]
+
+
+def _scene(face: np.ndarray, x: int, y: int, side: int, turn: float = 0.0) -> np.ndarray:
+    frame = np.tile(np.linspace(70, 150, 320).astype(np.uint8), (240, 1))
+    frame[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    if turn:
+        m = cv2.getRotationMatrix2D((x + side / 2, y + side / 2), turn, 1.0)
+        frame = cv2.warpAffine(frame, m, (320, 240), borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+def test_the_vendored_models_are_the_ones_named_with_their_licence():
+    root = Path(blazeface.__file__).parent / "assets" / "blazeface"
+    assert (root / "LICENSE").read_text().startswith("\n") or "Apache License" in \
+        (root / "LICENSE").read_text()
+    readme = (root / "README.md").read_text()
+    for name, (file, size, digest) in blazeface.MODELS.items():
+        assert (root / file).is_file() and digest in readme and f"{size}x{size}" in readme
+
+
+def test_a_damaged_model_file_is_refused_with_a_clear_message(monkeypatch, tmp_path):
+    (tmp_path / "assets" / "blazeface").mkdir(parents=True)
+    (tmp_path / "assets" / "blazeface" / "back_256.onnx").write_bytes(b"not a model")
+    monkeypatch.setattr(blazeface.resources, "files", lambda _pkg: tmp_path)
+    blazeface._session.cache_clear()
+    try:
+        with pytest.raises(MultiNetError, match="damaged .*reinstall"):
+            make_detector(DetectorConfig(kind="blazeface"))
+    finally:
+        blazeface._session.cache_clear()
+
+
+@pytest.mark.parametrize("model", ["back", "front"])
+def test_faces_are_found_and_framed_as_the_crops_expect(model):
+    det = make_detector(DetectorConfig(kind="blazeface", blazeface=model, align=False))
+    found, ious = 0, []
+    for i, face in enumerate(_fer_faces(12)):
+        side = 90 + 5 * i
+        truth = Box(40 + 7 * i, 30, side, side)
+        boxes = det.detect(_scene(face, truth.x, truth.y, side))
+        if boxes:
+            found += 1
+            ious.append(max(b.iou(truth) for b in boxes))
+    assert found >= 8
+    assert np.median(ious) > 0.7  # blazeface.FIT: the face's square, not BlazeFace's own box
+    assert det.detect(_scene(np.full((48, 48), 120, np.uint8), 100, 60, 100)) == []
+
+
+def test_a_rolled_face_carries_the_eye_lines_angle_and_is_cropped_upright():
+    det = make_detector(DetectorConfig(kind="blazeface"))
+    for turn in (30.0, -30.0):  # the picture turned counter-clockwise by `turn`...
+        diffs = []
+        for face in _fer_faces(8):
+            upright = det.detect(_scene(face, 110, 60, 110))
+            rolled = det.detect(_scene(face, 110, 60, 110, turn))
+            if upright and rolled:
+                diffs.append(rolled[0].angle - upright[0].angle)
+        # ... is stood upright by turning it back: the boxes' angle is about -turn
+        assert len(diffs) >= 5 and np.median(diffs) == pytest.approx(-turn, abs=6), diffs
+    level = make_detector(DetectorConfig(kind="blazeface", align=False))
+    assert level.detect(_scene(_fer_faces(1)[0], 110, 60, 110, 30.0))[0].angle == 0.0
+
+
+def test_a_followed_face_is_found_again_and_an_empty_region_is_not():
+    det = make_detector(DetectorConfig(kind="blazeface"))
+    face = _fer_faces(1)[0]
+    (first,) = det.detect(_scene(face, 100, 60, 110))
+    moved = det.detect_near(_scene(face, 108, 64, 106), first)
+    assert moved is not None and moved.iou(first) > 0.6
+    assert det.detect_near(np.full((240, 320, 3), 128, np.uint8), first) is None
+
+
+def test_detect_runs_with_blazeface(drawn_face_clip, brightness_onnx_model, tmp_path, capsys):
+    rc = main(["detect", "--source", str(drawn_face_clip.path), "--model",
+               str(brightness_onnx_model), "--detector", "blazeface", "--summary",
+               str(tmp_path / "s.json")])
+    assert rc == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["settings"]["detector"]["kind"] == "blazeface"
+    assert summary["settings"]["detector"]["blazeface"] == "back"
