@@ -12,8 +12,9 @@ sensor noise, a lamp, a round emblem and a hand in every frame, JPEG 70), per co
 - three faces in one frame; nobody (only the background and its distractors).
 
 For each detector (Haar as the runtime runs it, with the turned scans; BlazeFace front and
-back), all with ``min_face`` 20 px (the default, 48, ignores the small faces): recall (a face counts as found when a box overlaps it by IoU > 0.3), false
-detections per frame (boxes on no face), and the CPU of a frame's detection at 320x240 and
+back), all with ``min_face`` 20 px (the default, 48, ignores the small faces): recall (a
+face counts as found when a box overlaps it by IoU > 0.3), false detections per frame
+(boxes on no face), and the CPU of a frame's detection at 320x240 and
 at 640x480 (the same frames enlarged), one thread. Then the emotion model's accuracy
 (single-pass model, FER2013 labels) on the rolled faces BlazeFace finds, the crop turned
 upright by the eye line or not.
