@@ -92,3 +92,59 @@ def test_no_deployment_duplicates_and_unknown_removal(env, capsys) -> None:
     assert main(["platform", "add", *MOODLE[:-2], "--key-set-url", "https://x.org/k",
                  "--frame-origin", "https://moodle.school.edu/course"]) == 2
     assert "is not an origin" in capsys.readouterr().err
+
+
+def test_platform_try_launches_the_running_tool_as_a_learner_and_an_instructor(tmp_path):
+    """`platform try` registers a try-out platform in the tool's database while it runs; its
+    page's links launch the tool (served here) through the whole LTI 1.3 exchange; Ctrl-C
+    stops it and removes the registration."""
+    import html
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from test_web import running
+
+    from multinet_emotion.server import Settings, create_app
+
+    db = f"sqlite:///{tmp_path / 'try.db'}"
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "MULTINET_DATABASE_URL": db}
+    app = create_app(Settings(database_url=db, instructor_token="t" * 24),
+                     analyzer_factory=None)
+    with running(app) as tool:
+        proc = subprocess.Popen([sys.executable, "-m", "multinet_emotion.cli", "platform", "try",
+                                 "--tool-url", tool], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            first = proc.stdout.readline()
+            issuer = re.search(r"runs at (http://[^ ]+)/ ", first).group(1)
+            listed = subprocess.run([sys.executable, "-m", "multinet_emotion.cli", "platform",
+                                     "list", "--json"], env=env, capture_output=True, text=True)
+            assert [r["issuer"] for r in json.loads(listed.stdout)] == [issuer]
+            with httpx.Client() as browser:  # one cookie jar, as a browser
+                home = browser.get(issuer + "/")
+                assert "(learner)" in home.text and "(instructor)" in home.text
+                for role, page, grant in (("learner", "/learn", "#lti="),
+                                          ("instructor", "/dashboard", "#token=")):
+                    course = browser.get(f"{issuer}/launch?role={role}", follow_redirects=True)
+                    frame = html.unescape(re.search(r'<iframe id="tool" src="([^"]+)"',
+                                                    course.text).group(1))
+                    assert 'allow="camera"' in course.text
+                    auth = browser.get(frame, follow_redirects=True)  # login -> platform
+                    form = dict(re.findall(r'name="(\w+)" value="([^"]*)"', auth.text))
+                    action = html.unescape(re.search(r'action="([^"]+)"', auth.text).group(1))
+                    done = browser.post(action, data=form, follow_redirects=True)
+                    assert done.status_code == 200, done.text[:500]
+                    # the learner page with its ticket, the course's dashboard with its token
+                    assert done.url.path == page and grant in str(done.url), (role, done.url)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "removed the registration" in out
+    listed = subprocess.run([sys.executable, "-m", "multinet_emotion.cli", "platform", "list",
+                             "--json"], env=env, capture_output=True, text=True)
+    assert json.loads(listed.stdout) == []

@@ -430,7 +430,18 @@ def _platform_parser(sub) -> None:
     rm.add_argument("--issuer", required=True, metavar="URL", help="the platform's issuer")
     rm.add_argument("--client-id", default=None, metavar="ID",
                     help="only this client id (default: every one of the issuer)")
-    for q in (add, lst, rm):
+    tr = actions.add_parser(
+        "try", help="a try-out platform on this machine that launches the running tool",
+        description="Start a stand-in learning platform on loopback, register it, and print "
+        "its page: its links launch the tool (started with `multinet-emotion serve` on the "
+        "same database) as a learner or as the instructor, with LTI 1.3, in a course page's "
+        "frame. Ctrl-C stops it and removes its registration.")
+    tr.add_argument("--tool-url", default=None, metavar="URL",
+                    help="where the running tool is reached (default: --public-url, else "
+                         "http://HOST:PORT of serve's settings)")
+    tr.add_argument("--try-port", type=int, default=0, metavar="PORT",
+                    help="the platform's port (default: a free one)")
+    for q in (add, lst, rm, tr):
         options.add_options(q, Settings, only=("database_url", "public_url"),
                             defaults_from_class=False)
     p.set_defaults(func=_platform)
@@ -479,11 +490,49 @@ def _platform(args: argparse.Namespace) -> int:
                       f"  deployments: {', '.join(r.deployment_ids)}\n"
                       f"  login: {r.auth_login_url}\n  token: {r.auth_token_url}\n"
                       f"  keys:  {r.key_set_url}\n  frames: {' '.join(r.frame_origins)}")
+        elif args.action == "try":
+            return _try_platform(args, settings, platforms)
         else:
             n = platforms.remove(args.issuer, args.client_id)
             print(f"removed {n} registration{'s' if n != 1 else ''} of {args.issuer.strip()}")
     finally:
         store.close()
+    return 0
+
+
+def _try_platform(args: argparse.Namespace, settings, platforms) -> int:  # noqa: ANN001
+    """``platform try``: the try-out platform, registered while it runs."""
+    import time
+
+    from .server.lti.spec import PlatformSpec
+    from .server.lti.trial import Simulator
+    tool = (args.tool_url or settings.public_url or
+            f"http://{settings.host}:{settings.port}").rstrip("/")
+    try:
+        sim = Simulator(tool_url=tool, client_id="try-out", deployment_id="try-out",
+                        port=args.try_port)
+    except OSError as e:
+        raise MultiNetError(f"--try-port {args.try_port}: cannot listen there "
+                            f"({e.strerror})") from None
+    reg = sim.registration()
+    platforms.add(PlatformSpec(issuer=reg["issuer"], client_id=reg["client_id"],
+                               deployment_ids=reg["deployment_ids"],
+                               auth_login_url=reg["auth_login_url"],
+                               auth_token_url=reg["auth_token_url"],
+                               key_set_url=reg["key_set_url"]))
+    print(f"a try-out learning platform runs at {sim.issuer}/ (registered with the tool's "
+          f"database)\n  open it in a browser: its links launch the tool at {tool} as a "
+          "learner or as the instructor\n  the tool must be running: multinet-emotion serve "
+          "(same database)\nCtrl-C stops it and removes its registration", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sim.close()
+        platforms.remove(reg["issuer"], reg["client_id"])
+        print(f"stopped; removed the registration of {reg['issuer']}")
     return 0
 
 
