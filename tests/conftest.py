@@ -252,3 +252,16 @@ def real_face_clip(tmp_path_factory) -> FaceClip:
 def face_clip(request) -> FaceClip:
     """Both clip variants in turn (the real-face one skips when FER2013 is absent)."""
     return request.getfixturevalue(f"{request.param}_face_clip")
+
+
+# --- the web service under FastAPI's TestClient ---------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _test_client_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI's TestClient sends ``Host: testserver``: the service answers it as one of
+    loopback's names (elsewhere, only the names it is told: ``allowed_hosts``)."""
+    try:
+        from multinet_emotion.server import guards
+    except ImportError:  # the web stack is not installed
+        return
+    monkeypatch.setattr(guards, "LOOPBACK_HOSTS", guards.LOOPBACK_HOSTS | {"testserver"})

@@ -212,6 +212,7 @@ def test_the_consent_text_says_what_the_instructor_gets(tmp_path: Path) -> None:
     with_lrs = lrs.get("/api/consent").json()
     lrs_text = " ".join(i["text"] for i in with_lrs["items"])
     assert "learning record store" in lrs_text and "only if you turn on sharing" in lrs_text
+    assert "Records already sent stay in that store when you delete your data" in lrs_text
     assert with_lrs["version"] != consent["version"]
     for c in (client, other, lrs):
         c.app.state.service.store.close()
@@ -261,3 +262,71 @@ def test_an_old_database_keeps_its_classes_visible(tmp_path: Path) -> None:
                     headers=h)
     assert r.status_code == 201 and r.json()["class_id"] == "history"
     store.close()
+
+
+# --- consent follows what it covers: a changed text is agreed to again before anything more --
+
+@pytest.mark.parametrize("change", [{"analysis": "server"},
+                                    {"lrs_url": "http://127.0.0.1:9/xAPI/"}])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_changed_consent_is_asked_again_before_anything_more_is_stored(
+        tmp_path: Path, backend: str, change: dict) -> None:
+    clock = Clock()
+    with database_url(backend, tmp_path) as url:
+        before = make_client(url, clock, analysis="browser")  # "no picture leaves your device"
+        me = sign_up(before)
+        h = auth(me["token"])
+        code = join_code(before, IH, "algebra-1")
+        old = before.post("/api/sessions", json={"join_code": code}, headers=h).json()["id"]
+        old_version = before.get("/api/consent").json()["version"]
+        before.app.state.service.store.close()
+        # the operator changes what the consent covers, and restarts
+        after = make_client(url, clock, **({"analysis": "browser"} | change))
+        consent = after.get("/api/consent").json()
+        assert consent["version"] != old_version
+        assert consent["covers"]["analysis"] == change.get("analysis", "browser")
+        assert consent["covers"]["learning_records"] == ("lrs_url" in change)
+        store = after.app.state.service.store
+        counts = store.counts()
+        me_now = after.get("/api/me", headers=h).json()
+        assert me_now["consent_version"] == old_version and me_now["consent_current"] is False
+        r = after.post("/api/sessions", json={"join_code": code}, headers=h)
+        assert r.status_code == 403 and "consent needed" in r.json()["detail"], r.text
+        assert "POST /api/me/consent" in r.json()["detail"]
+        clock.t += 1
+        r = after.post(f"/api/sessions/{old}/samples", headers=h,
+                       json={"samples": [{"t": clock.t, "face": False}]})
+        assert r.status_code == 403 and "consent needed" in r.json()["detail"], r.text
+        with after.websocket_connect("/ws/learn") as ws:
+            ws.send_json({"type": "hello", "token": me["token"], "session_id": old})
+            msg = ws.receive_json()
+            assert msg["type"] == "error" and "consent needed" in msg["message"], msg
+        assert store.counts() == counts  # nothing stored
+        # the page asks again; the answer is recorded; an old or missing version is not one
+        r = after.post("/api/me/consent", headers=h,
+                       json={"consent": True, "consent_version": old_version})
+        assert r.status_code == 409 and "changed" in r.json()["detail"]
+        r = after.post("/api/me/consent", headers=h, json={"consent": False})
+        assert r.status_code == 422
+        assert after.post("/api/me/consent", json={"consent": True, "consent_version":
+                                                   consent["version"]}).status_code == 401
+        clock.t += 5
+        r = after.post("/api/me/consent", headers=h,
+                       json={"consent": True, "consent_version": consent["version"]})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"learner_id": me["learner_id"],
+                            "consent_version": consent["version"], "consent_at": clock.t}
+        row = store.get_learner(me["learner_id"])
+        assert (row.consent_version, row.consent_at) == (consent["version"], clock.t)
+        assert after.get("/api/me", headers=h).json()["consent_current"] is True
+        assert after.post("/api/sessions", json={"join_code": code},
+                          headers=h).status_code == 201
+        clock.t += 1
+        assert after.post(f"/api/sessions/{old}/samples", headers=h, json={
+            "samples": [{"t": clock.t, "face": False}]}).status_code == 200
+        store.close()
+
+
+def test_the_learner_page_records_a_returning_learners_agreement() -> None:
+    join = (STATIC / "learner-join.js").read_text()
+    assert '"/api/me/consent"' in join

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from apiutil import join_code, sign_up
+from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -463,3 +464,308 @@ def test_random_request_bodies_never_give_a_server_error(tmp_path: Path,
         check()
     app.state.service.store.close()
     no_errors_logged(caplog)
+
+
+# --- one connection per learner, a bounded number per address --------------------------------
+
+def test_a_learners_new_connection_replaces_the_older_ones(env) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    hb, sb = signup(client, "Bob")
+    lid = learner_of(client, h)
+    connections = client.app.state.connections
+    with client.websocket_connect("/ws/learn") as bob:
+        assert hello(bob, hb, sb)["type"] == "ready"
+        old = [client.websocket_connect("/ws/learn").__enter__() for _ in range(5)]
+        for ws in old:
+            assert hello(ws, h, sid)["type"] == "ready"
+        for ws in old[:-1]:  # each was replaced by the next one
+            msg = ws.receive_json()
+            assert msg["type"] == "error" and "replaced by a newer one" in msg["message"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 1008 and closed.value.reason == "replaced"
+        assert connections.count(lid) == 1
+        newest = old[-1]
+        newest.send_bytes(jpeg())
+        assert newest.receive_json()["type"] == "result"
+        # a hello that is refused (an ended session) replaces nothing
+        r = client.post("/api/sessions", json={"join_code": join_code(client, IH, "algebra-1")},
+                        headers=h)
+        ended = r.json()["id"]
+        assert client.post(f"/api/sessions/{ended}/end", headers=h).status_code == 200
+        with client.websocket_connect("/ws/learn") as refused:
+            assert hello(refused, h, ended)["type"] == "error"
+        newest.send_json({"type": "ping"})
+        assert newest.receive_json()["type"] == "pong"
+        bob.send_json({"type": "ping"})  # another learner's connection is left alone
+        assert bob.receive_json()["type"] == "pong"
+        for ws in old:
+            ws.__exit__(None, None, None)
+
+
+def test_connections_per_address_are_limited(tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(tmp_path, clock, max_connections_per_address=2)
+    with TestClient(app) as client:
+        h, sid = signup(client)
+        with client.websocket_connect("/ws/learn") as a, \
+                client.websocket_connect("/ws/learn") as b:  # no hello yet: counted too
+            with client.websocket_connect("/ws/learn") as c:
+                msg = c.receive_json()
+                assert msg["type"] == "error" and "too many open connections" in msg["message"]
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    c.receive_json()
+                assert closed.value.code == 1008
+            assert hello(a, h, sid)["type"] == "ready"
+            b.close()
+        with client.websocket_connect("/ws/learn") as d:  # those closed count no more
+            assert hello(d, h, sid)["type"] == "ready"
+    app.state.service.store.close()
+    assert Settings().max_connections_per_address == 100
+    assert Settings.from_env({"MULTINET_MAX_CONNECTIONS_PER_ADDRESS": "0"}
+                             ).max_connections_per_address == 0
+
+
+# --- one stored reading per second, whatever the path ---------------------------------------
+
+def test_every_path_stores_at_most_one_reading_per_second(env) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    store = client.app.state.service.store
+
+    def rows() -> list[float]:
+        store.flush_samples()
+        return [s.t for s in store.samples(session_id=sid)]
+
+    clock.t = T0 + 10
+    for i in range(8):  # one request per sample, all in one second
+        r = client.post(f"/api/sessions/{sid}/samples", headers=h,
+                        json={"samples": [{"t": T0 + 10 + i / 10, "probs": SAD}]})
+        assert r.status_code == 200, r.text
+    assert len(rows()) == 1
+    for i in range(4):  # readings over the WebSocket, an export read between each two
+        with client.websocket_connect("/ws/learn") as ws:
+            hello(ws, h, sid)
+            clock.t = T0 + 11 + i / 5
+            ws.send_json({"type": "sample", "probs": HAPPY})
+            assert ws.receive_json()["type"] == "result"
+        assert client.get("/api/me/export", headers=h).status_code == 200
+    assert client.get(f"/api/learners/{learner_of(client, h)}/export",
+                      headers=IH).status_code == 200
+    times = rows()
+    assert len(times) == 2 and len({int(t) for t in times}) == 2, times
+    # the live state still follows every reading
+    assert client.app.state.service.ingest.session(None, sid).current.label == "happy"
+
+
+# --- X-Forwarded-For is believed from the named proxies only --------------------------------
+
+@pytest.mark.parametrize("proxies", ["", "127.0.0.1"])
+def test_forwarded_addresses_are_believed_only_from_named_proxies(tmp_path: Path,
+                                                                   proxies: str) -> None:
+    import httpx
+    from test_web import running
+    clock = Clock()
+    app = make_app(tmp_path, clock, signup_rate=2, forwarded_allow_ips=proxies)
+    settings = app.state.settings
+    consent = {"consent": True}
+    with running(app, **settings.proxy_options()) as url, \
+            httpx.Client(base_url=url, timeout=10) as http:
+        consent["consent_version"] = http.get("/api/consent").json()["version"]
+        codes = [http.post("/api/learners", json={"name": f"L{i}", **consent},
+                           headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                 for i in range(4)]
+    if proxies:  # the named proxy: each forwarded address has its own limit
+        assert codes == [201, 201, 201, 201]
+    else:  # nobody named: loopback's header is not believed either
+        assert codes == [201, 201, 429, 429]
+
+
+def test_the_serve_command_hands_uvicorn_the_proxies(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+    from test_web import _free_port
+
+    from multinet_emotion.cli import main
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setenv("MULTINET_INSTRUCTOR_TOKEN", INSTRUCTOR)
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    port = str(_free_port())
+    assert main(["serve", "--no-analysis", "--database", db, "--port", port]) == 0
+    assert main(["serve", "--no-analysis", "--database", db, "--port", port,
+                 "--forwarded-allow-ips", "10.0.0.5, 10.1.0.0/16"]) == 0
+    assert calls[0]["proxy_headers"] is False
+    assert calls[1]["proxy_headers"] is True
+    assert calls[1]["forwarded_allow_ips"] == ["10.0.0.5", "10.1.0.0/16"]
+    with pytest.raises(MultiNetError, match="not an IP address"):
+        Settings.from_env({"MULTINET_FORWARDED_ALLOW_IPS": "10.0.0.5 frame"})
+
+
+# --- control characters, foreign Host names, framing and caching ----------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_control_characters_are_refused_with_422_on_every_database(tmp_path: Path,
+                                                                    backend: str) -> None:
+    clock = Clock()
+    with database_url(backend, tmp_path) as url:
+        app = make_app(tmp_path, clock, database_url=url)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            h, sid = signup(client)
+            store = client.app.state.service.store
+            before = store.counts()
+            consent = client.get("/api/consent").json()["version"]
+            for method, path, body, headers in [
+                    ("post", "/api/learners", {"name": "A\x00da", "consent": True,
+                                               "consent_version": consent}, {}),
+                    ("post", "/api/learners", {"name": "Ada\x07", "consent": True,
+                                               "consent_version": consent}, {}),
+                    ("post", "/api/classes", {"name": "Al\x00gebra"}, IH),
+                    ("post", "/api/sessions", {"join_code": "AB\x00CD"}, h),
+                    ("post", "/api/sessions", {"join_code": "ABCD", "tags": ["x\x00"]}, h),
+                    ("get", "/api/join/AB%00CD", None, {}),
+                    ("get", "/api/join/AB%0ACD", None, {}),
+                    ("post", f"/api/sessions/{sid}%00/end", None, h),
+                    ("get", f"/api/sessions/x%00{sid}/recommendation", None, h),
+                    ("post", "/api/recommendations/r%00/accept", None, h),
+                    ("get", "/api/learners/a%00b/summary", None, IH),
+                    ("get", "/api/classes/c%00d/overview", None, IH),
+                    ("get", "/api/me/timeline?session_id=a%00b", None, h),
+                    ("post", "/api/recommendations/x/feedback",
+                     {"value": "up", "comment": "n\x00o"}, h)]:
+                r = client.request(method, path, json=body, headers=headers)
+                assert r.status_code == 422, (path, body, r.status_code, r.text)
+                assert "control character" in r.text, r.text
+            assert store.counts() == before
+            with client.websocket_connect("/ws/learn") as ws:
+                ws.send_json({"type": "hello", "token": h["Authorization"][7:],
+                              "session_id": sid + "\x00"})
+                assert ws.receive_json()["type"] == "error"
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_json()
+                assert closed.value.code == 1008
+            # free text keeps its line breaks
+            r = client.post("/api/recommendations/none/feedback", headers=h,
+                            json={"value": "up", "comment": "two\nlines"})
+            assert r.status_code == 404
+        store.close()
+
+
+def test_foreign_host_names_are_refused(tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(tmp_path, clock, public_url="https://emotion.school.example",
+                   allowed_hosts="lan-box")
+    with TestClient(app) as client:
+        for host in ("localhost:8000", "127.0.0.1:8000", "[::1]:8000",
+                     "emotion.school.example", "LAN-BOX:8000", "testserver"):
+            assert client.get("/api/health", headers={"Host": host}).status_code == 200, host
+        r = client.get("/api/health", headers={"Host": "attacker.example"})
+        assert r.status_code == 421 and "host name" in r.json()["detail"]
+        assert client.get("/api/consent", headers={"Host": "attacker.example:8000"}
+                          ).status_code == 421
+        with pytest.raises(WebSocketDisconnect):  # the rebinding page's own Host and Origin
+            with client.websocket_connect("/ws/learn", headers={
+                    "Host": "attacker.example", "Origin": "http://attacker.example"}) as ws:
+                ws.receive_json()
+    app.state.service.store.close()
+
+
+def test_docs_are_never_framed_and_personal_data_never_cached(env) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    docs = client.get("/docs")
+    assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
+    assert docs.headers["x-frame-options"] == "DENY"
+    lid = learner_of(client, h)
+    for path, headers in [("/api/me/export", h), ("/api/me/timeline", h),
+                          ("/api/me/summary", h), (f"/api/learners/{lid}/export", IH),
+                          (f"/api/learners/{lid}/timeline", IH),
+                          ("/api/classes/algebra-1/overview", IH)]:
+        r = client.get(path, headers=headers)
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store", path
+
+
+# --- ending a session or its class closes its connections; deep JSON gets an answer ---------
+
+@pytest.mark.parametrize("how", ["session", "class"])
+def test_ending_a_session_or_its_class_closes_its_connection(env, how: str) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    hb, sb = signup(client, "Bob", class_id="history")  # another class: left alone
+    store = client.app.state.service.store
+    with client.websocket_connect("/ws/learn") as ws, \
+            client.websocket_connect("/ws/learn") as other:
+        assert hello(ws, h, sid)["type"] == "ready"
+        assert hello(other, hb, sb)["type"] == "ready"
+        r = (client.post(f"/api/sessions/{sid}/end", headers=h) if how == "session" else
+             client.post("/api/classes/algebra-1/end", headers=IH))
+        assert r.status_code == 200, r.text
+        assert store.get_session(sid).ended_at is not None
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and "has ended" in msg["message"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008 and closed.value.reason == "session ended"
+        clock.t += 1
+        r = client.post(f"/api/sessions/{sid}/samples", headers=h,
+                        json={"samples": [{"t": clock.t, "probs": SAD}]})
+        assert r.status_code == 409
+        other.send_json({"type": "ping"})
+        assert other.receive_json()["type"] == "pong"
+
+
+def test_deeply_nested_json_on_the_socket_gets_an_error_reply(env) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    with client.websocket_connect("/ws/learn") as ws:
+        assert hello(ws, h, sid)["type"] == "ready"
+        ws.send_text("[" * 100_000 + "]" * 100_000)
+        msg = ws.receive_json()
+        assert msg["type"] == "error" and msg.get("seq") is None
+        ws.send_text('{"type": "sample", "probs": ' + "[" * 50_000 + "]" * 50_000 + "}")
+        assert ws.receive_json()["type"] == "error"
+        ws.send_json({"type": "ping"})  # still up
+        assert ws.receive_json()["type"] == "pong"
+
+
+# --- the current second is stored when a connection closes or the service stops -------------
+
+def test_the_current_second_is_stored_when_the_socket_closes_or_the_service_stops(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    app = make_app(tmp_path, clock)
+    store = app.state.service.store
+    with TestClient(app) as client:
+        h, sid = signup(client)
+        with client.websocket_connect("/ws/learn") as ws:  # closed without End
+            hello(ws, h, sid)
+            clock.t = T0 + 10.2
+            ws.send_json({"type": "sample", "probs": SAD})
+            assert ws.receive_json()["type"] == "result"
+        import time
+        deadline = time.monotonic() + 5  # the server notices the close a moment later
+        while not store.samples(session_id=sid) and time.monotonic() < deadline:
+            store.flush_samples()
+            time.sleep(0.02)
+        assert [int(s.t) for s in store.samples(session_id=sid)] == [int(T0) + 10]
+        from multinet_emotion.server.service import client_reading
+        hb, sb = signup(client, "Bob")
+        clock.t = T0 + 20.2  # a reading of the current second, waiting when the service stops
+        app.state.service.ingest.add_reading(learner_of(client, hb), sb,
+                                             client_reading(clock.t, HAPPY, None, None))
+        assert store.samples(session_id=sb) == []
+    assert [int(s.t) for s in store.samples(session_id=sb)] == [int(T0) + 20]
+    store.close()
+
+
+def test_readings_the_server_stamps_at_the_same_moment_are_all_taken(env) -> None:
+    client, clock = env
+    h, sid = signup(client)
+    with client.websocket_connect("/ws/learn") as ws:
+        hello(ws, h, sid)
+        clock.t = T0 + 5  # the server's clock does not move between these
+        for _ in range(5):
+            ws.send_json({"type": "sample", "probs": SAD})
+            msg = ws.receive_json()
+            assert msg["type"] == "result", msg

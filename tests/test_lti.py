@@ -364,3 +364,91 @@ def test_frame_ancestors_none_without_platforms(tmp_path, monkeypatch) -> None:
         assert c.get("/learn").headers["content-security-policy"].endswith(
             "frame-ancestors 'none'")
     app.state.service.store.close()
+
+
+# --- hardening: single-use tickets, dashboard tokens revoked with the instructor token, and
+# --- a bounded, rate-limited login ---------------------------------------------------------
+
+@on_both
+def test_a_learner_ticket_is_traded_for_a_token_once(app, client, sim) -> None:
+    ticket = _ticket(launch(client, sim, sub="learner-9")[0])
+    version = client.get("/api/consent").json()["version"]
+    body = {"ticket": ticket, "consent": True, "consent_version": version}
+    first = client.post("/lti/learner", json=body)
+    assert first.status_code == 200, first.text
+    before = counts(app)
+    again = client.post("/lti/learner", json=body)
+    assert again.status_code == 401 and "used already" in again.json()["detail"]
+    assert counts(app) == before
+    auth = {"Authorization": f"Bearer {first.json()['token']}"}
+    assert client.get("/api/me", headers=auth).status_code == 200  # the first token works
+
+
+@on_both
+def test_replacing_the_instructor_token_revokes_dashboard_tokens(app, client, sim) -> None:
+    r, _ = launch(client, sim, roles=INSTRUCTOR, sub="teacher-2")
+    token = urlsplit(r.headers["location"]).fragment.removeprefix("token=")
+    auth = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/classes", headers=auth).status_code == 200
+    from dataclasses import replace
+    restarted = create_app(replace(app.state.settings, instructor_token="a-new-token-123"),
+                           analyzer_factory=None)
+    with TestClient(restarted) as c2:
+        assert c2.get("/api/classes", headers=auth).status_code == 401
+    restarted.state.service.store.close()
+    same = create_app(app.state.settings, analyzer_factory=None)  # a restart, same token
+    with TestClient(same) as c3:
+        assert c3.get("/api/classes", headers=auth).status_code == 200
+    same.state.service.store.close()
+
+
+def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim,
+                                                                  monkeypatch) -> None:
+    from multinet_emotion.server.lti import launch as launch_module
+    from multinet_emotion.server.ratelimit import RateLimiter
+    app.state.limits["lti_login"] = RateLimiter(5)
+    params = sim.login_params(sim.prepare(sub="x"))
+    codes = [client.get("/lti/login", params=params, follow_redirects=False).status_code
+             for _ in range(7)]
+    assert codes == [302] * 5 + [429, 429]
+    records = app.state.lti.records
+    pending = records.count_values()
+    assert 5 <= pending <= 10
+    with records.store.session() as s:  # a login's values live minutes, not an hour
+        from multinet_emotion.store.lti import LtiValue
+        longest = max(v.expires_at for v in s.query(LtiValue).all())
+    assert longest <= time.time() + launch_module.LOGIN_LIFETIME + 5
+    app.state.limits["lti_login"] = RateLimiter(0)
+    monkeypatch.setattr(launch_module, "MAX_PENDING_VALUES", pending)
+    before = counts(app)
+    r = client.get("/lti/login", params=params, follow_redirects=False)
+    assert r.status_code == 503 and "Too many launches" in r.text
+    assert counts(app) == before
+    assert Settings().lti_login_rate == 60
+
+
+@pytest.mark.parametrize("origin", ["https://a.example frame-ancestors *",
+                                    "https://a.example;script-src *", "https://a.example,*",
+                                    "https://a.exa'mple", "https://*.example", "*"])
+def test_frame_origins_are_strictly_origins(origin: str) -> None:
+    from multinet_emotion.errors import MultiNetError
+    from multinet_emotion.server.lti.spec import PlatformSpec
+    good = {"issuer": "https://lms.example", "client_id": "c", "deployment_ids": ["d"],
+            "auth_login_url": "https://lms.example/auth",
+            "auth_token_url": "https://lms.example/token",
+            "key_set_url": "https://lms.example/jwks"}
+    with pytest.raises(MultiNetError, match="not an origin|space, quote"):
+        PlatformSpec(**good, frame_origins=[origin])
+    assert PlatformSpec(**good, frame_origins=["https://x.example:8443"]).frame_origins == [
+        "https://x.example:8443"]
+
+
+def test_a_stored_bad_origin_never_reaches_the_csp(app, client, sim) -> None:
+    records = app.state.lti.records  # the registration API checks: a row written by hand
+    from multinet_emotion.store.lti import LtiPlatform
+    with records.store.session() as s:
+        p = s.query(LtiPlatform).first()
+        p.frame_origins = ["https://a.example frame-ancestors *"] + list(p.frame_origins)
+    app.state.lti._origins = (float("-inf"), [])  # read the registrations again
+    csp = client.get("/learn").headers["content-security-policy"]
+    assert csp.endswith(f"frame-ancestors {sim.issuer}") and "*" not in csp

@@ -84,6 +84,8 @@ def page(chromium):  # noqa: ANN001
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda e: page.errors.append(str(e)))
+    page.requests = []  # every URL the page and its frames asked for
+    page.on("request", lambda r: page.requests.append(r.url))
     yield page
     context.close()
 
@@ -133,6 +135,13 @@ def test_instructor_launch_opens_the_course_dashboard(tool, page) -> None:
     assert options.count() == 1  # the course's class only
     assert options.first.inner_text().startswith("Course course-303")
     assert options.first.get_attribute("value").startswith("lti-")
+    # what a course's token may not use is not offered: no class form, no code buttons, and
+    # the record store's panel is not polled (it would answer 403)
+    assert frame.locator("#class-form").is_hidden()
+    assert frame.locator(".course-only").is_visible()
+    assert frame.locator("#class-rows button").count() == 0
+    page.wait_for_timeout(600)
+    assert not [u for u in page.requests if "/api/xapi/outbox" in u], page.requests
     shot(page, "lti-instructor-dashboard")
     assert not page.errors, page.errors
 

@@ -148,3 +148,18 @@ def test_platform_try_launches_the_running_tool_as_a_learner_and_an_instructor(t
     listed = subprocess.run([sys.executable, "-m", "multinet_emotion.cli", "platform", "list",
                              "--json"], env=env, capture_output=True, text=True)
     assert json.loads(listed.stdout) == []
+
+
+def test_add_without_a_public_url_names_the_address_it_assumed(env, capsys, monkeypatch):
+    monkeypatch.delenv("MULTINET_PUBLIC_URL")
+    assert main(["platform", "add", *MOODLE, "--port", "9001"]) == 0
+    out, err = capsys.readouterr()
+    assert "http://127.0.0.1:9001/lti/login" in out  # serve's address with these settings
+    assert "http://127.0.0.1:9001" in err and "--public-url" in err
+
+
+def test_help_texts_state_no_empty_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = capsys.readouterr().out
+    assert "--public-url" in text and "(default )" not in text

@@ -116,6 +116,7 @@ def test_the_servers_shutdown_writes_the_queued_samples(tmp_path: Path) -> None:
                 clock.t += 1
                 ws.send_json({"type": "sample", "probs": dict(zip(EMOTIONS, HAPPY))})
                 assert ws.receive_json()["type"] == "result"
-        assert store.writer.pending == 4 and raw_count(tmp_path) == 0
-    assert raw_count(tmp_path) == 4  # the lifespan's end wrote them
+        # (the socket's close stored the last interval's readings too)
+        assert store.writer.pending == 5 and raw_count(tmp_path) == 0
+    assert raw_count(tmp_path) == 5  # the lifespan's end wrote them
     store.close()

@@ -379,7 +379,9 @@ def _serve(args: argparse.Namespace) -> int:
               # no per-message compression: frames are JPEG (they do not shrink) and replies
               # a few hundred bytes; deflating every message costs CPU on both ends
               # (bench/load.py's 'client ms': 0.71 ms a frame with it, 0.45 without)
-              "ws_per_message_deflate": False}
+              "ws_per_message_deflate": False,
+              # X-Forwarded-For believed from the named proxies only (not loopback)
+              **settings.proxy_options()}
     if settings.workers == 1:
         uvicorn.run(app, workers=1, **common)
         return 0
@@ -442,7 +444,8 @@ def _platform_parser(sub) -> None:
     tr.add_argument("--try-port", type=int, default=0, metavar="PORT",
                     help="the platform's port (default: a free one)")
     for q in (add, lst, rm, tr):
-        options.add_options(q, Settings, only=("database_url", "public_url"),
+        options.add_options(q, Settings, only=("database_url", "public_url") +
+                            (("host", "port") if q in (add, tr) else ()),
                             defaults_from_class=False)
     p.set_defaults(func=_platform)
 
@@ -476,9 +479,10 @@ def _platform(args: argparse.Namespace) -> int:
                   f"tool key: {key_file()} ({'generated now' if created else 'kept'}; "
                   f"kid {key.kid})")
             if not settings.public_url:
-                print("note: MULTINET_PUBLIC_URL (or --public-url) is not set; the URLs above "
-                      "use the host and port `serve` listens on. Set it to the https address "
-                      "the platform reaches.", file=sys.stderr)
+                print(f"note: MULTINET_PUBLIC_URL (or --public-url) is not set; the URLs above "
+                      f"use {base}, where `serve` listens with these settings (--host, "
+                      "--port). Give the address the platform reaches: --public-url "
+                      "https://...", file=sys.stderr)
         elif args.action == "list":
             rows = platforms.list()
             if args.json:

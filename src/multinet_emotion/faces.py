@@ -30,6 +30,7 @@ turned alike, and its crop is turned upright, as the model was trained.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import threading
@@ -530,14 +531,12 @@ def _rescale(rows: Sequence[tuple[float, float, float, float, float]], s: float,
     return kept
 
 
-def _blazeface(config: DetectorConfig, color: str) -> FaceDetector:
-    from .blazeface import BlazeFaceDetector  # (its module imports this one)
-    return BlazeFaceDetector(config, color)
-
-
 DetectorFactory = Callable[[DetectorConfig, str], FaceDetector]
-_FACTORIES: dict[str, DetectorFactory] = {"haar": HaarDetector, "yunet": YuNetDetector,
-                                          "blazeface": _blazeface}
+#: A factory, or "module:name" of one, imported when first used (a detector module that
+#: builds on this one, as blazeface does, is named here, not imported).
+_FACTORIES: dict[str, DetectorFactory | str] = {
+    "haar": HaarDetector, "yunet": YuNetDetector,
+    "blazeface": "multinet_emotion.blazeface:BlazeFaceDetector"}
 
 
 def register_detector(name: str, factory: DetectorFactory) -> None:
@@ -557,6 +556,9 @@ def make_detector(config: DetectorConfig | None = None, color: str = "bgr") -> F
     if factory is None:
         raise MultiNetError(f"unknown face detector {config.kind!r}; choose one of "
                             f"{', '.join(detector_names())}")
+    if isinstance(factory, str):
+        module, name = factory.split(":")
+        factory = _FACTORIES[config.kind] = getattr(importlib.import_module(module), name)
     return factory(config, color)
 
 

@@ -74,7 +74,8 @@ def env_of(name: str) -> str:
 
 
 def _default_text(f: dataclasses.Field) -> str:
-    if f.default is dataclasses.MISSING or f.default is None or isinstance(f.default, bool):
+    if f.default is dataclasses.MISSING or f.default is None or f.default == "" or \
+            isinstance(f.default, bool):
         return ""
     value = f.default.value if hasattr(f.default, "value") else f.default
     return f" (default {value:g})" if isinstance(value, float) else f" (default {value})"

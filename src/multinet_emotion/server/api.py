@@ -14,9 +14,11 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..emotions import EMOTIONS
-from .consent import check_consent
+from .consent import check_consent, current_version, require_current_consent
 from .ratelimit import check_limit
 from .schemas import (
+    ConsentGivenOut,
+    ConsentIn,
     CurrentRecommendationOut,
     DeletedOut,
     FeedbackIn,
@@ -106,7 +108,21 @@ def require_learner(svc: Ingest, creds: Creds) -> str:
     return learner_id
 
 
+def require_consenting_learner(request: Request, svc: Ingest, creds: Creds) -> str:
+    """The learner of the token, who agreed to the consent text as it is now (403 when the
+    text changed since they agreed: they agree again with POST /api/me/consent)."""
+    if creds is None:
+        raise _unauthorized("this needs your learner token (Authorization: Bearer TOKEN)")
+    learner = svc.token_learner(creds.credentials)
+    if learner is None:
+        raise _unauthorized("unknown or revoked learner token; sign up again")
+    require_current_consent(request.app.state.settings, learner.consent_version)
+    return learner.id
+
+
 LearnerId = Annotated[str, Depends(require_learner)]
+#: A learner who agreed to the current consent text: what stores readings needs it.
+ConsentingLearnerId = Annotated[str, Depends(require_consenting_learner)]
 Instructor = Depends(require_instructor)
 
 public = APIRouter(prefix="/api", tags=["service"])
@@ -158,8 +174,28 @@ def register(body: RegisterIn, request: Request, svc: Ingest, creds: Creds) -> R
 
 
 @learner.get("/me", response_model=MeOut, summary="Who this token belongs to")
-def me(learner_id: LearnerId, svc: Ingest) -> MeOut:
-    return MeOut(learner_id=learner_id, name=svc.learner_name(learner_id))
+def me(request: Request, svc: Ingest, creds: Creds) -> MeOut:
+    require_learner(svc, creds)
+    assert creds is not None
+    row = svc.token_learner(creds.credentials)
+    if row is None:  # revoked in between
+        raise _unauthorized("unknown or revoked learner token; sign up again")
+    return MeOut(learner_id=row.id, name=row.name, consent_version=row.consent_version,
+                 consent_current=row.consent_version == current_version(
+                     request.app.state.settings))
+
+
+@learner.post("/me/consent", response_model=ConsentGivenOut,
+              summary="Agree to the consent text as it is now",
+              description="For a learner who signed up under an earlier text (the analysis "
+                          "mode, the learning record store or the text changed since): "
+                          "consent: true with the version of GET /api/consent. 422 without "
+                          "consent, 409 for another version than the current one.")
+def agree(body: ConsentIn, request: Request, learner_id: LearnerId,
+          svc: Ingest) -> ConsentGivenOut:
+    version = check_consent(request.app.state.settings, body.consent, body.consent_version)
+    return ConsentGivenOut(learner_id=learner_id, consent_version=version,
+                           consent_at=svc.agree(learner_id, version))
 
 
 def _session_out(row: Any) -> SessionOut:
@@ -171,9 +207,10 @@ def _session_out(row: Any) -> SessionOut:
 @learner.post("/sessions", status_code=201, response_model=SessionOut,
               summary="Start a learning session in the class of a join code",
               description="404: no class has the code; 410: the code expired or the class "
-                          "ended (nothing is stored). Limited per client address "
-                          "(session_rate).")
-def start_session(body: SessionIn, request: Request, learner_id: LearnerId, svc: Ingest,
+                          "ended; 403: the consent text changed since the learner agreed "
+                          "(nothing is stored). Limited per client address (session_rate).")
+def start_session(body: SessionIn, request: Request, learner_id: ConsentingLearnerId,
+                  svc: Ingest,
                   classes: ClassBook) -> SessionOut:
     check_limit(request, "session", "sessions started")
     joined = classes.join(body.join_code)
@@ -192,7 +229,7 @@ def end_session(session_id: str, learner_id: LearnerId, svc: Ingest) -> SessionO
               description="Smoothed probabilities from a client that classified on its own "
                           "(or a platform's detector). All or nothing: one bad sample "
                           "rejects the request. Stored downsampled; never images.")
-def post_samples(session_id: str, body: SamplesIn, learner_id: LearnerId,
+def post_samples(session_id: str, body: SamplesIn, learner_id: ConsentingLearnerId,
                  svc: Ingest) -> SamplesOut:
     now = svc.clock()
     readings = [client_reading(s.t if s.t is not None else now,

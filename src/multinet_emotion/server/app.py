@@ -26,6 +26,8 @@ from . import api, class_routes, ws
 from .analysis import AnalysisSlots, AnalyzerFactory, detector_factory
 from .browser import CrossOriginIsolation, analysis_mode, in_browser
 from .browser import router as browser_routes
+from .connections import Connections
+from .guards import AllowedHosts, ControlCharacters, NoStore, allowed_hosts
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
 from .service import LearningService, ServiceError
@@ -102,7 +104,7 @@ COMMON_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", 
 class SecurityHeaders:
     """The pages may load nothing from elsewhere and are framed only by the registered LTI
     platforms' origins (``frame_ancestors``; none: never framed). (The interactive /docs
-    page is FastAPI's own and loads Swagger UI from its CDN: no CSP there.)"""
+    page is FastAPI's own and loads Swagger UI from its CDN: its CSP only forbids framing.)"""
 
     def __init__(self, app: ASGIApp, frame_ancestors: Callable[[], list[str]] | None = None):
         self.app, self.frame_ancestors = app, frame_ancestors
@@ -117,6 +119,9 @@ class SecurityHeaders:
         headers = list(COMMON_HEADERS)
         if not scope.get("path", "").startswith(("/docs", "/redoc")):
             headers.append((b"content-security-policy", self.csp()))
+        else:  # Swagger UI's page loads from its CDN, and is framed by no site
+            headers += [(b"content-security-policy", b"frame-ancestors 'none'"),
+                        (b"x-frame-options", b"DENY")]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -217,6 +222,17 @@ def create_app(settings: Settings | None = None, *,
     if factory is None and browser is None:
         log.warning("emotion analysis unavailable (%s); learners can still post samples", note)
 
+    def revoked(m: dict) -> None:
+        """Another process's message: a token stopped working, a learner's connection
+        replaced their older ones ("keep"), or a session ended ("session_id")."""
+        if m.get("session_id"):
+            service.ingest.ended_here(m["learner_id"], m["session_id"])
+        elif m.get("keep"):
+            app.state.connections.revoke(m["learner_id"], m["reason"], m["keep"],
+                                         m.get("close_reason", "replaced"))
+        else:
+            service.ingest.revoke_here(m["learner_id"], m["reason"])
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
@@ -232,9 +248,7 @@ def create_app(settings: Settings | None = None, *,
         task = asyncio.create_task(housekeeping())
         xapi.start()
         # a learner's token replaced or deleted in another process: end their sockets here
-        listener = None if shared is None else shared.listener(
-            REVOKE_CHANNEL, lambda m: service.ingest.revoke_here(m["learner_id"], m["reason"])
-        ).start()
+        listener = None if shared is None else shared.listener(REVOKE_CHANNEL, revoked).start()
         try:
             yield
         finally:
@@ -244,7 +258,10 @@ def create_app(settings: Settings | None = None, *,
                 await asyncio.to_thread(listener.stop)
             if shared is not None:
                 shared.close()
-            await asyncio.to_thread(store.flush_samples)  # nothing queued is lost on a stop
+            # nothing waiting is lost on a stop: the sessions' current second, then the
+            # writer's queue
+            await asyncio.to_thread(service.ingest.flush_all)
+            await asyncio.to_thread(store.flush_samples)
 
     app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan,
@@ -264,13 +281,23 @@ def create_app(settings: Settings | None = None, *,
     app.state.analysis_mode = analysis_mode(settings.analysis, browser, factory)
     app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
     app.state.shared = shared  # None with SQLite (one process)
-    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared)
-    app.state.connections = ws.Connections()  # ended when a learner's token stops working
+    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared,
+                                  settings.lti_login_rate)
+    # ended when a learner's token stops working, or replaced by the learner's newer one
+    app.state.connections = Connections(
+        settings.max_connections_per_address,
+        None if shared is None else lambda m: shared.notify(REVOKE_CHANNEL, m))
     service.ingest.on_revoke.append(app.state.connections.revoke)
+    service.ingest.on_end.append(app.state.connections.session_ended)
+    app.add_middleware(NoStore)  # API answers (personal data) are never cached
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(ControlCharacters)
     lti = install_lti(app, store, settings)  # LTI 1.3 tool: /lti/..., app.state.lti
     app.add_middleware(SecurityHeaders, frame_ancestors=lti.frame_origins)
     app.add_middleware(CrossOriginIsolation)  # the learner page, for WebAssembly threads
+    own = settings.host if settings.host not in ("0.0.0.0", "::", "") else ""
+    app.add_middleware(AllowedHosts, hosts=allowed_hosts(
+        settings.public_url, ",".join(x for x in (settings.allowed_hosts, own) if x)))
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:

@@ -17,10 +17,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StrictStr, field_validator
 from pydantic.json_schema import models_json_schema
 
-from .schemas import EmotionName, RecommendationOut, SampleIn, TimelinePoint
+from .schemas import EmotionName, RecommendationOut, SampleIn, TimelinePoint, refuse_control
 
 #: What the server answers to a first message that is not a good hello (then it closes).
 HELLO_FIRST = 'send {"type": "hello", "token": ..., "session_id": ...} first'
@@ -45,6 +45,11 @@ class Hello(BaseModel):
     type: Literal["hello"]
     token: StrictStr = Field(description="the learner's bearer token")
     session_id: StrictStr = Field(description="a session of this learner (POST /api/sessions)")
+
+    @field_validator("token", "session_id")
+    @classmethod
+    def _no_control_characters(cls, value: str) -> str:
+        return refuse_control(value)
 
 
 class Sample(SampleIn):

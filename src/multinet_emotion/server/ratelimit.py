@@ -116,10 +116,12 @@ def check_limit(request: Request, name: str, what: str) -> None:
 
 
 def limits_for(signup_rate: int, session_rate: int,
-               shared: SharedLive | None = None) -> dict[str, Limiter]:
-    """The app's limits: sign-ups; sessions started; join codes tried (as sessions); in
-    the database when ``shared`` (several processes), else in this process."""
-    rates = {"signup": signup_rate, "session": session_rate, "join": session_rate}
+               shared: SharedLive | None = None, lti_login_rate: int = 0
+               ) -> dict[str, Limiter]:
+    """The app's limits: sign-ups; sessions started; join codes tried (as sessions); LTI
+    logins; in the database when ``shared`` (several processes), else in this process."""
+    rates = {"signup": signup_rate, "session": session_rate, "join": session_rate,
+             "lti_login": lti_login_rate}
     if shared is not None:
         return {name: SharedRateLimiter(shared, name, rate) for name, rate in rates.items()}
     return {name: RateLimiter(rate) for name, rate in rates.items()}

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ..emotions import EMOTIONS
 from ..store import CLASS_ID, LEARNER_ID
@@ -17,8 +26,31 @@ MAX_SAMPLES_PER_REQUEST = 600
 Number = Annotated[float, Field(strict=True)]
 
 
+#: Control characters (C0 with NUL, DEL, C1): refused in every text a client sends...
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: ... but tabs and line breaks in free text (``_In.free_text``).
+CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def refuse_control(value: Any, pattern: re.Pattern[str] = CONTROL) -> Any:
+    """``value`` (a text, or a list of texts) when it holds no control character (NUL
+    would make PostgreSQL fail, and none belongs in a name, code or id); else ValueError."""
+    for text in value if isinstance(value, list | tuple) else (value,):
+        if isinstance(text, str) and pattern.search(text):
+            raise ValueError("control characters (such as NUL) are not allowed")
+    return value
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    #: fields of free text, which may hold tabs and line breaks
+    free_text: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return refuse_control(value, CONTROL_IN_TEXT if info.field_name in cls.free_text
+                              else CONTROL)
 
 
 class RegisterIn(_In):
@@ -46,6 +78,24 @@ class TokenOut(BaseModel):
 class MeOut(BaseModel):
     learner_id: str
     name: str
+    consent_version: str | None = Field(description="the version of the consent text this "
+                                                    "learner agreed to (None: none recorded)")
+    consent_current: bool = Field(description="false: the consent text changed since; no "
+                                              "session, WebSocket or sample is taken until "
+                                              "the learner agrees again (POST /api/me/consent)")
+
+
+class ConsentIn(_In):
+    consent: StrictBool = Field(False, description="true: the learner read the current consent "
+                                                   "text (GET /api/consent) and agrees")
+    consent_version: str | None = Field(None, max_length=40,
+                                        description="the version of the consent text agreed to")
+
+
+class ConsentGivenOut(BaseModel):
+    learner_id: str
+    consent_version: str
+    consent_at: float
 
 
 class SessionIn(_In):
@@ -161,6 +211,7 @@ class SamplesOut(BaseModel):
 
 
 class FeedbackIn(_In):
+    free_text = frozenset({"comment"})
     value: Literal["up", "down"]
     comment: str | None = Field(None, max_length=500)
 
@@ -235,6 +286,10 @@ class ConsentItem(BaseModel):
 class ConsentOut(BaseModel):
     version: str = Field(description="send it back as consent_version when signing up")
     items: list[ConsentItem]
+    covers: dict[str, Any] = Field(description="what the text covers besides its words: where "
+                                               "pictures are analysed, whether a learning "
+                                               "record store gets records, the revision of the "
+                                               "instructor's view; the version follows them")
     retention_days: float
 
 

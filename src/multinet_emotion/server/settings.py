@@ -115,15 +115,36 @@ class Settings:
         help="comma-separated origins (https://lms.example.org) whose pages may open the "
              "learner WebSocket (default: only the server's own, as named by the request's "
              "Host)")
+    allowed_hosts: str = setting(
+        "", env=True, metavar="HOSTS",
+        help="comma-separated host names (emotion.school.edu, 192.168.1.20) the service "
+             "answers to besides loopback's (localhost, 127.0.0.1, ::1), --public-url's and "
+             "--host's; a request with another Host header is refused (421), so that a page "
+             "of another site cannot reach it by rebinding its DNS name ('*': any)")
+    forwarded_allow_ips: str = setting(
+        "", env=True, metavar="ADDRESSES",
+        help="comma-separated addresses or networks (10.0.0.5, 10.1.0.0/16) of the reverse "
+             "proxies whose X-Forwarded-For and X-Forwarded-Proto are believed: the client "
+             "address (for the rate limits) is then the one the proxy names (default: none "
+             "is believed, from loopback neither; the address is the connection's own)")
     signup_rate: int = setting(
         10, env=True, min=0, unit="per minute",
         help="sign-ups one client address may make per minute (0 = no limit; the instructor "
-             "token is not limited). Behind a reverse proxy, the address is the one uvicorn "
-             "takes from X-Forwarded-For when the proxy is trusted (FORWARDED_ALLOW_IPS)")
+             "token is not limited). Behind a reverse proxy, name it in "
+             "--forwarded-allow-ips, else every client has the proxy's address")
     session_rate: int = setting(
         30, env=True, min=0, unit="per minute",
         help="sessions one client address may start, and join codes it may try, per minute "
              "(0 = no limit)")
+    max_connections_per_address: int = setting(
+        100, env=True, min=0, max=100_000,
+        help="learner WebSocket connections one client address may hold open in each worker "
+             "process (0 = no limit); a class behind one school router shares an address. "
+             "Each learner has one connection at a time: a newer one replaces the older")
+    lti_login_rate: int = setting(
+        60, env=True, min=0, unit="per minute",
+        help="LTI logins (/lti/login: a platform's browser starting a launch) one client "
+             "address may start per minute (0 = no limit)")
     lrs_url: str = setting(
         "", env=True, metavar="URL",
         help="xAPI endpoint of a Learning Record Store (https://lrs.school.edu/xAPI/): "
@@ -208,6 +229,30 @@ class Settings:
                 raise MultiNetError(f"{where}: {origin!r} is not an origin; write it as "
                                     "https://host or http://host:port, comma-separated")
         _check_lrs_url(self.lrs_url, (origins or {}).get("lrs_url", "--lrs-url"))
+        _check_proxies(self.forwarded_allow_ips,
+                       (origins or {}).get("forwarded_allow_ips", "--forwarded-allow-ips"))
+
+    def proxy_options(self) -> dict[str, object]:
+        """uvicorn's options for forwarded headers: believed only from the named proxies
+        (uvicorn's own default believes loopback, and FORWARDED_ALLOW_IPS)."""
+        ips = [x.strip() for x in self.forwarded_allow_ips.split(",") if x.strip()]
+        if not ips:
+            return {"proxy_headers": False, "forwarded_allow_ips": ""}
+        return {"proxy_headers": True, "forwarded_allow_ips": ips}
+
+
+def _check_proxies(text: str, where: str) -> None:
+    """Comma-separated IP addresses or networks ("*": any, for a port only a proxy reaches)."""
+    import ipaddress
+    for item in (x.strip() for x in text.split(",")):
+        if not item or item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise MultiNetError(f"{where}: {item!r} is not an IP address or network; write "
+                                "the proxies as 10.0.0.5 or 10.1.0.0/16, comma-separated"
+                                ) from None
 
 
 def _check_lrs_url(url: str, where: str) -> None:

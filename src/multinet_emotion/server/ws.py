@@ -42,10 +42,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -55,6 +53,13 @@ from starlette.concurrency import run_in_threadpool
 from ..emotions import Reading
 from ..errors import MultiNetError
 from .analysis import AnalysisSlots, FrameError, decode_frame
+from .connections import (
+    REVOKED_CODE,
+    Connection,
+    origin_allowed,
+    parse_origins,
+)
+from .consent import require_current_consent
 from .messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,
@@ -75,8 +80,6 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 HELLO_TIMEOUT = 15.0
-#: The close code and reason when the learner's token stops working mid-connection.
-REVOKED_CODE, REVOKED_REASON = 1008, "token revoked"
 #: The JSON Schema of the messages (:func:`.messages.json_schema`), made once.
 SCHEMA = json_schema()
 
@@ -100,86 +103,6 @@ def ws_schema() -> dict[str, Any]:
     return SCHEMA
 
 
-class Connection:
-    """One open learner connection, as the registry knows it."""
-
-    def __init__(self, learner_id: str, loop: asyncio.AbstractEventLoop):
-        self.learner_id, self.loop = learner_id, loop
-        self.revoked: str | None = None  # why the token stopped working, once it has
-        self.stop: Any = None  # cancels the connection's stream (set while it runs)
-
-    def revoke(self, reason: str) -> None:
-        """From any thread: mark it revoked now (nothing is stored after this), and stop
-        its stream on its own event loop."""
-        self.revoked = reason
-        try:
-            self.loop.call_soon_threadsafe(self._stop)
-        except RuntimeError:  # the loop is closed: the connection is gone already
-            pass
-
-    def _stop(self) -> None:
-        if self.stop is not None:
-            self.stop()
-
-
-class Connections:
-    """The open learner connections, per learner, so that replacing a learner's token or
-    deleting the learner ends them (:attr:`IngestService.on_revoke`). One per process;
-    other processes' revocations arrive through :meth:`IngestService.revoke_here`."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._by_learner: dict[str, set[Connection]] = {}
-
-    def add(self, learner_id: str) -> Connection:
-        conn = Connection(learner_id, asyncio.get_running_loop())
-        with self._lock:
-            self._by_learner.setdefault(learner_id, set()).add(conn)
-        return conn
-
-    def remove(self, conn: Connection) -> None:
-        with self._lock:
-            conns = self._by_learner.get(conn.learner_id)
-            if conns is not None:
-                conns.discard(conn)
-                if not conns:
-                    del self._by_learner[conn.learner_id]
-
-    def count(self, learner_id: str) -> int:
-        with self._lock:
-            return len(self._by_learner.get(learner_id, ()))
-
-    def revoke(self, learner_id: str, reason: str) -> None:
-        """End every open connection of this learner (callable from any thread)."""
-        with self._lock:
-            conns = list(self._by_learner.get(learner_id, ()))
-        for conn in conns:
-            conn.revoke(reason)
-
-
-def parse_origins(text: str) -> set[str]:
-    """The allowed origins of a comma-separated list ("https://a.example, http://b:8000"),
-    normalised (lower case, no trailing slash)."""
-    return {o.strip().rstrip("/").lower() for o in text.split(",") if o.strip()}
-
-
-def origin_allowed(origin: str | None, host: str | None, allowed: set[str]) -> bool:
-    """Whether a handshake's Origin may open a learner connection: no Origin (not a
-    browser) passes; else it must be in ``allowed``, or, when that is empty, be the page's
-    own origin (its host and port those of the request's Host header)."""
-    if origin is None:
-        return True
-    origin = origin.strip().rstrip("/").lower()
-    if allowed:
-        return origin in allowed
-    try:
-        parts = urlsplit(origin)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and \
-        host is not None and parts.netloc == host.strip().lower() and not parts.path
-
-
 @router.websocket("/ws/learn")
 async def learn(ws: WebSocket) -> None:
     state = ws.app.state
@@ -191,6 +114,14 @@ async def learn(ws: WebSocket) -> None:
         await ws.close(code=1008)  # before accepting: the ASGI server answers 403
         return
     await ws.accept()
+    address = ws.client.host if ws.client is not None else "unknown"
+    try:
+        state.connections.open_address(address)
+    except ServiceError as e:
+        log.warning("learner connection refused: too many from one address")
+        await _send(ws, ErrorMessage(message=str(e)))
+        await ws.close(code=1008, reason="too many connections")
+        return
     conn: Connection | None = None
     try:
         try:
@@ -208,9 +139,14 @@ async def learn(ws: WebSocket) -> None:
             # registered before the token is looked up again: a rotation from now on
             # reaches this connection, and one before it is seen by the second look-up
             conn = state.connections.add(learner_id)
-            if await run_in_threadpool(svc.learner_for_token, token) != learner_id:
+            row = await run_in_threadpool(svc.token_learner, token)
+            if row is None or row.id != learner_id:
                 raise ServiceError("unknown or revoked learner token; sign up again")
+            require_current_consent(settings, row.consent_version)
             await run_in_threadpool(svc.open_session, learner_id, session_id)
+            conn.session_id = session_id  # ending the session closes it
+            # one connection per learner: the newest (a database NOTIFY with PostgreSQL)
+            await run_in_threadpool(state.connections.take_over, conn)
         except ServiceError as e:
             await _send(ws, ErrorMessage(message=str(e)))
             await ws.close(code=1008)
@@ -225,7 +161,7 @@ async def learn(ws: WebSocket) -> None:
             await stream.run()
         if conn.revoked is not None:  # the token was replaced or the learner deleted
             await _send(ws, ErrorMessage(message=conn.revoked))
-            await ws.close(code=REVOKED_CODE, reason=REVOKED_REASON)
+            await ws.close(code=REVOKED_CODE, reason=conn.close_reason)
     except WebSocketDisconnect:
         pass
     except ServiceError as e:  # e.g. the learner deleted their data mid-stream
@@ -242,8 +178,17 @@ async def learn(ws: WebSocket) -> None:
         except Exception:  # noqa: BLE001
             pass
     finally:
+        state.connections.close_address(address)
         if conn is not None:
             state.connections.remove(conn)
+            if conn.session_id is not None and conn.revoked is None:
+                try:  # the readings of the current second are stored now, not lost
+                    with anyio.CancelScope(shield=True):  # also when the task is cancelled
+                        await run_in_threadpool(svc.flush_session, conn.learner_id,
+                                                conn.session_id)
+                except Exception as e:  # noqa: BLE001 - e.g. the database is down
+                    log.error("storing a closed connection's last readings failed: %s",
+                              type(e).__name__)
 
 
 class _Stream:
@@ -382,7 +327,7 @@ class _Stream:
         t0 = time.perf_counter()
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested deeper than Python goes
             data = None
         kind = data.get("type") if isinstance(data, dict) else None
         if kind == "ping":

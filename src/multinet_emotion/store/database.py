@@ -151,8 +151,10 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
             raise MultiNetError(f"cannot open the database {self.safe_url}: "
                                 f"{str(e.orig).strip().splitlines()[0]}") from None
         if before != after:
-            log.info("database schema %s to revision %s", "created at" if before is None
-                     else f"upgraded from {before}", after)
+            if before is None:
+                log.info("database schema created at revision %s", after)
+            else:
+                log.info("database schema upgraded from revision %s to %s", before, after)
 
     def close(self) -> None:
         """Write the queued samples and let go of the connections."""

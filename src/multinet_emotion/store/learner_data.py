@@ -12,7 +12,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .tables import (
@@ -34,6 +34,13 @@ class LearnerDataStore:
 
     session: Callable[[], AbstractContextManager[Session]]  # the Store's
     writer: SampleWriter
+
+    def set_consent(self, learner_id: str, version: str, now: float) -> bool:
+        """Record that a learner agreed to consent text ``version`` at ``now`` (an earlier
+        agreement is replaced); False when there is no such learner."""
+        with self.session() as s:
+            return bool(s.execute(update(Learner).where(Learner.id == learner_id)
+                                  .values(consent_version=version, consent_at=now)).rowcount)
 
     def export_learner(self, learner_id: str) -> dict[str, Any] | None:
         """Everything stored about a learner, as JSON-ready data (no token hash)."""

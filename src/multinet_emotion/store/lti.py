@@ -156,6 +156,13 @@ class LtiRecords:
                                                  LtiValue.expires_at > now)).rowcount
         return bool(n)
 
+    def count_values(self, now: float | None = None) -> int:
+        """The launch state's values that have not expired."""
+        now = now if now is not None else time.time()
+        with self.store.session() as s:
+            return s.scalar(select(func.count()).select_from(LtiValue)
+                            .where(LtiValue.expires_at > now)) or 0
+
     def purge_values(self, now: float | None = None) -> int:
         now = now if now is not None else time.time()
         with self.store.session() as s:

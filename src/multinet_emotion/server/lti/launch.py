@@ -47,6 +47,7 @@ from .adapters import (
 )
 from .keys import ToolKey, load_or_create
 from .platforms import Platforms, ToolConf
+from .spec import ORIGIN
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,16 @@ CONTEXT = "https://purl.imsglobal.org/spec/lti/claim/context"
 #: Who signs the tool's own tokens, and for what.
 TOOL_ISSUER = "multinet-emotion"
 LEARNER_AUDIENCE = "multinet-emotion/lti-learner"
+#: The launch state's key of a learner ticket not traded yet (its jti follows).
+TICKET_KEY = "lti-ticket-"
 INSTRUCTOR_AUDIENCE = "multinet-emotion/lti-instructor"
 #: How long an instructor's dashboard stays open after a launch (a lesson or two).
 INSTRUCTOR_SECONDS = 4 * 3600
+#: Seconds a login's nonce and state wait for its launch (which follows within seconds).
+LOGIN_LIFETIME = 600
+#: At most this many logins' and launches' values wait at once (each login stores one row
+#: or two): beyond, logins are refused (503) until some expire.
+MAX_PENDING_VALUES = 20_000
 #: How long frame-ancestors keeps the registered origins before reading them again.
 ORIGINS_TTL = 10.0
 #: The title of the link Deep Linking places in a course.
@@ -167,7 +175,9 @@ class LtiService:
         at, origins = self._origins
         now = time.monotonic()
         if now - at > ORIGINS_TTL:
-            origins = self.platforms.frame_origins()
+            # strictly origins (a registration made before they were checked could hold
+            # anything): nothing else reaches the pages' CSP
+            origins = [o for o in self.platforms.frame_origins() if ORIGIN.fullmatch(o)]
             self._origins = (now, origins)
         return origins
 
@@ -177,13 +187,20 @@ class LtiService:
               launch_url: str) -> Response:
         """OIDC third-party initiated login: to the platform's authorization endpoint."""
         request, session, jar = self._pieces(params, cookies, secure)
+        session.set_launch_data_lifetime(LOGIN_LIFETIME)  # its nonce and state, not an hour
+        self.records.purge_values()  # nonces and launch data past their time
+        if self.records.count_values() >= MAX_PENDING_VALUES:
+            log.warning("LTI login refused: %d logins and launches pending",
+                        MAX_PENDING_VALUES)
+            raise LaunchRefused(503, "Too many launches at once", "The tool has too many "
+                                "logins waiting for their launch right now.",
+                                "Try again in a few minutes.")
         try:
             response = StarletteOIDCLogin(request, self.tool_conf, session, jar) \
                 .redirect(launch_url)
         except (OIDCException, LtiException) as e:
             log.info("LTI login refused: %s", e)
             raise refusal(e) from None
-        self.records.purge_values()  # nonces and launch data past their time
         return response
 
     def launch(self, params: Mapping[str, str], cookies: Mapping[str, str],
@@ -220,13 +237,16 @@ class LtiService:
                                 headers={"Cache-Control": "no-store"})
         if teaches:
             token = self._sign({"aud": INSTRUCTOR_AUDIENCE, "platform": who.issuer,
-                                "sub": who.sub, "class_id": who.class_id}, INSTRUCTOR_SECONDS)
+                                "sub": who.sub, "class_id": who.class_id,
+                                "itk": self._instructor_mark()}, INSTRUCTOR_SECONDS)
             log.info("LTI instructor launch from %s for class %s", who.issuer, who.class_id)
             return RedirectResponse(f"/dashboard?class={quote(who.class_id)}#token={token}",
                                     status_code=303)
+        jti = secrets.token_urlsafe(16)  # the ticket is traded for a token once
+        self.records.set_value(TICKET_KEY + jti, True, self.clock() + LAUNCH_DATA_LIFETIME)
         ticket = self._sign({"aud": LEARNER_AUDIENCE, "platform": who.issuer, "sub": who.sub,
-                             "name": who.name, "class_id": who.class_id, "course": who.course},
-                            LAUNCH_DATA_LIFETIME)
+                             "name": who.name, "class_id": who.class_id, "course": who.course,
+                             "jti": jti}, LAUNCH_DATA_LIFETIME)
         return RedirectResponse(f"/learn#lti={ticket}", status_code=303)
 
     def _who(self, body: Mapping[str, Any], context: Mapping[str, Any]) -> Who:
@@ -250,6 +270,12 @@ class LtiService:
                           self.key.private_pem, algorithm="RS256",
                           headers={"kid": self.key.kid})
 
+    def _instructor_mark(self) -> str:
+        """A mark of the instructor token (not the token): dashboard tokens carry it, so
+        that replacing the instructor token revokes them too."""
+        return sha256(b"multinet-lti-dashboard\n" + self.settings.instructor_token.encode()
+                      ).hexdigest()[:16]
+
     def _verify(self, token: str, audience: str) -> dict[str, Any] | None:
         try:
             return jwt.decode(token, self.key.public_pem, algorithms=["RS256"],
@@ -266,6 +292,8 @@ class LtiService:
         claims = self._verify(token, INSTRUCTOR_AUDIENCE)
         if claims is None or not self.records.platforms(claims["platform"]):
             return None
+        if not secrets.compare_digest(str(claims.get("itk", "")), self._instructor_mark()):
+            return None  # made under an instructor token since replaced
         return str(claims.get("class_id") or "") or None
 
     def learner_sign_in(self, ticket: str, consent: bool, consent_version: str | None
@@ -280,6 +308,9 @@ class LtiService:
             raise TicketRefused("the platform that launched you is no longer registered "
                                 "(nothing was stored)")
         version = check_consent(self.settings, consent, consent_version)
+        if not self.records.take_value(TICKET_KEY + str(claims.get("jti", ""))):
+            raise TicketRefused("this launch ticket was used already; open the tool again "
+                                "from your course (nothing was stored)")
         token = secrets.token_urlsafe(24)
         learner_id, created = self.records.sign_in_learner(
             claims["platform"], claims["sub"], str(claims.get("name") or ""), version,

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from ...store import Store
+from ..ratelimit import check_limit
 from ..settings import Settings
 from .launch import LaunchRefused, LtiService
 from .pages import SUBMIT_JS
@@ -54,6 +55,7 @@ def _secure(request: Request) -> bool:
 
 @router.api_route("/login", methods=["GET", "POST"], include_in_schema=False)
 async def login(request: Request) -> Response:
+    check_limit(request, "lti_login", "LTI logins")  # each stores a nonce for a while
     try:
         return await run_in_threadpool(_lti(request).login, await _params(request),
                                        dict(request.cookies), _secure(request),

@@ -12,6 +12,7 @@ serve courses from another host than their issuer, so the operator may name them
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -33,6 +34,9 @@ def _is_loopback(host: str) -> bool:
 def check_url(what: str, url: str) -> str:
     """An https URL (http only on loopback, for testing); the message names the field."""
     url = url.strip()
+    if any(c.isspace() or c in ";,'\"" for c in url):
+        raise MultiNetError(f"{what} {url!r} holds a space, quote, comma or semicolon; write "
+                            "it as https://host/path")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise MultiNetError(f"{what} {url!r} is not a URL; write it as https://host/path")
@@ -54,7 +58,17 @@ def origin_of(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}{port}"
 
 
+#: An origin as a CSP source may name it: scheme, host name (letters, digits, hyphens,
+#: dots) or IP address, and port; nothing else (a space or ";" would add CSP directives).
+ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]{1,5})?")
+
+
 def check_origin(origin: str) -> str:
+    if not ORIGIN.fullmatch(origin.strip().rstrip("/")):
+        raise MultiNetError(f"frame origin {origin!r} is not an origin; write it as "
+                            "https://host or https://host:port (a host name or IP address, "
+                            "no spaces, path or other characters)")
     url = check_url("frame origin", origin.rstrip("/"))
     if origin_of(url) != url:
         raise MultiNetError(f"frame origin {origin!r} is not an origin; write it as "

@@ -23,12 +23,12 @@ from ...recommend import Recommender
 from ...store import SharedLive, Store
 from ..settings import Settings
 from .classes import ClassService
-from .errors import Conflict, Gone, Invalid, NotFound, ServiceError
+from .errors import Conflict, ConsentNeeded, Gone, Invalid, NotFound, ServiceError
 from .ingest import IngestService
 from .live import LiveSession, client_reading
 from .reports import ReportService
 
-__all__ = ["ClassService", "Conflict", "Gone", "IngestService", "Invalid", "LearningService",
+__all__ = ["ClassService", "Conflict", "ConsentNeeded", "Gone", "IngestService", "Invalid", "LearningService",
            "LiveSession", "NotFound", "ReportService", "ServiceError", "client_reading"]
 
 

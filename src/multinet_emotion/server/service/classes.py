@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import MultiNetError
 from ...store import ClassRow, Store, normalise_join_code
 from ..settings import Settings
-from .errors import Conflict, Gone, NotFound
+from .errors import Conflict, Gone, NotFound, ServiceError
 from .ingest import IngestService
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,17 @@ class ClassService:
         return row
 
     def end(self, class_id: str) -> ClassRow:
-        """End a class: its code stops working; its data stays listed."""
+        """End a class: its code stops working, its open sessions end (their connections
+        close); its data stays listed."""
         row = self.store.end_class(class_id, now=self.clock())
         if row is None:
             raise NotFound(f"no class {class_id!r}")
+        for session, _learner in self.store.class_sessions(class_id, since=self.clock()):
+            if session.ended_at is None:
+                try:
+                    self.ingest.end_session(session.learner_id, session.id)
+                except ServiceError:  # ended or deleted meanwhile
+                    pass
         return row
 
     def join(self, code: str) -> ClassRow:

@@ -26,3 +26,10 @@ class Gone(ServiceError):
 
 class Invalid(ServiceError):
     status = 422
+
+
+class ConsentNeeded(ServiceError):
+    """The learner has not agreed to the consent text as it is now (it changed since, e.g.
+    the analysis mode or the learning record store): nothing is stored until they do."""
+
+    status = 403

@@ -44,6 +44,7 @@ from ...store import (
 from ..settings import Settings
 from .errors import Conflict, Invalid, NotFound
 from .live import LiveSession, average
+from .responses import Responses
 from .shared_live import LiveSync, LiveView, restore
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 MAX_AHEAD = 5.0
 
 
-class IngestService:
+class IngestService(Responses):
     def __init__(self, store: Store, recommender: Recommender, settings: Settings,
                  clock: Callable[[], float] = time.time, shared: SharedLive | None = None):
         self.store = store
@@ -71,6 +72,9 @@ class IngestService:
         #: or the learner deleted), after the change is stored: the WebSocket ends that
         #: learner's open connections.
         self.on_revoke: list[Callable[[str, str], None]] = []
+        #: Called with (learner id, session id) once a session ended (and in every other
+        #: process, through ``shared``): the WebSocket closes that session's connections.
+        self.on_end: list[Callable[[str, str], None]] = []
 
     # --- learners -------------------------------------------------------------------------
 
@@ -109,6 +113,18 @@ class IngestService:
         holding a revoked token."""
         learner = self.store.learner_by_token(token)
         return None if learner is None else learner.id
+
+    def token_learner(self, token: str) -> Learner | None:
+        """The learner a token belongs to (one unique-index lookup, as above)."""
+        return self.store.learner_by_token(token)
+
+    def agree(self, learner_id: str, version: str) -> float:
+        """Record the learner's agreement to consent text ``version`` (checked by the
+        caller: :func:`..consent.check_consent`); the time it was stored."""
+        now = self.clock()
+        if not self.store.set_consent(learner_id, version, now):
+            raise NotFound(f"no learner {learner_id!r}")
+        return now
 
     def learner_name(self, learner_id: str) -> str:
         """The learner's display name ("" when there is no such learner)."""
@@ -207,8 +223,17 @@ class IngestService:
                 self._finish_outcome(live, rec)
         with self._lock:
             self._live.pop(session_id, None)
+        self.ended_here(learner_id, session_id)
+        if self.shared is not None:  # and in every other process (theirs call ended_here)
+            self.shared.notify(REVOKE_CHANNEL, {"learner_id": learner_id,
+                                                "session_id": session_id})
         assert row is not None
         return row
+
+    def ended_here(self, learner_id: str, session_id: str) -> None:
+        """Close this process's connections of a session that ended."""
+        for callback in self.on_end:
+            callback(learner_id, session_id)
 
     # --- what the reports read ------------------------------------------------------------
 
@@ -249,6 +274,27 @@ class IngestService:
             with self.sync.guard(live):
                 self._flush(live)
 
+    def flush_session(self, learner_id: str, session_id: str) -> None:
+        """Store the readings of a session's current sample interval now (its WebSocket
+        closed without ending it: they would wait for a next reading that may not come)."""
+        try:
+            live = self.session(learner_id, session_id)
+        except NotFound:  # deleted meanwhile
+            return
+        with self.sync.guard(live):
+            self._flush(live)
+
+    def flush_all(self) -> None:
+        """Store every live session's waiting readings (the service stops)."""
+        with self._lock:
+            lives = list(self._live.values())
+        for live in lives:
+            try:
+                with self.sync.guard(live):
+                    self._flush(live)
+            except Exception:  # noqa: BLE001 - store what can be stored
+                log.exception("storing session %s's last readings failed", live.id)
+
     def _lives_of(self, learner_id: str) -> list[LiveSession]:
         with self._lock:
             return [x for x in self._live.values() if x.learner_id == learner_id]
@@ -286,6 +332,9 @@ class IngestService:
                 prev = s.t
             stored: list[Reading] = []
             interval = self.settings.sample_interval
+            # the interval stored last: one stored early (a request's end, a read of the
+            # data) takes no second reading; later ones of it only change the live state
+            done = int(live.timeline[-1].t // interval) if live.timeline else None
             for s, own in zip(samples, flags):
                 if s.probs is not None and not own:  # a gap resets the filter by itself
                     probs = s.raw_probs if s.raw_probs is not None else s.probs
@@ -293,9 +342,10 @@ class IngestService:
                 index = int(s.t // interval)
                 if live.pending and live.interval != index:
                     stored.append(average(live.pending))
-                    live.pending = []
+                    done, live.pending = live.interval, []
                 live.interval = index
-                live.pending.append(s)
+                if index != done:
+                    live.pending.append(s)
                 live.last_raw_t = s.t
                 live.current = s  # "label" is the shown label, "probs" the smoothed ones
             if flush and live.pending:
@@ -312,7 +362,9 @@ class IngestService:
         samples; ``labelled``: it carries the label the client showed); returns the
         learner's current reading and a new recommendation."""
         live = self.session(learner_id, session_id)
-        with self.sync.guard(live):
+        with self.sync.guard(live):  # stamped by the server: in order, whoever sent first
+            if live.last_raw_t is not None and reading.t <= live.last_raw_t:
+                reading = replace(reading, t=live.last_raw_t + 1e-3)
             _, rec = self.add_samples(learner_id, session_id, [reading], False, labelled)
             return live.current, rec
 
@@ -418,56 +470,6 @@ class IngestService:
         except MultiNetError:
             pass  # measured already by another session of the same learner
         live.pending_outcomes = [r for r in live.pending_outcomes if r.id != rec.id]
-
-    # --- recommendations ------------------------------------------------------------------
-
-    def current_recommendation(self, learner_id: str, session_id: str
-                               ) -> RecommendationRow | None:
-        live = self.session(learner_id, session_id)
-        with self.sync.guard(live):
-            if live.open_rec is not None and \
-                    self.clock() - live.open_rec.created_at > self.policy.expire_after:
-                self.store.set_status(live.open_rec.id, "expired", self.clock())
-                live.open_rec = None
-            return live.open_rec
-
-    def _own_rec(self, learner_id: str, rec_id: str) -> RecommendationRow:
-        rec = self.store.get_recommendation(rec_id)
-        if rec is None or rec.learner_id != learner_id:
-            raise NotFound(f"no recommendation {rec_id!r} for this learner")
-        return rec
-
-    def respond(self, learner_id: str, rec_id: str, action: str) -> RecommendationRow:
-        """Accept or dismiss an open recommendation."""
-        status = {"accept": "accepted", "dismiss": "dismissed"}[action]
-        rec = self._own_rec(learner_id, rec_id)
-        now = self.clock()
-        if not self.store.set_status(rec_id, status, now):
-            current = self.store.get_recommendation(rec_id)
-            state = current.status if current else "gone"
-            raise Conflict(f"recommendation {rec_id} is already {state}")
-        rec = self.store.get_recommendation(rec_id)
-        assert rec is not None
-        live = self.live_session(rec.session_id)
-        if live is None and self.shared is not None:  # in view in another process, maybe
-            live = self.session(None, rec.session_id)
-        if live is not None:
-            with self.sync.guard(live):
-                if live.open_rec is not None and live.open_rec.id == rec_id:
-                    live.open_rec = None
-                if status == "accepted" and all(r.id != rec_id for r in live.pending_outcomes):
-                    live.pending_outcomes.append(rec)
-        return rec
-
-    def feedback(self, learner_id: str, rec_id: str, value: int,
-                 comment: str | None = None) -> dict[str, Any]:
-        rec = self._own_rec(learner_id, rec_id)
-        if rec.status == "open":  # a thumbs up on an open card counts as accepting it
-            try:
-                self.respond(learner_id, rec_id, "accept" if value > 0 else "dismiss")
-            except Conflict:
-                pass
-        return self.store.set_feedback(rec_id, learner_id, value, comment, self.clock()).to_dict()
 
     # --- deletion and retention -----------------------------------------------------------
 

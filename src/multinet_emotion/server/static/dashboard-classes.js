@@ -26,7 +26,7 @@ function renderClassPanel(classes) {
       <td><code class="join-code">${c.ended_at ? "—" : escapeHTML(codeLabel(c.join_code))}</code></td>
       <td class="code-expiry">${escapeHTML(expiryText(c))}</td>
       <td>${c.learners} (${c.live} live)</td>
-      <td>${c.ended_at ? "" : `<button class="secondary rotate" type="button">New code</button>
+      <td>${c.ended_at || board.course ? "" : `<button class="secondary rotate" type="button">New code</button>
         <button class="secondary end-class" type="button">End</button>`}</td>
     </tr>`).join("")
     : '<tr><td colspan="5" class="muted">No class yet: create one.</td></tr>';

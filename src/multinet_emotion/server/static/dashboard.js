@@ -30,6 +30,8 @@ function tokenFromHash() {
 async function start(token) {
   board.token = token || tokenFromHash() || pageSession.getItem(TOKEN_KEY);
   if (!board.token) return showLogin();
+  board.course = courseToken(board.token);
+  document.body.classList.toggle("course-view", board.course);
   try {
     await loadClasses();
   } catch (e) {
@@ -47,9 +49,24 @@ async function start(token) {
   board.timers.forEach(clearInterval);  // signed in again: one set of timers
   board.timers = [setInterval(refresh, 2000)];
   board.timers.push(setInterval(loadClasses, 15000));
+  if (board.course) return;  // a course's view: no class management, no record store panel
   const outbox = () => loadOutbox().catch(() => {});  // the xAPI panel (dashboard-xapi.js)
   outbox();
   board.timers.push(setInterval(outbox, 5000));
+}
+
+/* Whether the token is a course's dashboard token from an LTI launch (a signed token for
+   the tool's instructor audience), which reads that course's class only: the page then
+   leaves out what it may not use. The server decides what the token may do either way. */
+function courseToken(token) {
+  const parts = token.split(".");
+  if (parts.length !== 3) return false;
+  try {
+    const claims = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return String(claims.aud || "").endsWith("/lti-instructor");
+  } catch (e) {
+    return false;
+  }
 }
 
 function showLogin(message) {

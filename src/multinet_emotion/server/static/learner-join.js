@@ -41,7 +41,8 @@ async function checkCode(ev) {
   }
 }
 
-/* "I agree": only now is the learner signed up (with their consent) and a session started. */
+/* "I agree": only now is the learner signed up (with their consent), or a returning
+   learner's agreement to the current text recorded, and a session started. */
 async function agreeAndStart(source) {
   if (state.lti) return ltiAgreeAndStart(source);  // launched from a learning platform
   const j = state.joining;
@@ -57,6 +58,18 @@ async function agreeAndStart(source) {
       throw new Refused(e.message);
     }
     state.me = {token: r.token, learner_id: r.learner_id, name: r.name};
+  } else {
+    // a returning learner agrees to the text as it is now (it may have changed since they
+    // signed up: where pictures are analysed, learning records); the server records it
+    try {
+      await api("/api/me/consent", {method: "POST", body: JSON.stringify(
+        {consent: true, consent_version: state.consent.version})});
+    } catch (e) {
+      if (e instanceof SignedOut) throw e;
+      $("consent-error").textContent = "Could not record your agreement: " + e.message;
+      $("consent-error").classList.remove("hidden");
+      throw new Refused(e.message);
+    }
   }
   Object.assign(state.me, {join_code: j.code, class_name: j.cls.name});
   pageLocal.setItem(KEY, JSON.stringify(state.me));
