@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'split':<16}{'n':>6}{'acc':>8}{'macroF1':>9}  " + " ".join(
         f"{e[:7]:>8}" for e in EMOTIONS)
     if args.single_pass:
-        from multinet_emotion.export import single_pass_model
+        from multinet_emotion.onnx_graph import single_pass_model
         single = single_pass_model(args.model)
         print(f"single pass: {single}" if single != args.model else
               f"single pass: {args.model} has no mirror-image pass; measured as it is")

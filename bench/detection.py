@@ -118,8 +118,8 @@ def tilted_heads(frames: list[tuple[np.ndarray, Box]], labels: list[str],
                  tilts: list[float], seed: int) -> dict:
     """Section 4: the frames turned by each tilt, scanned with and without turned scans."""
     from multinet_emotion.classifier import default_model_path, load_model
-    from multinet_emotion.export import single_pass_model
     from multinet_emotion.faces import crop_faces
+    from multinet_emotion.onnx_graph import single_pass_model
 
     model = load_model(single_pass_model(default_model_path()))
     emotions = list(model.info.labels)

@@ -165,7 +165,7 @@ def alignment(frames_by: dict, faces: list[np.ndarray], labels: list[str], det, 
     turned upright by the eye line, or not."""
     from multinet_emotion.classifier import default_model_path, load_model
     from multinet_emotion.emotions import EMOTIONS
-    from multinet_emotion.export import single_pass_model
+    from multinet_emotion.onnx_graph import single_pass_model
 
     model = load_model(single_pass_model(default_model_path()))
     right = {"aligned": 0, "not aligned": 0}

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             raise MultiNetError(f"--batch-size {args.batch_size}: must be at least 1")
         if args.single_pass:
-            from multinet_emotion.export import single_pass_model
+            from multinet_emotion.onnx_graph import single_pass_model
             args.model = single_pass_model(args.model)
             print(f"single pass: {args.model}")
         # faces are read at the size the model takes

@@ -96,7 +96,7 @@ def test_flip_pass_given_requantized_weights_is_repaired(checkpoint, tmp_path):
     import onnx
     from onnx import helper, numpy_helper
 
-    from multinet_emotion.export import share_requantized_weights
+    from multinet_emotion.onnx_graph import share_requantized_weights
 
     data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
     export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "good.onnx", calibration=data,
@@ -128,7 +128,7 @@ def test_flip_pass_given_requantized_weights_is_repaired(checkpoint, tmp_path):
         if len(c1.input) > 2:
             bad.graph.node.append(helper.make_node("Identity", [c1.input[2]], [f"b{k}"]))
             c2.input[2] = f"b{k}"
-    from multinet_emotion.export import _topological_sort
+    from multinet_emotion.onnx_graph import _topological_sort
     _topological_sort(bad.graph)
     onnx.save(bad, str(tmp_path / "bad.onnx"))
     assert _float_convs(tmp_path / "bad.onnx", tmp_path) >= half
@@ -262,7 +262,7 @@ def test_bench_class_bias_then_accuracy_with_it(checkpoint, tmp_path):
 def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
     """The single-pass copy (export.drop_flip_pass) gives the probabilities of the
     model without its mirror image, and a model without one is refused."""
-    from multinet_emotion.export import drop_flip_pass
+    from multinet_emotion.onnx_graph import drop_flip_pass
 
     data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
     for name, flip in (("flip", True), ("plain", False)):
@@ -299,7 +299,7 @@ def test_the_web_app_runs_the_single_pass_copy_unless_asked(checkpoint, tmp_path
     --mirror-pass runs the file as it is; a model without a mirror pass is run as it is."""
     import random
 
-    from multinet_emotion.export import single_pass_model
+    from multinet_emotion.onnx_graph import single_pass_model
     from multinet_emotion.server.app import create_app
     from multinet_emotion.server.settings import Settings
 

@@ -107,3 +107,31 @@ def test_the_cycle_finder_finds_cycles():
 def test_no_import_cycles_among_the_package_modules():
     found = cycles(import_graph())
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+#: The training half (PyTorch): what the web app and the runtime never import.
+TRAINING = {f"{PACKAGE}.{m}" for m in ("train", "model", "export", "augment", "targets",
+                                       "distill", "evaluate", "init_weights", "checkpoint")}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in seen:
+                seen.add(w)
+                todo.append(w)
+    return seen
+
+
+def test_the_web_app_and_the_runtime_never_import_the_training_half():
+    """The server, the store, the recommender and the runtime (detector, tracking, label
+    filter, ONNX graph helpers) reach no training module, even through deferred imports."""
+    graph = import_graph()
+    users = [m for m in graph if m.startswith((f"{PACKAGE}.server", f"{PACKAGE}.store",
+                                                f"{PACKAGE}.recommend", f"{PACKAGE}.video"))]
+    users += [f"{PACKAGE}.{m}" for m in ("detect", "faces", "blazeface", "classifier",
+                                         "tracking", "label_filter", "onnx_graph")]
+    for module in users:
+        bad = reachable(graph, module) & TRAINING
+        assert not bad, f"{module} reaches {sorted(bad)}"

@@ -174,7 +174,7 @@ def analysis_model(settings: Settings) -> Path | None:
     if settings.mirror_pass or not Path(path).is_file():
         return settings.model
     try:
-        from ..export import single_pass_model
+        from ..onnx_graph import single_pass_model
         return single_pass_model(path)
     except Exception as e:  # noqa: BLE001 - a slower model beats no analysis
         log.warning("running %s with its mirror-image pass: no single-pass copy (%s: %s)",
