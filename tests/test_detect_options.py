@@ -231,3 +231,14 @@ def test_the_label_filter_is_the_runtimes_in_the_server_too():
     """serve states no label settings of its own: the runtime's FilterConfig is the one."""
     assert not {"min_dwell", "hysteresis", "stay", "evidence", "margin"} & \
         set(options.specs(Settings))
+
+
+def test_the_server_states_the_runtimes_scan_settings_once():
+    """serve's --detect-every and --search-every are the runtime's settings (one help, one
+    range) with the service's own defaults, stated in one place."""
+    for name in ("detect_every", "search_every"):
+        runtime, server = options.specs(PipelineConfig)[name], options.specs(Settings)[name]
+        assert server[1].help == runtime[1].help and server[1].min == runtime[1].min
+        assert server[1].env and not runtime[1].env  # MULTINET_DETECT_EVERY for serve
+    assert (Settings().detect_every, PipelineConfig().detect_every) == (10, 5)
+    assert (Settings().search_every, PipelineConfig().search_every) == (2, 1)

@@ -48,6 +48,15 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
                              metadata={"spec": Spec(**spec)})
 
 
+def restate(cls: type, name: str, default: Any, **spec: Any) -> Any:
+    """The setting ``name`` of ``cls`` for another front end (the web service's settings,
+    say) with its own ``default`` and any of its spec changed (``env=True``, a ``max``):
+    the help, the range and the unit stay those of the one statement on ``cls``."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return dataclasses.field(default=default,
+                             metadata={"spec": dataclasses.replace(f.metadata["spec"], **spec)})
+
+
 @functools.cache  # type hints are resolved once per class, not at every check
 def specs(cls: type) -> dict[str, tuple[dataclasses.Field, Spec, type, bool]]:
     """Per field with a spec: the field, the spec, its value type and whether None is allowed."""

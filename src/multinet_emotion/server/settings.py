@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import options
+from ..detect import PipelineConfig
 from ..errors import MultiNetError
 from ..files import keep_private_text, read_private_text
-from ..options import setting
+from ..options import restate, setting
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
 #: browser's timer is not exact, and a tab in the background sends in bursts)...
@@ -92,18 +93,16 @@ class Settings:
         32, env=True, min=6, max=1000,
         help="PostgreSQL connections each worker process opens at most; workers x this must "
              "stay under the server's max_connections (100 by default: 3 workers of 32)")
-    detect_every: int = setting(10, env=True, min=1, max=30, unit="frames",
-                                help="while a face is followed, scan the whole frame every Nth "
-                                     "frame (learner pages send 2 a second: 10 = every 5 s)")
+    # the runtime's own settings (detect.PipelineConfig), with the service's defaults: a
+    # learner page sends 2 frames a second, so 10 = a whole-frame scan every 5 s, and 2 =
+    # a face that comes into view is found within 1 s
+    detect_every: int = restate(PipelineConfig, "detect_every", 10, env=True, max=30)
     mirror_pass: bool = setting(
         False, env=True,
         help="also run each face's mirror image through the model and average the two, as "
              "the model card measures (0.1 point more accurate on FER2013 PrivateTest, but "
              "twice the model's work: fewer learners per server, slower in the browser)")
-    search_every: int = setting(2, env=True, min=1, max=30, unit="frames",
-                                help="while nobody is in view, scan the whole frame every Nth "
-                                     "frame (2 = a face that comes into view is found within "
-                                     "1 s at 2 frames a second)")
+    search_every: int = restate(PipelineConfig, "search_every", 2, env=True, max=30)
     live_seconds: float = setting(30.0, env=True, min=1, max=3600, unit="seconds",
                                   help="a learner counts as live this long after a sample")
     public_url: str = setting(
