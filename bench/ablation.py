@@ -5,9 +5,13 @@ row; PrivateTest scored on both label sets.
     python bench/ablation.py --epochs 3 --archs vgg16 small
     python bench/ablation.py --labels-tradeoff --archs small --minutes 8
                                                       # fer2013, mix 0.25/0.5/0.75, ferplus
+    python bench/ablation.py --minutes 8 --archs small small-wide \
+        --teacher src/multinet_emotion/assets/model.onnx   # students taught by the hybrid
 
-``--minutes M`` gives every arch the same training time: a short speed probe measures each
-arch's training images/s here, and its schedule (warm-up, cosine decay to zero) is sized to
+``--teacher MODEL.onnx`` trains every arch of the run as a student of that model (``train
+--teacher``, its defaults for the mix and the temperature; the teacher's outputs are
+computed once and cached). ``--minutes M`` gives every arch the same training time: a
+short speed probe measures each arch's training images/s here, and its schedule (warm-up, cosine decay to zero) is sized to
 M minutes. Runs go to ~/.cache/multinet-emotion/ablation/<name> and resume when interrupted
 (rerun the same command). ``--json`` writes the table for the model card.
 """
@@ -73,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="backbone stems (default: the shipped model's, imagenet)")
     p.add_argument("--normalization", choices=("face", "imagenet"), default="imagenet",
                    help="face normalisation (default: the shipped model's, imagenet)")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="train each arch as a student of this exported model (train --teacher)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
@@ -87,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             raise MultiNetError("--epochs and --minutes must be positive")
         for arch in args.archs:
             ModelConfig(arch=arch)  # unknown names fail before any training
+        if args.teacher is not None and not args.teacher.is_file():
+            raise MultiNetError(f"--teacher {args.teacher}: no such model file")
         data = load_dataset(DataConfig(path=args.data, seed=args.seed))
         n_train = len(data.split("train"))
         plans = [(args.archs[0], labels, weight) for labels, weight in TRADEOFF] \
@@ -100,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                 epochs = max(1, math.ceil(total / full))
                 steps = math.ceil(total / epochs)
             name = f"{arch}-{args.stem}-{labels}{weight if labels == 'mix' else ''}-" + (
-                f"m{args.minutes:g}" if args.minutes is not None else f"e{args.epochs}")
+                f"m{args.minutes:g}" if args.minutes is not None else f"e{args.epochs}") + (
+                "-taught" if args.teacher is not None else "")
             out = args.out / name
             history_file = out / "history.json"
             done = history_file.is_file() and len(json.loads(history_file.read_text())
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 train(TrainConfig(out=out, epochs=epochs, seed=args.seed, labels=labels,
                                   mix_weight=weight, ferplus=args.ferplus,
                                   batch_size=args.batch_size, max_steps_per_epoch=steps,
-                                  resume=(out / "last.pt").is_file(),
+                                  resume=(out / "last.pt").is_file(), teacher=args.teacher,
                                   minutes=args.minutes or 0.0,  # held to, even if slowed
                                   model=ModelConfig(arch=arch, stem=args.stem,
                                                     normalization=args.normalization),
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             speeds = sorted(e["images_per_s"] for e in history["epochs"])
             fp = figures.get("test-ferplus")
             rows.append({
-                "arch": arch, "stem": args.stem, "labels": labels if labels != "mix" else f"mix {weight}",
+                "arch": arch + (" (taught)" if args.teacher is not None else ""),
+                "stem": args.stem, "labels": labels if labels != "mix" else f"mix {weight}",
                 "params_millions": _millions_of_parameters(arch),
                 "images_per_s": speeds[len(speeds) // 2],
                 "minutes": history["wall_time_s"] / 60,

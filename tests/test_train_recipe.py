@@ -217,6 +217,9 @@ def test_ablation_bench_refuses_bad_options_before_training(capsys):
     spec.loader.exec_module(ablation)
     assert ablation.main(["--archs", "vgg19", "--epochs", "1"]) == 2
     assert "--arch 'vgg19'" in capsys.readouterr().err
+    assert ablation.main(["--archs", "small-wide", "--epochs", "1", "--teacher",
+                          "missing.onnx"]) == 2
+    assert "--teacher missing.onnx: no such model file" in capsys.readouterr().err
     assert ablation.main(["--minutes", "0"]) == 2
     assert ablation.speed("small", 8, steps=3) > 0
 
