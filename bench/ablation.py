@@ -11,9 +11,10 @@ row; PrivateTest scored on both label sets.
 ``--teacher MODEL.onnx`` trains every arch of the run as a student of that model (``train
 --teacher``, its defaults for the mix and the temperature; the teacher's outputs are
 computed once and cached). ``--minutes M`` gives every arch the same training time: a
-short speed probe measures each arch's training images/s here, and its schedule (warm-up, cosine decay to zero) is sized to
-M minutes. Runs go to ~/.cache/multinet-emotion/ablation/<name> and resume when interrupted
-(rerun the same command). ``--json`` writes the table for the model card.
+short speed probe measures each arch's training images/s here, and its schedule (warm-up,
+cosine decay to zero) is sized to M minutes. Runs go to
+~/.cache/multinet-emotion/ablation/<name> and resume when interrupted (rerun the same
+command). ``--json`` writes the table for the model card.
 """
 
 from __future__ import annotations
