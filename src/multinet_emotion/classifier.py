@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import options
-from .emotions import EMOTIONS
+from .emotions import DEFAULT_FACE_SIZE, EMOTIONS
 from .errors import MultiNetError
 from .faces import DEFAULT_CROP_SCALE, check_crop_scale
 from .options import setting
@@ -49,7 +49,7 @@ class ModelInfo:
 
     path: Path
     labels: tuple[str, ...] = EMOTIONS
-    input_size: int = 48
+    input_size: int = DEFAULT_FACE_SIZE
     value_range: tuple[float, float] = (0.0, 255.0)
     crop_scale: float = DEFAULT_CROP_SCALE
     crop_scale_from_model: bool = False  # False: the default measured in faces.py

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .emotions import DisgustPolicy
+from .emotions import DEFAULT_FACE_SIZE, DisgustPolicy
 from .errors import MultiNetError
 
 if TYPE_CHECKING:  # the server loads FastAPI and SQLAlchemy: only when serving
@@ -31,7 +31,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    "follows the model's own policy)")
 
 
-def _data_config(args: argparse.Namespace, image_size: int = 48, seed: int = 0):
+def _data_config(args: argparse.Namespace, image_size: int = DEFAULT_FACE_SIZE,
+                 seed: int = 0):
     from . import options
     from .datasets import DataConfig
     return DataConfig(**options.values(DataConfig, args), image_size=image_size, seed=seed,

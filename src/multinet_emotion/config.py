@@ -8,7 +8,7 @@ from pathlib import Path
 
 from . import options
 from .datasets import DataConfig
-from .emotions import EMOTIONS
+from .emotions import DEFAULT_FACE_SIZE, EMOTIONS
 from .options import setting
 
 LABEL_SETS = ("auto", "fer2013", "ferplus", "mix")
@@ -24,7 +24,7 @@ class ModelConfig:
     arch: str = setting("hybrid", choices=ARCHS,
                         help="hybrid = ResNet50 + VGG16 side by side; small = the baseline CNN; "
                              "small-wide = that CNN 1.5x as wide (a distillation student)")
-    image_size: int = setting(48, min=16, max=512, unit="pixels",
+    image_size: int = setting(DEFAULT_FACE_SIZE, min=16, max=512, unit="pixels",
                               help="face side the model takes")
     num_classes: int = setting(len(EMOTIONS), cli=False, min=2, help="output classes")
     hidden: int = setting(512, min=1, help="width of the dense layer")

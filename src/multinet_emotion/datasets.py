@@ -27,7 +27,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from . import options
-from .emotions import EMOTIONS, FER2013_CODES, DisgustPolicy, canonical, to_index
+from .emotions import (
+    DEFAULT_FACE_SIZE,
+    EMOTIONS,
+    FER2013_CODES,
+    DisgustPolicy,
+    canonical,
+    to_index,
+)
 from .errors import MultiNetError
 from .ferplus import (  # noqa: F401 - re-exported: the FER+ labels were read here
     FERPLUS_COLUMNS,
@@ -59,7 +66,8 @@ class DataConfig:
 
     path: Path = setting(flag="--data", help="FER2013 CSV (emotion,pixels,Usage) or a folder "
                          "of class sub-folders")
-    image_size: int = setting(48, cli=False, min=16, max=512, help="faces are read at this size")
+    image_size: int = setting(DEFAULT_FACE_SIZE, cli=False, min=16, max=512,
+                              help="faces are read at this size")
     disgust: DisgustPolicy = setting(DisgustPolicy.DROP, cli=False,
                                      help="FER2013 'disgust': drop it or merge it into 'angry'")
     strict: bool = setting(False, help="fail on the first bad image/row instead of skipping "

@@ -11,6 +11,11 @@ from typing import Any
 
 from .errors import MultiNetError
 
+#: The side of a face crop before a model file says its own (``ModelInfo.input_size``):
+#: FER2013's. Used only where no model is known yet (a new model's default, a dataset read
+#: without one).
+DEFAULT_FACE_SIZE = 48
+
 #: The model's classes, in the order of its outputs. Never reorder: models depend on it.
 EMOTIONS: tuple[str, ...] = ("angry", "fear", "happy", "neutral", "sad", "surprise")
 

@@ -44,6 +44,7 @@ import cv2
 import numpy as np
 
 from . import options
+from .emotions import DEFAULT_FACE_SIZE
 from .errors import MultiNetError
 from .options import setting
 
@@ -577,7 +578,7 @@ def expand_box(box: Box, scale: float) -> tuple[int, int, int, int]:
     return x0, y0, max(1, round(w)), max(1, round(h))
 
 
-def crop_faces(frame: np.ndarray, boxes: Sequence[Box], size: int = 48,
+def crop_faces(frame: np.ndarray, boxes: Sequence[Box], size: int = DEFAULT_FACE_SIZE,
                crop_scale: float = DEFAULT_CROP_SCALE, color: str = "bgr") -> np.ndarray:
     """Grey ``size`` x ``size`` crops (uint8 ``[N, size, size]``) of the boxes, framed like
     the training images: each box scaled by ``crop_scale`` about its centre, the parts
