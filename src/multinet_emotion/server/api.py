@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..emotions import EMOTIONS
 from .consent import check_consent, current_version, require_current_consent
 from .ratelimit import check_limit
+from .report_models import ClassTimelineOut, HealthOut, OverviewOut, SummaryOut
 from .schemas import (
     ConsentGivenOut,
     ConsentIn,
@@ -130,10 +131,10 @@ learner = APIRouter(prefix="/api", tags=["learner"])
 instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instructor])
 
 
-@public.get("/health", summary="Is the service up")
-def health(request: Request, svc: Service) -> dict[str, Any]:
-    return {"status": "ok", "analysis": request.app.state.analyzer_factory is not None,
-            "database": svc.database}
+@public.get("/health", response_model=HealthOut, summary="Is the service up")
+def health(request: Request, svc: Service) -> HealthOut:
+    return HealthOut(status="ok", analysis=request.app.state.analyzer_factory is not None,
+                     database=svc.database)
 
 
 @public.get("/config", summary="Settings the pages need (no secrets)")
@@ -274,9 +275,10 @@ def my_timeline(learner_id: LearnerId, svc: Reports, session_id: str | None = No
                        samples=svc.timeline(learner_id, session_id, since, limit))
 
 
-@learner.get("/me/summary", summary="Your summary: emotion shares, recommendations")
-def my_summary(learner_id: LearnerId, svc: Reports) -> dict[str, Any]:
-    return svc.summary(learner_id)
+@learner.get("/me/summary", response_model=SummaryOut,
+             summary="Your summary: emotion shares, recommendations")
+def my_summary(learner_id: LearnerId, svc: Reports) -> SummaryOut:
+    return SummaryOut(**svc.summary(learner_id))
 
 
 @learner.get("/me/export", summary="Everything stored about you (JSON)")
@@ -289,19 +291,20 @@ def delete_me(learner_id: LearnerId, svc: Ingest) -> DeletedOut:
     return DeletedOut(deleted=svc.delete(learner_id))
 
 
-@instructor.get("/classes/{class_id}/overview",
+@instructor.get("/classes/{class_id}/overview", response_model=OverviewOut,
                 summary="Live state of a class: learners, attention, outcomes")
-def class_overview(class_id: str, svc: Reports) -> dict[str, Any]:
-    return svc.class_overview(class_id)
+def class_overview(class_id: str, svc: Reports) -> OverviewOut:
+    return OverviewOut.model_validate(svc.class_overview(class_id))
 
 
-@instructor.get("/classes/{class_id}/timeline", summary="Class-level emotion timeline")
+@instructor.get("/classes/{class_id}/timeline", response_model=ClassTimelineOut,
+                summary="Class-level emotion timeline: labels shown per time bucket")
 def class_timeline(class_id: str, svc: Reports,
                    minutes: Annotated[float, Query(gt=0, le=24 * 60)] = 10.0,
-                   bucket: Annotated[float, Query(ge=1, le=3600)] = 10.0) -> dict[str, Any]:
+                   bucket: Annotated[float, Query(ge=1, le=3600)] = 10.0) -> ClassTimelineOut:
     if minutes * 60 / bucket > 2000:
         raise HTTPException(422, "too many buckets: use a larger bucket or fewer minutes")
-    return svc.class_timeline(class_id, minutes, bucket)
+    return ClassTimelineOut.model_validate(svc.class_timeline(class_id, minutes, bucket))
 
 
 @instructor.post("/learners/{learner_id}/token", response_model=TokenOut,
@@ -310,9 +313,10 @@ def learner_token(learner_id: str, svc: Ingest) -> TokenOut:
     return TokenOut(learner_id=learner_id, token=svc.new_token(learner_id))
 
 
-@instructor.get("/learners/{learner_id}/summary", summary="A learner's summary")
-def learner_summary(learner_id: str, svc: Reports) -> dict[str, Any]:
-    return svc.summary(learner_id)
+@instructor.get("/learners/{learner_id}/summary", response_model=SummaryOut,
+                summary="A learner's summary")
+def learner_summary(learner_id: str, svc: Reports) -> SummaryOut:
+    return SummaryOut(**svc.summary(learner_id))
 
 
 @instructor.get("/learners/{learner_id}/timeline", response_model=TimelineOut,

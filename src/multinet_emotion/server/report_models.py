@@ -1,0 +1,105 @@
+"""The typed answers of the read-only report routes (``response_model`` of each): a
+learner's summary, a class's overview and timeline, the service's health. Extra fields are
+refused here, so an answer never carries more than its schema says."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .schemas import EmotionName, TimelinePoint
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HealthOut(_Out):
+    status: str = Field(description="ok")
+    analysis: bool = Field(description="frames are analysed on the server")
+    database: str = Field(description="sqlite or postgresql")
+
+
+class SummaryOut(_Out):
+    learner_id: str
+    name: str
+    sessions: int
+    samples: int = Field(description="stored seconds")
+    face_share: float | None = Field(description="share of stored seconds with a face")
+    emotion_shares: dict[EmotionName, float] = Field(
+        description="share of the seconds with a face and a label, per label shown")
+    recommendations: dict[str, int] = Field(description="suggestions per status")
+    helped: int = Field(description="accepted suggestions measured as helpful")
+
+
+class Mix(_Out):
+    """What a stretch of stored seconds showed (``emotions.label_mix``)."""
+
+    shares: dict[EmotionName, float]
+    face_share: float
+    samples: int
+
+
+class LearnerMix(_Out):
+    session: Mix
+    recent: Mix
+    recent_minutes: int
+
+
+class Attention(_Out):
+    reason: str
+    evidence: dict[str, Any]
+
+
+class CardRecommendation(_Out):
+    title: str
+    kind: str
+    reason: str
+
+
+class OverviewLearner(_Out):
+    learner_id: str
+    name: str
+    session_id: str
+    started_at: float
+    ended_at: float | None
+    live: bool
+    current: TimelinePoint | None = Field(description="the label shown now (none once the "
+                                                      "session has ended)")
+    attention: Attention | None
+    negative_share: float | None = Field(description="share of the last minutes' labelled "
+                                                     "seconds in the attention rule's states")
+    recommendation: CardRecommendation | None
+    mix: LearnerMix
+
+
+class AttentionItem(_Out):
+    learner_id: str
+    name: str
+    reason: str
+
+
+class OverviewOut(_Out):
+    class_id: str
+    now: float
+    learners: list[OverviewLearner]
+    attention: list[AttentionItem]
+    outcomes: dict[str, dict[str, Any]] = Field(description="per content kind: offered, "
+                                                            "accepted, helped, ...")
+
+
+class ClassPoint(_Out):
+    t: float = Field(description="the bucket's middle")
+    learners: int
+    face_share: float
+    shares: dict[EmotionName, float] | None = Field(description="labels shown")
+    probs: dict[EmotionName, float] | None = Field(description="mean probabilities")
+
+
+class ClassTimelineOut(_Out):
+    class_id: str
+    since: float
+    until: float
+    bucket: float
+    points: list[ClassPoint]
