@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..emotions import EMOTIONS
 from .consent import check_consent, current_version, require_current_consent
 from .ratelimit import check_limit
-from .report_models import ClassTimelineOut, HealthOut, OverviewOut, SummaryOut
+from .report_models import ClassTimelineOut, ConfigOut, HealthOut, OverviewOut, SummaryOut
 from .schemas import (
     ConsentGivenOut,
     ConsentIn,
@@ -137,20 +137,20 @@ def health(request: Request, svc: Service) -> HealthOut:
                      database=svc.database)
 
 
-@public.get("/config", summary="Settings the pages need (no secrets)")
-def config(request: Request, svc: Service) -> dict[str, Any]:
+@public.get("/config", response_model=ConfigOut, summary="Settings the pages need (no secrets)")
+def config(request: Request, svc: Service) -> ConfigOut:
     st = request.app.state
     s: Settings = st.settings
     policy = svc.policy
-    return {"emotions": list(EMOTIONS), "analysis": st.analyzer_factory is not None,
-            "analysis_note": st.analysis_note, "frame_rate": s.frame_rate,
-            "frame_width": s.frame_width, "max_frame_bytes": s.max_frame_bytes,
-            "open_registration": s.open_registration,
-            "retention_days": s.retention_days,
-            "policy": {"cooldown": policy.cooldown,
-                       "rules": [{"name": r.name, "states": list(r.states),
-                                  "min_duration": r.min_duration, "kinds": list(r.kinds)}
-                                 for r in policy.rules]}}
+    return ConfigOut.model_validate({
+        "emotions": list(EMOTIONS), "analysis": st.analyzer_factory is not None,
+        "analysis_note": st.analysis_note, "frame_rate": s.frame_rate,
+        "frame_width": s.frame_width, "max_frame_bytes": s.max_frame_bytes,
+        "open_registration": s.open_registration, "retention_days": s.retention_days,
+        "policy": {"cooldown": policy.cooldown,
+                   "rules": [{"name": r.name, "states": list(r.states),
+                              "min_duration": r.min_duration, "kinds": list(r.kinds)}
+                             for r in policy.rules]}})
 
 
 @public.post("/learners", status_code=201, response_model=RegisterOut,

@@ -103,3 +103,29 @@ class ClassTimelineOut(_Out):
     until: float
     bucket: float
     points: list[ClassPoint]
+
+
+class RuleOut(_Out):
+    name: str
+    states: list[EmotionName]
+    min_duration: float
+    kinds: list[str]
+
+
+class PolicyOut(_Out):
+    cooldown: float
+    rules: list[RuleOut]
+
+
+class ConfigOut(_Out):
+    """What the pages need to know of the service (no secrets)."""
+
+    emotions: list[EmotionName]
+    analysis: bool = Field(description="frames are analysed on the server")
+    analysis_note: str
+    frame_rate: float
+    frame_width: int
+    max_frame_bytes: int
+    open_registration: bool
+    retention_days: float
+    policy: PolicyOut
