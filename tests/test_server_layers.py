@@ -44,3 +44,31 @@ def test_service_and_store_files_stay_short() -> None:
         for path in sorted(folder.rglob("*.py")):
             n = len(path.read_text().splitlines())
             assert n <= 500, f"{path.relative_to(SRC)} has {n} lines (at most 500)"
+
+
+def test_every_api_route_states_its_answer(tmp_path) -> None:
+    """Typed contracts: every JSON answer in the API's schema is a named model (pages and
+    files answer HTML or bytes; the WebSocket's schema is itself a JSON Schema document)."""
+    import random
+
+    from multinet_emotion.server import Settings, create_app
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}",
+                              instructor_token="x" * 20), analyzer_factory=None,
+                     rng=random.Random(0))
+    try:
+        untyped, n = [], 0
+        for path, ops in app.openapi()["paths"].items():
+            for method, op in ops.items():
+                for code, answer in op["responses"].items():
+                    schema = answer.get("content", {}).get("application/json", {}).get("schema")
+                    if not code.startswith("2") or schema is None:
+                        continue
+                    n += 1
+                    named = "$ref" in schema or "$ref" in schema.get("items", {})
+                    if not named and path != "/api/ws-schema":
+                        untyped.append((method, path, schema))
+        assert not untyped, untyped
+        assert n > 30
+    finally:
+        app.state.service.store.close()

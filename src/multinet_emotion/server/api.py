@@ -16,7 +16,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..emotions import EMOTIONS
 from .consent import check_consent, current_version, require_current_consent
 from .ratelimit import check_limit
-from .report_models import ClassTimelineOut, ConfigOut, HealthOut, OverviewOut, SummaryOut
+from .report_models import (
+    ClassTimelineOut,
+    ConfigOut,
+    ExportOut,
+    HealthOut,
+    OverviewOut,
+    SummaryOut,
+)
 from .schemas import (
     ConsentGivenOut,
     ConsentIn,
@@ -281,9 +288,10 @@ def my_summary(learner_id: LearnerId, svc: Reports) -> SummaryOut:
     return SummaryOut(**svc.summary(learner_id))
 
 
-@learner.get("/me/export", summary="Everything stored about you (JSON)")
-def my_export(learner_id: LearnerId, svc: Reports) -> dict[str, Any]:
-    return svc.export(learner_id)
+@learner.get("/me/export", response_model=ExportOut,
+             summary="Everything stored about you (JSON)")
+def my_export(learner_id: LearnerId, svc: Reports) -> ExportOut:
+    return ExportOut.model_validate(svc.export(learner_id))
 
 
 @learner.delete("/me", response_model=DeletedOut, summary="Delete all your data")
@@ -328,9 +336,10 @@ def learner_timeline(learner_id: str, svc: Reports, session_id: str | None = Non
                        samples=svc.timeline(learner_id, session_id, since, limit))
 
 
-@instructor.get("/learners/{learner_id}/export", summary="Export a learner's data (JSON)")
-def learner_export(learner_id: str, svc: Reports) -> dict[str, Any]:
-    return svc.export(learner_id)
+@instructor.get("/learners/{learner_id}/export", response_model=ExportOut,
+                summary="Export a learner's data (JSON)")
+def learner_export(learner_id: str, svc: Reports) -> ExportOut:
+    return ExportOut.model_validate(svc.export(learner_id))
 
 
 @instructor.delete("/learners/{learner_id}", response_model=DeletedOut,

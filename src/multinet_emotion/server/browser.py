@@ -44,6 +44,7 @@ from ..detect import PipelineConfig
 from ..errors import MultiNetError
 from ..faces import HAAR_CASCADE, DetectorConfig, tilt_turns
 from ..tracking import TrackerConfig
+from .report_models import AnalysisOut
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -306,10 +307,10 @@ def _browser(request: Request) -> BrowserAnalysis:
     return browser
 
 
-@router.get("/api/analysis", tags=["service"],
+@router.get("/api/analysis", tags=["service"], response_model=AnalysisOut,
             summary="Where the learner's camera picture is analysed, and what the page needs "
                     "to analyse it in the browser")
-def analysis(request: Request) -> dict[str, Any]:
+def analysis(request: Request) -> AnalysisOut:
     st = request.app.state
     browser: BrowserAnalysis | None = getattr(st, "browser_analysis", None)
     out: dict[str, Any] = {"mode": st.analysis_mode, "server": st.analyzer_factory is not None,
@@ -322,7 +323,7 @@ def analysis(request: Request) -> dict[str, Any]:
         except (MultiNetError, OSError) as e:  # e.g. the model file is being replaced
             log.error("in-browser analysis unavailable: %s", e)
             out["browser_note"] = f"the model file cannot be served ({e})"
-    return out
+    return AnalysisOut.model_validate(out)
 
 
 @router.get("/models/model.{digest}.onnx", include_in_schema=False)

@@ -129,3 +129,45 @@ class ConfigOut(_Out):
     open_registration: bool
     retention_days: float
     policy: PolicyOut
+
+
+class ExportLearner(_Out):
+    id: str
+    name: str
+    created_at: float
+    consent_at: float | None
+    consent_version: str | None
+
+
+class ExportSession(_Out):
+    id: str
+    class_id: str
+    tags: list[str]
+    level: int | None
+    source: str
+    started_at: float
+    ended_at: float | None
+    samples: list[TimelinePoint]
+
+
+class ExportOut(_Out):
+    """Everything stored about a learner (``GET /api/me/export``)."""
+
+    format: str
+    version: int
+    exported_at: float
+    learner: ExportLearner
+    sessions: list[ExportSession]
+    recommendations: list[dict[str, Any]]
+    outcomes: list[dict[str, Any]]
+    feedback: list[dict[str, Any]]
+
+
+class AnalysisOut(_Out):
+    """Where the learner's picture is analysed (``GET /api/analysis``)."""
+
+    mode: str | None = Field(description="browser, server, auto or off")
+    server: bool = Field(description="the server analyses frames")
+    browser: dict[str, Any] | None = Field(description="what the learner page needs to "
+                                                       "analyse in the browser, or null")
+    browser_note: str

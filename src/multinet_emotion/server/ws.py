@@ -95,7 +95,7 @@ def _short(err: ValidationError) -> str:
                      for e in err.errors(include_input=False, include_url=False))
 
 
-@router.get("/api/ws-schema", tags=["service"],
+@router.get("/api/ws-schema", tags=["service"], response_model=dict[str, Any],
             summary="JSON Schema of the learner WebSocket's messages (/ws/learn)",
             description="Every text message is one of $defs/ClientMessage (page to server) "
                         "or $defs/ServerMessage (server to page); frames are binary.")

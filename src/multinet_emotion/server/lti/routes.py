@@ -88,7 +88,14 @@ async def deep_link(request: Request) -> Response:
         return e.response()
 
 
-@router.get("/jwks", summary="The tool's public keys (JWKS) for platforms")
+class JwksOut(BaseModel):
+    """A JSON Web Key Set (RFC 7517): the tool's public keys, each with its kid."""
+
+    keys: list[dict[str, Any]]
+
+
+@router.get("/jwks", summary="The tool's public keys (JWKS) for platforms",
+            response_model=JwksOut)
 def jwks(request: Request) -> JSONResponse:
     return JSONResponse(_lti(request).key.jwks(), headers={"Cache-Control": "max-age=3600"})
 

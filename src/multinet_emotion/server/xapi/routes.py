@@ -40,6 +40,10 @@ class OutboxOut(BaseModel):
     last_sent_at: float | None = None
 
 
+class RetryOut(BaseModel):
+    requeued: int = Field(description="failing statements queued to be sent again")
+
+
 class SharingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     emotions: bool = Field(description="send a per-minute summary of my emotion shares to "
@@ -56,9 +60,10 @@ def outbox(xapi: Xapi) -> dict[str, Any]:
     return xapi.status()
 
 
-@instructor.post("/outbox/retry", summary="Send the failing xAPI statements again")
-def retry(xapi: Xapi) -> dict[str, int]:
-    return {"requeued": xapi.retry_failing()}
+@instructor.post("/outbox/retry", response_model=RetryOut,
+                 summary="Send the failing xAPI statements again")
+def retry(xapi: Xapi) -> RetryOut:
+    return RetryOut(requeued=xapi.retry_failing())
 
 
 @learner.get("/sharing", response_model=SharingOut, summary="What I share with the LRS")
