@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import EmotionName, TimelinePoint
+from .schemas import EmotionName, SessionFields, TimelinePoint
 
 
 class _Out(BaseModel):
@@ -139,14 +139,8 @@ class ExportLearner(_Out):
     consent_version: str | None
 
 
-class ExportSession(_Out):
-    id: str
-    class_id: str
-    tags: list[str]
-    level: int | None
-    source: str
-    started_at: float
-    ended_at: float | None
+class ExportSession(SessionFields):
+    model_config = ConfigDict(extra="forbid")
     samples: list[TimelinePoint]
 
 

@@ -124,15 +124,20 @@ class SessionIn(_In):
         return [t.lower() for t in v]
 
 
-class SessionOut(BaseModel):
+class SessionFields(BaseModel):
+    """A learning session as every answer gives it."""
+
     id: str
-    learner_id: str
     class_id: str
     tags: list[str]
     level: int | None
     source: str
     started_at: float
     ended_at: float | None
+
+
+class SessionOut(SessionFields):
+    learner_id: str
 
 
 class SampleIn(_In):
