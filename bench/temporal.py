@@ -60,7 +60,7 @@ import numpy as np
 from multinet_emotion.datasets import DataConfig, load_dataset
 from multinet_emotion.detect import EmotionDetector, PipelineConfig
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.faces import Box, HaarDetector
+from multinet_emotion.faces import Box, DetectorConfig, HaarDetector
 from multinet_emotion.ferplus import ferplus_majority, load_ferplus_votes
 from multinet_emotion.label_filter import FilterConfig, LabelFilter
 from multinet_emotion.progress import bar
@@ -251,9 +251,11 @@ class Record:
     updates: list[tuple[int, np.ndarray]]  # (track id, raw probs) read on this frame
 
 
-def run_pipeline(clip: Clip, step: int, model: Path | None, desc: str) -> list[Record]:
-    """``EmotionDetector`` over every ``step``-th frame of the clip (``detect``'s defaults)."""
-    detector = EmotionDetector(model, PipelineConfig())
+def run_pipeline(clip: Clip, step: int, model: Path | None, desc: str,
+                 detector_kind: str = "haar") -> list[Record]:
+    """``EmotionDetector`` over every ``step``-th frame of the clip (``detect``'s defaults,
+    with ``detector_kind``'s face detector)."""
+    detector = EmotionDetector(model, PipelineConfig(detector=DetectorConfig(kind=detector_kind)))
     records: list[Record] = []
     updates: list[tuple[int, np.ndarray]] = []
     original = Track.set_probs
@@ -497,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-votes", type=int, default=6,
                    help="a face's FER+ majority needs this many of 10 votes (default 6)")
     p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
+    p.add_argument("--detector", choices=("haar", "blazeface"), default="haar",
+                   help="the face detector (default haar, detect's default)")
     p.add_argument("--tune", action="store_true",
                    help="replay the label filter over a grid of settings and print the best")
     p.add_argument("--json", type=Path, default=None, help="write the figures here too")
@@ -513,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [("every frame", 1)] + ([("2 frames/s", slow)] if slow > 1 else [])
     rows, runs = [], []
     for name, step in steps:
-        records = run_pipeline(clip, step, args.model, name)
+        records = run_pipeline(clip, step, args.model, name, args.detector)
         runs.append((name, step, records))
         live = score(clip, records, step)
         if score(clip, records, step, replay(records, FilterConfig())) != live:
