@@ -142,7 +142,7 @@ def test_platform_try_launches_the_running_tool_as_a_learner_and_an_instructor(t
                     assert done.url.path == page and grant in str(done.url), (role, done.url)
         finally:
             proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=20)
+            out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "removed the registration" in out
     listed = subprocess.run([sys.executable, "-m", "multinet_emotion.cli", "platform", "list",

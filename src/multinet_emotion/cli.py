@@ -507,7 +507,15 @@ def _platform(args: argparse.Namespace) -> int:
 
 def _try_platform(args: argparse.Namespace, settings, platforms) -> int:  # noqa: ANN001
     """``platform try``: the try-out platform, registered while it runs."""
+    import signal
     import time
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Ctrl-C and a termination stop it (a job started in the background has SIGINT ignored)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
     from .server.lti.spec import PlatformSpec
     from .server.lti.trial import Simulator

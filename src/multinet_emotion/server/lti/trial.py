@@ -101,6 +101,9 @@ class Simulator:
                     self._send(404, "not found")
 
         self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        # closing never waits for a browser's open connection (a stop must not hang)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
