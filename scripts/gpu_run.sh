@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# On a lent CUDA machine, in one call: train from the shipped model, export int8, score it.
+# On a CUDA machine that runs a copy of the working tree (a remote job runner), in one call:
+# train from the shipped model, export int8, score it.
 # Only the int8 model (in parts under 16 MiB, with its sha256) and one archive of figures
 # (history, config, export and validation reports, training log, curves) are written to $OUT.
 #   here:   python scripts/pack_data.py            # once: pack/ (~24 MB, git-ignored)
-#   device: scripts/gpu_run.sh [train options]     # run with carry=["pack"]; OUT set by the tool
+#   there:  OUT=DIR scripts/gpu_run.sh [train options]   # pack/ copied along; DIR comes back
 #   here:   scripts/gpu_ship.sh FILES_AT           # reassemble, check, score on PrivateTest, ship
 # MINUTES (default 6.5) is the training budget: `train --minutes` re-plans the cosine schedule
 # after every epoch to the epochs that fit, so the run ends annealed in time for the export.

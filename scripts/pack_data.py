@@ -1,4 +1,5 @@
-"""Pack FER2013 and the FER+ votes small enough to travel to a lent GPU machine.
+"""Pack FER2013 and the FER+ votes small enough to travel with the working tree to a remote
+GPU machine (scripts/gpu_run.sh).
 
     python scripts/pack_data.py                      # -> pack/ (git-ignored; ~22 MB)
     python scripts/pack_data.py --unpack pack/bundle/fer2013.bundle   # there: pack/ again
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# One file travels better than 31,000: the device tool counts each file's overhead, and
+# One file travels better than 31,000: copying a tree to a remote machine costs per file, and
 # the tree must stay under 64 MiB. Layout: 8-byte little-endian length N, N bytes of gzip'd
 # JSON ({"files": [[path, size], ...], "text": {path: text}}), then the files' bytes in order.
 

@@ -1,6 +1,5 @@
 """Classes the instructor creates (join codes that expire and rotate), rate limits on sign-up
-and session creation, and consent before anything about a learner is stored (issue 11,
-items 2 and 4)."""
+and session creation, and consent before anything about a learner is stored."""
 
 from __future__ import annotations
 

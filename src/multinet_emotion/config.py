@@ -112,8 +112,8 @@ class TrainConfig:
                              "(0 = none): after each epoch the schedule is re-planned to the "
                              "epochs that still fit, so the run ends annealed in time")
     keep_last: bool = setting(True, help="write last.pt (for --resume) after every epoch; "
-                              "--no-keep-last writes it only at the end (a machine lent for one "
-                              "run, where the saving costs more than it can save)")
+                              "--no-keep-last writes it only at the end (a remote machine used "
+                              "for one run, where the saving costs more than it can save)")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig | None = None
 
