@@ -9,7 +9,6 @@ export` and the training run wrote; nothing is typed in by hand.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -17,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from multinet_emotion.emotions import EMOTIONS
+from multinet_emotion.files import file_sha256
 
 #: the accuracy targets for the shipped file (PrivateTest, six classes)
 TARGETS = {"ferplus_accuracy": 0.86, "ferplus_macro_f1": 0.75, "ferplus_neutral_recall": 0.80,
@@ -35,14 +35,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def train_command(config: dict, run: Path, init: str | None = None) -> str:
@@ -146,7 +138,7 @@ def check_figures(model: Path, data: Path, sample: int = CHECK_SAMPLE, seed: int
     from multinet_emotion.datasets import DataConfig
     from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 
-    out = {"sample": sample, "seed": seed, "model_sha256": sha256(model)}
+    out = {"sample": sample, "seed": seed, "model_sha256": file_sha256(model)}
     size, _ = model_facts(model)  # faces read at the size the file takes
     ferplus = data.parent / "ferplus"
     for name, fp in (("test", None), ("test-ferplus", ferplus if ferplus.is_dir() else None)):
@@ -220,10 +212,10 @@ def main() -> None:
         file is the one the ledger describes."""
         previous = args.previous or Path(onnx_init)
         known = None
-        if previous.is_file() and sha256(previous) == ledger.get("model_sha256"):
+        if previous.is_file() and file_sha256(previous) == ledger.get("model_sha256"):
             known = list(ledger["stages"])
-        elif previous.is_file() and sha256(previous) == ledger.get("previous_sha256") and \
-                sha256(args.assets / "model.onnx") == ledger.get("model_sha256"):
+        elif previous.is_file() and file_sha256(previous) == ledger.get("previous_sha256") and \
+                file_sha256(args.assets / "model.onnx") == ledger.get("model_sha256"):
             known = list(ledger["stages"])[:-1]  # the card of this model again: its stage last
         if known is not None:
             commit = known[-1].get("shipped_in", "HEAD") if known else "HEAD"
@@ -508,9 +500,9 @@ def main() -> None:
     commit = "the commit that ships this file"
     previous = args.previous if args.previous and args.previous.is_file() else None
     ledger_file.write_text(json.dumps({"about": ledger.get("about", ""),
-                                       "model_sha256": sha256(args.assets / "model.onnx"),
+                                       "model_sha256": file_sha256(args.assets / "model.onnx"),
                                        # so that the card can be written again (idempotent)
-                                       "previous_sha256": sha256(previous) if previous else None,
+                                       "previous_sha256": file_sha256(previous) if previous else None,
                                        "stages": [{**st, "shipped_in": st.get("shipped_in", commit)}
                                                   for st in stages]}, indent=2) + "\n")
     print(f"wrote {args.assets / 'MODEL_CARD.md'} and {ledger_file}")

@@ -104,3 +104,31 @@ def test_detect_runs_with_blazeface(drawn_face_clip, brightness_onnx_model, tmp_
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["settings"]["detector"]["kind"] == "blazeface"
     assert summary["settings"]["detector"]["blazeface"] == "back"
+
+
+def test_two_followed_faces_cost_one_pass(monkeypatch):
+    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+
+    det = make_detector(DetectorConfig(kind="blazeface"))
+    faces = _fer_faces(2)
+    frame = np.tile(np.linspace(70, 150, 320).astype(np.uint8), (240, 1))
+    for face, x in zip(faces, (20, 180)):
+        frame[60:180, x:x + 120] = cv2.resize(face, (120, 120), interpolation=cv2.INTER_CUBIC)
+    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+    class Model:
+        input_size, crop_scale, path = 44, 1.0, Path("m.onnx")
+
+        def predict(self, crops: np.ndarray) -> np.ndarray:
+            return np.full((len(crops), 6), 1 / 6)
+
+    from multinet_emotion import detect as detect_module
+    monkeypatch.setattr(detect_module, "EmotionClassifier", Model)
+    pipeline = EmotionDetector(Model(), PipelineConfig(detect_every=5), detector=det)
+    passes = []
+    real = det._run
+    monkeypatch.setattr(det, "_run", lambda *a: passes.append(1) or real(*a))
+    for i in range(5):
+        faces_now = pipeline.process(frame, i / 10)
+    assert len(faces_now) == 2 and len({f.track_id for f in faces_now}) == 2
+    assert len(passes) == 5  # one whole-frame pass a frame, not one per followed face

@@ -35,6 +35,7 @@ from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.faces import HaarDetector, crop_faces
+from multinet_emotion.files import file_sha256
 from multinet_emotion.server import Settings, browser, create_app
 
 pytestmark = [pytest.mark.slow]
@@ -419,13 +420,13 @@ def test_model_and_vendor_urls_are_content_hashed(tmp_path: Path) -> None:
     ba, note = browser.BrowserAnalysis.create(model, vendor)
     assert ba is not None, note
     first = ba.model()
-    assert first.url == f"/models/model.{browser._sha256(model)[:12]}.onnx"
+    assert first.url == f"/models/model.{file_sha256(model)[:12]}.onnx"
     assert first.info.input_size == 48
     _write_brightness_onnx(model, temperature=300.0)  # a new model shipped meanwhile
     assert ba.model().url != first.url
     import os
     os.utime(model, ns=(1, 1))  # even with an old time, the size+time key changed
-    assert ba.model().sha256 == browser._sha256(model)
+    assert ba.model().sha256 == file_sha256(model)
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
                               instructor_token=INSTRUCTOR, analysis="server"))
     app.state.browser_analysis = ba

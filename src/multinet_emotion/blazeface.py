@@ -15,9 +15,10 @@ runs from the brows to the chin; it is turned into the square the runtime's crop
 With ``align`` the box carries the roll of the eye line (:attr:`~.faces.Box.angle`), so the
 crop is turned upright before the model sees it.
 
-``detect_near`` runs the whole frame again and keeps the face that overlaps the last box: a
-pass costs less than the Haar cascade's local search, and a pass on a zoomed region around
-the face gave boxes of unsteady size (``bench/detection.py --blazeface-fit`` prints both).
+``detect_near_all`` runs the whole frame again, once for every face followed, and keeps the
+face that overlaps each last box: a pass costs less than the Haar cascade's local search,
+and a pass on a zoomed region around a face gave boxes of unsteady size
+(``bench/detection.py --blazeface-fit`` prints both).
 """
 
 from __future__ import annotations
@@ -197,11 +198,24 @@ class BlazeFaceDetector:
         self.keypoints = [r[5:17].reshape(6, 2) for _, r in found]
         return [b for b, _ in found]
 
+    def detect_near_all(self, frame: np.ndarray, boxes: list[Box]) -> list[Box | None]:
+        """The faces that were at ``boxes`` in an earlier frame, from one pass over the
+        frame: for each, the face found now that overlaps it most (IoU > 0.3; each face
+        taken once, the best overlaps first), or None."""
+        found = self.detect(frame)
+        pairs = sorted(((old.iou(new), i, j) for i, old in enumerate(boxes)
+                        for j, new in enumerate(found)), reverse=True)
+        out: list[Box | None] = [None] * len(boxes)
+        taken: set[int] = set()
+        for iou, i, j in pairs:
+            if iou > 0.3 and out[i] is None and j not in taken:
+                out[i] = found[j]
+                taken.add(j)
+        return out
+
     def detect_near(self, frame: np.ndarray, box: Box) -> Box | None:
-        """The face that was at ``box`` in an earlier frame: the face found now that
-        overlaps it most (IoU > 0.3), or None."""
-        best = max(self.detect(frame), key=box.iou, default=None)
-        return best if best is not None and best.iou(box) > 0.3 else None
+        """The face that was at ``box`` in an earlier frame (:meth:`detect_near_all`)."""
+        return self.detect_near_all(frame, [box])[0]
 
     def detect_region(self, frame: np.ndarray, box: Box, margin: float = 2.0) -> list[Box]:
         """Faces in a square region ``margin`` times ``box``'s side around it, at the

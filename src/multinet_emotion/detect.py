@@ -137,10 +137,13 @@ class EmotionDetector:
         tracks: list[Track] | None = None
         if not full:  # between full detections: follow the known faces only
             near = getattr(self.face_detector, "detect_near", None)
-            if near is None:
+            near_all = getattr(self.face_detector, "detect_near_all", None)
+            if near is None and near_all is None:
                 tracks = visible  # carry the boxes of the last detection
             else:
-                found = [near(frame, tr.box) for tr in visible]
+                boxes = [tr.box for tr in visible]
+                found = near_all(frame, boxes) if near_all is not None \
+                    else [near(frame, box) for box in boxes]
                 if all(box is not None for box in found):
                     tracks = self.tracker.follow(visible, found, t)
                 # else a face was lost: look at the whole frame now

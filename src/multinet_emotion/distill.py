@@ -32,7 +32,7 @@ from .classifier import ClassifierConfig, load_model
 from .datasets import cache_dir
 from .emotions import EMOTIONS
 from .errors import MultiNetError
-from .files import atomic_path, atomic_write_text
+from .files import atomic_path, atomic_write_text, file_sha256
 from .progress import bar
 
 log = logging.getLogger(__name__)
@@ -40,14 +40,6 @@ log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 CHUNK = 2048  # faces per cache chunk (each written as it finishes)
 BATCH = 256  # faces per teacher call
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def resize_for(images: np.ndarray, size: int) -> np.ndarray:

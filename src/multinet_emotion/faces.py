@@ -109,6 +109,9 @@ class FaceDetector(Protocol):
     A detector may also offer ``detect_near(frame, box) -> Box | None``, a cheap search for
     a known face around its last box; the pipeline uses it between full detections (see
     ``PipelineConfig.detect_every``) and simply keeps the last box for detectors without it.
+    A detector whose search looks at the whole frame anyway offers
+    ``detect_near_all(frame, boxes) -> list[Box | None]`` instead: every known face in one
+    pass.
     """
 
     def detect(self, frame: np.ndarray) -> list[Box]: ...

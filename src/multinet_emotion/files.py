@@ -3,6 +3,7 @@ and private files (secrets kept readable by their owner only, first writer wins)
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -25,6 +26,15 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: Path | str, text: str) -> None:

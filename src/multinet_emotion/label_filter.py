@@ -18,8 +18,8 @@ emotion once the evidence is clear:
    another emotion only when that emotion's posterior beats the shown one's by ``margin``.
    A flicker of any class moves the posterior a little and resets nothing.
 
-A face not read for ``gap`` seconds starts afresh. The probabilities a caller shows beside
-the label are its own: :func:`share` (the shown label's smoothed probability).
+A face not read for ``gap`` seconds starts afresh. The percentage shown beside the label is
+the label's own smoothed probability (``Reading.share``).
 
 The learner page runs the same filter in JavaScript (``static/analysis.js``,
 ``LabelFilter``), step for step; ``tests/test_browser_analysis.py`` checks that both give
@@ -140,11 +140,3 @@ class LabelFilter:
     def restore(self, state: Sequence) -> None:
         posterior, self.index, self.evidence, self.last_t = state
         self.posterior = None if posterior is None else np.asarray(posterior, np.float64)
-
-
-def share(probs: Sequence[float] | None, label: str | None) -> float | None:
-    """The probability of ``label`` in ``probs`` (EMOTIONS order): the share shown beside
-    a label is always the label's own."""
-    if probs is None or label is None:
-        return None
-    return float(probs[EMOTIONS.index(label)])

@@ -37,10 +37,10 @@ from .augment import augment
 from .checkpoint import RESUME_KEYS, read_checkpoint, save_checkpoint, training_meta
 from .config import LABEL_SETS, TrainConfig  # noqa: F401 - re-exported
 from .datasets import DataConfig, Dataset, Split, ferplus_majority_labels, load_dataset
-from .distill import augment_flips, file_sha256, mixed_targets, teacher_outputs
+from .distill import augment_flips, mixed_targets, teacher_outputs
 from .emotions import EMOTIONS
 from .errors import MultiNetError
-from .files import atomic_path, atomic_write_text
+from .files import atomic_path, atomic_write_text, file_sha256
 from .init_weights import init_from
 from .metrics import confusion_matrix, summarize
 from .model import ModelConfig, build_model, unwrap

@@ -43,6 +43,7 @@ from ..classifier import METADATA_KEY, ModelInfo, default_model_path, parse_meta
 from ..detect import PipelineConfig
 from ..errors import MultiNetError
 from ..faces import HAAR_CASCADE, DetectorConfig, tilt_turns
+from ..files import file_sha256
 from ..tracking import TrackerConfig
 from .report_models import AnalysisOut
 
@@ -70,14 +71,6 @@ ISOLATION_HEADERS = ((b"cross-origin-opener-policy", b"same-origin"),
 ISOLATED_PAGES = frozenset({"/learn"})
 #: CLAHE of HaarDetector (faces.py): clip limit and tile grid.
 CLAHE = {"clip_limit": 2.0, "tile_grid": 8}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _varint(data: bytes, i: int) -> tuple[int, int]:
@@ -206,7 +199,7 @@ class BrowserAnalysis:
             if self._files is None:
                 paths = {name: self.vendor / name for name in VENDOR_FILES}
                 paths[HAAR_CASCADE] = self.cascade
-                self._files = {name: (p, _sha256(p)) for name, p in paths.items()}
+                self._files = {name: (p, file_sha256(p)) for name, p in paths.items()}
             return self._files
 
     def model(self) -> ModelFile:
