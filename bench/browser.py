@@ -17,7 +17,7 @@ falls on all alike):
    from ../shared/data, a drawing when absent: per face (crop + model), the frame's face
    detection, the total, and the frames/s one page reaches analysing back to back; and the
    detection of a face followed from frame to frame as the learner page does it
-   (``BrowserAnalysis.Follower``: a local search between whole-frame scans);
+   (``BrowserAnalysis.follower``: a local search between whole-frame scans);
 3. the WebAssembly threads onnxruntime-web runs, whether the page is cross-origin isolated,
    and the cores the browser reports;
 4. the page's memory (last variant): JS heap (CDP Performance.getMetrics), the opencv.js
@@ -29,15 +29,16 @@ page's own choice, 1, without it; at most 4 and the cores), ``arena=1`` (onnxrun
 CPU memory arena and memory pattern on; the page leaves them off), ``mode=parallel``
 (execution mode), ``batch=N`` (the model's batch dimension fixed at N), ``isolated=0``
 (the learner page without its cross-origin isolation headers, as before they were sent:
-one thread). ``default``: the page as served (one thread). Default
-variants: ``before`` (threads=1,isolated=0: the page before it was isolated), ``default``
-and ``threads=2``.
+one thread), ``detector=haar`` or ``detector=blazeface`` (the face detector the page runs;
+the server's otherwise). ``default``: the page as served; ``before``: threads=1,isolated=0.
+Default variants: ``detector=haar`` and ``default`` (BlazeFace).
 Needs scripts/setup_web.sh. Target: per-face latency <= 60 ms.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import base64
 import random
 import socket
@@ -51,14 +52,16 @@ import cv2
 import numpy as np
 
 from multinet_emotion.classifier import default_model_path, load_model
-from multinet_emotion.faces import HaarDetector, crop_faces
+from multinet_emotion.faces import DetectorConfig, crop_faces, make_detector
 from multinet_emotion.server import Settings, create_app
+from multinet_emotion.server.browser import BROWSER_DETECTORS
 
 CHROMIUM = "/usr/bin/chromium"
 FER_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "test"
-LOAD = """async (options) => {
+LOAD = """async ([detector, options]) => {
     const info = await (await fetch("/api/analysis")).json();
-    window.benchAnalyser = await BrowserAnalysis.load(info.browser, options);
+    const cfg = detector ? Object.assign({}, info.browser, {detector}) : info.browser;
+    window.benchAnalyser = await BrowserAnalysis.load(cfg, options);
     return Object.assign({}, window.benchAnalyser.timings, window.benchAnalyser.runtime);
 }"""
 ANALYSE = """async ([w, h, b64, n]) => {
@@ -71,7 +74,7 @@ ANALYSE = """async ([w, h, b64, n]) => {
     const wall = performance.now() - t0;
     // as the learner page runs: followed from frame to frame, a whole-frame scan first,
     // then local searches (until the next scan, cfg.detect_every frames on)
-    const follower = new BrowserAnalysis.Follower(a);
+    const follower = BrowserAnalysis.follower(a);
     const followed = [];
     for (let i = 0; i < n; i++) followed.push((await a.analyse(image, 1, follower)).ms.detect);
     return {wall, runs, followed: followed.slice(1)};
@@ -147,12 +150,13 @@ def serve(tmp: Path, model: Path | None, mirror_pass: bool = False):  # noqa: AN
 
 
 def parse_variant(spec: str) -> tuple[str, dict, bool]:
-    """``threads=2,arena=0`` -> (name, options for BrowserAnalysis.load, isolated)."""
+    """``threads=2,arena=0`` -> (name, options for BrowserAnalysis.load, isolated); the
+    options' ``detector`` is the face detector the page runs (None: the server's)."""
     if spec in ("default", ""):
-        return "default", {}, True
+        return "default", {"detector": None}, True
     if spec == "before":
         spec = "threads=1,isolated=0"
-    options: dict = {}
+    options: dict = {"detector": None}
     isolated = True
     for item in spec.split(","):
         key, _, value = item.partition("=")
@@ -167,6 +171,11 @@ def parse_variant(spec: str) -> tuple[str, dict, bool]:
             options.setdefault("session", {})["freeDimensionOverrides"] = {"batch": int(value)}
         elif key == "isolated":
             isolated = value != "0"
+        elif key == "detector":
+            if value not in BROWSER_DETECTORS:
+                raise SystemExit(f"bench/browser.py: detector={value}: the page runs "
+                                 f"{' or '.join(BROWSER_DETECTORS)}")
+            options["detector"] = value
         else:
             raise SystemExit(f"bench/browser.py: unknown variant setting {key!r} in {spec!r}")
     return spec, options, isolated
@@ -186,7 +195,8 @@ def open_page(browser, url: str, options: dict, isolated: bool):  # noqa: ANN001
         context.route("**/learn", strip)
     page = context.new_page()
     page.goto(url + "/learn")
-    return context, page, page.evaluate(LOAD, options)
+    load = {k: v for k, v in options.items() if k != "detector"}
+    return context, page, page.evaluate(LOAD, [options["detector"], load])
 
 
 def main() -> None:
@@ -207,7 +217,7 @@ def main() -> None:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    variants = [parse_variant(v) for v in (args.variant or ["before", "default", "threads=2"])]
+    variants = [parse_variant(v) for v in (args.variant or ["detector=haar", "default"])]
     model_path = args.model or default_model_path()
     model_at_start = model_path.read_bytes()
     images = frames(args.width)
@@ -227,13 +237,16 @@ def main() -> None:
         res = {name: {"total": [], "detect": [], "classify": [], "fps": [], "other_boxes": 0,
                       "followed": []} for name in pages}
         worst = dict.fromkeys(pages, 0.0)
-        classifier, detector = load_model(served), HaarDetector()  # what the page runs
+        classifier = load_model(served)  # what the pages run, and their face detectors
+        detectors = {name: make_detector(DetectorConfig(kind=options["detector"] or
+                                                        Settings().detector))
+                     for name, options, _isolated in variants}
         for frame in images:
             b64 = rgba_b64(frame)
-            boxes = detector.detect(frame)
-            want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
-                                                 classifier.crop_scale)) if boxes else None
             for name, (_context, page, _timings) in pages.items():
+                boxes = detectors[name].detect(frame)
+                want = classifier.predict(crop_faces(frame, boxes, classifier.input_size,
+                                                     classifier.crop_scale)) if boxes else None
                 got = page.evaluate(ANALYSE, [frame.shape[1], frame.shape[0], b64, per_image])
                 runs = got["runs"][1:] or got["runs"]  # the first run of an image warms up
                 r = res[name]
@@ -301,6 +314,25 @@ def main() -> None:
     print(f"memory ({variants[-1][0]}): JS heap used {metrics.get('JSHeapUsedSize', 0) / 1e6:.1f}"
           f" MB (CDP), opencv.js heap {(mem['cv'] or 0) / 1e6:.1f} MB, renderer processes "
           f"resident {rss:.0f} MB (the {len(variants)} variant pages together)")
+    print("   downloaded on a first visit (then cached): " + download_sizes(ran))
+
+
+def download_sizes(model: Path) -> str:
+    """What the learner page downloads, by file, and in all per face detector."""
+    from multinet_emotion import blazeface
+    from multinet_emotion.server import browser
+
+    mb = {"the emotion model": model.stat().st_size / 1e6,
+          "onnxruntime-web": sum((browser.VENDOR / n).stat().st_size for n in
+                                 browser.VENDOR_FILES if n.startswith("ort")) / 1e6,
+          "opencv.js": sum((browser.VENDOR / n).stat().st_size for n in browser.VENDOR_FILES
+                           if n.startswith("opencv")) / 1e6}
+    face = {"blazeface": blazeface.model_path(blazeface.MODELS[DetectorConfig().blazeface][0])
+            .stat().st_size / 1e6,
+            "haar": (browser.cascade_path() or Path(os.devnull)).stat().st_size / 1e6}
+    return ", ".join(f"{k} {v:.1f} MB" for k, v in mb.items()) + "; " + ", ".join(
+        f"with {k} {v:.2f} MB more, {sum(mb.values()) + v:.1f} MB in all"
+        for k, v in face.items())
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@ gets its share of predictions: maximises validation macro F1 while giving up at 
     multinet-emotion export --model model.onnx --class-bias reports/bias.json --out biased.onnx
 
 Prints validation accuracy, macro F1 and per-class recall before and after.
+
+    # negative states weighed in: FER+ macro F1 + W x mean recall of angry, fear and sad
+    # under the original labels, for each W (the trade-off table; the last W is written)
+    python bench/class_bias.py --model student.onnx --ferplus ../shared/data/ferplus \
+        --negative-weight 0,0.25,0.5,1 --max-accuracy-drop 0.01 --json reports/bias.json
 """
 
 from __future__ import annotations
@@ -19,12 +24,31 @@ import sys
 from pathlib import Path
 
 from multinet_emotion import MultiNetError
+import numpy as np
+
 from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
+from multinet_emotion.ferplus import ferplus_majority_labels
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import model_facts, predict_probs
 from multinet_emotion.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: The negative states whose recall under the original labels --negative-weight weighs in.
+NEGATIVE = [EMOTIONS.index(e) for e in ("angry", "fear", "sad")]
+
+
+def negative_figures(probs: np.ndarray, ferplus: np.ndarray, original: np.ndarray) -> dict:
+    """FER+ accuracy and macro F1, original-label accuracy and mean recall of the negative
+    states, of the same predictions."""
+    pred = probs.argmax(1)
+    f = summarize(confusion_matrix(ferplus, pred))
+    o = summarize(confusion_matrix(original, pred))
+    return {"ferplus_accuracy": f["accuracy"], "ferplus_macro_f1": f["macro_f1"],
+            "original_accuracy": o["accuracy"],
+            "negative_recall": float(np.mean([o["per_class"][EMOTIONS[c]]["recall"]
+                                              for c in NEGATIVE]))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +61,16 @@ def main(argv: list[str] | None = None) -> int:
                         "FER+ folder); default: the dataset's own labels")
     p.add_argument("--max-accuracy-drop", type=float, default=0.005,
                    help="validation accuracy the offsets may cost (default 0.005 = 0.5 points)")
+    p.add_argument("--negative-weight", default=None, metavar="W[,W...]",
+                   help="fit for FER+ macro F1 + W x the mean recall of angry, fear and sad "
+                        "under the original labels (the same validation images; needs "
+                        "--ferplus); several weights print the trade-off, and the last "
+                        "one's offsets are written")
     p.add_argument("--json", type=Path, required=True, help="write the offsets and figures here")
     args = p.parse_args(argv)
+    if args.negative_weight is not None and args.ferplus is None:
+        p.error("--negative-weight needs --ferplus (FER+ labels for F1, the original ones for "
+                "the negative states' recall)")
     try:
         if args.model.suffix == ".onnx" and args.tta_flip:
             raise MultiNetError(f"{args.model}: an exported model has its flip inside (or "
@@ -46,13 +78,36 @@ def main(argv: list[str] | None = None) -> int:
         size, disgust = model_facts(args.model)
         val = load_dataset(DataConfig(path=args.data, image_size=size,
                                       disgust=disgust)).split("val")
+        original = val.labels
         if args.ferplus is not None:
+            keep, _ = ferplus_majority_labels(val, args.ferplus)
+            original = val.labels[keep]
             val, _ = relabel_ferplus(val, args.ferplus)
         probs, _ = predict_probs(args.model, val.images, args.tta_flip)
+        weights = [float(w) for w in args.negative_weight.split(",")] \
+            if args.negative_weight else []
     except MultiNetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bias, fit = fit_class_bias(probs, val.labels, args.max_accuracy_drop)
+    except ValueError:
+        p.error(f"--negative-weight {args.negative_weight}: comma-separated numbers")
+    tradeoff = []
+    for w in weights:
+        b, _ = fit_class_bias(probs, val.labels, args.max_accuracy_drop,
+                              recall_of=(original, NEGATIVE, w))
+        tradeoff.append({"weight": w, "class_bias": [float(x) for x in b],
+                         **negative_figures(apply_class_bias(probs, b), val.labels, original)})
+    if tradeoff:
+        print(f"trade-off on validation (n={len(val)}): weight, FER+ accuracy, FER+ macro F1, "
+              "original-label accuracy, mean recall of angry/fear/sad (original labels)")
+        base = negative_figures(probs, val.labels, original)
+        for name, row in [("none", base)] + [(f"{r['weight']:g}", r) for r in tradeoff]:
+            print(f"  {name:>6}: {row['ferplus_accuracy']:.4f}  {row['ferplus_macro_f1']:.4f}  "
+                  f"{row['original_accuracy']:.4f}  {row['negative_recall']:.3f}")
+        bias, fit = np.asarray(tradeoff[-1]["class_bias"]), {"negative_weight": weights[-1],
+                                                             "tradeoff": tradeoff}
+    else:
+        bias, fit = fit_class_bias(probs, val.labels, args.max_accuracy_drop)
     flip = "inside the model" if args.model.suffix == ".onnx" else \
         ("yes" if args.tta_flip else "no")
     print(f"model: {args.model} (flip: {flip}), validation n={len(val)}")

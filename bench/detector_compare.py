@@ -11,11 +11,16 @@ sensor noise, a lamp, a round emblem and a hand in every frame, JPEG 70), per co
 - light: dim (a third of the light, more sensor noise);
 - three faces in one frame; nobody (only the background and its distractors).
 
+Then real photographs, when scikit-image is installed (its wheel carries them): two faces
+(an astronaut, a cameraman in profile) and 16 pictures without a person (a cat, coins, a
+cup, a horse, a page...), each 320 and 640 px wide.
+
 For each detector (Haar as the runtime runs it, with the turned scans; BlazeFace front and
-back), all with ``min_face`` 20 px (the default, 48, ignores the small faces): recall (a
-face counts as found when a box overlaps it by IoU > 0.3), false detections per frame
-(boxes on no face), and the CPU of a frame's detection at 320x240 and
-at 640x480 (the same frames enlarged), one thread. Then the emotion model's accuracy
+back, with the tiles ``min_face`` asks for), all with ``min_face`` 20 px (the default, 48,
+ignores the small faces): recall (a face counts as found when a box overlaps it by
+IoU > 0.3), false detections per frame (boxes on no face), each BlazeFace model against
+Haar on turned and small faces; and the CPU of a frame's detection at 320x240 and at
+640x480 (the same frames enlarged), one thread, at the default ``min_face`` and at 20 px. Then the emotion model's accuracy
 (single-pass model, FER2013 labels) on the rolled faces BlazeFace finds, the crop turned
 upright by the eye line or not.
 
@@ -102,8 +107,9 @@ def compare(faces: list[np.ndarray], labels: list[str], per: int, seed: int) -> 
     rng, pyrng = np.random.default_rng(seed), random.Random(seed)
     cv2.setNumThreads(1)
     # min_face 20 for every detector: the small faces would be ignored at the default 48
-    detectors = {"haar": make_detector(DetectorConfig(min_face=20)),
-                 "blazeface front": make_detector(DetectorConfig(kind="blazeface", min_face=20)),
+    detectors = {"haar": make_detector(DetectorConfig(kind="haar", min_face=20)),
+                 "blazeface front": make_detector(DetectorConfig(kind="blazeface",
+                                                                 blazeface="front", min_face=20)),
                  "blazeface back": make_detector(DetectorConfig(kind="blazeface",
                                                                 blazeface="back", min_face=20))}
     out: dict = {"frames_per_condition": per, "conditions": {}}
@@ -138,25 +144,103 @@ def compare(faces: list[np.ndarray], labels: list[str], per: int, seed: int) -> 
             f" | {('-' if r['recall_pct'] is None else str(r['recall_pct']) + '%'):>9s} found, "
             f"{r['false_per_frame']:5.3f} false" for r in row.values())
         print(f"   {cond:10s}{cells}")
-    # the CPU of a frame at 320 and 640 px
+    summary(out["conditions"])
+    out["photos"] = photos(list(detectors))
+    # the CPU of a frame at 320 and 640 px, at the default min_face and at 20 px
     sample = [img for cond in ("medium", "nobody") for img, _ in frames_by[cond][:40]]
     out["cpu_ms"] = {}
-    for name, det in detectors.items():
-        cost = {}
-        for width in (320, 640):
-            imgs = [cv2.resize(i, (width, width * 3 // 4)) for i in sample]
-            det.detect(imgs[0])
-            times = []
-            for img in imgs:
-                t = time.process_time()
-                det.detect(img)
-                times.append((time.process_time() - t) * 1000)
-            cost[str(width)] = round(statistics.median(times), 2)
-        out["cpu_ms"][name] = cost
-        print(f"   CPU a frame, {name}: {cost['320']:.1f} ms at 320x240, {cost['640']:.1f} ms "
-              "at 640x480 (median, one thread; half with a face, half without)")
-    out["alignment"] = alignment(frames_by, faces, labels, detectors["blazeface front"], per)
+    for min_face in (DetectorConfig().min_face, 20):
+        for name in detectors:
+            kind, _, model = name.partition(" ")
+            det = make_detector(DetectorConfig(kind=kind, min_face=min_face,
+                                               **({"blazeface": model} if model else {})))
+            cost = {}
+            for width in (320, 640):
+                imgs = [cv2.resize(i, (width, width * 3 // 4)) for i in sample]
+                det.detect(imgs[0])
+                times = []
+                for img in imgs:
+                    t = time.process_time()
+                    det.detect(img)
+                    times.append((time.process_time() - t) * 1000)
+                cost[str(width)] = round(statistics.median(times), 2)
+            out["cpu_ms"][f"{name}, min_face {min_face}"] = cost
+            print(f"   CPU a frame, {name}, min_face {min_face}: {cost['320']:.1f} ms at 320x240, "
+                  f"{cost['640']:.1f} ms at 640x480 (median, one thread; half with a face, "
+                  "half without)")
+    out["alignment"] = alignment(frames_by, faces, labels, detectors["blazeface back"], per)
     return out
+
+
+#: Real photographs that ship in scikit-image's wheel (``pip install scikit-image``): two
+#: with a face (its square, in the 512x512 picture: looked up by eye) and others without.
+PHOTO_FACES = {"astronaut.png": Box(170, 60, 110, 110), "camera.png": Box(185, 110, 85, 85)}
+PHOTOS_WITHOUT = ("chelsea.png", "coffee.png", "coins.png", "horse.png", "motorcycle_left.png",
+                  "page.png", "clock_motion.png", "hubble_deep_field.jpg", "rocket.jpg",
+                  "brick.png", "gravel.png", "grass.png", "logo.png", "retina.jpg", "text.png",
+                  "color.png")
+
+
+def photos(names: list[str]) -> dict | None:
+    """Each detector on scikit-image's photographs, 320 and 640 px wide, at the default
+    ``min_face`` and at 20 px: faces found (of 4) and false detections (a cat's face
+    counts as false); None when scikit-image is not installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or spec.origin is None:
+        print("   real photographs: skipped (pip install scikit-image: its wheel carries them)")
+        return None
+    folder = Path(spec.origin).parent / "data"
+    shots = []
+    for name in (*PHOTO_FACES, *PHOTOS_WITHOUT):
+        image = cv2.imread(str(folder / name))
+        if image is None:
+            continue
+        for width in (320, 640):
+            s = width / max(image.shape[:2])
+            img = cv2.resize(image, None, fx=s, fy=s,
+                             interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+            t = PHOTO_FACES.get(name)
+            shots.append((img, [Box(round(t.x * s), round(t.y * s), round(t.w * s),
+                                    round(t.h * s))] if t else []))
+    out: dict = {"pictures": len(shots)}
+    for min_face in (DetectorConfig().min_face, 20):
+        for name in names:
+            kind, _, model = name.partition(" ")
+            det = make_detector(DetectorConfig(kind=kind, min_face=min_face,
+                                               **({"blazeface": model} if model else {})))
+            found = total = false = 0
+            for img, truth in shots:
+                boxes = det.detect(img)
+                total += len(truth)
+                found += sum(any(b.iou(t) > 0.3 for b in boxes) for t in truth)
+                false += sum(all(b.iou(t) <= 0.3 for t in truth) for b in boxes)
+            out[f"{name}, min_face {min_face}"] = {"found": found, "faces": total,
+                                                   "false": false}
+            print(f"   real photographs ({len(shots)}: scikit-image's, 320 and 640 px wide), "
+                  f"{name}, min_face {min_face}: {found} of {total} faces found, {false} "
+                  "false detections")
+    return out
+
+
+def summary(conditions: dict) -> None:
+    """Each BlazeFace model against Haar on turned (yaw 30-60) and small faces, and false
+    detections per frame over every condition."""
+    def mean(name: str, conds: tuple[str, ...], key: str) -> float:
+        values = [conditions[c][name][key] for c in conds]
+        return sum(values) / len(values)
+
+    turned, every = ("yaw30", "yaw45", "yaw60"), tuple(conditions)
+    for name in conditions["medium"]:
+        if name == "haar":
+            continue
+        parts = []
+        for what, conds in (("turned 30-60 degrees", turned), ("small", ("small",))):
+            mine, haar = mean(name, conds, "recall_pct"), mean("haar", conds, "recall_pct")
+            parts.append(f"{what} {mine:.1f}% against {haar:.1f}% ({mine - haar:+.1f} points)")
+        mine, haar = mean(name, every, "false_per_frame"), mean("haar", every, "false_per_frame")
+        print(f"   {name} against haar: found {', '.join(parts)}; false detections per frame "
+              f"{mine:.3f} against {haar:.3f}")
 
 
 def alignment(frames_by: dict, faces: list[np.ndarray], labels: list[str], det, per: int
@@ -200,7 +284,8 @@ def fit(paths: list[Path], seed: int) -> dict:
     pyrng = random.Random(seed)
     out = {}
     for name in ("front", "back"):
-        det = make_detector(DetectorConfig(kind="blazeface", blazeface=name, align=False))
+        det = make_detector(DetectorConfig(kind="blazeface", blazeface=name, align=False,
+                                           min_face=0))
         scales, shifts, region = [], [], []
         progress = bar(len(paths), desc=f"fit {name}", unit="face")
         for p in paths:

@@ -132,3 +132,75 @@ def test_two_followed_faces_cost_one_pass(monkeypatch):
         faces_now = pipeline.process(frame, i / 10)
     assert len(faces_now) == 2 and len({f.track_id for f in faces_now}) == 2
     assert len(passes) == 5  # one whole-frame pass a frame, not one per followed face
+
+
+def test_the_whole_frame_pass_is_tiled_only_for_faces_smaller_than_it_finds():
+    det = make_detector(DetectorConfig(kind="blazeface"))  # min_face 48
+    assert det.squares(320, 240) == [(0.0, -40.0, 320.0)]  # 48 px is 15% of 320: one pass
+    squares = det.squares(640, 480)  # 48 px is 7.5% of 640: tiles of 384 px, overlapping
+    assert squares[0] == (0.0, -80.0, 640.0) and len(squares) == 5
+    assert all(s == 384.0 for _, _, s in squares[1:])
+    assert {(x, y) for x, y, _ in squares[1:]} == {(0.0, 0.0), (256.0, 0.0), (0.0, 96.0),
+                                                  (256.0, 96.0)}
+    assert make_detector(DetectorConfig(kind="blazeface", min_face=0)).squares(640, 480) == \
+        [(0.0, -80.0, 640.0)]
+
+
+def test_a_small_face_is_found_in_a_tile_and_followed_in_a_region(monkeypatch):
+    face = _fer_faces(1)[0]
+    frame = np.tile(np.linspace(70, 150, 640).astype(np.uint8), (480, 1))
+    frame[300:332, 420:452] = cv2.resize(face, (32, 32), interpolation=cv2.INTER_AREA)
+    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    truth = Box(420, 300, 32, 32)
+    whole = make_detector(DetectorConfig(kind="blazeface", min_face=0))  # one pass
+    tiled = make_detector(DetectorConfig(kind="blazeface", min_face=26))
+    assert not any(b.iou(truth) > 0.3 for b in whole.detect(frame))
+    (found,) = [b for b in tiled.detect(frame) if b.iou(truth) > 0.3]
+    passes = []
+    real = tiled._run
+    monkeypatch.setattr(tiled, "_run", lambda *a: passes.append(a[1:]) or real(*a))
+    moved = np.roll(frame, 3, axis=1)
+    (near,) = tiled.detect_near_all(moved, [found])
+    assert near is not None and near.iou(Box(423, 300, 32, 32)) > 0.5
+    assert len(passes) == 1 and passes[0][2] == pytest.approx(3 * found.w)  # its region
+
+
+@pytest.mark.parametrize("axis, peak", [("y", 60), ("roll", 40)])
+def test_a_turning_head_keeps_its_track(axis, peak, monkeypatch):
+    """A face turning ``peak`` degrees and back (yaw: the face as a plane turned about its
+    vertical line; roll: in the picture), then leaving for longer than a track waits and
+    returning: one track for the turn, a new one after the return."""
+    from multinet_emotion.corruptions import _rotated_plane_warp
+    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+
+    face = _fer_faces(1)[0]
+    angles = list(np.linspace(0, peak, 8)) + [peak] * 3 + list(np.linspace(peak, 0, 8))
+
+    def frame(angle: float) -> np.ndarray:
+        if axis == "roll":
+            return _scene(face, 100, 60, 110, angle)
+        turned = _rotated_plane_warp(face[None], np.array([angle]), "y")[0] if angle else face
+        return _scene(turned, 100, 60, 110)
+
+    class Model:
+        input_size, crop_scale, path = 44, 1.0, Path("m.onnx")
+
+        def predict(self, crops: np.ndarray) -> np.ndarray:
+            return np.full((len(crops), 6), 1 / 6)
+
+    from multinet_emotion import detect as detect_module
+    monkeypatch.setattr(detect_module, "EmotionClassifier", Model)
+    pipeline = EmotionDetector(Model(), PipelineConfig(detect_every=5))
+    assert pipeline.config.detector.kind == "blazeface"  # the default
+    ids = []
+    for i, angle in enumerate(angles):
+        ids.append({r.track_id for r in pipeline.process(frame(angle), t=i / 10)})
+    empty = np.full((240, 320, 3), 110, np.uint8)
+    for i in range(len(angles), len(angles) + 12):  # gone for 1.2 s
+        assert pipeline.process(empty, t=i / 10) == []
+    back = [{r.track_id for r in pipeline.process(frame(0), t=(len(angles) + 12 + i) / 10)}
+            for i in range(5)]
+    turning = set().union(*ids)
+    assert len(turning) == 1, ids  # never split into two tracks
+    assert sum(bool(x) for x in ids) >= len(angles) - 3, ids  # reported all along
+    assert back[-1] and back[-1].isdisjoint(turning)  # a new track after a long absence

@@ -23,7 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from test_web import capture_ws, check_ws, class_code, launch_chromium, running
 from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import HaarDetector, crop_faces
+from multinet_emotion.faces import DetectorConfig, crop_faces, make_detector
 from multinet_emotion.files import file_sha256
 from multinet_emotion.server import Settings, browser, create_app
 
@@ -73,13 +73,26 @@ def chromium(tmp_path_factory):  # noqa: ANN001
 
 
 @pytest.fixture(scope="module")
-def browser_server(tmp_path_factory):  # noqa: ANN001
+def servers(tmp_path_factory):  # noqa: ANN001
+    """The in-browser analysis server of a face detector (made once per module)."""
     if browser.missing_vendor_files():
         pytest.skip(f"in-browser analysis files not installed: run {browser.SETUP}")
     if not default_model_path().is_file():
         pytest.skip("no shipped model")
-    with serving(tmp_path_factory.mktemp("browser"), analysis="browser") as srv:
-        yield srv
+    made: dict[str, dict] = {}
+    with ExitStack() as stack:
+        def get(detector: str) -> dict:
+            if detector not in made:
+                made[detector] = stack.enter_context(serving(
+                    tmp_path_factory.mktemp(detector), analysis="browser", detector=detector))
+            return made[detector]
+        yield get
+
+
+@pytest.fixture(scope="module")
+def browser_server(servers):  # noqa: ANN001
+    """The server with the default settings (BlazeFace)."""
+    return servers(Settings().detector)
 
 
 def test_images() -> list[tuple[str, np.ndarray]]:
@@ -125,18 +138,24 @@ def browser_analyse(page, frame: np.ndarray) -> dict:  # noqa: ANN001
     }""", [frame.shape[1], frame.shape[0], base64.b64encode(rgba.tobytes()).decode()])
 
 
+DETECTORS = pytest.mark.parametrize("kind", ["blazeface", "haar"])
+
+
 @needs_vendor
 @needs_model
-def test_browser_gives_the_python_probabilities(browser_server, chromium) -> None:  # noqa: ANN001
+@DETECTORS
+def test_browser_gives_the_python_probabilities(servers, chromium, kind: str) -> None:  # noqa: ANN001
+    srv = servers(kind)
     # the file the page runs: the shipped model's single-pass copy (serve's default)
-    served = browser_server["app"].state.model_path
+    served = srv["app"].state.model_path
     classifier = load_model(served)
     assert served is not None and not classifier.info.tta_flip
     assert load_model().info.tta_flip  # the shipped file keeps its mirror pass
-    detector = HaarDetector()
+    detector = make_detector(DetectorConfig(kind=kind))
     context = chromium.new_context(bypass_csp=True)
     page = context.new_page()
-    page.goto(browser_server["url"] + "/learn")
+    page.goto(srv["url"] + "/learn")
+    assert page.evaluate("BrowserAnalysis.ready().then(a => a.cfg.detector)") == kind
     runtime = page.evaluate("BrowserAnalysis.ready().then(a => a.runtime)")
     # the learner page is isolated (threads possible): DEFAULT_THREADS (2), at most the cores
     assert runtime["isolated"] is True, runtime
@@ -163,15 +182,15 @@ def test_browser_gives_the_python_probabilities(browser_server, chromium) -> Non
     print(f"\n{compared} faces compared ({runtime['threads']} WebAssembly threads); largest "
           f"probability difference {worst:.5f}")
     assert found >= 1 and compared >= 1
-    assert tilted >= 1  # the turned scans and the turned crop were compared too (FER2013
-    # faces or the drawing: the upright scan misses either when leant 30 degrees)
+    assert tilted >= 1  # the turned scans (Haar) or the eye line (BlazeFace) and the turned
+    # crop were compared too (FER2013 faces or the drawing leant 30 degrees)
     assert worst <= PROB_TOLERANCE, worst
     context.close()
 
 
 FOLLOW = """async ([w, h, frames]) => {
     const a = await BrowserAnalysis.ready();
-    const follower = new BrowserAnalysis.Follower(a);
+    const follower = BrowserAnalysis.follower(a);
     const boxes = [];
     for (const b64 of frames) {
         const bytes = Uint8ClampedArray.from(atob(b64), c => c.charCodeAt(0));
@@ -189,11 +208,13 @@ def _rgba_b64(frame: np.ndarray) -> str:
 
 @needs_vendor
 @needs_model
-def test_the_page_follows_a_face_as_the_python_runtime_does(browser_server, chromium) -> None:  # noqa: ANN001
+@DETECTORS
+def test_the_page_follows_a_face_as_the_python_runtime_does(servers, chromium, kind: str) -> None:  # noqa: ANN001
     import cv2
 
     from multinet_emotion.detect import EmotionDetector, PipelineConfig
 
+    browser_server = servers(kind)
     context = chromium.new_context(bypass_csp=True)
     page = context.new_page()
     page.goto(browser_server["url"] + "/learn")
@@ -212,7 +233,8 @@ def test_the_page_follows_a_face_as_the_python_runtime_does(browser_server, chro
     served = browser_server["app"].state.model_path
     python = EmotionDetector(served, PipelineConfig(detect_every=cfg["detect_every"],
                                                     search_every=cfg["search_every"],
-                                                    tilt_every=cfg["tilt_every"]))
+                                                    tilt_every=cfg["tilt_every"],
+                                                    detector=DetectorConfig(kind=kind)))
     want = []
     for i, frame in enumerate(clips):
         python.process(frame, t=i / 2)  # (its readings wait for a confirmed face)
@@ -540,13 +562,14 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
             runtime = frame.evaluate("BrowserAnalysis.ready().then(a => a.runtime)")
             assert runtime["isolated"] is False and runtime["threads"] == 1, runtime
             assert page.evaluate("self.crossOriginIsolated") is False
-            name, image = next((n, f) for n, f in test_images() if HaarDetector().detect(f))
+            detector = make_detector(DetectorConfig())  # the server's and the page's default
+            name, image = next((n, f) for n, f in test_images() if detector.detect(f))
             rgba = np.dstack([image, image, image, np.full_like(image, 255)])
             got = frame.evaluate("""async ([w, h, b64]) => {
                 const bytes = Uint8ClampedArray.from(atob(b64), c => c.charCodeAt(0));
                 return await analyseImage(new ImageData(bytes, w, h));
             }""", [image.shape[1], image.shape[0], base64.b64encode(rgba.tobytes()).decode()])
-            boxes = HaarDetector().detect(image)
+            boxes = detector.detect(image)
             assert [b.as_list() for b in boxes] == [f["box"] for f in got["faces"]], name
             classifier = load_model(srv["app"].state.model_path)  # the file the page runs
             want = classifier.predict(crop_faces(image, boxes, classifier.input_size,

@@ -14,7 +14,7 @@ import pytest
 from multinet_emotion import EmotionDetector
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import Box, make_detector
+from multinet_emotion.faces import Box, DetectorConfig, make_detector
 from multinet_emotion.tracking import TrackerConfig
 from multinet_emotion.video import (
     ImageSource,
@@ -51,7 +51,9 @@ def test_detector_finds_tracks_and_classifies_the_known_faces(face_clip, brightn
                 if box is None or box not in expected:
                     continue
                 match = max(faces, key=lambda f: Box(*box).iou(Box(*f.box)))
-                assert Box(*box).iou(Box(*match.box)) > 0.7, f"frame {frame.index}, face {name}"
+                # (BlazeFace's box is FER2013's framing in the median, 0.8-1.2 times a
+                # face's square from face to face: bench/detection.py --blazeface-fit)
+                assert Box(*box).iou(Box(*match.box)) > 0.6, f"frame {frame.index}, face {name}"
                 ids[name].add(match.track_id)
                 assert match.t == frame.t  # the frame's own time, nothing made up
                 # the dark face is classified sad and the bright one happy: the right crops
@@ -468,7 +470,7 @@ class TurnCountingHaar:
     search of a tilted face ("n") the pipeline asks for."""
 
     def __init__(self) -> None:
-        self.haar, self.calls = make_detector(), []
+        self.haar, self.calls = make_detector(DetectorConfig(kind="haar")), []
 
     def detect(self, frame):  # noqa: ANN001, ANN201 - the pipeline uses the parts below
         raise AssertionError("the pipeline scans upright and turned separately")
@@ -585,7 +587,6 @@ def test_analysis_slots_say_busy_when_other_frames_fill_the_cores():
 
 def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
                                                                brightness_onnx_model):
-    from multinet_emotion.faces import DetectorConfig
 
     face = face_drawing(110)
 
@@ -595,7 +596,7 @@ def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
               + [float(a) for a in np.linspace(-35, 0, 20)])
     seen = {}
     for tilt in (0.0, 20.0):
-        config = PipelineConfig(detector=DetectorConfig(tilt=tilt))
+        config = PipelineConfig(detector=DetectorConfig(kind="haar", tilt=tilt))
         detector = EmotionDetector(brightness_onnx_model, config)
         readings = [detector.process(_leaning(face, a, int(10 * np.sin(i / 7))), t=i / 10)
                     for i, a in enumerate(angles)]

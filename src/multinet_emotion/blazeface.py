@@ -15,10 +15,16 @@ runs from the brows to the chin; it is turned into the square the runtime's crop
 With ``align`` the box carries the roll of the eye line (:attr:`~.faces.Box.angle`), so the
 crop is turned upright before the model sees it.
 
-``detect_near_all`` runs the whole frame again, once for every face followed, and keeps the
-face that overlaps each last box: a pass costs less than the Haar cascade's local search,
-and a pass on a zoomed region around a face gave boxes of unsteady size
-(``bench/detection.py --blazeface-fit`` prints both).
+One pass over the whole frame finds the faces that fill at least :data:`RELIABLE` of its
+longer side. When ``min_face`` asks for smaller ones, overlapping square tiles of the frame
+(each ``min_face / RELIABLE`` wide, so the smallest face asked for fills that share of a
+tile) are passed too, and their detections merged with the whole frame's: a 320x240 frame
+at the default ``min_face`` needs no tile, a 640x480 one needs four (:meth:`squares`).
+
+``detect_near_all`` follows known faces: one whole-frame pass for the faces the network
+finds reliably there, and one pass on a region three times the face around each smaller
+one (a region pass gives boxes of the same size as a whole-frame pass: ``bench/detection.py
+--blazeface-fit``).
 """
 
 from __future__ import annotations
@@ -45,7 +51,18 @@ MODELS: dict[str, tuple[str, int, str]] = {
 #: Per model: BlazeFace's box side times ``scale`` is the side of the face square the crops
 #: expect, and its centre moves by ``shift`` times the box's height (up: negative), measured
 #: with ``python bench/detection.py --blazeface-fit`` on FER2013 training faces.
-FIT: dict[str, tuple[float, float]] = {"front": (1.152, -0.162), "back": (1.109, -0.153)}
+FIT: dict[str, tuple[float, float]] = {"front": (1.180, -0.109), "back": (1.173, -0.104)}
+#: Per model: the smallest face, as a share of the side of the square the network sees,
+#: that one pass finds reliably (FER2013 test faces on plain backgrounds: back finds 64% at
+#: 0.10, 81% at 0.12, 92% at 0.17; front 58% at 0.20, 87% at 0.25).
+RELIABLE: dict[str, float] = {"front": 0.25, "back": 0.125}
+#: The models whose whole-frame pass is tiled for small faces: on tiles of a frame the
+#: short-range model invents faces (about half a false face a frame in
+#: ``bench/detection.py --compare``), so it sees the whole frame only.
+TILED = frozenset({"back"})
+#: A followed face smaller than RELIABLE of the frame is looked for in a square region this
+#: many times its side around its last box.
+REGION = 3.0
 
 
 def _anchors(size: int) -> np.ndarray:
@@ -59,12 +76,17 @@ def _anchors(size: int) -> np.ndarray:
     return np.concatenate(out).astype(np.float64)
 
 
+def model_path(file: str) -> Path:
+    """Where the vendored model ``file`` (:data:`MODELS`) is installed."""
+    return Path(str(resources.files("multinet_emotion") / "assets" / "blazeface" / file))
+
+
 @cache
 def _session(name: str):  # noqa: ANN202 - an onnxruntime.InferenceSession
     import onnxruntime as ort
 
     file, _size, digest = MODELS[name]
-    path = Path(str(resources.files("multinet_emotion") / "assets" / "blazeface" / file))
+    path = model_path(file)
     if not path.is_file():
         raise MultiNetError(f"the BlazeFace model {path} is missing; reinstall the package")
     data = path.read_bytes()
@@ -149,10 +171,9 @@ class BlazeFaceDetector:
         scores_a, scores_b, boxes_a, boxes_b = self.session.run(None, {self.input: x})
         scores = np.concatenate([scores_a[0, :, 0], scores_b[0, :, 0]]).astype(np.float64)
         raw = np.concatenate([boxes_a[0], boxes_b[0]]).astype(np.float64)
-        logit = math.log(self.config.score_threshold / (1 - self.config.score_threshold)) \
-            if 0 < self.config.score_threshold < 1 else (-math.inf if
-                                                           self.config.score_threshold <= 0
-                                                           else math.inf)
+        threshold = self.config.blazeface_score
+        logit = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 \
+            else (-math.inf if threshold <= 0 else math.inf)
         keep = np.flatnonzero(scores > logit)
         if not len(keep):
             return []
@@ -165,8 +186,9 @@ class BlazeFaceDetector:
         rows[:, 6::2] = a[:, 1:] + r[:, 5::2] / n
         merged = _merge(rows, self.config.nms_threshold)
         for row in merged:  # from the square's [0, 1] to frame pixels
-            row[1::2] = x0 + row[1::2] * side
-            row[2::2] = y0 + row[2::2] * side
+            row[1:] *= side
+            row[1::2][[0, *range(2, 8)]] += x0  # cx and the keypoints' x (not the width)
+            row[2::2][[0, *range(2, 8)]] += y0  # cy and the keypoints' y (not the height)
         return merged
 
     def _box(self, row: np.ndarray) -> Box | None:
@@ -185,24 +207,66 @@ class BlazeFaceDetector:
         return Box(round(cx - side / 2), round(cy - side / 2), round(side), round(side),
                    float(row[0]), angle)
 
+    def squares(self, width: int, height: int) -> list[tuple[float, float, float]]:
+        """The squares (x0, y0, side) passed for a whole ``width`` x ``height`` frame: the
+        frame letterboxed, then the tiles ``min_face`` needs (none when the whole frame's
+        pass already finds a face that small, nor for a model not in :data:`TILED`). Tiles
+        overlap by the largest face the whole frame's pass may miss, so each such face lies
+        whole in one of them."""
+        side = max(width, height)
+        out = [((width - side) / 2, (height - side) / 2, float(side))]
+        share = RELIABLE[self.config.blazeface]
+        tile = self.config.min_face / share
+        if self.config.min_face <= 0 or tile >= side or self.config.blazeface not in TILED:
+            return out
+        overlap = min(share * side, tile / 2)
+
+        def starts(length: int) -> np.ndarray:
+            if length <= tile:
+                return np.array([(length - tile) / 2])
+            count = math.ceil((length - overlap) / (tile - overlap))
+            return np.linspace(0, length - tile, max(count, 2))
+
+        out += [(float(x), float(y), tile) for y in starts(height) for x in starts(width)]
+        return out
+
     def detect(self, frame: np.ndarray) -> list[Box]:
         rgb = self._rgb(frame)
-        fh, fw = rgb.shape[:2]
-        side = max(fh, fw)
-        rows = self._run(rgb, (fw - side) / 2, (fh - side) / 2, side)
+        squares = self.squares(rgb.shape[1], rgb.shape[0])
+        rows = [row for square in squares for row in self._run(rgb, *square)]
+        if len(squares) > 1 and rows:  # a face seen in two passes becomes one
+            rows = _merge(np.array(rows), self.config.nms_threshold)
         return self._boxes(rows)
 
     def _boxes(self, rows: list[np.ndarray]) -> list[Box]:
+        """Face squares from detection rows, largest first; a box whose centre lies in a
+        larger kept one is dropped (a part of a face, as a tile may see it)."""
         found = [(b, r) for r in rows if (b := self._box(r)) is not None]
         found.sort(key=lambda br: (-br[0].area, br[0].x, br[0].y))
-        self.keypoints = [r[5:17].reshape(6, 2) for _, r in found]
-        return [b for b, _ in found]
+        kept: list[tuple[Box, np.ndarray]] = []
+        for box, row in found:
+            cx, cy = box.center
+            if not any(k.x <= cx <= k.x + k.w and k.y <= cy <= k.y + k.h for k, _ in kept):
+                kept.append((box, row))
+        self.keypoints = [r[5:17].reshape(6, 2) for _, r in kept]
+        return [b for b, _ in kept]
 
     def detect_near_all(self, frame: np.ndarray, boxes: list[Box]) -> list[Box | None]:
-        """The faces that were at ``boxes`` in an earlier frame, from one pass over the
-        frame: for each, the face found now that overlaps it most (IoU > 0.3; each face
-        taken once, the best overlaps first), or None."""
-        found = self.detect(frame)
+        """The faces that were at ``boxes`` in an earlier frame: for each, the face found
+        now that overlaps it most (IoU > 0.3; each face taken once, the best overlaps
+        first), or None. One whole-frame pass finds the faces of at least :data:`RELIABLE`
+        of the frame; a smaller face is looked for in a region :data:`REGION` times its
+        side around it."""
+        rgb = self._rgb(frame)
+        side = max(rgb.shape[:2])
+        limit = RELIABLE[self.config.blazeface] * side * FIT[self.config.blazeface][0]
+        found: list[Box] = []
+        if any(max(b.w, b.h) >= limit for b in boxes):
+            fh, fw = rgb.shape[:2]
+            found += self._boxes(self._run(rgb, (fw - side) / 2, (fh - side) / 2, side))
+        for box in boxes:
+            if max(box.w, box.h) < limit:
+                found += self._region(rgb, box, REGION)
         pairs = sorted(((old.iou(new), i, j) for i, old in enumerate(boxes)
                         for j, new in enumerate(found)), reverse=True)
         out: list[Box | None] = [None] * len(boxes)
@@ -217,9 +281,12 @@ class BlazeFaceDetector:
         """The face that was at ``box`` in an earlier frame (:meth:`detect_near_all`)."""
         return self.detect_near_all(frame, [box])[0]
 
+    def _region(self, rgb: np.ndarray, box: Box, margin: float) -> list[Box]:
+        side = max(box.w, box.h) * margin
+        cx, cy = box.center
+        return self._boxes(self._run(rgb, cx - side / 2, cy - side / 2, side))
+
     def detect_region(self, frame: np.ndarray, box: Box, margin: float = 2.0) -> list[Box]:
         """Faces in a square region ``margin`` times ``box``'s side around it, at the
         network's input size (for measurements: ``bench/detection.py --blazeface-fit``)."""
-        side = max(box.w, box.h) * margin
-        cx, cy = box.center
-        return self._boxes(self._run(self._rgb(frame), cx - side / 2, cy - side / 2, side))
+        return self._region(self._rgb(frame), box, margin)

@@ -121,8 +121,9 @@ class FaceDetector(Protocol):
 class DetectorConfig:
     """Which face detector to use and how. Filled from ``detect --detector ...``."""
 
-    kind: str = setting("haar", flag="--detector", metavar="DETECTOR",  # or register_detector()
-                        help="face detector: haar (built in), blazeface (MediaPipe's, built "
+    kind: str = setting("blazeface", flag="--detector", metavar="DETECTOR",  # or register_detector()
+                        help="face detector: blazeface (MediaPipe's, built in: turned, "
+                             "tilted, small and dim faces), haar (OpenCV's cascade, built "
                              "in) or yunet (needs --detector-model)")
     model_path: Path | None = setting(None, flag="--detector-model", metavar="DETECTOR_MODEL",
                                       help="the detector's model file (YuNet .onnx, or another "
@@ -149,7 +150,11 @@ class DetectorConfig:
                           help="Haar: when an upright scan finds nobody, scan the frame "
                                "turned this much each way too (0 = never)")
     score_threshold: float = setting(0.7, cli=False, min=0, max=1,
-                                     help="CNN detectors (BlazeFace, YuNet): minimum face score")
+                                     help="YuNet: minimum face score")
+    blazeface_score: float = setting(0.6, cli=False, min=0, max=1,
+                                     help="BlazeFace: minimum face score (the lowest with "
+                                          "no more false detections than Haar in "
+                                          "bench/detection.py --compare)")
     nms_threshold: float = setting(0.3, cli=False, min=0, max=1,
                                    help="CNN detectors (BlazeFace, YuNet): non-maximum "
                                         "suppression overlap")
@@ -335,7 +340,7 @@ class HaarDetector:
     """OpenCV's frontal-face Haar cascade, run on a downscaled, contrast-equalised grey frame."""
 
     def __init__(self, config: DetectorConfig | None = None, color: str = "bgr") -> None:
-        self.config = config or DetectorConfig()
+        self.config = config or DetectorConfig(kind="haar")
         self.color = color
         path = self.config.model_path
         if path is None:

@@ -161,12 +161,15 @@ class Tracker:
                 iou = track.box.iou(box)
                 if iou >= self.config.iou_threshold:
                     pairs.append((iou, ti, bi))
-                else:  # a face that moved fast: near the old centre, similar size
+                else:  # a face that moved fast, or a head turned away (a detector then
+                    # boxes the half of the face it still sees): near the old centre, no
+                    # less than 0.4 and no more than 2.5 times the old size
                     (ax, ay), (bx, by) = track.box.center, box.center
                     dist = math.hypot(ax - bx, ay - by)
                     ratio = box.w / max(track.box.w, 1)
-                    if dist < 0.5 * max(track.box.w, 1) and 0.67 < ratio < 1.5:
-                        pairs.append((0.5 * self.config.iou_threshold * (1 - dist / track.box.w),
+                    side = max(track.box.w, box.w, 1)  # (the larger box's)
+                    if dist < 0.5 * side and 0.4 < ratio < 2.5:
+                        pairs.append((0.5 * self.config.iou_threshold * (1 - dist / side),
                                       ti, bi))
         pairs.sort(key=lambda p: -p[0])
         used_t: set[int] = set()

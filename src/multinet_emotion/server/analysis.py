@@ -127,12 +127,13 @@ class DetectorAnalyzer:
 
 
 def detector_factory(model: Path | None = None, detect_every: int | None = None,
-                     search_every: int | None = None, frames_at_once: int = 1
-                     ) -> tuple[AnalyzerFactory | None, str]:
+                     search_every: int | None = None, frames_at_once: int = 1,
+                     detector: str | None = None) -> tuple[AnalyzerFactory | None, str]:
     """A factory of per-connection analyzers over the real detector, or None and why not.
 
     ``detect_every`` and ``search_every`` (how often the whole frame is scanned while a face
-    is followed, and while nobody is in view): None = the runtime's defaults
+    is followed, and while nobody is in view) and the face ``detector`` (haar, blazeface):
+    None = the runtime's defaults
     (``PipelineConfig``); tracking and the shown label's filter are the runtime's
     (``TrackerConfig``), as in ``detect`` and the learner page. ``frames_at_once``: how
     many frames the server analyses at once; the face detector gets ready for that many
@@ -174,6 +175,8 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
             config.detect_every = detect_every
         if search_every is not None:
             config.search_every = search_every
+        if detector is not None:
+            config.detector.kind = detector
         # learners who join together (a class starting) must not all scan the whole frame
         # on the same frame: each connection's scans start at a phase of its own
         phase = next(phases) % config.detect_every

@@ -211,7 +211,7 @@ def create_app(settings: Settings | None = None, *,
             factory, note = None, "pictures are analysed in the learner's browser only"
         else:
             factory, note = detector_factory(model, settings.detect_every,
-                                             settings.search_every,
+                                             settings.search_every, detector=settings.detector,
                                              frames_at_once=settings.analysis_workers)
     else:
         factory = analyzer_factory  # type: ignore[assignment]

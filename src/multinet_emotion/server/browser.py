@@ -39,6 +39,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .. import blazeface
 from ..classifier import METADATA_KEY, ModelInfo, default_model_path, parse_metadata
 from ..detect import PipelineConfig
 from ..errors import MultiNetError
@@ -69,6 +70,8 @@ ISOLATION_HEADERS = ((b"cross-origin-opener-policy", b"same-origin"),
                      (b"cross-origin-embedder-policy", b"require-corp"))
 #: The pages isolated (only where the model runs: the learner page).
 ISOLATED_PAGES = frozenset({"/learn"})
+#: The face detectors the learner page runs (static/analysis.js).
+BROWSER_DETECTORS = ("haar", "blazeface")
 #: CLAHE of HaarDetector (faces.py): clip limit and tile grid.
 CLAHE = {"clip_limit": 2.0, "tile_grid": 8}
 
@@ -199,6 +202,8 @@ class BrowserAnalysis:
             if self._files is None:
                 paths = {name: self.vendor / name for name in VENDOR_FILES}
                 paths[HAAR_CASCADE] = self.cascade
+                for file, _size, _digest in blazeface.MODELS.values():
+                    paths[f"blazeface-{file}"] = blazeface.model_path(file)
                 self._files = {name: (p, file_sha256(p)) for name, p in paths.items()}
             return self._files
 
@@ -215,13 +220,29 @@ class BrowserAnalysis:
         return f"/vendor/{self.files()[name][1][:12]}/{name}"
 
     def page_config(self, detect_every: int | None = None,
-                    search_every: int | None = None) -> dict[str, Any]:
+                    search_every: int | None = None, detector: str | None = None
+                    ) -> dict[str, Any]:
         """What ``static/analysis.js`` needs: where the files are, and every setting of the
-        Python runtime's detection, crop, model input and smoothing; ``detect_every`` and
-        ``search_every`` as the server's own analysis uses them (None: the runtime's)."""
+        Python runtime's detection, crop, model input and smoothing; ``detect_every``,
+        ``search_every`` and the face ``detector`` (haar or blazeface) as the server's own
+        analysis uses them (None: the runtime's)."""
         m = self.model()
         det, track, pipe = DetectorConfig(), TrackerConfig(), PipelineConfig()
+        if detector is not None:
+            det.kind = detector
+        if det.kind not in BROWSER_DETECTORS:
+            raise MultiNetError(f"the learner page cannot run the {det.kind} face detector "
+                                f"(it runs {' or '.join(BROWSER_DETECTORS)})")
+        file, size, _digest = blazeface.MODELS[det.blazeface]
         return {
+            "detector": det.kind,
+            "blazeface": {"model": self.url(f"blazeface-{file}"), "size": size,
+                          "fit": list(blazeface.FIT[det.blazeface]),
+                          "reliable": blazeface.RELIABLE[det.blazeface],
+                          "tiled": det.blazeface in blazeface.TILED,
+                          "region": blazeface.REGION, "score": det.blazeface_score,
+                          "nms": det.nms_threshold, "min_face": det.min_face,
+                          "align": det.align, "align_min": det.align_min},
             "ort": self.url("ort.wasm.min.js"), "ort_mjs": self.url("ort-wasm-simd-threaded.mjs"),
             "ort_wasm": self.url("ort-wasm-simd-threaded.wasm"), "opencv": self.url("opencv.js"),
             "opencv_wasm": self.url("opencv.wasm"),
@@ -312,7 +333,8 @@ def analysis(request: Request) -> AnalysisOut:
         try:
             settings = getattr(st, "settings", None)
             out["browser"] = browser.page_config(getattr(settings, "detect_every", None),
-                                                 getattr(settings, "search_every", None))
+                                                 getattr(settings, "search_every", None),
+                                                 getattr(settings, "detector", None))
         except (MultiNetError, OSError) as e:  # e.g. the model file is being replaced
             log.error("in-browser analysis unavailable: %s", e)
             out["browser_note"] = f"the model file cannot be served ({e})"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from .. import options
 from ..detect import PipelineConfig
+from ..faces import DetectorConfig
 from ..errors import MultiNetError
 from ..files import keep_private_text, read_private_text
 from ..options import restate, setting
+from .browser import BROWSER_DETECTORS
 
 #: With max_frame_rate unset, a connection may send this many times the frame rate (the
 #: browser's timer is not exact, and a tab in the background sends in bursts)...
@@ -97,6 +99,10 @@ class Settings:
     # learner page sends 2 frames a second, so 10 = a whole-frame scan every 5 s, and 2 =
     # a face that comes into view is found within 1 s
     detect_every: int = restate(PipelineConfig, "detect_every", 10, env=True, max=30)
+    detector: str = restate(DetectorConfig, "kind", "blazeface", env=True,
+                            choices=BROWSER_DETECTORS, metavar=None,
+                            help="face detector, on the server and in the learner's browser: "
+                                 "blazeface (MediaPipe's) or haar (OpenCV's cascade)")
     mirror_pass: bool = setting(
         False, env=True,
         help="also run each face's mirror image through the model and average the two, as "

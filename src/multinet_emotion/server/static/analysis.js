@@ -1,7 +1,8 @@
 /* In-browser analysis: the Python runtime's face detection, crop and emotion model, run in
    the learner's browser (opencv.js and onnxruntime-web, WebAssembly, served by the app), so
    that only probabilities leave the device. Step for step as src/multinet_emotion/faces.py
-   (HaarDetector.detect, _turned, _rescale, expand_box, crop_faces) and classifier.py (predict); the
+   (HaarDetector.detect, _turned, _rescale, expand_box, crop_faces), blazeface.py
+   (BlazeFaceDetector) and classifier.py (predict); the
    settings come from GET /api/analysis (the server's DetectorConfig and the model file's
    metadata). tests/test_browser_analysis.py checks that both give the same probabilities. */
 "use strict";
@@ -40,7 +41,7 @@ const BrowserAnalysis = (() => {
 
   class Analyser {
     constructor(cfg, cv, ort, session, cascade, timings) {
-      Object.assign(this, {cfg, cv, ort, session, cascade, timings});
+      Object.assign(this, {cfg, cv, ort, session, cascade, timings, blazeface: null});
       this.clahe = new cv.CLAHE(cfg.clahe.clip_limit,
                                 new cv.Size(cfg.clahe.tile_grid, cfg.clahe.tile_grid));
     }
@@ -78,8 +79,9 @@ const BrowserAnalysis = (() => {
     /* cos and sin of a face's angle, as the server computed them (cfg.tilt_turns). */
     turnOf(angle) {
       const t = this.cfg.tilt_turns.find(([a]) => a === angle);
-      if (!t) throw new Error(`no turn of ${angle} degrees in the server's settings`);
-      return [t[1], t[2]];
+      if (t) return [t[1], t[2]];
+      const r = angle * (Math.PI / 180);  // faces.turn_cos_sin: math.radians, cos, sin
+      return [Math.cos(r), Math.sin(r)];
     }
 
     /* ``src`` turned by matrix ``m`` into a new Mat of width x height (the caller deletes
@@ -306,9 +308,14 @@ const BrowserAnalysis = (() => {
       const t0 = performance.now();
       const rgba = cv.matFromImageData(image);
       const grey = new cv.Mat();
+      const rgb = this.blazeface ? new cv.Mat() : null;
       try {
         cv.cvtColor(rgba, grey, cv.COLOR_RGBA2GRAY);
-        const boxes = (follower ? follower.detect(grey) : this.detect(grey)).slice(0, maxFaces);
+        if (rgb) cv.cvtColor(rgba, rgb, cv.COLOR_RGBA2RGB);
+        const picture = rgb || grey;  // what the face detector reads
+        const boxes = (follower ? await follower.detect(picture)
+          : this.blazeface ? await this.blazeface.detect(picture) : this.detect(picture))
+          .slice(0, maxFaces);
         const t1 = performance.now();
         const probs = boxes.length ? await this.classify(this.crops(grey, boxes), boxes.length) : [];
         const t2 = performance.now();
@@ -318,7 +325,213 @@ const BrowserAnalysis = (() => {
       } finally {
         rgba.delete();
         grey.delete();
+        if (rgb) rgb.delete();
       }
+    }
+  }
+
+  /* MediaPipe's BlazeFace in onnxruntime-web: blazeface.BlazeFaceDetector step for step
+     (squares, _run, _merge, _box, _boxes, detect, detect_near_all), on an RGB Mat. ``b``:
+     the server's settings for it (cfg.blazeface). */
+  class BlazeFace {
+    constructor(b, cv, ort, session) {
+      Object.assign(this, {b, cv, ort, session, anchors: BlazeFace.anchors()});
+      this.logit = b.score <= 0 ? -Infinity : b.score >= 1 ? Infinity
+        : Math.log(b.score / (1 - b.score));
+    }
+
+    /* The 896 anchor centres: 2 per cell of a 16x16 grid, then 6 per cell of an 8x8 grid. */
+    static anchors() {
+      const out = [];
+      for (const [cells, per] of [[16, 2], [8, 6]]) {
+        for (let y = 0; y < cells; y++) {
+          for (let x = 0; x < cells; x++) {
+            for (let k = 0; k < per; k++) out.push([(x + 0.5) / cells, (y + 0.5) / cells]);
+          }
+        }
+      }
+      return out;
+    }
+
+    /* IoU of two (cx, cy, w, h) boxes (blazeface._iou). */
+    static iou(a, b) {
+      const iw = Math.max(Math.min(a[0] + a[2] / 2, b[0] + b[2] / 2)
+                          - Math.max(a[0] - a[2] / 2, b[0] - b[2] / 2), 0);
+      const ih = Math.max(Math.min(a[1] + a[3] / 2, b[1] + b[3] / 2)
+                          - Math.max(a[1] - a[3] / 2, b[1] - b[3] / 2), 0);
+      const inter = iw * ih;
+      const union = a[2] * a[3] + b[2] * b[3] - inter;
+      return union > 0 ? inter / Math.max(union, 1e-12) : 0.0;
+    }
+
+    /* MediaPipe's weighted non-maximum suppression (blazeface._merge). */
+    static merge(rows, iou) {
+      const order = rows.map((r, i) => [r, i]).sort((p, q) => (q[0][0] - p[0][0]) || (p[1] - q[1]))
+        .map(p => p[0]);
+      const left = order.map(() => true);
+      const out = [];
+      for (let i = 0; i < order.length; i++) {
+        if (!left[i]) continue;
+        const idx = [];
+        for (let j = i; j < order.length; j++) if (left[j]) idx.push(j);
+        const first = order[idx[0]].slice(1, 5);
+        const group = idx.filter(j => BlazeFace.iou(first, order[j].slice(1, 5)) >= iou);
+        let wsum = 0;
+        const merged = new Array(16).fill(0);
+        for (const j of group) {
+          const w = order[j][0];
+          wsum += w;
+          for (let c = 0; c < 16; c++) merged[c] += order[j][c + 1] * w;
+        }
+        out.push([order[idx[0]][0], ...merged.map(v => v / wsum)]);
+        for (const j of group) left[j] = false;
+      }
+      return out;
+    }
+
+    /* Detections in the square (x0, y0, side) of ``rgb``: rows (score, cx, cy, w, h,
+       keypoints...) in frame pixels (BlazeFaceDetector._run). */
+    async run(rgb, x0, y0, side) {
+      const {cv, b} = this, n = b.size, s = n / side;
+      const mat = cv.matFromArray(2, 3, cv.CV_64F, [s, 0, -x0 * s, 0, s, -y0 * s]);
+      const square = new cv.Mat();
+      let result;
+      try {
+        cv.warpAffine(rgb, square, mat, new cv.Size(n, n), s > 1 ? cv.INTER_LINEAR : cv.INTER_AREA,
+                      cv.BORDER_CONSTANT, new cv.Scalar(0, 0, 0, 0));
+        const px = square.data, x = new Float32Array(px.length);
+        for (let i = 0; i < px.length; i++) x[i] = Math.fround(Math.fround(px[i] / 127.5) - 1);
+        const input = new this.ort.Tensor("float32", x, [1, n, n, 3]);
+        result = await this.session.run({[this.session.inputNames[0]]: input});
+      } finally {
+        mat.delete();
+        square.delete();
+      }
+      const [sa, sb, ba, bb] = this.session.outputNames.map(name => result[name].data);
+      const scores = Array.from(sa).concat(Array.from(sb));
+      const rows = [];
+      for (let i = 0; i < scores.length; i++) {
+        if (!(scores[i] > this.logit)) continue;
+        const r = i < sa.length ? ba.subarray(i * 16, i * 16 + 16)
+          : bb.subarray((i - sa.length) * 16, (i - sa.length) * 16 + 16);
+        const [ax, ay] = this.anchors[i];
+        const row = [1 / (1 + Math.exp(-Math.min(Math.max(scores[i], -100), 100))),
+                     ax + r[0] / n, ay + r[1] / n, r[2] / n, r[3] / n];
+        for (let k = 0; k < 6; k++) row.push(ax + r[4 + 2 * k] / n, ay + r[5 + 2 * k] / n);
+        rows.push(row);
+      }
+      if (!rows.length) return [];
+      return BlazeFace.merge(rows, b.nms).map(row => row.map((v, c) => c === 0 ? v
+        : c === 3 || c === 4 ? v * side : v * side + (c % 2 ? x0 : y0)));
+    }
+
+    /* The face square the crops expect, with its eye-line roll, or null (_box). */
+    box(row) {
+      const b = this.b, [, cx, cyRaw, w, h] = row;
+      const side = Math.max(w, h) * b.fit[0];
+      const cy = cyRaw + b.fit[1] * h;
+      if (side < b.min_face) return null;
+      let angle = 0.0;
+      if (b.align) {
+        angle = Math.atan2(row[8] - row[6], row[7] - row[5]) * (180 / Math.PI);
+        angle = Math.abs(angle) < b.align_min ? 0.0 : parseFloat(angle.toFixed(1));
+      }
+      return {x: pyRound(cx - side / 2), y: pyRound(cy - side / 2), w: pyRound(side),
+              h: pyRound(side), angle};
+    }
+
+    /* Boxes from rows, largest first, a box centred in a larger kept one dropped (_boxes). */
+    boxes(rows) {
+      const found = rows.map(r => this.box(r)).filter(x => x !== null);
+      found.sort((p, q) => (q.w * q.h - p.w * p.h) || (p.x - q.x) || (p.y - q.y));
+      const kept = [];
+      for (const f of found) {
+        const cx = f.x + f.w / 2, cy = f.y + f.h / 2;
+        if (!kept.some(k => k.x <= cx && cx <= k.x + k.w && k.y <= cy && cy <= k.y + k.h)) {
+          kept.push(f);
+        }
+      }
+      return kept;
+    }
+
+    /* The squares passed for a whole frame: letterboxed, then min_face's tiles (squares). */
+    squares(width, height) {
+      const b = this.b, side = Math.max(width, height);
+      const out = [[(width - side) / 2, (height - side) / 2, side]];
+      const tile = b.min_face / b.reliable;
+      if (b.min_face <= 0 || tile >= side || !b.tiled) return out;
+      const overlap = Math.min(b.reliable * side, tile / 2);
+      const starts = length => {
+        if (length <= tile) return [(length - tile) / 2];
+        const count = Math.max(Math.ceil((length - overlap) / (tile - overlap)), 2);
+        const step = (length - tile) / (count - 1);  // numpy.linspace
+        return Array.from({length: count}, (_, i) => i === count - 1 ? length - tile : i * step);
+      };
+      for (const y of starts(height)) for (const x of starts(width)) out.push([x, y, tile]);
+      return out;
+    }
+
+    async detect(rgb) {
+      const squares = this.squares(rgb.cols, rgb.rows);
+      let rows = [];
+      for (const sq of squares) rows = rows.concat(await this.run(rgb, ...sq));
+      if (squares.length > 1 && rows.length) rows = BlazeFace.merge(rows, this.b.nms);
+      return this.boxes(rows);
+    }
+
+    /* The faces that were at ``boxes`` in an earlier frame, or null each (detect_near_all). */
+    async nearAll(rgb, boxes) {
+      const b = this.b, side = Math.max(rgb.cols, rgb.rows);
+      const limit = b.reliable * side * b.fit[0];
+      let found = [];
+      if (boxes.some(o => Math.max(o.w, o.h) >= limit)) {
+        found = found.concat(this.boxes(await this.run(rgb, (rgb.cols - side) / 2,
+                                                       (rgb.rows - side) / 2, side)));
+      }
+      for (const o of boxes) {
+        if (Math.max(o.w, o.h) >= limit) continue;
+        const s = Math.max(o.w, o.h) * b.region, cx = o.x + o.w / 2, cy = o.y + o.h / 2;
+        found = found.concat(this.boxes(await this.run(rgb, cx - s / 2, cy - s / 2, s)));
+      }
+      const pairs = [];
+      boxes.forEach((o, i) => found.forEach((f, j) => pairs.push([Analyser.iou(o, f), i, j])));
+      pairs.sort((p, q) => (q[0] - p[0]) || (q[1] - p[1]) || (q[2] - p[2]));
+      const out = boxes.map(() => null), taken = new Set();
+      for (const [iou, i, j] of pairs) {
+        if (iou > 0.3 && out[i] === null && !taken.has(j)) {
+          out[i] = found[j];
+          taken.add(j);
+        }
+      }
+      return out;
+    }
+  }
+
+  /* The learner's face from frame to frame with BlazeFace, as EmotionDetector.process
+     follows one face with it: the whole frame every cfg.detect_every frames (and while
+     nobody is in view, every cfg.search_every-th frame), in between the face looked for
+     where it was (detect_near_all) and the whole frame at once when it is not there. */
+  class BlazeFollower {
+    constructor(analyser) {
+      Object.assign(this, {analyser, box: null, frames: 0, sinceSearch: Infinity, scans: 0});
+    }
+    async detect(rgb) {
+      const a = this.analyser, cfg = a.cfg;
+      const full = this.box === null || this.frames % cfg.detect_every === 0;
+      this.frames++;
+      if (this.box === null && this.sinceSearch + 1 < cfg.search_every) {
+        this.sinceSearch++;
+        return [];
+      }
+      if (!full) {
+        const [near] = await a.blazeface.nearAll(rgb, [this.box]);
+        if (near !== null) return [this.box = near];
+      }
+      this.scans++;
+      this.sinceSearch = 0;
+      const found = await a.blazeface.detect(rgb);
+      this.box = found.length ? found[0] : null;
+      return found;
     }
   }
 
@@ -490,12 +703,15 @@ const BrowserAnalysis = (() => {
     const {cv} = await openCV();
     delete window.OPENCV_WASM_BINARY;
     await loadScript(cfg.ort);
-    const xml = await fetchBytes(cfg.cascade);
-    const name = "frontalface.xml";
-    try { cv.FS_unlink("/" + name); } catch (e) { /* not there yet */ }
-    cv.FS_createDataFile("/", name, xml, true, false, false);
-    const cascade = new cv.CascadeClassifier();
-    if (!cascade.load(name)) throw new Error("opencv.js could not read the Haar cascade");
+    let cascade = null;
+    if (cfg.detector === "haar") {
+      const xml = await fetchBytes(cfg.cascade);
+      const name = "frontalface.xml";
+      try { cv.FS_unlink("/" + name); } catch (e) { /* not there yet */ }
+      cv.FS_createDataFile("/", name, xml, true, false, false);
+      cascade = new cv.CascadeClassifier();
+      if (!cascade.load(name)) throw new Error("opencv.js could not read the Haar cascade");
+    }
     const ort = window.ort;
     ort.env.wasm.numThreads = threadCount(options.threads);
     ort.env.wasm.proxy = false;
@@ -507,6 +723,11 @@ const BrowserAnalysis = (() => {
       bytes, Object.assign({}, SESSION_OPTIONS, options.session || {}));
     const analyser = new Analyser(cfg, cv, ort, session, cascade,
                                   {download_ms: t1 - t0, startup_ms: performance.now() - t0});
+    if (cfg.detector === "blazeface") {  // one thread: a face detector's pass is small
+      const detector = await ort.InferenceSession.create(
+        await fetchBytes(cfg.blazeface.model), SESSION_OPTIONS);
+      analyser.blazeface = new BlazeFace(cfg.blazeface, cv, ort, detector);
+    }
     // what runs: onnxruntime-web falls back to one thread where workers cannot start
     analyser.runtime = {threads: ort.env.wasm.numThreads, isolated: !!self.crossOriginIsolated,
                         cores: navigator.hardwareConcurrency || null};
@@ -528,7 +749,13 @@ const BrowserAnalysis = (() => {
     return loading;
   }
 
-  return {ready, load, Smoother, Follower, LabelFilter, FaceTrack, pyRound};
+  /* The follower of the analyser's face detector. */
+  function follower(analyser) {
+    return analyser.blazeface ? new BlazeFollower(analyser) : new Follower(analyser);
+  }
+
+  return {ready, load, follower, Smoother, Follower, BlazeFollower, LabelFilter, FaceTrack,
+          pyRound};
 })();
 
 /* For tests and measurements: every face of an RGBA ImageData, analysed in the browser. */

@@ -260,7 +260,7 @@ async function chooseMode(info) {
       state.analyser = await Promise.race([BrowserAnalysis.ready(), late]);
       clearTimeout(timer);
       state.face = new BrowserAnalysis.FaceTrack(info.browser);
-      state.follower = new BrowserAnalysis.Follower(state.analyser);
+      state.follower = BrowserAnalysis.follower(state.analyser);
       showMode("browser", "Analysed on this device: no picture leaves it, only the six " +
                "numbers of each reading are sent.");
       return "browser";
