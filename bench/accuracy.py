@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import default_model_path
+from multinet_emotion.classifier import default_model_path, model_file
 from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts, predict_probs
@@ -75,7 +75,7 @@ def paired(a: dict[str, bool], b: dict[str, bool]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", type=Path, default=default_model_path())
+    p.add_argument("--model", type=model_file, default=default_model_path())
     p.add_argument("--data", type=Path, default=SHARED / "fer2013")
     p.add_argument("--ferplus", type=Path, default=SHARED / "ferplus",
                    help="FER+ folder (scored on the test split when present); 'none' to skip")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--single-pass", action="store_true",
                    help="an .onnx model without its mirror-image pass: the copy the web app "
                         "runs (serve without --mirror-pass)")
-    p.add_argument("--against", type=Path, default=None, metavar="MODEL",
+    p.add_argument("--against", type=model_file, default=None, metavar="MODEL",
                    help="a second model scored on the same faces: faces only one gets right, "
                         "and whether the difference is more than chance (McNemar)")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "accuracy")

@@ -38,8 +38,8 @@ Needs scripts/setup_web.sh. Target: per-face latency <= 60 ms.
 from __future__ import annotations
 
 import argparse
-import os
 import base64
+import os
 import random
 import socket
 import statistics
@@ -146,7 +146,7 @@ def serve(tmp: Path, model: Path | None, mirror_pass: bool = False):  # noqa: AN
     thread.start()
     while not srv.started:
         time.sleep(0.05)
-    return srv, thread, f"http://127.0.0.1:{port}", app.state.model_path
+    return srv, thread, f"http://127.0.0.1:{port}", app.state.browser_model_path
 
 
 def parse_variant(spec: str) -> tuple[str, dict, bool]:

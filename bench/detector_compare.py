@@ -20,9 +20,9 @@ back, with the tiles ``min_face`` asks for), all with ``min_face`` 20 px (the de
 ignores the small faces): recall (a face counts as found when a box overlaps it by
 IoU > 0.3), false detections per frame (boxes on no face), each BlazeFace model against
 Haar on turned and small faces; and the CPU of a frame's detection at 320x240 and at
-640x480 (the same frames enlarged), one thread, at the default ``min_face`` and at 20 px. Then the emotion model's accuracy
-(single-pass model, FER2013 labels) on the rolled faces BlazeFace finds, the crop turned
-upright by the eye line or not.
+640x480 (the same frames enlarged), one thread, at the default ``min_face`` and at 20 px.
+Then the emotion model's accuracy (single-pass model, FER2013 labels) on the rolled faces
+BlazeFace finds, the crop turned upright by the eye line or not.
 
 --blazeface-fit: BlazeFace's box against the pasted face square on FER2013 training faces
 (median size ratio and centre offset: ``blazeface.FIT``), and how steady the box is when the

@@ -47,7 +47,8 @@ def train_command(config: dict, run: Path, init: str | None = None) -> str:
              "label_smoothing": "--label-smoothing", "class_weights": "--class-weights",
              "mixup": "--mixup", "patience": "--patience", "seed": "--seed",
              "precision": "--precision", "max_steps_per_epoch": "--max-steps-per-epoch",
-             "minutes": "--minutes"}
+             "minutes": "--minutes", "teacher_mix": "--teacher-mix",
+             "teacher_temperature": "--teacher-temperature"}
     for key, flag in names.items():
         if key in config and config.get(key) != getattr(defaults, key):
             if key == "mix_weight" and config.get("labels") != "mix":
@@ -58,6 +59,8 @@ def train_command(config: dict, run: Path, init: str | None = None) -> str:
             flags.append(f"--{key.replace('_', '-')} {config['model'][key]}")
     if config.get("webcam") is False:
         flags.append("--no-webcam")
+    if config.get("teacher"):
+        flags.append(f"--teacher {Path(config['teacher']).name}")
     if config.get("init"):
         flags.append(f"--init {init or Path(config['init']).name}")
     return "multinet-emotion train " + " ".join(flags)

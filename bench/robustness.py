@@ -24,7 +24,7 @@ import numpy as np
 
 from multinet_emotion import MultiNetError
 from multinet_emotion.checkpoint import load_checkpoint
-from multinet_emotion.classifier import ClassifierConfig, default_model_path, load_model
+from multinet_emotion.classifier import ClassifierConfig, default_model_path, load_model, model_file
 from multinet_emotion.corruptions import CORRUPTIONS, apply, describe, get
 from multinet_emotion.datasets import DataConfig, Split, ferplus_majority_labels, load_dataset
 from multinet_emotion.emotions import DisgustPolicy
@@ -151,7 +151,7 @@ def summary(rows: list[dict]) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", type=Path, default=default_model_path(),
+    p.add_argument("--model", type=model_file, default=default_model_path(),
                    help="an exported .onnx model or a PyTorch checkpoint (.pt)")
     p.add_argument("--data", type=Path, default=SHARED / "fer2013",
                    help="dataset (its test split is scored; FER2013: PrivateTest)")

@@ -16,7 +16,7 @@ of strong blur, darkness or a bar across the face: the expression does not chang
 picture does), and the face now and then leaves for 1-3 s and comes back. A bright lamp and
 a hand-like shape stand in the background. Everything is drawn from ``--seed``.
 
-The whole runtime pipeline (``EmotionDetector``: Haar detector, tracker, model, label
+The whole runtime pipeline (``EmotionDetector``: face detector, tracker, model, label
 filter) reads every frame, as ``detect`` does on a video file; then again at 2 frames a
 second (the learner page's rate in server mode), to show that the label does not depend on
 the frame rate. Per frame of the true face, it compares with the truth:
@@ -499,8 +499,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-votes", type=int, default=6,
                    help="a face's FER+ majority needs this many of 10 votes (default 6)")
     p.add_argument("--model", type=Path, default=None, help="default: the shipped model")
-    p.add_argument("--detector", choices=("haar", "blazeface"), default="haar",
-                   help="the face detector (default haar, detect's default)")
+    p.add_argument("--detector", choices=("haar", "blazeface"), default=DetectorConfig().kind,
+                   help=f"the face detector (default {DetectorConfig().kind}, detect's default)")
     p.add_argument("--tune", action="store_true",
                    help="replay the label filter over a grid of settings and print the best")
     p.add_argument("--json", type=Path, default=None, help="write the figures here too")

@@ -147,7 +147,7 @@ DETECTORS = pytest.mark.parametrize("kind", ["blazeface", "haar"])
 def test_browser_gives_the_python_probabilities(servers, chromium, kind: str) -> None:  # noqa: ANN001
     srv = servers(kind)
     # the file the page runs: the shipped model's single-pass copy (serve's default)
-    served = srv["app"].state.model_path
+    served = srv["app"].state.browser_model_path
     classifier = load_model(served)
     assert served is not None and not classifier.info.tta_flip
     assert load_model().info.tta_flip  # the shipped file keeps its mirror pass
@@ -230,7 +230,7 @@ def test_the_page_follows_a_face_as_the_python_runtime_does(servers, chromium, k
     clips += [np.full_like(first, 128)] * 6
     got = page.evaluate(FOLLOW, [640, 480, [_rgba_b64(f) for f in clips]])
     cfg = got["cfg"]
-    served = browser_server["app"].state.model_path
+    served = browser_server["app"].state.browser_model_path
     python = EmotionDetector(served, PipelineConfig(detect_every=cfg["detect_every"],
                                                     search_every=cfg["search_every"],
                                                     tilt_every=cfg["tilt_every"],
@@ -571,7 +571,7 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
             }""", [image.shape[1], image.shape[0], base64.b64encode(rgba.tobytes()).decode()])
             boxes = detector.detect(image)
             assert [b.as_list() for b in boxes] == [f["box"] for f in got["faces"]], name
-            classifier = load_model(srv["app"].state.model_path)  # the file the page runs
+            classifier = load_model(srv["app"].state.browser_model_path)  # the file the page runs
             want = classifier.predict(crop_faces(image, boxes, classifier.input_size,
                                                  classifier.crop_scale))
             assert float(np.abs(want - np.asarray([f["probs"] for f in got["faces"]])).max()) \

@@ -289,11 +289,11 @@ def test_a_tilted_head_is_found_by_the_turned_scans_and_cropped_upright(face_dra
 
 
 def test_an_upright_face_never_costs_a_turned_scan(face_drawing, monkeypatch):
-    import multinet_emotion.faces as faces
+    import multinet_emotion.haar as haar
 
     turns: list[float] = []
-    real = faces._turned
-    monkeypatch.setattr(faces, "_turned", lambda img, c, s: (turns.append(s), real(img, c, s))[1])
+    real = haar._turned
+    monkeypatch.setattr(haar, "_turned", lambda img, c, s: (turns.append(s), real(img, c, s))[1])
     frame, truth = _tilted(face_drawing(110), 0)
     (box,) = HaarDetector().detect(frame)
     assert box.angle == 0.0 and box.iou(truth) > 0.8 and turns == []

@@ -130,4 +130,4 @@ def test_the_start_up_message_states_the_limits_and_the_law(tmp_path, monkeypatc
     assert "AI Act (Art. 5(1)(f)) prohibits emotion recognition" in out
     metrics = json.loads((Path(options.__file__).parent / "assets" / "model_metrics.json")
                          .read_text())
-    assert f"right on {metrics['figures']['test-ferplus']['accuracy']:.0%}" in out
+    assert f"right on {metrics['figures']['test-ferplus']['accuracy']:.1%}" in out

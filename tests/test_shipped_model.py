@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from synth import FER2013, FERPLUS
 
-from multinet_emotion.classifier import default_model_path
+from multinet_emotion.classifier import default_model_path, load_model, model_file
 from multinet_emotion.datasets import DataConfig
 from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 
@@ -53,3 +53,32 @@ def test_model_card_figures_are_reproduced(split, ferplus, tmp_path):
     # int8 kernels differ a little between CPUs (VNNI or not): one face in 500 is 0.002
     assert r["accuracy"] == pytest.approx(recorded["accuracy"], abs=0.005)
     assert r["macro_f1"] == pytest.approx(recorded["macro_f1"], abs=0.01)
+
+
+STUDENT = model_file("student")
+STUDENT_METRICS = STUDENT.with_name("student_metrics.json")
+
+
+def test_the_students_recorded_figures_belong_to_the_shipped_student():
+    record = json.loads(STUDENT_METRICS.read_text())
+    assert record["sha256"] == _sha256(STUDENT), "student_metrics.json was measured on another file"
+    assert record["size_mb"] == pytest.approx(STUDENT.stat().st_size / 1e6, abs=0.01)
+    assert load_model("student").info.input_size == model_facts(STUDENT)[0]
+
+
+@pytest.mark.slow
+def test_the_students_figures_are_reproduced():
+    """``python bench/student.py --write`` recorded a seeded sample's figures beside the full
+    ones; the same sample scored now gives them (the student is fast: both label sets)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from student import scores
+
+    check = json.loads(STUDENT_METRICS.read_text())["check"]
+    if not Path(FERPLUS).is_dir():
+        pytest.skip("../shared/data/ferplus absent")
+    now = scores(STUDENT, FER2013, FERPLUS, check["sample"])
+    for split in ("test", "test-ferplus"):
+        assert now[split]["n"] == check[split]["n"]
+        assert now[split]["accuracy"] == pytest.approx(check[split]["accuracy"], abs=0.005)
+        assert now[split]["macro_f1"] == pytest.approx(check[split]["macro_f1"], abs=0.01)

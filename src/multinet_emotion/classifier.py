@@ -38,9 +38,29 @@ INPUT_NAME = "pixels"
 OUTPUT_NAME = "probs"
 
 
+#: The models shipped in the package, by the name ``--model`` takes: the hybrid (ResNet50 +
+#: VGG16, the reference) and the compact student distilled from it (MODEL_CARD.md).
+SHIPPED_MODELS = {"hybrid": "model.onnx", "student": "student.onnx"}
+
+
 def default_model_path() -> Path:
-    """Where the default model ships: ``multinet_emotion/assets/model.onnx``."""
-    return Path(__file__).resolve().parent / "assets" / "model.onnx"
+    """Where the default model ships: ``multinet_emotion/assets/model.onnx`` (the hybrid)."""
+    return shipped_model_path("hybrid")
+
+
+def shipped_model_path(name: str) -> Path:
+    """The file of a shipped model (:data:`SHIPPED_MODELS`)."""
+    return Path(__file__).resolve().parent / "assets" / SHIPPED_MODELS[name]
+
+
+def model_file(model: Path | str | None, default: str = "hybrid") -> Path:
+    """The file ``--model`` names: a shipped model's name (hybrid, student), a path, or None
+    for the shipped model ``default``."""
+    if model is None:
+        return default_model_path() if default == "hybrid" else shipped_model_path(default)
+    if str(model) in SHIPPED_MODELS:
+        return shipped_model_path(str(model))
+    return Path(model)
 
 
 @dataclass
@@ -247,15 +267,16 @@ class EmotionClassifier:
 
 def load_model(path: Path | str | None = None,
                config: ClassifierConfig | None = None) -> EmotionClassifier:
-    """Load an exported emotion model; without ``path``, the default one shipped in the package.
+    """Load an exported emotion model: a path, a shipped model's name (``"student"``), or
+    None for the default one shipped in the package (the hybrid).
 
     Raises MultiNetError when no default model is installed or the file is not a valid export.
     """
-    if path is None:
-        path = default_model_path()
-        if not path.is_file():
-            raise MultiNetError(f"no default model is installed (expected {path}); pass "
-                                "--model PATH (or load_model(PATH)) to an exported .onnx model")
+    shipped = path is None or str(path) in SHIPPED_MODELS
+    path = model_file(path)
+    if shipped and not path.is_file():
+        raise MultiNetError(f"no default model is installed (expected {path}); pass "
+                            "--model PATH (or load_model(PATH)) to an exported .onnx model")
     return EmotionClassifier(path, config)
 
 

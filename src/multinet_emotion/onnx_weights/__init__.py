@@ -41,7 +41,10 @@ from .match import _check_copies, _check_preprocessing, _match, _name_score
 from .trace import _trace_model, synthetic_faces
 
 if TYPE_CHECKING:
+    from ..classifier import ModelInfo
     from ..model import EmotionNet
+    from .graph import _OnnxLayer
+    from .trace import _Trace
 
 log = logging.getLogger(__name__)
 
@@ -69,21 +72,7 @@ def load_onnx_weights(model: EmotionNet, path: Path, images: np.ndarray | None =
     path = Path(path)
     proto, info, session = _read(path)
     size = info.input_size
-    model_arch = getattr(getattr(model, "config", None), "arch", None)
-    if info.arch != "unknown" and model_arch and info.arch != model_arch:
-        raise MultiNetError(f"{path}: a {info.arch} model; it cannot be loaded into a "
-                            f"{model_arch} model (build the model with arch {info.arch!r})")
-    model_size = getattr(getattr(model, "config", None), "image_size", size)
-    if model_size != size:
-        # the layer shapes do not depend on the face size (train --init --image-size)
-        log.info("%s takes %dx%d faces; its weights go into a model configured for %dx%d", path,
-                 size, size, model_size, model_size)
-    if images is not None:
-        images = np.ascontiguousarray(images)
-        if images.ndim != 3 or images.shape[1:] != (size, size) or not len(images):
-            raise MultiNetError(f"{path}: takes {size}x{size} faces; the images given have shape "
-                                f"{images.shape}")
-
+    images = _checked_images(model, path, info, images)
     layers = _onnx_layers(proto.graph, path)
     file_pools = sum(n.op_type == "MaxPool" for n in proto.graph.node)
     quantized = any(n.op_type == "DequantizeLinear" for n in proto.graph.node)
@@ -107,19 +96,10 @@ def load_onnx_weights(model: EmotionNet, path: Path, images: np.ndarray | None =
                     info.tta_flip, len(passes))
     spread = _check_copies(trace, layers, passes, path)
     _copy(trace, layers, passes[0])
-    lo, hi = info.value_range
-    scale, offset = (hi - lo) / 255.0, lo
     n_bn = sum(ml.bn is not None for ml in trace.layers)
     measure = images is not None and n_bn > 0
-    check = images if images is not None else synthetic_faces(32, size)
-    count = min(CHECK_IMAGES, len(check))
-    # one pass: the eval-mode function does not depend on the statistics the batch norms get
-    # (that is how they are chosen), so the check before setting them holds after
-    probs = _Probabilities(model, trace, scale, offset, flip, info.class_bias)
-    ours = probs.run(check, count, measure)
-    if measure:
-        probs.set_statistics(layers, passes[0])
-    theirs = _run_file(session, check[:count], scale, offset)
+    ours, theirs, count = _compare(model, trace, info, session, layers, passes[0], flip, images,
+                                   measure)
     diff = np.abs(ours - theirs)
     report = {
         "path": str(path), "arch": info.arch, "quantized": quantized, "tta_flip": flip,
@@ -147,6 +127,48 @@ def load_onnx_weights(model: EmotionNet, path: Path, images: np.ndarray | None =
     log.info("loaded %d conv and %d dense layers from %s (max |dp| %.2g against ONNX Runtime)",
              report["convs"], report["linears"], path, report["max_abs_diff"])
     return report
+
+
+def _checked_images(model: EmotionNet, path: Path, info: ModelInfo, images: np.ndarray | None
+                    ) -> np.ndarray | None:
+    """``images`` as a contiguous array, once the file is known to fit the model's arch and
+    the images the file's face size."""
+    size = info.input_size
+    model_arch = getattr(getattr(model, "config", None), "arch", None)
+    if info.arch != "unknown" and model_arch and info.arch != model_arch:
+        raise MultiNetError(f"{path}: a {info.arch} model; it cannot be loaded into a "
+                            f"{model_arch} model (build the model with arch {info.arch!r})")
+    model_size = getattr(getattr(model, "config", None), "image_size", size)
+    if model_size != size:
+        # the layer shapes do not depend on the face size (train --init --image-size)
+        log.info("%s takes %dx%d faces; its weights go into a model configured for %dx%d", path,
+                 size, size, model_size, model_size)
+    if images is not None:
+        images = np.ascontiguousarray(images)
+        if images.ndim != 3 or images.shape[1:] != (size, size) or not len(images):
+            raise MultiNetError(f"{path}: takes {size}x{size} faces; the images given have shape "
+                                f"{images.shape}")
+    return images
+
+
+def _compare(model: EmotionNet, trace: _Trace, info: ModelInfo, session,  # noqa: ANN001
+             layers: list[_OnnxLayer], first_pass: list[int], flip: bool,
+             images: np.ndarray | None, measure: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """The loaded model's probabilities and ONNX Runtime's on the check images (the first
+    ``CHECK_IMAGES`` of ``images``, else synthetic faces); with ``measure``, the batch norms'
+    running statistics set from ``images`` on the way."""
+    lo, hi = info.value_range
+    scale, offset = (hi - lo) / 255.0, lo
+    check = images if images is not None else synthetic_faces(32, info.input_size)
+    count = min(CHECK_IMAGES, len(check))
+    # one pass: the eval-mode function does not depend on the statistics the batch norms get
+    # (that is how they are chosen), so the check before setting them holds after
+    probs = _Probabilities(model, trace, scale, offset, flip, info.class_bias)
+    ours = probs.run(check, count, measure)
+    if measure:
+        probs.set_statistics(layers, first_pass)
+    theirs = _run_file(session, check[:count], scale, offset)
+    return ours, theirs, count
 
 
 __all__ = ["load_onnx_weights", "synthetic_faces"]

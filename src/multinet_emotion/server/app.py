@@ -7,7 +7,7 @@ import json
 import logging
 import random
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -164,22 +164,31 @@ def _check_connections(store: Store, settings: Settings) -> None:
                     settings.db_connections, wanted, allowed)
 
 
-def analysis_model(settings: Settings) -> Path | None:
-    """The model file the server and the learner's browser run: the configured one (the
-    shipped default when None), without its mirror-image pass unless ``--mirror-pass``.
-    Never raises: when the single-pass copy cannot be made, the file as it is, logged."""
-    from ..classifier import default_model_path
+def analysis_model(settings: Settings, where: str = "server") -> Path:
+    """The model file the server (``where`` "server") or the learner's browser ("browser")
+    runs: the configured one (a path or a shipped model's name; when None, the hybrid on the
+    server and the student in the browser), without its mirror-image pass unless
+    ``--mirror-pass``. Never raises: when the single-pass copy cannot be made, the file as
+    it is, logged."""
+    from ..classifier import model_file
 
-    path = settings.model or default_model_path()
-    if settings.mirror_pass or not Path(path).is_file():
-        return settings.model
+    path = model_file(settings.model, "hybrid" if where == "server" else "student")
+    if settings.mirror_pass or not path.is_file():
+        return path
     try:
         from ..onnx_graph import single_pass_model
         return single_pass_model(path)
     except Exception as e:  # noqa: BLE001 - a slower model beats no analysis
         log.warning("running %s with its mirror-image pass: no single-pass copy (%s: %s)",
                     path, type(e).__name__, e)
-        return settings.model
+        return path
+
+
+OPENAPI_TAGS = [
+    {"name": "learner", "description": "a learner's own session and data (learner token)"},
+    {"name": "instructor", "description": "class views and data management "
+                                          "(instructor token)"},
+    {"name": "service", "description": "health, settings, sign-up"}]
 
 
 def create_app(settings: Settings | None = None, *,
@@ -203,7 +212,33 @@ def create_app(settings: Settings | None = None, *,
     service = LearningService(store, recommender, settings,
                               **({"clock": clock} if clock is not None else {}), shared=shared)
     xapi = XapiService(settings, store)  # learning records for an LRS; none without one
-    model = analysis_model(settings) if settings.analysis != "off" else settings.model
+    analysis = _analysis(settings, analyzer_factory)
+
+    app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
+                  lifespan=_lifespan(settings, service, xapi, store, shared),
+                  openapi_tags=OPENAPI_TAGS)
+    app.state.settings = settings
+    app.state.service = service
+    app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
+    for name, value in analysis.items():
+        setattr(app.state, name, value)
+    app.state.shared = shared  # None with SQLite (one process)
+    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared,
+                                  settings.lti_login_rate)
+    _install_connections(app, settings, service, shared)
+    _install_middleware(app, store, settings)
+    _install_error_handlers(app)
+    _install_routes(app)
+    log.info("store: %s; policy: %s; catalog: %s (%d items)", store.safe_url, policy.source,
+             catalog.source, len(catalog.items))
+    return app
+
+
+def _analysis(settings: Settings, analyzer_factory: AnalyzerFactory | None | str
+              ) -> dict[str, object]:
+    """Where the pictures are analysed, as the app's state has it: the server's analyzer
+    factory (None: none) and the files the learner's browser runs, each with why not."""
+    model = analysis_model(settings) if settings.analysis != "off" else None
     if analyzer_factory == "auto":
         if settings.analysis == "off":
             factory, note = None, "server-side analysis is switched off"
@@ -217,38 +252,37 @@ def create_app(settings: Settings | None = None, *,
         factory = analyzer_factory  # type: ignore[assignment]
         note = "server-side analysis" if factory else "server-side analysis is switched off"
     # in the learner's browser (--analysis browser|auto): the page gets the files from here
-    browser, browser_note = in_browser(settings.analysis, model,
+    browser_model = analysis_model(settings, "browser") if settings.analysis != "off" else None
+    browser, browser_note = in_browser(settings.analysis, browser_model,
                                        injected=analyzer_factory != "auto")
     if factory is None and browser is None:
         log.warning("emotion analysis unavailable (%s); learners can still post samples", note)
+    return {
+        "analyzer_factory": factory,
+        "analysis_note": note,
+        "model_path": model,  # the file the server's analysis runs (None: none)
+        "browser_model_path": browser_model,  # ... and the learner's browser
+        "browser_analysis": browser,
+        "browser_note": browser_note,
+        "analysis_mode": analysis_mode(settings.analysis, browser, factory),
+        "analysis_slots": AnalysisSlots(settings.analysis_workers),
+    }
 
-    def revoked(m: dict) -> None:
-        """Another process's message: a token stopped working, a learner's connection
-        replaced their older ones ("keep"), or a session ended ("session_id")."""
-        if m.get("session_id"):
-            service.ingest.ended_here(m["learner_id"], m["session_id"])
-        elif m.get("keep"):
-            app.state.connections.revoke(m["learner_id"], m["reason"], m["keep"],
-                                         m.get("close_reason", "replaced"))
-        else:
-            service.ingest.revoke_here(m["learner_id"], m["reason"])
+
+def _lifespan(settings: Settings, service: LearningService, xapi: XapiService, store: Store,
+              shared: SharedLive | None) -> Callable[[FastAPI], AbstractAsyncContextManager]:
+    """The app's background work (hourly housekeeping, the xAPI sender, with PostgreSQL the
+    listener for other processes' revocations), started with the app and stopped with it,
+    losing nothing that waits to be stored."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
-
-        async def housekeeping() -> None:
-            while True:
-                try:
-                    await asyncio.to_thread(service.housekeeping)
-                except Exception:  # noqa: BLE001 - keep serving; try again later
-                    log.exception("housekeeping failed")
-                await asyncio.sleep(3600)
-
-        task = asyncio.create_task(housekeeping())
+        task = asyncio.create_task(_housekeeping(service))
         xapi.start()
         # a learner's token replaced or deleted in another process: end their sockets here
-        listener = None if shared is None else shared.listener(REVOKE_CHANNEL, revoked).start()
+        listener = None if shared is None else \
+            shared.listener(REVOKE_CHANNEL, _revoked(app, service)).start()
         try:
             yield
         finally:
@@ -263,32 +297,47 @@ def create_app(settings: Settings | None = None, *,
             await asyncio.to_thread(service.ingest.flush_all)
             await asyncio.to_thread(store.flush_samples)
 
-    app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan,
-                  openapi_tags=[
-                      {"name": "learner", "description": "a learner's own session and data "
-                                                         "(learner token)"},
-                      {"name": "instructor", "description": "class views and data management "
-                                                            "(instructor token)"},
-                      {"name": "service", "description": "health, settings, sign-up"}])
-    app.state.settings = settings
-    app.state.service = service
-    app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
-    app.state.analyzer_factory = factory
-    app.state.analysis_note = note
-    app.state.model_path = model  # the file server and browser analysis run (None: none)
-    app.state.browser_analysis, app.state.browser_note = browser, browser_note
-    app.state.analysis_mode = analysis_mode(settings.analysis, browser, factory)
-    app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
-    app.state.shared = shared  # None with SQLite (one process)
-    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared,
-                                  settings.lti_login_rate)
-    # ended when a learner's token stops working, or replaced by the learner's newer one
+    return lifespan
+
+
+async def _housekeeping(service: LearningService) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(service.housekeeping)
+        except Exception:  # noqa: BLE001 - keep serving; try again later
+            log.exception("housekeeping failed")
+        await asyncio.sleep(3600)
+
+
+def _revoked(app: FastAPI, service: LearningService) -> Callable[[dict], None]:
+    def revoked(m: dict) -> None:
+        """Another process's message: a token stopped working, a learner's connection
+        replaced their older ones ("keep"), or a session ended ("session_id")."""
+        if m.get("session_id"):
+            service.ingest.ended_here(m["learner_id"], m["session_id"])
+        elif m.get("keep"):
+            app.state.connections.revoke(m["learner_id"], m["reason"], m["keep"],
+                                         m.get("close_reason", "replaced"))
+        else:
+            service.ingest.revoke_here(m["learner_id"], m["reason"])
+
+    return revoked
+
+
+def _install_connections(app: FastAPI, settings: Settings, service: LearningService,
+                         shared: SharedLive | None) -> None:
+    """The registry of open learner connections: ended when a learner's token stops
+    working, or replaced by the learner's newer one."""
     app.state.connections = Connections(
         settings.max_connections_per_address,
         None if shared is None else lambda m: shared.notify(REVOKE_CHANNEL, m))
     service.ingest.on_revoke.append(app.state.connections.revoke)
     service.ingest.on_end.append(app.state.connections.session_ended)
+
+
+def _install_middleware(app: FastAPI, store: Store, settings: Settings) -> None:
+    """The middleware, innermost first, and the LTI tool, whose platforms may frame the
+    pages."""
     app.add_middleware(NoStore)  # API answers (personal data) are never cached
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ControlCharacters)
@@ -298,6 +347,10 @@ def create_app(settings: Settings | None = None, *,
     own = settings.host if settings.host not in ("0.0.0.0", "::", "") else ""
     app.add_middleware(AllowedHosts, hosts=allowed_hosts(
         settings.public_url, ",".join(x for x in (settings.allowed_hosts, own) if x)))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error answered as JSON ``{"detail": ...}``."""
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, e: ServiceError) -> JSONResponse:
@@ -319,6 +372,9 @@ def create_app(settings: Settings | None = None, *,
         return JSONResponse({"detail": e.detail}, status_code=e.status_code,
                             headers=getattr(e, "headers", None))
 
+
+def _install_routes(app: FastAPI) -> None:
+    """The API's routers, the learner WebSocket, the static files and the pages."""
     app.include_router(api.public)
     app.include_router(class_routes.public)
     app.include_router(class_routes.instructor)
@@ -351,6 +407,3 @@ def create_app(settings: Settings | None = None, *,
     app.get("/", include_in_schema=False)(page("index.html"))
     app.get("/learn", include_in_schema=False)(page("learner.html"))
     app.get("/dashboard", include_in_schema=False)(page("dashboard.html"))
-    log.info("store: %s; policy: %s; catalog: %s (%d items)", store.safe_url, policy.source,
-             catalog.source, len(catalog.items))
-    return app

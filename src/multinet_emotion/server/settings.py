@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .. import options
 from ..detect import PipelineConfig
-from ..faces import DetectorConfig
 from ..errors import MultiNetError
+from ..faces import DetectorConfig
 from ..files import keep_private_text, read_private_text
 from ..options import restate, setting
 from .browser import BROWSER_DETECTORS
@@ -57,8 +57,11 @@ class Settings:
                                   help="recommendation policy YAML/JSON (default: the shipped one)")
     catalog: Path | None = setting(None, env=True,
                                    help="content catalog YAML/JSON (default: the shipped one)")
-    model: Path | None = setting(None, env=True, help="emotion model .onnx (default: the model "
-                                 "shipped in the package)")
+    model: Path | None = setting(
+        None, env=True, metavar="hybrid|student|PATH",
+        help="emotion model, on the server and in the learner's browser: a shipped one "
+             "(hybrid, the accurate; student, the compact) or an exported .onnx (default: "
+             "the hybrid on the server, the student in the browser)")
     analysis: str = setting(
         "auto", env=True, choices=("auto", "browser", "server", "off"),
         help="where the camera picture is analysed: browser (in the learner's browser, only "

@@ -108,19 +108,8 @@ async def learn(ws: WebSocket) -> None:
     state = ws.app.state
     svc: IngestService = state.service.ingest
     settings = state.settings
-    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
-                          parse_origins(settings.allowed_origins)):
-        log.warning("learner connection refused: origin not allowed")
-        await ws.close(code=1008)  # before accepting: the ASGI server answers 403
-        return
-    await ws.accept()
-    address = ws.client.host if ws.client is not None else "unknown"
-    try:
-        state.connections.open_address(address)
-    except ServiceError as e:
-        log.warning("learner connection refused: too many from one address")
-        await _send(ws, ErrorMessage(message=str(e)))
-        await ws.close(code=1008, reason="too many connections")
+    address = await _admitted(ws, state)
+    if address is None:
         return
     conn: Connection | None = None
     try:
@@ -165,30 +154,58 @@ async def learn(ws: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except ServiceError as e:  # e.g. the learner deleted their data mid-stream
-        try:
-            await _send(ws, ErrorMessage(message=str(e)))
-            await ws.close(code=1008)
-        except Exception:  # noqa: BLE001
-            pass
+        await _close_quietly(ws, str(e), 1008)
     except Exception as e:  # noqa: BLE001 - e.g. the database is down: close, no traceback
         log.error("learner connection failed: %s", type(e).__name__)  # never the payload
-        try:
-            await _send(ws, ErrorMessage(message="internal server error; reconnect later"))
-            await ws.close(code=1011)
-        except Exception:  # noqa: BLE001
-            pass
+        await _close_quietly(ws, "internal server error; reconnect later", 1011)
     finally:
-        state.connections.close_address(address)
-        if conn is not None:
-            state.connections.remove(conn)
-            if conn.session_id is not None and conn.revoked is None:
-                try:  # the readings of the current second are stored now, not lost
-                    with anyio.CancelScope(shield=True):  # also when the task is cancelled
-                        await run_in_threadpool(svc.flush_session, conn.learner_id,
-                                                conn.session_id)
-                except Exception as e:  # noqa: BLE001 - e.g. the database is down
-                    log.error("storing a closed connection's last readings failed: %s",
-                              type(e).__name__)
+        await _release(state, svc, address, conn)
+
+
+async def _admitted(ws: WebSocket, state: Any) -> str | None:
+    """Accept a handshake from an allowed origin, and count it against its address's
+    connections: the client's address, or None when refused (and closed)."""
+    if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
+                          parse_origins(state.settings.allowed_origins)):
+        log.warning("learner connection refused: origin not allowed")
+        await ws.close(code=1008)  # before accepting: the ASGI server answers 403
+        return None
+    await ws.accept()
+    address = ws.client.host if ws.client is not None else "unknown"
+    try:
+        state.connections.open_address(address)
+    except ServiceError as e:
+        log.warning("learner connection refused: too many from one address")
+        await _send(ws, ErrorMessage(message=str(e)))
+        await ws.close(code=1008, reason="too many connections")
+        return None
+    return address
+
+
+async def _close_quietly(ws: WebSocket, message: str, code: int) -> None:
+    """Tell the page why, and close; a connection already gone is no error."""
+    try:
+        await _send(ws, ErrorMessage(message=message))
+        await ws.close(code=code)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def _release(state: Any, svc: IngestService, address: str, conn: Connection | None
+                   ) -> None:
+    """A closed connection's address slot and registration given back, and the readings of
+    its current second stored now, not lost."""
+    state.connections.close_address(address)
+    if conn is None:
+        return
+    state.connections.remove(conn)
+    if conn.session_id is not None and conn.revoked is None:
+        try:
+            with anyio.CancelScope(shield=True):  # also when the task is cancelled
+                await run_in_threadpool(svc.flush_session, conn.learner_id, conn.session_id)
+        except Exception as e:  # noqa: BLE001 - e.g. the database is down
+            log.error("storing a closed connection's last readings failed: %s",
+                      type(e).__name__)
 
 
 class _Stream:

@@ -34,8 +34,10 @@ class RunConfig:
 
     source: str = setting(help="camera index (0), video file, stream URL, image, or folder of "
                                "images")
-    model: Path | None = setting(None, help="exported .onnx model (default: the model shipped in "
-                                 "the package)")
+    model: Path | None = setting(None, metavar="hybrid|student|PATH",
+                                 help="emotion model: a shipped one (hybrid, the accurate; "
+                                      "student, the compact and fast) or an exported .onnx "
+                                      "(default: hybrid)")
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     source_config: SourceConfig = field(default_factory=SourceConfig)
     jsonl: Path | None = setting(None, help="JSON Lines events, one per face per analysed frame "
@@ -152,7 +154,17 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
             video.close()
         if display is not None:
             display.close()
-    wall = time.monotonic() - t_start
+    summary = _summary(config, detector, source, timeline, started=started,
+                       wall=time.monotonic() - t_start, analysed=analysed,
+                       interrupted=interrupted, latencies=latencies)
+    _write_summary(config, summary)
+    return RunReport(summary=summary, events=n_events, interrupted=interrupted)
+
+
+def _summary(config: RunConfig, detector: EmotionDetector, source: Source, timeline: Timeline,
+             *, started: float, wall: float, analysed: int, interrupted: bool,
+             latencies: list[float]) -> dict[str, Any]:
+    """The run's summary: the source, the frames, the speed, the settings and the tracks."""
     summary: dict[str, Any] = {
         "source": source.name, "kind": source.kind, "live": source.live,
         "model": str(detector.classifier.path),
@@ -168,6 +180,11 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
     }
     if source.labels:
         summary["images"] = source.labels
+    return summary
+
+
+def _write_summary(config: RunConfig, summary: dict[str, Any]) -> None:
+    """The summary (``--summary``) and its timeline plot (``--plot``), where asked."""
     for option, path, write in (
             ("--summary", config.summary,
              lambda p: atomic_write_text(p, json.dumps(summary, indent=2) + "\n")),
@@ -178,7 +195,6 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
             except OSError as e:
                 raise MultiNetError(f"{option} {path}: cannot write there ({e.strerror}); the "
                                     "events written so far are kept") from None
-    return RunReport(summary=summary, events=n_events, interrupted=interrupted)
 
 
 def _settings(config: RunConfig, detector: EmotionDetector) -> dict[str, Any]:

@@ -724,8 +724,10 @@ const BrowserAnalysis = (() => {
     const analyser = new Analyser(cfg, cv, ort, session, cascade,
                                   {download_ms: t1 - t0, startup_ms: performance.now() - t0});
     if (cfg.detector === "blazeface") {  // one thread: a face detector's pass is small
+      // (logSeverityLevel 3: the converted graph has unused initializers, not news)
       const detector = await ort.InferenceSession.create(
-        await fetchBytes(cfg.blazeface.model), SESSION_OPTIONS);
+        await fetchBytes(cfg.blazeface.model),
+        Object.assign({}, SESSION_OPTIONS, {logSeverityLevel: 3}));
       analyser.blazeface = new BlazeFace(cfg.blazeface, cv, ort, detector);
     }
     // what runs: onnxruntime-web falls back to one thread where workers cannot start
