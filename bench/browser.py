@@ -51,7 +51,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.classifier import default_model_path, load_model
+from multinet_emotion.classifier import load_model, model_file
 from multinet_emotion.faces import DetectorConfig, crop_faces, make_detector
 from multinet_emotion.server import Settings, create_app
 from multinet_emotion.server.browser import BROWSER_DETECTORS
@@ -204,7 +204,8 @@ def main() -> None:
     ap.add_argument("--starts", type=int, default=3, help="cold starts to time per variant")
     ap.add_argument("--frames", type=int, default=40,
                     help="timed analyses per variant (spread over the frame images)")
-    ap.add_argument("--model", type=Path, default=None, help="model .onnx (default: shipped)")
+    ap.add_argument("--model", default=None,
+                    help="hybrid, student or a model .onnx (default: the page's, the student)")
     ap.add_argument("--variant", action="append", default=None, metavar="SPEC",
                     help="page settings to measure (repeat; default: before, default, "
                          "threads=2)")
@@ -218,7 +219,7 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     variants = [parse_variant(v) for v in (args.variant or ["detector=haar", "default"])]
-    model_path = args.model or default_model_path()
+    model_path = model_file(args.model, "student")
     model_at_start = model_path.read_bytes()
     images = frames(args.width)
     per_image = 1 + max(1, args.frames // len(images))

@@ -303,7 +303,8 @@ def start_server(args: argparse.Namespace, tmp: Path) -> tuple[subprocess.Popen,
         cmd += ["--model", str(args.model)]
     # many learners sign up from one address at once: no per-address limits here
     env = dict(os.environ, MULTINET_INSTRUCTOR_TOKEN=TOKEN, MULTINET_SIGNUP_RATE="0",
-               MULTINET_SESSION_RATE="0", XDG_DATA_HOME=str(tmp))
+               MULTINET_SESSION_RATE="0", MULTINET_MAX_CONNECTIONS_PER_ADDRESS="100000",
+               XDG_DATA_HOME=str(tmp))
     if args.analysis_workers:
         env["MULTINET_ANALYSIS_WORKERS"] = str(args.analysis_workers)
     log = open(tmp / "server.log", "w")

@@ -106,7 +106,7 @@ def test_detect_runs_with_blazeface(drawn_face_clip, brightness_onnx_model, tmp_
     assert summary["settings"]["detector"]["blazeface"] == "back"
 
 
-def test_two_followed_faces_cost_one_pass(monkeypatch):
+def test_followed_faces_cost_a_small_pass_each(monkeypatch):
     from multinet_emotion.detect import EmotionDetector, PipelineConfig
 
     det = make_detector(DetectorConfig(kind="blazeface"))
@@ -127,11 +127,13 @@ def test_two_followed_faces_cost_one_pass(monkeypatch):
     pipeline = EmotionDetector(Model(), PipelineConfig(detect_every=5), detector=det)
     passes = []
     real = det._run
-    monkeypatch.setattr(det, "_run", lambda *a: passes.append(1) or real(*a))
+    monkeypatch.setattr(det, "_run", lambda *a: passes.append(a[4:]) or real(*a))
     for i in range(5):
         faces_now = pipeline.process(frame, i / 10)
     assert len(faces_now) == 2 and len({f.track_id for f in faces_now}) == 2
-    assert len(passes) == 5  # one whole-frame pass a frame, not one per followed face
+    # one whole-frame pass of the full-range model, then the short-range one on a region
+    # around each followed face (a fifth of the work each)
+    assert passes == [()] + [(blazeface.FOLLOW,)] * 8
 
 
 def test_the_whole_frame_pass_is_tiled_only_for_faces_smaller_than_it_finds():

@@ -21,10 +21,9 @@ longer side. When ``min_face`` asks for smaller ones, overlapping square tiles o
 tile) are passed too, and their detections merged with the whole frame's: a 320x240 frame
 at the default ``min_face`` needs no tile, a 640x480 one needs four (:meth:`squares`).
 
-``detect_near_all`` follows known faces: one whole-frame pass for the faces the network
-finds reliably there, and one pass on a region three times the face around each smaller
-one (a region pass gives boxes of the same size as a whole-frame pass: ``bench/detection.py
---blazeface-fit``).
+``detect_near_all`` follows known faces: one pass of the short-range model on a region
+three times the face around each (:data:`FOLLOW`); a face it misses there makes the caller
+pass the whole frame again.
 """
 
 from __future__ import annotations
@@ -60,12 +59,16 @@ RELIABLE: dict[str, float] = {"front": 0.25, "back": 0.125}
 #: short-range model invents faces (about half a false face a frame in
 #: ``bench/detection.py --compare``), so it sees the whole frame only.
 TILED = frozenset({"back"})
-#: A followed face smaller than RELIABLE of the frame is looked for in a square region this
-#: many times its side around its last box.
+#: A followed face is looked for in a square region this many times its side around its
+#: last box, by the FOLLOW model: the face then fills a third of what the network sees, the
+#: short-range model's range, and a pass of it costs a fifth of the full-range one's
+#: (``bench/detection.py --compare``: 1.3 against 6.2 ms). Against the whole frame's box,
+#: its box is the same face (IoU 0.86 in the median) of the same size (x1.03).
 REGION = 3.0
+FOLLOW = "front"
 
 
-def _anchors(size: int) -> np.ndarray:
+def _anchors() -> np.ndarray:
     """The 896 anchor centres (x, y in [0, 1]): 2 per cell of a 16x16 grid, then 6 per
     cell of an 8x8 grid, row by row, as the network's outputs are ordered."""
     out = []
@@ -143,11 +146,9 @@ class BlazeFaceDetector:
     def __init__(self, config: DetectorConfig | None = None, color: str = "bgr") -> None:
         self.config = config or DetectorConfig(kind="blazeface")
         self.color = color
-        name = self.config.blazeface
-        self.session = _session(name)
-        self.size = MODELS[name][1]
-        self.anchors = _anchors(self.size)
-        self.input = self.session.get_inputs()[0].name
+        _session(self.config.blazeface)  # a missing or damaged file fails here, not later
+        _session(FOLLOW)
+        self.anchors = _anchors()  # the same for both models, as shares of the square
         self.keypoints: list[np.ndarray] = []  # per face of the last call: 6 x (x, y) px
 
     def _rgb(self, frame: np.ndarray) -> np.ndarray:
@@ -159,16 +160,20 @@ class BlazeFaceDetector:
                                 else cv2.COLOR_BGRA2RGB)
         return frame if self.color == "rgb" else cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
-    def _run(self, rgb: np.ndarray, x0: float, y0: float, side: float) -> list[np.ndarray]:
-        """Detections in the square ``(x0, y0, side)`` of ``rgb`` (black outside the
-        picture), as rows (score, cx, cy, w, h, keypoints...) in frame pixels."""
-        n = self.size
+    def _run(self, rgb: np.ndarray, x0: float, y0: float, side: float,
+             model: str | None = None) -> list[np.ndarray]:
+        """Detections of ``model`` (None: the configured one) in the square ``(x0, y0,
+        side)`` of ``rgb`` (black outside the picture), as rows (score, cx, cy, w, h,
+        keypoints...) in frame pixels."""
+        name = model or self.config.blazeface
+        session, n = _session(name), MODELS[name][1]
         s = n / side
         m = np.array([[s, 0, -x0 * s], [0, s, -y0 * s]], np.float64)
         square = cv2.warpAffine(rgb, m, (n, n), flags=cv2.INTER_LINEAR if s > 1 else
                                 cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         x = (square.astype(np.float32) / 127.5 - 1.0)[None]
-        scores_a, scores_b, boxes_a, boxes_b = self.session.run(None, {self.input: x})
+        scores_a, scores_b, boxes_a, boxes_b = session.run(
+            None, {session.get_inputs()[0].name: x})
         scores = np.concatenate([scores_a[0, :, 0], scores_b[0, :, 0]]).astype(np.float64)
         raw = np.concatenate([boxes_a[0], boxes_b[0]]).astype(np.float64)
         threshold = self.config.blazeface_score
@@ -191,10 +196,11 @@ class BlazeFaceDetector:
             row[2::2][[0, *range(2, 8)]] += y0  # cy and the keypoints' y (not the height)
         return merged
 
-    def _box(self, row: np.ndarray) -> Box | None:
-        """The face square the crops expect, from a detection row (None: too small)."""
+    def _box(self, row: np.ndarray, model: str | None = None) -> Box | None:
+        """The face square the crops expect, from a detection row of ``model`` (None: the
+        configured one; None returned: too small)."""
         cx, cy, w, h = row[1:5]
-        scale, shift = FIT[self.config.blazeface]
+        scale, shift = FIT[model or self.config.blazeface]
         side = max(w, h) * scale
         cy = cy + shift * h
         if side < self.config.min_face:
@@ -238,10 +244,10 @@ class BlazeFaceDetector:
             rows = _merge(np.array(rows), self.config.nms_threshold)
         return self._boxes(rows)
 
-    def _boxes(self, rows: list[np.ndarray]) -> list[Box]:
+    def _boxes(self, rows: list[np.ndarray], model: str | None = None) -> list[Box]:
         """Face squares from detection rows, largest first; a box whose centre lies in a
         larger kept one is dropped (a part of a face, as a tile may see it)."""
-        found = [(b, r) for r in rows if (b := self._box(r)) is not None]
+        found = [(b, r) for r in rows if (b := self._box(r, model)) is not None]
         found.sort(key=lambda br: (-br[0].area, br[0].x, br[0].y))
         kept: list[tuple[Box, np.ndarray]] = []
         for box, row in found:
@@ -254,19 +260,12 @@ class BlazeFaceDetector:
     def detect_near_all(self, frame: np.ndarray, boxes: list[Box]) -> list[Box | None]:
         """The faces that were at ``boxes`` in an earlier frame: for each, the face found
         now that overlaps it most (IoU > 0.3; each face taken once, the best overlaps
-        first), or None. One whole-frame pass finds the faces of at least :data:`RELIABLE`
-        of the frame; a smaller face is looked for in a region :data:`REGION` times its
-        side around it."""
+        first), or None. Each is looked for by the :data:`FOLLOW` model in a square region
+        :data:`REGION` times its side around its last box."""
         rgb = self._rgb(frame)
-        side = max(rgb.shape[:2])
-        limit = RELIABLE[self.config.blazeface] * side * FIT[self.config.blazeface][0]
         found: list[Box] = []
-        if any(max(b.w, b.h) >= limit for b in boxes):
-            fh, fw = rgb.shape[:2]
-            found += self._boxes(self._run(rgb, (fw - side) / 2, (fh - side) / 2, side))
         for box in boxes:
-            if max(box.w, box.h) < limit:
-                found += self._region(rgb, box, REGION)
+            found += self._region(rgb, box, REGION, FOLLOW)
         pairs = sorted(((old.iou(new), i, j) for i, old in enumerate(boxes)
                         for j, new in enumerate(found)), reverse=True)
         out: list[Box | None] = [None] * len(boxes)
@@ -281,10 +280,11 @@ class BlazeFaceDetector:
         """The face that was at ``box`` in an earlier frame (:meth:`detect_near_all`)."""
         return self.detect_near_all(frame, [box])[0]
 
-    def _region(self, rgb: np.ndarray, box: Box, margin: float) -> list[Box]:
+    def _region(self, rgb: np.ndarray, box: Box, margin: float,
+                model: str | None = None) -> list[Box]:
         side = max(box.w, box.h) * margin
         cx, cy = box.center
-        return self._boxes(self._run(rgb, cx - side / 2, cy - side / 2, side))
+        return self._boxes(self._run(rgb, cx - side / 2, cy - side / 2, side, model), model)
 
     def detect_region(self, frame: np.ndarray, box: Box, margin: float = 2.0) -> list[Box]:
         """Faces in a square region ``margin`` times ``box``'s side around it, at the

@@ -241,6 +241,10 @@ class BrowserAnalysis:
                           "reliable": blazeface.RELIABLE[det.blazeface],
                           "tiled": det.blazeface in blazeface.TILED,
                           "region": blazeface.REGION, "score": det.blazeface_score,
+                          "follow": {"model": self.url(
+                              f"blazeface-{blazeface.MODELS[blazeface.FOLLOW][0]}"),
+                              "size": blazeface.MODELS[blazeface.FOLLOW][1],
+                              "fit": list(blazeface.FIT[blazeface.FOLLOW])},
                           "nms": det.nms_threshold, "min_face": det.min_face,
                           "align": det.align, "align_min": det.align_min},
             "ort": self.url("ort.wasm.min.js"), "ort_mjs": self.url("ort-wasm-simd-threaded.mjs"),

@@ -334,8 +334,8 @@ const BrowserAnalysis = (() => {
      (squares, _run, _merge, _box, _boxes, detect, detect_near_all), on an RGB Mat. ``b``:
      the server's settings for it (cfg.blazeface). */
   class BlazeFace {
-    constructor(b, cv, ort, session) {
-      Object.assign(this, {b, cv, ort, session, anchors: BlazeFace.anchors()});
+    constructor(b, cv, ort, session, follower) {
+      Object.assign(this, {b, cv, ort, session, follower, anchors: BlazeFace.anchors()});
       this.logit = b.score <= 0 ? -Infinity : b.score >= 1 ? Infinity
         : Math.log(b.score / (1 - b.score));
     }
@@ -390,9 +390,11 @@ const BrowserAnalysis = (() => {
     }
 
     /* Detections in the square (x0, y0, side) of ``rgb``: rows (score, cx, cy, w, h,
-       keypoints...) in frame pixels (BlazeFaceDetector._run). */
-    async run(rgb, x0, y0, side) {
-      const {cv, b} = this, n = b.size, s = n / side;
+       keypoints...) in frame pixels (BlazeFaceDetector._run); ``follow``: by the model that
+       follows faces (FOLLOW), else the whole frame's. */
+    async run(rgb, x0, y0, side, follow = false) {
+      const {cv, b} = this, n = follow ? b.follow.size : b.size, s = n / side;
+      const session = follow ? this.follower : this.session;
       const mat = cv.matFromArray(2, 3, cv.CV_64F, [s, 0, -x0 * s, 0, s, -y0 * s]);
       const square = new cv.Mat();
       let result;
@@ -402,12 +404,12 @@ const BrowserAnalysis = (() => {
         const px = square.data, x = new Float32Array(px.length);
         for (let i = 0; i < px.length; i++) x[i] = Math.fround(Math.fround(px[i] / 127.5) - 1);
         const input = new this.ort.Tensor("float32", x, [1, n, n, 3]);
-        result = await this.session.run({[this.session.inputNames[0]]: input});
+        result = await session.run({[session.inputNames[0]]: input});
       } finally {
         mat.delete();
         square.delete();
       }
-      const [sa, sb, ba, bb] = this.session.outputNames.map(name => result[name].data);
+      const [sa, sb, ba, bb] = session.outputNames.map(name => result[name].data);
       const scores = Array.from(sa).concat(Array.from(sb));
       const rows = [];
       for (let i = 0; i < scores.length; i++) {
@@ -426,10 +428,10 @@ const BrowserAnalysis = (() => {
     }
 
     /* The face square the crops expect, with its eye-line roll, or null (_box). */
-    box(row) {
-      const b = this.b, [, cx, cyRaw, w, h] = row;
-      const side = Math.max(w, h) * b.fit[0];
-      const cy = cyRaw + b.fit[1] * h;
+    box(row, follow = false) {
+      const b = this.b, [, cx, cyRaw, w, h] = row, fit = follow ? b.follow.fit : b.fit;
+      const side = Math.max(w, h) * fit[0];
+      const cy = cyRaw + fit[1] * h;
       if (side < b.min_face) return null;
       let angle = 0.0;
       if (b.align) {
@@ -441,8 +443,8 @@ const BrowserAnalysis = (() => {
     }
 
     /* Boxes from rows, largest first, a box centred in a larger kept one dropped (_boxes). */
-    boxes(rows) {
-      const found = rows.map(r => this.box(r)).filter(x => x !== null);
+    boxes(rows, follow = false) {
+      const found = rows.map(r => this.box(r, follow)).filter(x => x !== null);
       found.sort((p, q) => (q.w * q.h - p.w * p.h) || (p.x - q.x) || (p.y - q.y));
       const kept = [];
       for (const f of found) {
@@ -479,19 +481,15 @@ const BrowserAnalysis = (() => {
       return this.boxes(rows);
     }
 
-    /* The faces that were at ``boxes`` in an earlier frame, or null each (detect_near_all). */
+    /* The faces that were at ``boxes`` in an earlier frame, or null each (detect_near_all):
+       each looked for by the following model in a region b.region times its side. */
     async nearAll(rgb, boxes) {
-      const b = this.b, side = Math.max(rgb.cols, rgb.rows);
-      const limit = b.reliable * side * b.fit[0];
+      const b = this.b;
       let found = [];
-      if (boxes.some(o => Math.max(o.w, o.h) >= limit)) {
-        found = found.concat(this.boxes(await this.run(rgb, (rgb.cols - side) / 2,
-                                                       (rgb.rows - side) / 2, side)));
-      }
       for (const o of boxes) {
-        if (Math.max(o.w, o.h) >= limit) continue;
         const s = Math.max(o.w, o.h) * b.region, cx = o.x + o.w / 2, cy = o.y + o.h / 2;
-        found = found.concat(this.boxes(await this.run(rgb, cx - s / 2, cy - s / 2, s)));
+        found = found.concat(this.boxes(await this.run(rgb, cx - s / 2, cy - s / 2, s, true),
+                                        true));
       }
       const pairs = [];
       boxes.forEach((o, i) => found.forEach((f, j) => pairs.push([Analyser.iou(o, f), i, j])));
@@ -725,10 +723,11 @@ const BrowserAnalysis = (() => {
                                   {download_ms: t1 - t0, startup_ms: performance.now() - t0});
     if (cfg.detector === "blazeface") {  // one thread: a face detector's pass is small
       // (logSeverityLevel 3: the converted graph has unused initializers, not news)
-      const detector = await ort.InferenceSession.create(
-        await fetchBytes(cfg.blazeface.model),
-        Object.assign({}, SESSION_OPTIONS, {logSeverityLevel: 3}));
-      analyser.blazeface = new BlazeFace(cfg.blazeface, cv, ort, detector);
+      const options = Object.assign({}, SESSION_OPTIONS, {logSeverityLevel: 3});
+      const [detector, follower] = await Promise.all([cfg.blazeface.model,
+                                                      cfg.blazeface.follow.model].map(
+        async url => ort.InferenceSession.create(await fetchBytes(url), options)));
+      analyser.blazeface = new BlazeFace(cfg.blazeface, cv, ort, detector, follower);
     }
     // what runs: onnxruntime-web falls back to one thread where workers cannot start
     analyser.runtime = {threads: ort.env.wasm.numThreads, isolated: !!self.crossOriginIsolated,
