@@ -328,8 +328,9 @@ def download_sizes(model: Path) -> str:
                                  browser.VENDOR_FILES if n.startswith("ort")) / 1e6,
           "opencv.js": sum((browser.VENDOR / n).stat().st_size for n in browser.VENDOR_FILES
                            if n.startswith("opencv")) / 1e6}
-    face = {"blazeface": blazeface.model_path(blazeface.MODELS[DetectorConfig().blazeface][0])
-            .stat().st_size / 1e6,
+    files = {blazeface.MODELS[DetectorConfig().blazeface][0],
+             blazeface.MODELS[blazeface.FOLLOW][0]}  # the whole frame's and the follower's
+    face = {"blazeface": sum(blazeface.model_path(f).stat().st_size for f in files) / 1e6,
             "haar": (browser.cascade_path() or Path(os.devnull)).stat().st_size / 1e6}
     return ", ".join(f"{k} {v:.1f} MB" for k, v in mb.items()) + "; " + ", ".join(
         f"with {k} {v:.2f} MB more, {sum(mb.values()) + v:.1f} MB in all"
