@@ -149,9 +149,9 @@ def _degrade(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         import cv2
 
         faces = x[jpeg, 0].round().to(torch.uint8).cpu().numpy()  # one copy off a GPU
-        for k, i in enumerate(jpeg):
-            ok, buf = cv2.imencode(".jpg", faces[k], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
+        for j, i in enumerate(jpeg):
+            ok, buf = cv2.imencode(".jpg", faces[j], [cv2.IMWRITE_JPEG_QUALITY, int(quality[i])])
             if ok:
-                faces[k] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+                faces[j] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
         x[jpeg, 0] = torch.from_numpy(faces.astype(np.float32)).to(x.device)
     return x

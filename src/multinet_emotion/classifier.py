@@ -293,6 +293,8 @@ def _as_crops(crops) -> np.ndarray:
 
 class _Job:
     __slots__ = ("crops", "probs", "error", "taken", "done")
+    probs: np.ndarray | None
+    error: Exception | None
 
     def __init__(self, crops: np.ndarray) -> None:
         self.crops, self.probs, self.error = crops, None, None
@@ -374,11 +376,13 @@ class BatchingClassifier:
                     self._cond.notify_all()
         if job.error is not None:
             raise job.error
+        assert job.probs is not None  # delivered without an error
         return job.probs
 
     def _take(self) -> list[_Job]:
         """The waiting jobs, oldest first, up to max_faces (at least one); lock held."""
-        batch, count = [], 0
+        batch: list[_Job] = []
+        count = 0
         while self._queue and (not batch or count + len(self._queue[0].crops)
                                <= self.max_faces):
             job = self._queue.pop(0)
@@ -401,6 +405,7 @@ class BatchingClassifier:
         start = 0
         for j in batch:
             if error is None:
+                assert probs is not None  # a batch either ran or failed
                 j.probs = probs[start:start + len(j.crops)]
                 start += len(j.crops)
             else:

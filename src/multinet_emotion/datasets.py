@@ -196,11 +196,11 @@ def _load_folders(root: Path, config: DataConfig) -> Dataset:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         here = Path(dirpath)
-        images = sorted(f for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+        names = sorted(f for f in filenames if Path(f).suffix.lower() in IMAGE_SUFFIXES)
         label_name = here.name
         if here != root and canonical(label_name) is not None:
-            class_dirs[here] = len(images)
-        for name in images:
+            class_dirs[here] = len(names)
+        for name in names:
             path = here / name
             rel = path.relative_to(root)
             if here == root:
@@ -227,19 +227,19 @@ def _load_folders(root: Path, config: DataConfig) -> Dataset:
     sources: list[str] = []
     for i, (path, label_name, split) in enumerate(progress(files, desc="reading images",
                                                            unit="img")):
-        rel = str(path.relative_to(root))
+        source = str(path.relative_to(root))
         index = to_index(label_name, config.disgust)
         if index is None:
             continue  # disgust, dropped by policy (counted in notes)
         try:
             images[len(keep)] = _read_image(path, config.image_size)
         except MultiNetError as e:
-            problems(rel, str(e))
+            problems(source, str(e))
             continue
         keep.append(i)
         labels.append(index)
         splits.append(split)
-        sources.append(rel)
+        sources.append(source)
     images = images[: len(keep)]
     dropped = sum(1 for _, n, _ in files if canonical(n) == "disgust") \
         if config.disgust == DisgustPolicy.DROP else 0
@@ -445,5 +445,5 @@ def _cache_save(key: str, data: Dataset) -> None:
     arrays = {f"{s}_images": data.splits[s].images for s in SPLITS}
     arrays.update({f"{s}_labels": data.splits[s].labels for s in SPLITS})
     with atomic_path(path) as tmp:
-        np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)
+        np.savez(tmp, meta=np.asarray(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # not allow_pickle
 

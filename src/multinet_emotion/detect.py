@@ -98,7 +98,7 @@ class EmotionDetector:
     (every ``detect_every`` frames) by that many frames.
     """
 
-    def __init__(self, model: EmotionClassifier | str | Path | None = None,
+    def __init__(self, model: EmotionClassifier | BatchingClassifier | str | Path | None = None,
                  config: PipelineConfig | None = None,
                  detector: FaceDetector | None = None, scan_phase: int = 0) -> None:
         self.config = (config or PipelineConfig()).validate()
@@ -142,8 +142,11 @@ class EmotionDetector:
                 tracks = visible  # carry the boxes of the last detection
             else:
                 boxes = [tr.box for tr in visible]
-                found = near_all(frame, boxes) if near_all is not None \
-                    else [near(frame, box) for box in boxes]
+                if near_all is not None:
+                    found = near_all(frame, boxes)
+                else:
+                    assert near is not None  # one of the two (checked above)
+                    found = [near(frame, box) for box in boxes]
                 if all(box is not None for box in found):
                     tracks = self.tracker.follow(visible, found, t)
                 # else a face was lost: look at the whole frame now

@@ -40,7 +40,7 @@ class EvalConfig:
     tta_flip: bool = setting(False, help="average with the mirrored face (PyTorch checkpoints; "
                              "ONNX files carry their own setting)")
     # per-class logit offsets (PyTorch checkpoints): the command line parses them from text
-    class_bias: tuple[float, ...] | None = None
+    class_bias: list[float] | tuple[float, ...] | None = None
     batch_size: int = setting(64, min=1, help="faces per batch")
     sample: int = setting(0, min=0, metavar="N", help="score a seeded random sample of N faces "
                           "(a quick check; 0 = all)")

@@ -51,7 +51,7 @@ class ExportConfig:
     crop_scale: float | None = setting(None, **CROP_SCALE_RANGE,
                                        help="face framing for the runtime to record in the file")
     # per-class logit offsets (bench/class_bias.py): the command line parses them from text
-    class_bias: tuple[float, ...] | None = None
+    class_bias: list[float] | tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         options.check(self)
@@ -94,6 +94,8 @@ def _wrapped(model, tta_flip: bool, class_bias=None):
         torch.tensor([float(b) for b in class_bias], dtype=torch.float32))
 
     class Probabilities(torch.nn.Module):
+        class_weights: torch.Tensor  # a buffer, with a class bias
+
         def __init__(self, net):
             super().__init__()
             self.net = net

@@ -28,7 +28,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import cv2
 import numpy as np
@@ -49,9 +49,16 @@ log = logging.getLogger(__name__)
 #: the box centre sat on the image centre to within 0.5% of the box width. FER2013 images
 #: are framed almost exactly like a Haar box, so the crop is the box scaled by 1.01.
 DEFAULT_CROP_SCALE = 1.01
+
+
+class _Range(TypedDict):  # the range arguments of a setting (options.Spec's)
+    min: float
+    max: float
+
+
 #: The crop scales accepted wherever one is given (``detect --crop-scale``, ``export
 #: --crop-scale``, a model file's metadata), as the range arguments of a setting.
-CROP_SCALE_RANGE: dict[str, float] = {"min": 0.5, "max": 4.0}
+CROP_SCALE_RANGE: _Range = {"min": 0.5, "max": 4.0}
 EQUALIZE = ("clahe", "hist", "none")
 
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"

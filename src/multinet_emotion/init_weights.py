@@ -12,7 +12,7 @@ from torch import nn
 
 from .checkpoint import read_checkpoint
 from .errors import MultiNetError
-from .model import ModelConfig, build_model, unwrap
+from .model import EmotionNet, ModelConfig, build_model, unwrap
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def init_from(model: nn.Module, path: Path, images: np.ndarray | None = None) ->
     log.info("starting from the weights of %s", path)
 
 
-def init_from_onnx(model: nn.Module, path: Path, images: np.ndarray | None) -> None:
+def init_from_onnx(model: EmotionNet, path: Path, images: np.ndarray | None) -> None:
     """Weights read back from an exported model (int8 dequantised), checked against ONNX
     Runtime on the file's own layout; then copied into ``model`` if its stem or normalisation
     differ (the layer shapes are the same)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import torch
 import torchvision
@@ -42,6 +43,9 @@ class Preprocess(nn.Module):
     ``face``: each face minus its own mean, divided by its own standard deviation (floored at
     8 grey levels so a blank frame is not blown up into noise). ``imagenet``: fixed statistics.
     """
+
+    mean: torch.Tensor  # buffers (registered below)
+    std: torch.Tensor
 
     def __init__(self, normalization: str = "face", channels: int = 3) -> None:
         super().__init__()
@@ -178,4 +182,4 @@ def load_backbone_weights(model: EmotionNet, path: Path) -> None:
 
 
 def unwrap(model: nn.Module) -> EmotionNet:
-    return model.module if hasattr(model, "module") else model  # DDP wrapper
+    return cast(EmotionNet, model.module if hasattr(model, "module") else model)  # DDP wrapper

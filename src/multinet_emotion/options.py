@@ -57,9 +57,13 @@ def restate(cls: type, name: str, default: Any, **spec: Any) -> Any:
                              metadata={"spec": dataclasses.replace(f.metadata["spec"], **spec)})
 
 
-@functools.cache  # type hints are resolved once per class, not at every check
 def specs(cls: type) -> dict[str, tuple[dataclasses.Field, Spec, type, bool]]:
     """Per field with a spec: the field, the spec, its value type and whether None is allowed."""
+    return _specs(cls)  # (a plain function: mypy takes no type[X] for functools.cache's Hashable)
+
+
+@functools.cache  # type hints are resolved once per class, not at every check
+def _specs(cls: type) -> dict[str, tuple[dataclasses.Field, Spec, type, bool]]:
     hints = typing.get_type_hints(cls)
     out = {}
     for f in dataclasses.fields(cls):

@@ -217,7 +217,8 @@ def _model_and_optimizer(config: TrainConfig, device: torch.device, train_split:
         init_from(model, Path(config.init), train_split.images[:2048])
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _name, p in model.named_parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
@@ -249,6 +250,7 @@ def _distilled_targets(config: TrainConfig, split: Split, targets: Targets, main
     (each image, its mirror image), and what history.json records of the teacher. The first
     process computes (or reads) the cached teacher outputs while the others wait, then read
     them from the cache."""
+    assert config.teacher is not None  # called with --teacher only
     was = (resumed or {}).get("history", {}).get("teacher")
     if was is not None and Path(config.teacher).is_file() and \
             was["teacher_sha256"] != (now := file_sha256(Path(config.teacher))):

@@ -110,7 +110,7 @@ def load_onnx_weights(model: EmotionNet, path: Path, images: np.ndarray | None =
                      for ml, o in zip(trace.layers, passes[0])),
         "copies_max_diff": spread,
         "bn_stats": "images" if measure else "default",
-        "bn_stats_images": len(images) if measure else 0,
+        "bn_stats_images": len(images) if measure and images is not None else 0,
         "check_images": count, "check_inputs": "images" if images is not None else "synthetic",
         "max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()),
         "top1_agreement": float((ours.argmax(1) == theirs.argmax(1)).mean()),

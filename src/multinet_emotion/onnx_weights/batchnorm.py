@@ -33,6 +33,7 @@ def _set_bn(bn: nn.BatchNorm2d, shift: torch.Tensor, mean: torch.Tensor, var: to
     output ``y + shift``: gamma (y - mean) / sqrt(var + eps) + beta with gamma = sqrt(var + eps),
     beta = shift + mean."""
     device = bn.weight.device
+    assert bn.running_mean is not None and bn.running_var is not None  # the trace checked
     shift, mean, var = (t.to(device=device, dtype=torch.float64) for t in (shift, mean, var))
     bn.running_mean.copy_(mean)
     bn.running_var.copy_(var)

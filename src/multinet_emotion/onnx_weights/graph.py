@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -86,6 +87,12 @@ class _Constants:
         return None
 
 
+@overload
+def _along(values: np.ndarray, ndim: int, axis: int) -> np.ndarray: ...
+@overload
+def _along(values: np.ndarray | None, ndim: int, axis: int) -> np.ndarray | None: ...
+
+
 def _along(values: np.ndarray | None, ndim: int, axis: int) -> np.ndarray | None:
     """A per-channel (1-D) scale or zero point, shaped to broadcast along ``axis``."""
     if values is None or values.ndim != 1 or ndim == 0:
@@ -149,7 +156,8 @@ def _onnx_layers(graph, path: Path) -> list[_OnnxLayer]:
             b = consts.get(node.input[1])
             if b is None or b.ndim != 2:
                 continue
-            outputs, bias = (node.output[0],), None
+            outputs: tuple[str, ...] = (node.output[0],)
+            bias = None
             after = consumers.get(node.output[0], [])
             if len(after) == 1 and after[0].op_type == "Add":
                 other = [i for i in after[0].input if i != node.output[0]]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from torch import nn
 
 from ..errors import MultiNetError
 from .graph import _OnnxLayer
@@ -72,6 +74,7 @@ def _check_preprocessing(proto, layers: list[_OnnxLayer], first: list[int], trac
         return
     for (name, ml), value in zip(probes.items(), got):
         want = ml.probe
+        assert want is not None  # probes holds the layers with a probe
         if value.shape != want.shape:
             raise MultiNetError(f"{path}: does not fit this model: the file feeds {name!r} "
                                 f"{list(value.shape)} values, the model's {ml.name} gets "
@@ -90,6 +93,7 @@ def _fits(ml: _ModelLayer, ol: _OnnxLayer) -> bool:
         return False
     if ml.kind == "linear":
         return True
+    assert ml.conv is not None and ol.conv is not None  # both convs: both have signatures
     (s1, p1, d1, g1), (s2, p2, d2, g2) = ml.conv, ol.conv
     return s1 == s2 and d1 == d2 and g1 == g2 and (p1 is None or p2 is None or p1 == p2)
 
@@ -110,7 +114,7 @@ def _describe(ml: _ModelLayer) -> str:
     w = ml.module.weight.shape
     if ml.kind == "linear":
         return f"{ml.name} (Linear {w[1]} -> {w[0]})"
-    return f"{ml.name} (Conv2d {w[1] * ml.module.groups} -> {w[0]}, {w[2]}x{w[3]})"
+    return f"{ml.name} (Conv2d {w[1] * cast(nn.Conv2d, ml.module).groups} -> {w[0]}, {w[2]}x{w[3]})"
 
 
 def _match(trace: _Trace, layers: list[_OnnxLayer], path: Path, file_arch: str) -> list[list[int]]:

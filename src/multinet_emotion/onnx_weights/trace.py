@@ -16,7 +16,7 @@ from ..errors import MultiNetError
 @dataclass
 class _ModelLayer:
     name: str
-    module: nn.Module
+    module: nn.Conv2d | nn.Linear
     kind: str
     conv: tuple | None = None
     preds: frozenset[int] = frozenset()
@@ -90,10 +90,10 @@ def _trace_model(model: nn.Module, size: int, path: Path) -> _Trace:
     # a probe image that is its own mirror image: both calls of a flip graph see the same
     x = synthetic_faces(1, size).astype(np.float32)
     trace.probe = ((x + x[:, :, ::-1]) / 2)[:, None]
-    x = torch.from_numpy(trace.probe).to(device)
+    probe = torch.from_numpy(trace.probe).to(device)
     try:
         with torch.enable_grad():
-            model(x.requires_grad_(True))
+            model(probe.requires_grad_(True))
     except RuntimeError as e:
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise MultiNetError(f"{path}: this model cannot run on the file's {size}x{size} faces "

@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import AfterValidator, BeforeValidator, PrivateAttr, ValidationInfo, field_validator
 
-from .schema import Count, FileModel, Invalid, Name, Number, Text, matching, version_1
+from .schema import IS_NUMBER, IS_WHOLE, FileModel, Invalid, Name, Text, between, matching, version_1
 
 ITEM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$")
 _URL = re.compile(r"^(https?://\S+|/\S*)$")
@@ -41,9 +41,9 @@ def _tags(v: Any) -> tuple[str, ...]:
 
 ItemId = Annotated[Text, matching(ITEM_ID, " (letters, digits, _ . : -; max 80)")]
 Url = Annotated[Text, AfterValidator(_url)]
-Duration = Annotated[Number(0.0, 86_400.0), BeforeValidator(_duration)]
+Duration = Annotated[float, between(0.0, 86_400.0), IS_NUMBER, BeforeValidator(_duration)]
 Tags = Annotated[tuple[str, ...], BeforeValidator(_tags)]
-Difficulty = Count(1, 5)  # 1 (easiest) .. 5
+Difficulty = Annotated[int, between(1, 5), IS_WHOLE]  # 1 (easiest) .. 5
 
 
 class CatalogItem(FileModel):

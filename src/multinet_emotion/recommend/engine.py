@@ -11,7 +11,7 @@ from typing import Any
 from .bandit import KindScore, Personaliser, Response, Stats, bandit_stats
 from .catalog import Catalog, CatalogItem
 from .policy import Policy, Rule
-from .timeline import Sample, Trigger, detect_state, score
+from .timeline import Point, Trigger, detect_state, score
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Recommender:
         """(you, others) evidence for :class:`LearnerContext` from stored responses."""
         return bandit_stats(responses, learner_id, self.policy.personalisation)
 
-    def evaluate(self, timeline: Sequence[Sample], now: float) -> Trigger | None:
+    def evaluate(self, timeline: Sequence[Point], now: float) -> Trigger | None:
         """The first rule (in policy order) whose sustained state holds now."""
         for rule in self.policy.rules:
             trig = detect_state(rule, self.policy, timeline, now)
@@ -81,7 +81,7 @@ class Recommender:
                 return trig
         return None
 
-    def attention(self, timeline: Sequence[Sample], now: float) -> Trigger | None:
+    def attention(self, timeline: Sequence[Point], now: float) -> Trigger | None:
         """Evidence that an instructor may want to look at this learner, if any."""
         if self.policy.attention is None:
             return None
@@ -96,7 +96,7 @@ class Recommender:
             return True
         return False
 
-    def recommend(self, timeline: Sequence[Sample], now: float,
+    def recommend(self, timeline: Sequence[Point], now: float,
                   ctx: LearnerContext | None = None) -> Recommendation | None:
         ctx = ctx or LearnerContext()
         if ctx.open_recommendation or self.in_cooldown(ctx, now):
@@ -147,7 +147,7 @@ class Recommender:
                     self.rng.random())
         return min(items, key=key)
 
-    def outcome(self, rule_name: str, timeline: Sequence[Sample], recommended_at: float,
+    def outcome(self, rule_name: str, timeline: Sequence[Point], recommended_at: float,
                 accepted_at: float) -> Outcome | None:
         """The change in affect after an accepted suggestion; None without enough faces."""
         try:

@@ -86,7 +86,7 @@ def read_document(path: Path | str) -> tuple[Any, dict[Path_, int]]:
         node = loader.get_single_node()
         if node is None:
             return None, {}
-        lines = {(): node.start_mark.line + 1}
+        lines: dict[Path_, int] = {(): node.start_mark.line + 1}
         loader.record(node, (), lines)
         return loader.construct_document(node), lines
     except yaml.MarkedYAMLError as e:
@@ -169,7 +169,7 @@ def validate(model: type[M], doc: Any, source: str,
         if subject and named not in reason:
             reason = f"{reason} (in {subject})"
         raise MultiNetError(f"{prefix}: {reason}") from None
-    obj._source = source  # type: ignore[attr-defined] - the models' private attribute
+    obj._source = source  # type: ignore[attr-defined]  # the models' private attribute
     return obj
 
 

@@ -13,17 +13,18 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from ..emotions import EMOTIONS
 from .schema import (
+    IS_NUMBER,
+    IS_WHOLE,
     NAME,
     NAME_HINT,
-    Count,
     Emotions,
     FileModel,
     Fraction,
     Invalid,
     Name,
-    Number,
     Seconds,
     Text,
+    between,
     version_1,
 )
 
@@ -35,14 +36,14 @@ DEFAULT_FEELINGS: dict[str, str] = {
 DEFAULT_REASON = "you seemed {feeling} for the last {duration}"
 
 # The ranges of the settings below (the bounds are part of the error messages).
-Period = Number(1.0, 86_400.0)      # seconds, at least one
-Gap = Number(0.1, 3600.0)
-Scale = Number(0.01, 1.0)
-Strength = Number(0.0, 1000.0)
-Cap = Number(0.0, 100_000.0)
-Weight = Number(0.0, 100.0)
-Changes = Count(0, 10_000)
-SampleCount = Count(1, 100_000)
+Period = Annotated[float, between(1.0, 86_400.0), IS_NUMBER]      # seconds, at least one
+Gap = Annotated[float, between(0.1, 3600.0), IS_NUMBER]
+Scale = Annotated[float, between(0.01, 1.0), IS_NUMBER]
+Strength = Annotated[float, between(0.0, 1000.0), IS_NUMBER]
+Cap = Annotated[float, between(0.0, 100_000.0), IS_NUMBER]
+Weight = Annotated[float, between(0.0, 100.0), IS_NUMBER]
+Changes = Annotated[int, between(0, 10_000), IS_WHOLE]
+SampleCount = Annotated[int, between(1, 100_000), IS_WHOLE]
 
 
 class Rule(FileModel):

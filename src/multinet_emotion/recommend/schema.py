@@ -77,17 +77,14 @@ def between(lo: float, hi: float) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-# A number in [lo, hi]; validators run last to first, so the type is checked before the range.
-def Number(lo: float, hi: float) -> Any:  # noqa: N802 - used like a type
-    return Annotated[float, between(lo, hi), BeforeValidator(_number)]
+# A number in [lo, hi] is ``Annotated[float, between(lo, hi), IS_NUMBER]`` (a whole number:
+# ``Annotated[int, between(lo, hi), IS_WHOLE]``); validators run last to first, so the type is
+# checked before the range.
+IS_NUMBER = BeforeValidator(_number)
+IS_WHOLE = BeforeValidator(_whole)
 
-
-def Count(lo: int, hi: int) -> Any:  # noqa: N802 - used like a type
-    return Annotated[int, between(lo, hi), BeforeValidator(_whole)]
-
-
-Fraction = Number(0.0, 1.0)
-Seconds = Number(0.0, 86_400.0)
+Fraction = Annotated[float, between(0.0, 1.0), IS_NUMBER]
+Seconds = Annotated[float, between(0.0, 86_400.0), IS_NUMBER]
 
 
 def _text(v: Any, info: ValidationInfo) -> str:

@@ -13,10 +13,24 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..emotions import EMOTIONS
 from .policy import Policy, Rule
+
+
+class Point(Protocol):
+    """What the rules read of a timeline's point: a :class:`Sample`, or the service's
+    :class:`~multinet_emotion.emotions.Reading`."""
+
+    @property
+    def t(self) -> float: ...
+    @property
+    def probs(self) -> tuple[float, ...] | None: ...
+    @property
+    def shown_label(self) -> str | None: ...
+    @property
+    def face(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -67,13 +81,13 @@ class Sample:
                               event.get("shown_label"))
 
 
-def score(sample: Sample, indices: Sequence[int]) -> float:
+def score(sample: Point, indices: Sequence[int]) -> float:
     """The summed probability of the emotions at `indices` (the sample must show a face)."""
     assert sample.probs is not None
     return sum(sample.probs[i] for i in indices)
 
 
-def in_state(sample: Sample, rule: Rule) -> bool:
+def in_state(sample: Point, rule: Rule) -> bool:
     """Whether a face sample is in the rule's state: the label shown for it is one of the
     rule's emotions (and their summed probability reaches the rule's ``threshold``, when it
     sets one)."""
@@ -130,8 +144,8 @@ class Trigger:
                 "mean_probs": {k: round(v, 3) for k, v in self.means.items()}}
 
 
-def _window(timeline: Sequence[Sample], start: float, end: float,
-            max_gap: float) -> Sequence[Sample] | None:
+def _window(timeline: Sequence[Point], start: float, end: float,
+            max_gap: float) -> Sequence[Point] | None:
     """Samples in [start, end] when they cover it without gaps longer than max_gap."""
     times = [s.t for s in timeline]  # timelines are short (minutes at ~1 sample/s)
     lo, hi = bisect_left(times, start), bisect_left(times, end + 1e-9)
@@ -155,7 +169,7 @@ def _window(timeline: Sequence[Sample], start: float, end: float,
     return window
 
 
-def _holds(rule: Rule, window: Sequence[Sample], min_coverage: float) -> tuple[bool, float, float]:
+def _holds(rule: Rule, window: Sequence[Point], min_coverage: float) -> tuple[bool, float, float]:
     faces = [s for s in window if s.face]
     coverage = len(faces) / len(window)
     if not faces or coverage < min_coverage:
@@ -171,7 +185,7 @@ def _holds(rule: Rule, window: Sequence[Sample], min_coverage: float) -> tuple[b
     return True, share, coverage
 
 
-def detect_state(rule: Rule, policy: Policy, timeline: Sequence[Sample],
+def detect_state(rule: Rule, policy: Policy, timeline: Sequence[Point],
                  now: float) -> Trigger | None:
     """The rule's evidence when its state held for its minimum duration up to ``now``.
 

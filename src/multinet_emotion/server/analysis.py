@@ -166,7 +166,7 @@ def detector_factory(model: Path | None = None, detect_every: int | None = None,
     cv2.setNumThreads(1)
     phases = itertools.count()
 
-    def make() -> Analyzer:  # per connection: own face detector and tracks, shared model
+    def make() -> DetectorAnalyzer:  # per connection: own face detector and tracks, shared model
         # Face detection dominates the cost of a frame; between full scans the detector
         # follows the known faces, and with nobody in view it scans every search_every-th
         # frame (None = the runtime's defaults).

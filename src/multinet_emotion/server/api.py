@@ -84,8 +84,8 @@ def _unauthorized(message: str) -> HTTPException:
 
 
 def is_instructor(settings: Settings, token: str | None) -> bool:
-    return bool(token) and secrets.compare_digest(token.encode(),
-                                                  settings.instructor_token.encode())
+    return bool(token and secrets.compare_digest(token.encode(),
+                                                 settings.instructor_token.encode()))
 
 
 def require_instructor(request: Request, creds: Creds) -> None:
@@ -278,8 +278,8 @@ def feedback(rec_id: str, body: FeedbackIn, learner_id: LearnerId, svc: Ingest) 
 def my_timeline(learner_id: LearnerId, svc: Reports, session_id: str | None = None,
                 since: float | None = None,
                 limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
-    return TimelineOut(learner_id=learner_id,
-                       samples=svc.timeline(learner_id, session_id, since, limit))
+    return TimelineOut.model_validate({"learner_id": learner_id,
+                                       "samples": svc.timeline(learner_id, session_id, since, limit)})
 
 
 @learner.get("/me/summary", response_model=SummaryOut,
@@ -332,8 +332,8 @@ def learner_summary(learner_id: str, svc: Reports) -> SummaryOut:
 def learner_timeline(learner_id: str, svc: Reports, session_id: str | None = None,
                      since: float | None = None,
                      limit: Annotated[int, Query(ge=1, le=20_000)] = 3600) -> TimelineOut:
-    return TimelineOut(learner_id=learner_id,
-                       samples=svc.timeline(learner_id, session_id, since, limit))
+    return TimelineOut.model_validate({"learner_id": learner_id,
+                                       "samples": svc.timeline(learner_id, session_id, since, limit)})
 
 
 @instructor.get("/learners/{learner_id}/export", response_model=ExportOut,

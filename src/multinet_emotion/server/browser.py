@@ -33,7 +33,7 @@ import logging
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse
@@ -119,7 +119,7 @@ def model_metadata(data: bytes) -> str | None:
     None when the file has none. ValueError when the bytes are not a protobuf message."""
     for number, wire, value in _fields(data):
         if number == 14 and wire == 2 and isinstance(value, bytes):
-            entry = {n: v for n, w, v in _fields(value) if w == 2}
+            entry = {n: cast(bytes, v) for n, w, v in _fields(value) if w == 2}  # wire type 2: bytes
             if entry.get(1, b"").decode("utf-8", "replace") == METADATA_KEY:
                 return entry.get(2, b"").decode("utf-8")
     return None

@@ -125,7 +125,8 @@ class Current(TimelinePoint):
     false and no probabilities."""
 
     model_config = ConfigDict(extra="forbid")
-    probs: dict[EmotionName, float] | None
+    # narrower than TimelinePoint's (pydantic fields may narrow; mypy sees a mutable dict)
+    probs: dict[EmotionName, float] | None  # type: ignore[assignment]
     label: EmotionName | None
 
 
@@ -153,7 +154,7 @@ class ErrorMessage(_Reply):
     ended or deleted session or an unexpected server error, the server then closes."""
 
     type: Literal["error"] = "error"
-    seq: int | None = Field(None, ge=1, description="absent when no frame or sample is meant")
+    seq: int | None = Field(default=None, ge=1, description="absent when no frame or sample is meant")
     message: str
 
     def payload(self) -> dict[str, Any]:

@@ -209,7 +209,7 @@ class Settings:
         origins.update({name: options.flag_of(name, options.specs(cls)[name][1])
                         for name in given})
         values.update(given)
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls(**values)
         settings.check(origins)
         return settings
 

@@ -63,6 +63,7 @@ from .consent import require_current_consent
 from .messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,
+    Current,
     ErrorMessage,
     Face,
     Hello,
@@ -224,7 +225,8 @@ class _Stream:
         # made at the first frame, not at the hello: a page that analyses in the browser
         # sends samples only, and loading a face detector per connection would cost more
         # server CPU than all its samples
-        self.factory, self.analyzer = factory, None
+        self.factory = factory
+        self.analyzer: Any = None  # anything with analyze(frame, t) (the tests inject fakes)
         self.learner_id, self.session_id = learner_id, session_id
         self.conn = conn
         self.slots, self.note = slots, note
@@ -382,7 +384,7 @@ def _result(seq: int, faces: list[Reading], current: Reading | None, rec: Any,
     if rec is not None:
         out.append(RecommendationMessage(seq=seq, recommendation=recommendation_out(rec)))
     out.append(Result(seq=seq, faces=[Face.model_validate(f.face_json()) for f in faces],
-                      current=None if current is None else current.sample_json(),
+                      current=None if current is None else Current.model_validate(current.sample_json()),
                       ms=round((time.perf_counter() - t0) * 1000, 1)))
     return out
 

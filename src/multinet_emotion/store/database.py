@@ -21,6 +21,7 @@ from sqlalchemy import Integer, case, create_engine, delete, event, func, insert
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import ColumnElement
 
 from ..emotions import EMOTIONS, Reading
 from ..errors import MultiNetError
@@ -40,6 +41,7 @@ from .tables import (
     Response,
     hash_token,
     new_id,
+    rowcount,
 )
 from .writer import Batch, SampleWriter
 
@@ -197,8 +199,8 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         learner."""
         token = secrets.token_urlsafe(24)
         with self.session() as s:
-            n = s.execute(update(Learner).where(Learner.id == learner_id)
-                          .values(token_hash=hash_token(token))).rowcount
+            n = rowcount(s.execute(update(Learner).where(Learner.id == learner_id)
+                                   .values(token_hash=hash_token(token))))
         return token if n else None
 
     def learner_by_token(self, token: str) -> Learner | None:
@@ -308,7 +310,7 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         """Delete samples older than ``before`` (the retention period); returns the count."""
         self.writer.flush()
         with self.session() as s:
-            n = s.execute(delete(EmotionSample).where(EmotionSample.t < before)).rowcount
+            n = rowcount(s.execute(delete(EmotionSample).where(EmotionSample.t < before)))
         if n:
             log.info("retention: deleted %d emotion samples older than %s", n,
                      time.strftime("%Y-%m-%d %H:%M", time.gmtime(before)))
@@ -347,7 +349,7 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         if only_if is not None:
             q = q.where(RecommendationRow.status == only_if)
         with self.session() as s:
-            n = s.execute(q.values(status=status, responded_at=now)).rowcount
+            n = rowcount(s.execute(q.values(status=status, responded_at=now)))
             if n:
                 self._emit(s, "responded", now, s.get(RecommendationRow, rec_id))
         return bool(n)
@@ -446,7 +448,7 @@ class Store(ClassStore, LearnerDataStore, XapiStore):
         self.writer.flush()
         offset = (EmotionSample.t - since) / bucket
         if self.engine.dialect.name == "sqlite":  # t >= since: truncation is floor
-            b = func.cast(offset, Integer)
+            b: ColumnElement[Any] = func.cast(offset, Integer)
         else:
             b = func.floor(offset)
         b = b.label("b")

@@ -23,6 +23,7 @@ from .tables import (
     OutboxRow,
     OutcomeRow,
     RecommendationRow,
+    rowcount,
 )
 from .writer import SampleWriter
 
@@ -39,8 +40,8 @@ class LearnerDataStore:
         """Record that a learner agreed to consent text ``version`` at ``now`` (an earlier
         agreement is replaced); False when there is no such learner."""
         with self.session() as s:
-            return bool(s.execute(update(Learner).where(Learner.id == learner_id)
-                                  .values(consent_version=version, consent_at=now)).rowcount)
+            return bool(rowcount(s.execute(update(Learner).where(Learner.id == learner_id)
+                                           .values(consent_version=version, consent_at=now))))
 
     def export_learner(self, learner_id: str) -> dict[str, Any] | None:
         """Everything stored about a learner, as JSON-ready data (no token hash)."""
@@ -92,21 +93,21 @@ class LearnerDataStore:
             rec_ids = select(RecommendationRow.id).where(
                 RecommendationRow.learner_id == learner_id)
             counts = {
-                "feedback": s.execute(delete(FeedbackRow).where(
+                "feedback": rowcount(s.execute(delete(FeedbackRow).where(
                     FeedbackRow.recommendation_id.in_(rec_ids)
-                    | (FeedbackRow.learner_id == learner_id))).rowcount,
-                "outcomes": s.execute(delete(OutcomeRow).where(
-                    OutcomeRow.recommendation_id.in_(rec_ids))).rowcount,
-                "recommendations": s.execute(delete(RecommendationRow).where(
-                    RecommendationRow.learner_id == learner_id)).rowcount,
-                "samples": s.execute(delete(EmotionSample).where(
-                    EmotionSample.learner_id == learner_id)).rowcount,
-                "sessions": s.execute(delete(LearningSession).where(
-                    LearningSession.learner_id == learner_id)).rowcount,
-                "statements": s.execute(delete(OutboxRow).where(  # xAPI, sent or not
-                    OutboxRow.learner_id == learner_id)).rowcount,
-                "learners": s.execute(delete(Learner).where(
-                    Learner.id == learner_id)).rowcount,
+                    | (FeedbackRow.learner_id == learner_id)))),
+                "outcomes": rowcount(s.execute(delete(OutcomeRow).where(
+                    OutcomeRow.recommendation_id.in_(rec_ids)))),
+                "recommendations": rowcount(s.execute(delete(RecommendationRow).where(
+                    RecommendationRow.learner_id == learner_id))),
+                "samples": rowcount(s.execute(delete(EmotionSample).where(
+                    EmotionSample.learner_id == learner_id))),
+                "sessions": rowcount(s.execute(delete(LearningSession).where(
+                    LearningSession.learner_id == learner_id))),
+                "statements": rowcount(s.execute(delete(OutboxRow).where(  # xAPI, sent or not
+                    OutboxRow.learner_id == learner_id))),
+                "learners": rowcount(s.execute(delete(Learner).where(
+                    Learner.id == learner_id))),
             }
         log.info("deleted learner data: %s", counts)
         return counts

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..errors import MultiNetError
 from .database import Store, store_pool
-from .tables import Base, LearningSession
+from .tables import Base, LearningSession, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,8 @@ class SharedLive:
         """Delete the live states not changed since ``before`` (rebuilt from the stored
         samples and suggestions if their session comes back)."""
         with self.store.session() as s:
-            return s.execute(delete(LiveStateRow).where(
-                LiveStateRow.updated_at < before)).rowcount
+            return rowcount(s.execute(delete(LiveStateRow).where(
+                LiveStateRow.updated_at < before)))
 
     # --- rate limits ------------------------------------------------------------------------
 
@@ -204,7 +204,7 @@ class SharedLive:
     def forget_hits(self, before: float) -> int:
         """Delete the hits older than ``before`` (of keys that stopped asking)."""
         with self.store.session() as s:
-            return s.execute(delete(RateHit).where(RateHit.at < before)).rowcount
+            return rowcount(s.execute(delete(RateHit).where(RateHit.at < before)))
 
     # --- notifications ----------------------------------------------------------------------
 

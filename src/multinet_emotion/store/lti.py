@@ -22,7 +22,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from ..errors import MultiNetError
 from .database import Store
-from .tables import Base, Learner, hash_token
+from .tables import Base, Learner, hash_token, rowcount
 
 
 class LtiPlatform(Base):
@@ -129,7 +129,7 @@ class LtiRecords:
         if client_id is not None:
             q = q.where(LtiPlatform.client_id == client_id)
         with self.store.session() as s:
-            return s.execute(q).rowcount or 0
+            return rowcount(s.execute(q)) or 0
 
     # --- launch state (pylti1p3's storage) -----------------------------------------------
 
@@ -152,8 +152,8 @@ class LtiRecords:
         it), however many processes try at once: a nonce is used once."""
         now = now if now is not None else time.time()
         with self.store.session() as s:
-            n = s.execute(delete(LtiValue).where(LtiValue.key == key,
-                                                 LtiValue.expires_at > now)).rowcount
+            n = rowcount(s.execute(delete(LtiValue).where(LtiValue.key == key,
+                                                          LtiValue.expires_at > now)))
         return bool(n)
 
     def count_values(self, now: float | None = None) -> int:
@@ -166,7 +166,7 @@ class LtiRecords:
     def purge_values(self, now: float | None = None) -> int:
         now = now if now is not None else time.time()
         with self.store.session() as s:
-            return s.execute(delete(LtiValue).where(LtiValue.expires_at <= now)).rowcount or 0
+            return rowcount(s.execute(delete(LtiValue).where(LtiValue.expires_at <= now))) or 0
 
     # --- users and courses ---------------------------------------------------------------
 

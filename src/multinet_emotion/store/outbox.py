@@ -25,7 +25,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from ..emotions import Reading
-from .tables import EmotionSample, Learner, LearningSession, OutboxRow, RecommendationRow
+from .tables import EmotionSample, Learner, LearningSession, OutboxRow, RecommendationRow, rowcount
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,8 @@ class XapiStore:
     def set_share_emotions(self, learner_id: str, share: bool) -> bool:
         """Record the learner's choice; False when there is no such learner."""
         with self.session() as s:
-            return bool(s.execute(update(Learner).where(Learner.id == learner_id)
-                                  .values(share_emotions=share)).rowcount)
+            return bool(rowcount(s.execute(update(Learner).where(Learner.id == learner_id)
+                                           .values(share_emotions=share))))
 
     def shares_emotions(self, learner_id: str) -> bool:
         with self.session() as s:
@@ -178,14 +178,14 @@ class Outbox:
         if not ids:
             return 0
         with self._session() as s:  # a learner deleted meanwhile: no row, nothing to do
-            return s.execute(update(OutboxRow).where(OutboxRow.statement_id.in_(list(ids)))
-                             .values(**values)).rowcount or 0
+            return rowcount(s.execute(update(OutboxRow).where(OutboxRow.statement_id.in_(list(ids)))
+                                      .values(**values))) or 0
 
     def requeue_failing(self, now: float) -> int:
         """Send the failing statements again (after the cause was fixed); their count."""
         with self._session() as s:
-            return s.execute(update(OutboxRow).where(OutboxRow.state == "failing")
-                             .values(state="queued", next_attempt_at=now)).rowcount or 0
+            return rowcount(s.execute(update(OutboxRow).where(OutboxRow.state == "failing")
+                                      .values(state="queued", next_attempt_at=now))) or 0
 
     def get(self, statement_id: str) -> OutboxRow | None:
         with self._session() as s:
@@ -223,6 +223,6 @@ class Outbox:
     def purge_sent(self, before: float) -> int:
         """Forget statements the LRS got before ``before`` (the LRS keeps them)."""
         with self._session() as s:
-            return s.execute(delete(OutboxRow).where(OutboxRow.state == "sent",
-                                                     OutboxRow.sent_at < before)
-                             ).rowcount or 0
+            return rowcount(s.execute(delete(OutboxRow).where(OutboxRow.state == "sent",
+                                                              OutboxRow.sent_at < before)
+                                      )) or 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +26,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import CursorResult, Result
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..emotions import EMOTIONS, Reading
@@ -251,3 +252,9 @@ def hash_token(token: str) -> str:
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def rowcount(result: Result[Any]) -> int:
+    """The rows an UPDATE or DELETE matched. ``Session.execute`` is typed to return a plain
+    Result, but for these statements it is a CursorResult, which has the count."""
+    return cast(CursorResult[Any], result).rowcount

@@ -119,7 +119,11 @@ class SampleWriter:
         self._thread = threading.Thread(target=self._run, name="sample-writer", daemon=True)
         self._thread.start()
         ref = weakref.ref(self)  # an interpreter that exits without close() still flushes
-        atexit.register(lambda: (w := ref()) is not None and w.close())
+
+        def close_at_exit() -> None:
+            if (w := ref()) is not None:
+                w.close()
+        atexit.register(close_at_exit)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

@@ -80,7 +80,7 @@ class VideoSink:
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fourcc = cv2.VideoWriter_fourcc(*self.FOURCC[self.path.suffix.lower()])
+            fourcc = cv2.VideoWriter.fourcc(*self.FOURCC[self.path.suffix.lower()])
             self.writer = cv2.VideoWriter(str(self.tmp), fourcc, self.fps, self.size)
             if not self.writer.isOpened():
                 self.writer = None
@@ -208,6 +208,7 @@ class EventWriter:
             self.jsonl.flush()
         if self._writer is not None:
             self._writer.writerows(event_to_row(e) for e in events)
+            assert self.csv is not None  # opened with the writer
             self.csv.flush()
         return len(events)
 

@@ -125,9 +125,10 @@ def run(config: RunConfig, detector: EmotionDetector | None = None,
             faces = detector.process(frame.image, t=frame.t, still=source.independent)
             n_events += events_out.write(frame.t, frame.index, faces)
             analysed += 1
-            if progress is not None:
+            if progress is not None and total:  # (a bar only with a total)
                 progress.update(max(0, min(frame.index + 1, total) - progress.n))
-            timeline.add_frame(frame.t, {f.track_id: f.shown_label for f in faces})
+            # the detector's faces are tracked: each has its track id
+            timeline.add_frame(frame.t, {f.track_id: f.shown_label for f in faces if f.track_id is not None})
             if video is not None or display is not None:
                 image = annotate(frame.image, faces)
                 if video is not None:

@@ -177,7 +177,7 @@ class StarletteOIDCLogin(OIDCLogin):
 class TimeoutSession(requests.Session):
     """A requests session whose calls time out (pylti1p3 sets none)."""
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", JWKS_TIMEOUT)
         return super().request(*args, **kwargs)
 
@@ -194,7 +194,9 @@ class StarletteMessageLaunch(MessageLaunch):
         super().__init__(request, tool_config, session_service, cookies,
                          requests_session=session)
         self.records = records
-        self.set_jwt_verify_options({"verify_aud": False, "require": ["exp", "iat"]})
+        # PyJWT's options mix bools and lists (pylti1p3 types them as bools only)
+        jwt_options: dict[str, Any] = {"verify_aud": False, "require": ["exp", "iat"]}
+        self.set_jwt_verify_options(jwt_options)
 
     def _get_request_param(self, key: str) -> str:
         return self._request.get_param(key)
@@ -225,6 +227,6 @@ class StarletteMessageLaunch(MessageLaunch):
         nonce = self._get_jwt_body().get("nonce")
         if not nonce:
             raise LtiException('"nonce" is empty')
-        if not self._session_service.take_nonce(nonce):  # type: ignore[attr-defined]
+        if not self._session_service.take_nonce(nonce):
             raise LtiException("Invalid Nonce")
         return self

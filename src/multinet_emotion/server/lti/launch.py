@@ -22,12 +22,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jwt
 from pylti1p3.deep_link_resource import DeepLinkResource
 from pylti1p3.exception import LtiException, OIDCException
+from pylti1p3.message_launch import TJwtData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ...store import Store, new_id
@@ -209,7 +210,7 @@ class LtiService:
         request, session, jar = self._pieces(params, cookies, secure)
         launch = StarletteMessageLaunch(request, self.tool_conf, session, jar, self.records)
         try:
-            body = launch.get_launch_data()
+            body: Mapping[str, Any] = launch.get_launch_data()
             deep_link = launch.is_deep_link_launch()
             teaches = (launch.check_teacher_access() or launch.check_teaching_assistant_access()
                        or launch.check_staff_access())
@@ -336,7 +337,7 @@ class LtiService:
                                 "answered.", "Start adding the tool again from the course.")
         launch = StarletteMessageLaunch(request, self.tool_conf, session, jar, self.records)
         launch.set_launch_id(launch_id).set_auto_validation(enable=False) \
-            .set_jwt({"body": data}).set_restored()
+            .set_jwt(cast(TJwtData, {"body": data})).set_restored()
         try:
             launch.validate_registration()
             link = launch.get_deep_link()
@@ -345,7 +346,9 @@ class LtiService:
             signed = link.get_response_jwt(resources)
         except LtiException as e:
             raise refusal(e) from None
-        settings = data.get("https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings")
+        # there: get_deep_link() refuses a launch without them
+        settings = cast(Mapping[str, Any],
+                        data.get("https://purl.imsglobal.org/spec/lti-dl/claim/deep_linking_settings"))
         return HTMLResponse(pages.deep_link_return(settings["deep_link_return_url"], signed,
                                                    place),
                             headers={"Cache-Control": "no-store"})

@@ -5,6 +5,7 @@ configuration read from them. What a registration holds and how it is checked:
 
 from __future__ import annotations
 
+import builtins
 import time
 from typing import Any
 
@@ -41,7 +42,7 @@ class Platforms:
                                 "multinet-emotion platform list)")
         return n
 
-    def frame_origins(self) -> list[str]:
+    def frame_origins(self) -> builtins.list[str]:  # `list` here is the method above
         return sorted({o for p in self.records.platforms() for o in p.frame_origins})
 
 

@@ -423,9 +423,9 @@ class IngestService(Responses):
         if live.open_rec is not None and now - live.open_rec.created_at > self.policy.expire_after:
             self.store.set_status(live.open_rec.id, "expired", now)
             live.open_rec = None
-        for rec in list(live.pending_outcomes):
-            if rec.responded_at is not None and now >= self.engine.outcome_due(rec.responded_at):
-                self._finish_outcome(live, rec)
+        for pending in list(live.pending_outcomes):
+            if pending.responded_at is not None and now >= self.engine.outcome_due(pending.responded_at):
+                self._finish_outcome(live, pending)
         if live.open_rec is not None:
             return None
         ctx = LearnerContext(last_recommended_at=live.last_recommended_at,

@@ -18,7 +18,7 @@ from ...label_filter import LabelFilter
 from ...store import LearningSession, RecommendationRow
 
 
-def client_reading(t: float, probs: Mapping[str, float] | None,
+def client_reading(t: float, probs: Mapping[Any, float] | None,  # keyed by emotion name (str or Literal)
                    confidence: float | None = None, label: str | None = None) -> Reading:
     """A sample from a client that classified on its own, over the HTTP API or the WebSocket
     alike: its probabilities (validated to sum to about 1) normalised to sum exactly 1, in

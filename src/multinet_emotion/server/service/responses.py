@@ -50,7 +50,7 @@ class Responses:
     def respond(self, learner_id: str, rec_id: str, action: str) -> RecommendationRow:
         """Accept or dismiss an open recommendation."""
         status = {"accept": "accepted", "dismiss": "dismissed"}[action]
-        rec = self._own_rec(learner_id, rec_id)
+        rec: RecommendationRow | None = self._own_rec(learner_id, rec_id)
         now = self.clock()
         if not self.store.set_status(rec_id, status, now):
             current = self.store.get_recommendation(rec_id)
