@@ -123,6 +123,13 @@ def test_images() -> list[tuple[str, np.ndarray]]:
             m = cv2.getRotationMatrix2D((x + size / 2, y + size / 2), angle, 1.0)
             frames.append((f"{name} tilted {angle}", cv2.warpAffine(
                 frame, m, (640, 480), borderMode=cv2.BORDER_REPLICATE)))
+    # small faces (56 and 52 px of 640): BlazeFace finds them in a tile and checks each on
+    # a region with its other model (with FER2013's faces: the first kept, the second not)
+    for (name, face), side in zip(faces[::4], (56, 52)):
+        small = np.tile(np.linspace(60, 180, 640).astype(np.uint8), (480, 1))
+        small[300:300 + side, 420:420 + side] = cv2.resize(face, (side, side),
+                                                           interpolation=cv2.INTER_AREA)
+        frames.append((f"{name} small", small))
     return frames
 
 

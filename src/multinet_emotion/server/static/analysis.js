@@ -475,22 +475,43 @@ const BrowserAnalysis = (() => {
 
     async detect(rgb) {
       const squares = this.squares(rgb.cols, rgb.rows);
-      let rows = [];
-      for (const sq of squares) rows = rows.concat(await this.run(rgb, ...sq));
-      if (squares.length > 1 && rows.length) rows = BlazeFace.merge(rows, this.b.nms);
+      let rows = await this.run(rgb, ...squares[0]);
+      if (squares.length > 1) {
+        let tiles = [];
+        for (const sq of squares.slice(1)) tiles = tiles.concat(await this.run(rgb, ...sq));
+        rows = rows.concat(await this.confirmed(rgb, rows, tiles));
+        if (rows.length) rows = BlazeFace.merge(rows, this.b.nms);
+      }
       return this.boxes(rows);
+    }
+
+    /* The tiles' detections the whole frame's pass found too, or that the following model
+       finds again on a region around them (_confirmed). */
+    async confirmed(rgb, whole, tiles) {
+      if (!tiles.length) return [];
+      const seen = whole.map(r => this.box(r)).filter(x => x !== null);
+      const out = [];
+      for (const row of BlazeFace.merge(tiles, this.b.nms)) {
+        const box = this.box(row);
+        if (box !== null && (seen.some(s => Analyser.iou(s, box) > 0.3) ||
+                             (await this.region(rgb, box)).some(a => Analyser.iou(a, box) > 0.3))) {
+          out.push(row);
+        }
+      }
+      return out;
+    }
+
+    /* Faces the following model finds in a region b.region times ``o``'s side (_region). */
+    async region(rgb, o) {
+      const s = Math.max(o.w, o.h) * this.b.region, cx = o.x + o.w / 2, cy = o.y + o.h / 2;
+      return this.boxes(await this.run(rgb, cx - s / 2, cy - s / 2, s, true), true);
     }
 
     /* The faces that were at ``boxes`` in an earlier frame, or null each (detect_near_all):
        each looked for by the following model in a region b.region times its side. */
     async nearAll(rgb, boxes) {
-      const b = this.b;
       let found = [];
-      for (const o of boxes) {
-        const s = Math.max(o.w, o.h) * b.region, cx = o.x + o.w / 2, cy = o.y + o.h / 2;
-        found = found.concat(this.boxes(await this.run(rgb, cx - s / 2, cy - s / 2, s, true),
-                                        true));
-      }
+      for (const o of boxes) found = found.concat(await this.region(rgb, o));
       const pairs = [];
       boxes.forEach((o, i) => found.forEach((f, j) => pairs.push([Analyser.iou(o, f), i, j])));
       pairs.sort((p, q) => (q[0] - p[0]) || (q[1] - p[1]) || (q[2] - p[2]));
