@@ -27,10 +27,10 @@ import time
 from pathlib import Path
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.datasets import DataConfig, load_dataset
-from multinet_emotion.evaluate import EvalConfig, evaluate
-from multinet_emotion.model import ModelConfig
-from multinet_emotion.train import TrainConfig, train
+from multinet_emotion.training.datasets import DataConfig, load_dataset
+from multinet_emotion.training.evaluate import EvalConfig, evaluate
+from multinet_emotion.training.model import ModelConfig
+from multinet_emotion.training.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRADEOFF = (("fer2013", 0.0), ("mix", 0.25), ("mix", 0.5), ("mix", 0.75), ("ferplus", 1.0))
@@ -40,8 +40,8 @@ def speed(arch: str, batch_size: int, stem: str = "imagenet", steps: int = 6) ->
     """Training images/s of ``arch`` on this machine (forward, backward, AdamW step)."""
     import torch
 
-    from multinet_emotion.model import build_model
-    from multinet_emotion.train import autocast_dtype
+    from multinet_emotion.training.model import build_model
+    from multinet_emotion.training.train import autocast_dtype
 
     model = build_model(ModelConfig(arch=arch, stem=stem)).to(
         memory_format=torch.channels_last).train()
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _millions_of_parameters(arch: str) -> float:
-    from multinet_emotion.model import build_model
+    from multinet_emotion.training.model import build_model
     return sum(p.numel() for p in build_model(ModelConfig(arch=arch)).parameters()) / 1e6
 
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import default_model_path, model_file
-from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts, predict_probs
-from multinet_emotion.export import parse_class_bias
+from multinet_emotion.runtime.classifier import default_model_path, model_file
+from multinet_emotion.training.datasets import DataConfig, load_dataset, relabel_ferplus
+from multinet_emotion.training.evaluate import EvalConfig, evaluate, model_facts, predict_probs
+from multinet_emotion.training.export import parse_class_bias
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     header = f"{'split':<16}{'n':>6}{'acc':>8}{'macroF1':>9}  " + " ".join(
         f"{e[:7]:>8}" for e in EMOTIONS)
     if args.single_pass:
-        from multinet_emotion.onnx_graph import single_pass_model
+        from multinet_emotion.runtime.onnx_graph import single_pass_model
         single = single_pass_model(args.model)
         print(f"single pass: {single}" if single != args.model else
               f"single pass: {args.model} has no mirror-image pass; measured as it is")

@@ -51,10 +51,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.classifier import load_model, model_file
-from multinet_emotion.faces import DetectorConfig, crop_faces, make_detector
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.server.browser import BROWSER_DETECTORS
+from multinet_emotion.app import Settings, create_app
+from multinet_emotion.app.browser import BROWSER_DETECTORS
+from multinet_emotion.runtime.classifier import load_model, model_file
+from multinet_emotion.runtime.faces import DetectorConfig, crop_faces, make_detector
 
 CHROMIUM = "/usr/bin/chromium"
 FER_TEST = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "test"
@@ -320,8 +320,8 @@ def main() -> None:
 
 def download_sizes(model: Path) -> str:
     """What the learner page downloads, by file, and in all per face detector."""
-    from multinet_emotion import blazeface
-    from multinet_emotion.server import browser
+    from multinet_emotion.app import browser
+    from multinet_emotion.runtime import blazeface
 
     mb = {"the emotion model": model.stat().st_size / 1e6,
           "onnxruntime-web": sum((browser.VENDOR / n).stat().st_size for n in

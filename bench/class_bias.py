@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.evaluate import model_facts, predict_probs
-from multinet_emotion.ferplus import ferplus_majority_labels
-from multinet_emotion.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
+from multinet_emotion.training.datasets import DataConfig, load_dataset, relabel_ferplus
+from multinet_emotion.training.evaluate import model_facts, predict_probs
+from multinet_emotion.training.ferplus import ferplus_majority_labels
+from multinet_emotion.training.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 

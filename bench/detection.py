@@ -49,8 +49,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.faces import SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
 from multinet_emotion.progress import bar
+from multinet_emotion.runtime.faces import SCAN_FACE_PX, Box, DetectorConfig, HaarDetector
 
 ROOT = Path(__file__).resolve().parents[1]
 FER_TEST = ROOT.parent / "shared" / "data" / "fer2013" / "test"
@@ -117,9 +117,9 @@ def scans(frames: list[tuple[np.ndarray, Box]], detector: HaarDetector, desc: st
 def tilted_heads(frames: list[tuple[np.ndarray, Box]], labels: list[str],
                  tilts: list[float], seed: int) -> dict:
     """Section 4: the frames turned by each tilt, scanned with and without turned scans."""
-    from multinet_emotion.classifier import default_model_path, load_model
-    from multinet_emotion.faces import crop_faces
-    from multinet_emotion.onnx_graph import single_pass_model
+    from multinet_emotion.runtime.classifier import default_model_path, load_model
+    from multinet_emotion.runtime.faces import crop_faces
+    from multinet_emotion.runtime.onnx_graph import single_pass_model
 
     model = load_model(single_pass_model(default_model_path()))
     emotions = list(model.info.labels)
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     print("3. making a detector")
     import threading
 
-    from multinet_emotion.faces import _CascadePool
+    from multinet_emotion.runtime.faces import _CascadePool
 
     path = HaarDetector().cascades.path
     parses = [cpu_ms(lambda: _CascadePool(path).ensure(1))[1] for _ in range(5)]

@@ -39,9 +39,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.corruptions import _rotated_plane_warp
-from multinet_emotion.faces import Box, DetectorConfig, crop_faces, make_detector
 from multinet_emotion.progress import bar
+from multinet_emotion.runtime.faces import Box, DetectorConfig, crop_faces, make_detector
+from multinet_emotion.training.corruptions import _rotated_plane_warp
 
 W, H = 320, 240
 
@@ -247,9 +247,9 @@ def alignment(frames_by: dict, faces: list[np.ndarray], labels: list[str], det, 
               ) -> dict:
     """The model's accuracy (FER2013 labels) on rolled faces BlazeFace finds, the crop
     turned upright by the eye line, or not."""
-    from multinet_emotion.classifier import default_model_path, load_model
     from multinet_emotion.emotions import EMOTIONS
-    from multinet_emotion.onnx_graph import single_pass_model
+    from multinet_emotion.runtime.classifier import default_model_path, load_model
+    from multinet_emotion.runtime.onnx_graph import single_pass_model
 
     model = load_model(single_pass_model(default_model_path()))
     right = {"aligned": 0, "not aligned": 0}

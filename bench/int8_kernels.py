@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import INPUT_NAME, OUTPUT_NAME, cpu_has_vnni, default_model_path
-from multinet_emotion.datasets import DataConfig, load_dataset
-from multinet_emotion.evaluate import model_facts
+from multinet_emotion.runtime.classifier import INPUT_NAME, OUTPUT_NAME, cpu_has_vnni, default_model_path
+from multinet_emotion.training.datasets import DataConfig, load_dataset
+from multinet_emotion.training.evaluate import model_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -38,7 +38,7 @@ def cpu_name() -> str:
 
 
 def train_command(config: dict, run: Path, init: str | None = None) -> str:
-    from multinet_emotion.config import ModelConfig, TrainConfig
+    from multinet_emotion.training.config import ModelConfig, TrainConfig
     defaults, model_defaults = TrainConfig(), ModelConfig()
     flags = [f"--data {config['data']['path']}", f"--out {run}"]
     names = {"epochs": "--epochs", "batch_size": "--batch-size", "labels": "--labels",
@@ -138,8 +138,8 @@ CHECK_SAMPLE = 500
 def check_figures(model: Path, data: Path, sample: int = CHECK_SAMPLE, seed: int = 0) -> dict:
     """The shipped file scored on a seeded sample of PrivateTest, both label sets: figures the
     test suite reproduces in a minute (the full card figures take this CPU several)."""
-    from multinet_emotion.datasets import DataConfig
-    from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
+    from multinet_emotion.training.datasets import DataConfig
+    from multinet_emotion.training.evaluate import EvalConfig, evaluate, model_facts
 
     out = {"sample": sample, "seed": seed, "model_sha256": file_sha256(model)}
     size, _ = model_facts(model)  # faces read at the size the file takes
@@ -197,7 +197,7 @@ def main() -> None:
         flipped = load(args.reports / "select_flip.json")["val"]["accuracy"]
         flip = flipped > plain
     else:
-        from multinet_emotion.classifier import load_model
+        from multinet_emotion.runtime.classifier import load_model
         flip = load_model(args.assets / "model.onnx").info.tta_flip
     robust_file = args.reports / "robustness.json"
     robust = load(robust_file) if robust_file.is_file() else None

@@ -31,9 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.classifier import ClassifierConfig, load_model
-from multinet_emotion.faces import DetectorConfig, HaarDetector
-from multinet_emotion.video import (
+from multinet_emotion.runtime.classifier import ClassifierConfig, load_model
+from multinet_emotion.runtime.faces import DetectorConfig, HaarDetector
+from multinet_emotion.runtime.video import (
     EmotionDetector,
     PipelineConfig,
     RunConfig,

@@ -1,4 +1,4 @@
-"""Robustness to webcam conditions: accuracy under each corruption of multinet_emotion.corruptions.
+"""Robustness to webcam conditions: accuracy under each corruption of multinet_emotion.training.corruptions.
 
     python bench/robustness.py                             # the shipped model, FER2013 PrivateTest
     python bench/robustness.py --model runs/x/best.pt --json reports/robustness.json
@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.checkpoint import load_checkpoint
-from multinet_emotion.classifier import ClassifierConfig, default_model_path, load_model, model_file
-from multinet_emotion.corruptions import CORRUPTIONS, apply, describe, get
-from multinet_emotion.datasets import DataConfig, Split, ferplus_majority_labels, load_dataset
 from multinet_emotion.emotions import DisgustPolicy
-from multinet_emotion.metrics import confusion_matrix, summarize
 from multinet_emotion.progress import bar
+from multinet_emotion.runtime.classifier import ClassifierConfig, default_model_path, load_model, model_file
+from multinet_emotion.training.checkpoint import load_checkpoint
+from multinet_emotion.training.corruptions import CORRUPTIONS, apply, describe, get
+from multinet_emotion.training.datasets import DataConfig, Split, ferplus_majority_labels, load_dataset
+from multinet_emotion.training.metrics import confusion_matrix, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -50,7 +50,7 @@ def load_predictor(model: Path, threads: int, batch_size: int) -> tuple[Predicto
     try:
         import torch
 
-        from multinet_emotion.export import torch_probs
+        from multinet_emotion.training.export import torch_probs
     except ImportError:
         raise MultiNetError(f"{model}: evaluating a PyTorch checkpoint needs the training extras "
                             "(scripts/setup.sh full), or pass the .onnx export") from None
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size < 1:
             raise MultiNetError(f"--batch-size {args.batch_size}: must be at least 1")
         if args.single_pass:
-            from multinet_emotion.onnx_graph import single_pass_model
+            from multinet_emotion.runtime.onnx_graph import single_pass_model
             args.model = single_pass_model(args.model)
             print(f"single pass: {args.model}")
         # faces are read at the size the model takes

@@ -30,13 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from multinet_emotion.classifier import ClassifierConfig, load_model, model_file
-from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
 from multinet_emotion.files import file_sha256
-from multinet_emotion.onnx_graph import single_pass_model
+from multinet_emotion.runtime.classifier import ClassifierConfig, load_model, model_file
+from multinet_emotion.runtime.onnx_graph import single_pass_model
+from multinet_emotion.training.datasets import DataConfig
+from multinet_emotion.training.evaluate import EvalConfig, evaluate, model_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "fer2013"

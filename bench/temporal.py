@@ -57,14 +57,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from multinet_emotion.datasets import DataConfig, load_dataset
-from multinet_emotion.detect import EmotionDetector, PipelineConfig
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.faces import Box, DetectorConfig, HaarDetector
-from multinet_emotion.ferplus import ferplus_majority, load_ferplus_votes
-from multinet_emotion.label_filter import FilterConfig, LabelFilter
 from multinet_emotion.progress import bar
-from multinet_emotion.tracking import Timeline, Track
+from multinet_emotion.runtime.detect import EmotionDetector, PipelineConfig
+from multinet_emotion.runtime.faces import Box, DetectorConfig, HaarDetector
+from multinet_emotion.runtime.label_filter import FilterConfig, LabelFilter
+from multinet_emotion.runtime.tracking import Timeline, Track
+from multinet_emotion.training.datasets import DataConfig, load_dataset
+from multinet_emotion.training.ferplus import ferplus_majority, load_ferplus_votes
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

@@ -2,7 +2,7 @@
 # The learner page's in-browser analysis files: onnxruntime-web and opencv.js from the npm
 # registry at the versions pinned in web/package-lock.json, copied (opencv.js patched to run
 # without 'unsafe-eval', see web/patch-opencv.mjs) into the git-ignored
-# src/multinet_emotion/server/static/vendor/, and checked against web/vendor.sha256.
+# src/multinet_emotion/app/static/vendor/, and checked against web/vendor.sha256.
 # The app serves them itself (no CDN). Quiet, and nothing is downloaded when the checked
 # files are already there. Without node/npm it says so and the app uses server analysis.
 #   scripts/setup_web.sh           install or check
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 web=web
-vendor=src/multinet_emotion/server/static/vendor
+vendor=src/multinet_emotion/app/static/vendor
 sums=$web/vendor.sha256
 ort=$web/node_modules/onnxruntime-web/dist
 ocv=$web/node_modules/@techstark/opencv-js/dist

@@ -123,7 +123,7 @@ def _haar_finds(face: np.ndarray, size: int) -> bool:
     """Whether the default detector finds ``face`` pasted at ``size`` px, dark and bright."""
     import cv2
 
-    from multinet_emotion.faces import HaarDetector
+    from multinet_emotion.runtime.faces import HaarDetector
 
     detector = HaarDetector()
     for offset in (0, 140):
@@ -261,7 +261,7 @@ def _test_client_host(monkeypatch: pytest.MonkeyPatch) -> None:
     """FastAPI's TestClient sends ``Host: testserver``: the service answers it as one of
     loopback's names (elsewhere, only the names it is told: ``allowed_hosts``)."""
     try:
-        from multinet_emotion.server import guards
+        from multinet_emotion.app import guards
     except ImportError:  # the web stack is not installed
         return
     monkeypatch.setattr(guards, "LOOPBACK_HOSTS", guards.LOOPBACK_HOSTS | {"testserver"})

@@ -12,8 +12,8 @@ from apiutil import consent_fields, join_code, sign_up
 from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 
+from multinet_emotion.app import Settings, create_app
 from multinet_emotion.emotions import EMOTIONS, Reading
-from multinet_emotion.server import Settings, create_app
 
 INSTRUCTOR = "instructor-secret-token"
 T0 = 1_700_000_000.0
@@ -554,7 +554,7 @@ def test_ws_messages_follow_the_published_schema(ws_env) -> None:
     same document as messages.json_schema()), and the schema refuses malformed ones."""
     from wsschema import check_messages, is_valid
 
-    from multinet_emotion.server.messages import json_schema
+    from multinet_emotion.app.messages import json_schema
     client, clock, _ = ws_env
     schema = client.get("/api/ws-schema").json()
     assert schema == json_schema() and schema["$defs"]["ServerMessage"]["oneOf"]
@@ -729,7 +729,7 @@ def test_ws_with_the_real_detector(tmp_path: Path, brightness_onnx_model: Path,
     import cv2
     import numpy as np
 
-    from multinet_emotion.server.analysis import detector_factory
+    from multinet_emotion.app.analysis import detector_factory
     factory, note = detector_factory(brightness_onnx_model)
     assert factory is not None, note
     policy = tmp_path / "policy.yaml"
@@ -762,7 +762,7 @@ def test_ws_with_the_real_detector(tmp_path: Path, brightness_onnx_model: Path,
 
 
 def test_detector_factory_without_a_model_says_why(tmp_path: Path) -> None:
-    from multinet_emotion.server.analysis import detector_factory
+    from multinet_emotion.app.analysis import detector_factory
     factory, note = detector_factory(tmp_path / "missing.onnx")
     assert factory is None and "model" in note
 
@@ -894,7 +894,7 @@ def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
     import numpy as np
     from conftest import FER2013_DIR, _haar_finds
 
-    from multinet_emotion.server.analysis import detector_factory
+    from multinet_emotion.app.analysis import detector_factory
     factory, note = detector_factory(None)
     if factory is None:
         pytest.skip(f"no shipped model: {note}")
@@ -947,8 +947,8 @@ def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
 def test_the_frame_limit_follows_the_frame_rate(monkeypatch) -> None:
     """--frame-rate 20 must not have frames refused: the per-connection limit is derived from
     it (with headroom) unless set, and a limit below the frame rate is refused at start."""
+    from multinet_emotion.app import ws as ws_module
     from multinet_emotion.errors import MultiNetError
-    from multinet_emotion.server import ws as ws_module
     assert Settings().max_frame_rate == 10.0
     fast = Settings.from_env({"MULTINET_FRAME_RATE": "20"})
     assert fast.max_frame_rate is not None and fast.max_frame_rate >= 20 * 1.5
@@ -1030,7 +1030,7 @@ def test_ws_a_failing_store_answers_the_frame_and_keeps_the_connection(ws_env, m
     that frame, the type only in the log, and the next frame is analysed as usual."""
     from sqlalchemy.exc import OperationalError
 
-    from multinet_emotion.server.service import NotFound
+    from multinet_emotion.app.service import NotFound
     client, clock, _ = ws_env
     svc = client.app.state.service.ingest
     h, sid = signup(client)
@@ -1081,7 +1081,7 @@ def test_ws_an_unexpected_error_closes_without_a_traceback(ws_env, monkeypatch) 
     group: the connection is told and closed (1011), not left to the ASGI server."""
     from starlette.websockets import WebSocketDisconnect
 
-    from multinet_emotion.server import ws as ws_module
+    from multinet_emotion.app import ws as ws_module
     client, _, _ = ws_env
     h, sid = signup(client)
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import FER2013_DIR
 
-from multinet_emotion import blazeface
 from multinet_emotion.cli import main
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import Box, DetectorConfig, make_detector
+from multinet_emotion.runtime import blazeface
+from multinet_emotion.runtime.faces import Box, DetectorConfig, make_detector
 
 
 def _fer_faces(n: int) -> list[np.ndarray]:
@@ -37,7 +37,7 @@ def _scene(face: np.ndarray, x: int, y: int, side: int, turn: float = 0.0) -> np
 
 
 def test_the_vendored_models_are_the_ones_named_with_their_licence():
-    root = Path(blazeface.__file__).parent / "assets" / "blazeface"
+    root = Path(blazeface.__file__).parents[1] / "assets" / "blazeface"
     assert "Apache License" in (root / "LICENSE").read_text()
     readme = (root / "README.md").read_text()
     for file, size, digest in blazeface.MODELS.values():
@@ -107,7 +107,7 @@ def test_detect_runs_with_blazeface(drawn_face_clip, brightness_onnx_model, tmp_
 
 
 def test_followed_faces_cost_a_small_pass_each(monkeypatch):
-    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+    from multinet_emotion.runtime.detect import EmotionDetector, PipelineConfig
 
     det = make_detector(DetectorConfig(kind="blazeface"))
     faces = _fer_faces(2)
@@ -122,7 +122,7 @@ def test_followed_faces_cost_a_small_pass_each(monkeypatch):
         def predict(self, crops: np.ndarray) -> np.ndarray:
             return np.full((len(crops), 6), 1 / 6)
 
-    from multinet_emotion import detect as detect_module
+    from multinet_emotion.runtime import detect as detect_module
     monkeypatch.setattr(detect_module, "EmotionClassifier", Model)
     pipeline = EmotionDetector(Model(), PipelineConfig(detect_every=5), detector=det)
     passes = []
@@ -172,8 +172,8 @@ def test_a_turning_head_keeps_its_track(axis, peak, monkeypatch):
     """A face turning ``peak`` degrees and back (yaw: the face as a plane turned about its
     vertical line; roll: in the picture), then leaving for longer than a track waits and
     returning: one track for the turn, a new one after the return."""
-    from multinet_emotion.corruptions import _rotated_plane_warp
-    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+    from multinet_emotion.runtime.detect import EmotionDetector, PipelineConfig
+    from multinet_emotion.training.corruptions import _rotated_plane_warp
 
     face = _fer_faces(1)[0]
     angles = list(np.linspace(0, peak, 8)) + [peak] * 3 + list(np.linspace(peak, 0, 8))
@@ -190,7 +190,7 @@ def test_a_turning_head_keeps_its_track(axis, peak, monkeypatch):
         def predict(self, crops: np.ndarray) -> np.ndarray:
             return np.full((len(crops), 6), 1 / 6)
 
-    from multinet_emotion import detect as detect_module
+    from multinet_emotion.runtime import detect as detect_module
     monkeypatch.setattr(detect_module, "EmotionClassifier", Model)
     pipeline = EmotionDetector(Model(), PipelineConfig(detect_every=5))
     assert pipeline.config.detector.kind == "blazeface"  # the default

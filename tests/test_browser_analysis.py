@@ -31,12 +31,12 @@ import numpy as np
 import pytest
 from test_web import capture_ws, check_ws, class_code, launch_chromium, running
 
-from multinet_emotion.classifier import default_model_path, load_model
+from multinet_emotion.app import Settings, browser, create_app
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import DetectorConfig, crop_faces, make_detector
 from multinet_emotion.files import file_sha256
-from multinet_emotion.server import Settings, browser, create_app
+from multinet_emotion.runtime.classifier import default_model_path, load_model
+from multinet_emotion.runtime.faces import DetectorConfig, crop_faces, make_detector
 
 pytestmark = [pytest.mark.slow]
 INSTRUCTOR = "browser-test-instructor-token"
@@ -219,7 +219,7 @@ def _rgba_b64(frame: np.ndarray) -> str:
 def test_the_page_follows_a_face_as_the_python_runtime_does(servers, chromium, kind: str) -> None:  # noqa: ANN001
     import cv2
 
-    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+    from multinet_emotion.runtime.detect import EmotionDetector, PipelineConfig
 
     browser_server = servers(kind)
     context = chromium.new_context(bypass_csp=True)
@@ -295,8 +295,8 @@ def test_the_page_shows_the_python_label_filters_labels(browser_server, chromium
     """One filter, two runtimes: the page's LabelFilter gives label_filter.LabelFilter's
     posteriors and labels reading for reading, and its FaceTrack shows a face only once
     confirmed, with the label's own share of the smoothed probabilities."""
-    from multinet_emotion.label_filter import LabelFilter
-    from multinet_emotion.tracking import Smoother, TrackerConfig
+    from multinet_emotion.runtime.label_filter import LabelFilter
+    from multinet_emotion.runtime.tracking import Smoother, TrackerConfig
 
     context = chromium.new_context(bypass_csp=True)
     page = context.new_page()
@@ -405,7 +405,7 @@ def test_auto_falls_back_to_the_server_without_the_files(tmp_path: Path, chromiu
                                             "files are not installed.*setup_web.sh"):
         create_app(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}",
                             instructor_token=INSTRUCTOR, analysis="browser"))
-    with caplog.at_level(logging.WARNING, logger="multinet_emotion.server.browser"):
+    with caplog.at_level(logging.WARNING, logger="multinet_emotion.app.browser"):
         with serving(tmp_path, analysis="auto") as srv:
             assert srv["app"].state.analysis_mode == "server"
             assert any("setup_web.sh" in r.getMessage() and "on the server" in r.getMessage()
@@ -535,7 +535,7 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
     own CSP, runs the model on one thread and gives the Python runtime's probabilities."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from multinet_emotion.server.lti.spec import PlatformSpec
+    from multinet_emotion.app.lti.spec import PlatformSpec
     course = b""
 
     class Platform(BaseHTTPRequestHandler):  # the course page of an LMS, on another site

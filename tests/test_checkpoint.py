@@ -1,4 +1,4 @@
-"""The checkpoint format (multinet_emotion.checkpoint): one writer, one reader, clear errors,
+"""The checkpoint format (multinet_emotion.training.checkpoint): one writer, one reader, clear errors,
 and files of earlier versions still readable."""
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ import pytest
 import torch
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.checkpoint import (
+from multinet_emotion.emotions import EMOTIONS, DisgustPolicy
+from multinet_emotion.training.checkpoint import (
     RESUME_KEYS,
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
     training_meta,
 )
-from multinet_emotion.emotions import EMOTIONS, DisgustPolicy
-from multinet_emotion.evaluate import model_facts
-from multinet_emotion.model import ModelConfig, build_model
+from multinet_emotion.training.evaluate import model_facts
+from multinet_emotion.training.model import ModelConfig, build_model
 
 SIZE = 32
 
@@ -143,7 +143,7 @@ def test_an_interrupted_write_keeps_the_previous_file(small, tmp_path, monkeypat
 
 
 def test_importing_it_and_evaluate_needs_no_torch():
-    code = ("import sys, multinet_emotion.checkpoint, multinet_emotion.evaluate; "
+    code = ("import sys, multinet_emotion.training.checkpoint, multinet_emotion.training.evaluate; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
@@ -157,4 +157,4 @@ def test_only_the_checkpoint_module_saves_or_loads_checkpoints():
     users = sorted(p.name for p in src.rglob("*.py")
                    if "torch.save(" in p.read_text() or "torch.load(" in p.read_text())
     assert users == ["checkpoint.py", "model.py"]
-    assert "torch.save(" not in (src / "model.py").read_text()
+    assert "torch.save(" not in (src / "training" / "model.py").read_text()

@@ -11,10 +11,10 @@ from apiutil import consent_fields, join_code, sign_up
 from dbutil import BACKENDS, database_url
 from test_api import IH, T0, Clock, auth, make_client
 
-from multinet_emotion.server.ratelimit import RateLimiter
-from multinet_emotion.store import JOIN_ALPHABET, Store, migrations_path, normalise_join_code
+from multinet_emotion.app.ratelimit import RateLimiter
+from multinet_emotion.app.store import JOIN_ALPHABET, Store, migrations_path, normalise_join_code
 
-STATIC = Path(__file__).resolve().parents[1] / "src" / "multinet_emotion" / "server" / "static"
+STATIC = Path(__file__).resolve().parents[1] / "src" / "multinet_emotion" / "app" / "static"
 
 
 @pytest.fixture(params=BACKENDS)
@@ -154,7 +154,7 @@ def test_sign_up_and_session_creation_are_rate_limited(tmp_path: Path) -> None:
 
 
 def test_the_limits_are_settings() -> None:
-    from multinet_emotion.server import Settings
+    from multinet_emotion.app import Settings
     s = Settings.from_env({"MULTINET_SIGNUP_RATE": "5", "MULTINET_SESSION_RATE": "0"})
     assert (s.signup_rate, s.session_rate) == (5, 0)
     assert (Settings().signup_rate, Settings().session_rate) == (10, 30)

@@ -8,11 +8,16 @@ import logging
 import numpy as np
 import pytest
 
-from multinet_emotion import classifier
-from multinet_emotion.classifier import BatchingClassifier, ClassifierConfig, EmotionClassifier, load_model
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import DEFAULT_CROP_SCALE
+from multinet_emotion.runtime import classifier
+from multinet_emotion.runtime.classifier import (
+    BatchingClassifier,
+    ClassifierConfig,
+    EmotionClassifier,
+    load_model,
+)
+from multinet_emotion.runtime.faces import DEFAULT_CROP_SCALE
 
 
 def _crops(*values: int, size: int = 48) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Webcam-like corruptions (multinet_emotion.corruptions) and bench/robustness.py end to end."""
+"""Webcam-like corruptions (multinet_emotion.training.corruptions) and bench/robustness.py end to end."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from synth import FER2013, FERPLUS
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import default_model_path
-from multinet_emotion.corruptions import CORRUPTIONS, apply, describe
+from multinet_emotion.runtime.classifier import default_model_path
+from multinet_emotion.training.corruptions import CORRUPTIONS, apply, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 S = 48
@@ -88,7 +88,7 @@ def test_unknown_name_and_bad_input():
 
 
 def test_runtime_half_imports_no_torch():
-    code = ("import sys, multinet_emotion.corruptions as c; "
+    code = ("import sys, multinet_emotion.training.corruptions as c; "
             "c.apply('glasses', __import__('numpy').zeros((1, 48, 48), 'uint8')); "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

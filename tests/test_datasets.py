@@ -6,8 +6,8 @@ from PIL import Image
 from synth import FER2013, FERPLUS, toy_faces, write_csv, write_folder
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.datasets import DataConfig, ferplus_majority, load_dataset, relabel_ferplus
 from multinet_emotion.emotions import EMOTIONS, DisgustPolicy, to_index
+from multinet_emotion.training.datasets import DataConfig, ferplus_majority, load_dataset, relabel_ferplus
 
 
 @pytest.fixture(autouse=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from multinet_emotion import classifier
 from multinet_emotion.cli import main
+from multinet_emotion.runtime import classifier
 
 
 def test_detect_writes_the_outputs_the_user_asks_for(drawn_face_clip, brightness_onnx_model,
@@ -100,8 +100,8 @@ def test_the_runtime_half_never_imports_torch(drawn_face_clip, brightness_onnx_m
 import sys
 import multinet_emotion
 from multinet_emotion import EmotionDetector, load_model
-import multinet_emotion.faces, multinet_emotion.classifier, multinet_emotion.tracking
-import multinet_emotion.video
+import multinet_emotion.runtime.faces, multinet_emotion.runtime.classifier, multinet_emotion.runtime.tracking
+import multinet_emotion.runtime.video
 from multinet_emotion.cli import main
 assert main(["detect", "--source", {str(drawn_face_clip.path)!r}, "--model",
              {str(brightness_onnx_model)!r}, "--max-frames", "3",
@@ -122,10 +122,10 @@ def test_the_server_and_every_runtime_module_never_import_torch(brightness_onnx_
     runtime modules import (and the app builds, with its analyser) without torch."""
     code = f"""
 import sys
-import multinet_emotion.server, multinet_emotion.store, multinet_emotion.recommend
-import multinet_emotion.video, multinet_emotion.classifier, multinet_emotion.faces
-import multinet_emotion.tracking
-from multinet_emotion.server import Settings, create_app
+import multinet_emotion.app, multinet_emotion.app.store, multinet_emotion.recommend
+import multinet_emotion.runtime.video, multinet_emotion.runtime.classifier, multinet_emotion.runtime.faces
+import multinet_emotion.runtime.tracking
+from multinet_emotion.app import Settings, create_app
 app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
                           instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
 assert app.state.analyzer_factory is not None, app.state.analysis_note
@@ -141,21 +141,21 @@ print("TORCH:", bad)
 
 def test_the_server_imports_the_detector_but_never_the_video_io(brightness_onnx_model,
                                                                 tmp_path):
-    """The web service analyses frames with multinet_emotion.detect; sources, capture
-    threads, writers and plots (multinet_emotion.video) stay out of its process."""
+    """The web service analyses frames with multinet_emotion.runtime.detect; sources, capture
+    threads, writers and plots (multinet_emotion.runtime.video) stay out of its process."""
     code = f"""
 import sys
-import multinet_emotion.server
-from multinet_emotion.server import Settings, create_app
+import multinet_emotion.app
+from multinet_emotion.app import Settings, create_app
 app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
                           instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
 assert app.state.analyzer_factory is not None, app.state.analysis_note
 analyzer = app.state.analyzer_factory()
 import numpy as np
 assert analyzer.analyze(np.zeros((48, 64, 3), np.uint8), 12.5) == []
-assert "multinet_emotion.detect" in sys.modules
-bad = sorted(m for m in sys.modules if m == "multinet_emotion.video"
-             or m.startswith("multinet_emotion.video."))
+assert "multinet_emotion.runtime.detect" in sys.modules
+bad = sorted(m for m in sys.modules if m == "multinet_emotion.runtime.video"
+             or m.startswith("multinet_emotion.runtime.video."))
 print("VIDEO:", bad)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -16,17 +16,17 @@ from pathlib import Path
 import pytest
 
 from multinet_emotion import options
-from multinet_emotion import video as video_module
-from multinet_emotion.classifier import ClassifierConfig, parse_metadata
+from multinet_emotion.app import Settings
 from multinet_emotion.cli import build_parser, main
-from multinet_emotion.detect import PipelineConfig
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import CROP_SCALE_RANGE, DetectorConfig
-from multinet_emotion.label_filter import FilterConfig
-from multinet_emotion.server import Settings
-from multinet_emotion.tracking import TrackerConfig
-from multinet_emotion.video import RunConfig, SourceConfig
+from multinet_emotion.runtime import video as video_module
+from multinet_emotion.runtime.classifier import ClassifierConfig, parse_metadata
+from multinet_emotion.runtime.detect import PipelineConfig
+from multinet_emotion.runtime.faces import CROP_SCALE_RANGE, DetectorConfig
+from multinet_emotion.runtime.label_filter import FilterConfig
+from multinet_emotion.runtime.tracking import TrackerConfig
+from multinet_emotion.runtime.video import RunConfig, SourceConfig
 
 CLASSES = (RunConfig, DetectorConfig, PipelineConfig, TrackerConfig, FilterConfig,
            SourceConfig, ClassifierConfig)

@@ -12,15 +12,16 @@ from PIL import Image
 from synth import toy_faces
 from test_train_recipe import toy_with_votes
 
-from multinet_emotion import MultiNetError, distill
-from multinet_emotion.augment import augment
-from multinet_emotion.classifier import EmotionClassifier, load_model
-from multinet_emotion.datasets import _read_image
-from multinet_emotion.distill import augment_flips, mixed_targets, soften, teacher_outputs
+from multinet_emotion import MultiNetError
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.export import export_onnx, torch_probs
-from multinet_emotion.model import ModelConfig, build_model
-from multinet_emotion.train import TrainConfig, fit, training_targets
+from multinet_emotion.runtime.classifier import EmotionClassifier, load_model
+from multinet_emotion.training import distill
+from multinet_emotion.training.augment import augment
+from multinet_emotion.training.datasets import _read_image
+from multinet_emotion.training.distill import augment_flips, mixed_targets, soften, teacher_outputs
+from multinet_emotion.training.export import export_onnx, torch_probs
+from multinet_emotion.training.model import ModelConfig, build_model
+from multinet_emotion.training.train import TrainConfig, fit, training_targets
 
 SIZE = 32
 BIAS = [0.3, 0.0, -0.2, 0.0, 0.1, 0.0]
@@ -181,7 +182,7 @@ def test_training_with_a_teacher_targets_the_mix(tmp_path, cache, teacher_runs, 
     """Each training step's target is 0.7 x the teacher at T=2 (its offsets undone) + 0.3 x
     the FER+ votes, of the very face augmented, mirrored when augment mirrored it; the teacher
     runs once for two runs; a resumed run keeps its teacher and refuses another one."""
-    import multinet_emotion.train as train_module
+    import multinet_emotion.training.train as train_module
 
     data, folder = toy_with_votes(tmp_path)  # every fifth training image is not a face
     for split in data.splits.values():  # ramps, so that a mirrored face can be told apart
@@ -263,7 +264,7 @@ def test_a_distilled_student_exports_to_int8(tmp_path, cache):
     calibrated on faces, checked against PyTorch), as the small CNN's does."""
     from synth import write_folder
 
-    from multinet_emotion.export import ExportConfig, export
+    from multinet_emotion.training.export import ExportConfig, export
 
     data, folder = toy_with_votes(tmp_path)
     make_teacher(tmp_path / "teacher.onnx")

@@ -6,14 +6,14 @@ import torch
 from synth import toy_faces, write_folder
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.checkpoint import load_checkpoint, save_checkpoint
-from multinet_emotion.classifier import load_model
-from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.evaluate import EvalConfig, evaluate
-from multinet_emotion.export import ExportConfig, export, parse_class_bias, torch_probs
-from multinet_emotion.metrics import apply_class_bias
-from multinet_emotion.model import ModelConfig, build_model
+from multinet_emotion.runtime.classifier import load_model
+from multinet_emotion.training.checkpoint import load_checkpoint, save_checkpoint
+from multinet_emotion.training.datasets import DataConfig
+from multinet_emotion.training.evaluate import EvalConfig, evaluate
+from multinet_emotion.training.export import ExportConfig, export, parse_class_bias, torch_probs
+from multinet_emotion.training.metrics import apply_class_bias
+from multinet_emotion.training.model import ModelConfig, build_model
 
 SIZE = 32
 
@@ -96,7 +96,7 @@ def test_flip_pass_given_requantized_weights_is_repaired(checkpoint, tmp_path):
     import onnx
     from onnx import helper, numpy_helper
 
-    from multinet_emotion.onnx_graph import share_requantized_weights
+    from multinet_emotion.runtime.onnx_graph import share_requantized_weights
 
     data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
     export(ExportConfig(checkpoint=checkpoint, out=tmp_path / "good.onnx", calibration=data,
@@ -128,7 +128,7 @@ def test_flip_pass_given_requantized_weights_is_repaired(checkpoint, tmp_path):
         if len(c1.input) > 2:
             bad.graph.node.append(helper.make_node("Identity", [c1.input[2]], [f"b{k}"]))
             c2.input[2] = f"b{k}"
-    from multinet_emotion.onnx_graph import _topological_sort
+    from multinet_emotion.runtime.onnx_graph import _topological_sort
     _topological_sort(bad.graph)
     onnx.save(bad, str(tmp_path / "bad.onnx"))
     assert _float_convs(tmp_path / "bad.onnx", tmp_path) >= half
@@ -181,7 +181,7 @@ def test_class_bias_added_to_an_exported_file_matches_the_exported_bias(checkpoi
     """A model exported elsewhere (a GPU run) gets the offsets appended to its graph: the
     same probabilities as exporting the checkpoint with them, and init_from still reads it."""
     from multinet_emotion.cli import main
-    from multinet_emotion.init_weights import init_from
+    from multinet_emotion.training.init_weights import init_from
 
     bias = [0.0, 0.8, -0.4, 0.0, 0.3, -1.2]
     faces = toy_faces(3, SIZE)[0]
@@ -262,7 +262,7 @@ def test_bench_class_bias_then_accuracy_with_it(checkpoint, tmp_path):
 def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
     """The single-pass copy (export.drop_flip_pass) gives the probabilities of the
     model without its mirror image, and a model without one is refused."""
-    from multinet_emotion.onnx_graph import drop_flip_pass
+    from multinet_emotion.runtime.onnx_graph import drop_flip_pass
 
     data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))
     for name, flip in (("flip", True), ("plain", False)):
@@ -282,7 +282,7 @@ def test_drop_flip_pass_runs_the_first_pass_only(checkpoint, tmp_path):
     with pytest.raises(MultiNetError, match="no mirror-image pass"):
         drop_flip_pass(tmp_path / "plain.onnx", tmp_path / "x.onnx")
     # offsets appended to the two-pass file: kept, or taken out to fit new ones
-    from multinet_emotion.export import add_class_bias_onnx
+    from multinet_emotion.training.export import add_class_bias_onnx
     bias = [0.0, 0.7, -0.3, 0.0, 0.0, 0.2]
     add_class_bias_onnx(tmp_path / "flip.onnx", tmp_path / "biased.onnx", bias)
     kept = load_model(drop_flip_pass(tmp_path / "biased.onnx", tmp_path / "k.onnx"))
@@ -299,9 +299,9 @@ def test_the_web_app_runs_the_single_pass_copy_unless_asked(checkpoint, tmp_path
     --mirror-pass runs the file as it is; a model without a mirror pass is run as it is."""
     import random
 
-    from multinet_emotion.onnx_graph import single_pass_model
-    from multinet_emotion.server.app import create_app
-    from multinet_emotion.server.settings import Settings
+    from multinet_emotion.app.app import create_app
+    from multinet_emotion.app.settings import Settings
+    from multinet_emotion.runtime.onnx_graph import single_pass_model
 
     monkeypatch.setenv("MULTINET_CACHE", str(tmp_path / "cache"))
     data = write_folder(tmp_path / "data", *toy_faces(6, SIZE))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import (
+from multinet_emotion.runtime.faces import (
     DEFAULT_CROP_SCALE,
     Box,
     DetectorConfig,
@@ -161,14 +161,14 @@ def test_detect_near_follows_a_known_face_cheaply(drawn_face_clip):
 
 
 def test_two_hits_on_one_face_are_merged():
-    from multinet_emotion.faces import _rescale
+    from multinet_emotion.runtime.faces import _rescale
 
     rows = [(216, 140, 192, 192, 1.0), (282, 140, 184, 184, 1.0), (500, 10, 60, 60, 1.0)]
     assert _rescale(rows, 1.0, 48) == [Box(216, 140, 192, 192), Box(500, 10, 60, 60)]
 
 
 def test_a_whole_frame_scan_sees_the_smallest_face_at_most_scan_face_px():
-    from multinet_emotion.faces import SCAN_FACE_PX, scan_scale
+    from multinet_emotion.runtime.faces import SCAN_FACE_PX, scan_scale
     assert SCAN_FACE_PX == DetectorConfig().scan_face_px == 36
     assert scan_scale(640, 320, 48) == 0.5  # detect_width already shrinks it: as before
     assert scan_scale(320, 320, 48) == pytest.approx(0.75)  # a learner page's frame
@@ -289,7 +289,7 @@ def test_a_tilted_head_is_found_by_the_turned_scans_and_cropped_upright(face_dra
 
 
 def test_an_upright_face_never_costs_a_turned_scan(face_drawing, monkeypatch):
-    import multinet_emotion.haar as haar
+    import multinet_emotion.runtime.haar as haar
 
     turns: list[float] = []
     real = haar._turned

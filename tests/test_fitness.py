@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / PACKAGE
 MAX_MODULE_LINES = 500
 MAX_FUNCTION_LINES = 80
-EXEMPT = (Path("migrations") / "versions",)
+EXEMPT = (Path("app") / "migrations" / "versions",)
 
 
 def module_files() -> list[Path]:
@@ -45,9 +45,9 @@ def function_lengths(path: Path) -> list[tuple[str, int, int]]:
 
 def test_the_rules_see_the_package():
     files = module_files()
-    assert SRC / "cli.py" in files and SRC / "server" / "app.py" in files  # sub-packages too
+    assert SRC / "cli.py" in files and SRC / "app" / "app.py" in files  # sub-packages too
     assert not any("versions" in path.relative_to(SRC).parts for path in files)
-    names = {name for name, _, _ in function_lengths(SRC / "server" / "app.py")}
+    names = {name for name, _, _ in function_lengths(SRC / "app" / "app.py")}
     assert "create_app" in names and "BodyLimit.__call__" in names  # methods too
 
 

@@ -36,9 +36,9 @@ from test_api import (
     signup,
 )
 
+from multinet_emotion.app import Settings, create_app
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.server import Settings, create_app
 
 
 def make_app(tmp_path: Path, clock: Clock, **overrides):  # noqa: ANN201
@@ -749,7 +749,7 @@ def test_the_current_second_is_stored_when_the_socket_closes_or_the_service_stop
             store.flush_samples()
             time.sleep(0.02)
         assert [int(s.t) for s in store.samples(session_id=sid)] == [int(T0) + 10]
-        from multinet_emotion.server.service import client_reading
+        from multinet_emotion.app.service import client_reading
         hb, sb = signup(client, "Bob")
         clock.t = T0 + 20.2  # a reading of the current second, waiting when the service stops
         app.state.service.ingest.add_reading(learner_of(client, hb), sb,

@@ -94,9 +94,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_the_package():
     graph = import_graph()
-    assert f"{PACKAGE}.train" in graph[f"{PACKAGE}.cli"]  # a deferred import counts
-    assert f"{PACKAGE}.model" in graph[f"{PACKAGE}.train"]
-    assert f"{PACKAGE}.server" in graph  # sub-packages are walked
+    assert f"{PACKAGE}.training.train" in graph[f"{PACKAGE}.cli"]  # a deferred import counts
+    assert f"{PACKAGE}.training.model" in graph[f"{PACKAGE}.training.train"]
+    assert f"{PACKAGE}.app" in graph and f"{PACKAGE}.app.store" in graph  # sub-packages too
+    assert f"{PACKAGE}.runtime.video.runner" in graph
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -109,9 +110,18 @@ def test_no_import_cycles_among_the_package_modules():
     assert not found, "import cycles: " + "; ".join(" <-> ".join(c) for c in found)
 
 
-#: The training half (PyTorch): what the web app and the runtime never import.
-TRAINING = {f"{PACKAGE}.{m}" for m in ("train", "model", "export", "augment", "targets",
-                                       "distill", "evaluate", "init_weights", "checkpoint")}
+#: The hall (the package root: names, errors, options, files, progress, the command line and
+#: the shipped assets) and its three wings, each a sub-package.
+RUNTIME, TRAINING, APP = (f"{PACKAGE}.{wing}" for wing in ("runtime", "training", "app"))
+
+
+def wing(graph: dict[str, set[str]], prefix: str) -> list[str]:
+    return sorted(m for m in graph if m == prefix or m.startswith(prefix + "."))
+
+
+def wing_of(module: str) -> str:
+    """``runtime``, ``training``, ``app`` (or a hall module's name; ``""`` for the package)."""
+    return (module.split(".") + [""])[1]
 
 
 def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
@@ -124,14 +134,53 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-def test_the_web_app_and_the_runtime_never_import_the_training_half():
-    """The server, the store, the recommender and the runtime (detector, tracking, label
-    filter, ONNX graph helpers) reach no training module, even through deferred imports."""
+def test_every_wing_has_its_modules():
     graph = import_graph()
-    users = [m for m in graph if m.startswith((f"{PACKAGE}.server", f"{PACKAGE}.store",
-                                                f"{PACKAGE}.recommend", f"{PACKAGE}.video"))]
-    users += [f"{PACKAGE}.{m}" for m in ("detect", "faces", "blazeface", "classifier",
-                                         "tracking", "label_filter", "onnx_graph")]
-    for module in users:
-        bad = reachable(graph, module) & TRAINING
+    assert f"{RUNTIME}.detect" in graph and f"{RUNTIME}.video" in graph
+    assert f"{TRAINING}.train" in graph and f"{TRAINING}.onnx_weights" in graph
+    assert f"{APP}.app" in graph and f"{APP}.migrations.env" in graph
+
+
+def test_the_runtime_reaches_neither_training_nor_the_app():
+    """Detector, classifier, tracking, label filter, ONNX graph helpers and video: none of them
+    reaches a training or app module, even through deferred imports."""
+    graph = import_graph()
+    for module in wing(graph, RUNTIME):
+        bad = {m for m in reachable(graph, module)
+               if wing_of(m) in ("training", "app")}
         assert not bad, f"{module} reaches {sorted(bad)}"
+
+
+def test_the_app_and_the_recommender_never_reach_training():
+    """The web service, its store and migrations, and the recommender reach no training
+    module (the service runs the runtime wing only)."""
+    graph = import_graph()
+    for module in wing(graph, APP) + wing(graph, f"{PACKAGE}.recommend"):
+        bad = {m for m in reachable(graph, module) if wing_of(m) == "training"}
+        assert not bad, f"{module} reaches {sorted(bad)}"
+
+
+def test_the_hall_library_modules_reach_no_wing():
+    """emotions, errors, options, files and progress are what the wings share: they import
+    none of them (only the command line and the lazy exports of ``__init__`` do)."""
+    graph = import_graph()
+    for name in ("emotions", "errors", "options", "files", "progress"):
+        bad = {m for m in reachable(graph, f"{PACKAGE}.{name}")
+               if wing_of(m) in ("runtime", "training", "app")}
+        assert not bad, f"{PACKAGE}.{name} reaches {sorted(bad)}"
+
+
+def test_the_runtime_never_imports_torch():
+    """No file under runtime/ imports torch (or torchvision), at the top or deferred, and
+    neither does any package module it reaches."""
+    graph = import_graph()
+    files = module_files()
+    for module in wing(graph, RUNTIME):
+        for name in {module} | reachable(graph, module):
+            tree = ast.parse(files[name].read_text(), str(files[name]))
+            found = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                     for alias in node.names}
+            found |= {node.module or "" for node in ast.walk(tree)
+                      if isinstance(node, ast.ImportFrom) and not node.level}
+            torch = sorted(m for m in found if m.split(".")[0] in ("torch", "torchvision"))
+            assert not torch, f"{module} reaches {name}, which imports {torch}"

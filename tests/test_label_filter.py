@@ -14,13 +14,13 @@ import pytest
 from apiutil import join_code, sign_up
 from fastapi.testclient import TestClient
 
+from multinet_emotion.app import Settings, create_app
 from multinet_emotion.cli import main
 from multinet_emotion.emotions import EMOTIONS, Reading
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import Box
-from multinet_emotion.label_filter import FilterConfig, LabelFilter
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.tracking import Smoother, Timeline, Track, Tracker, TrackerConfig
+from multinet_emotion.runtime.faces import Box
+from multinet_emotion.runtime.label_filter import FilterConfig, LabelFilter
+from multinet_emotion.runtime.tracking import Smoother, Timeline, Track, Tracker, TrackerConfig
 
 
 def mix(**kw: float) -> np.ndarray:
@@ -144,7 +144,7 @@ def test_a_box_seen_once_never_becomes_a_track():
 
 
 def test_the_detector_reports_confirmed_faces_only(monkeypatch):
-    from multinet_emotion.detect import EmotionDetector, PipelineConfig
+    from multinet_emotion.runtime.detect import EmotionDetector, PipelineConfig
 
     class Faces:  # a face in every frame, a lamp in the first
         def __init__(self) -> None:
@@ -160,7 +160,7 @@ def test_the_detector_reports_confirmed_faces_only(monkeypatch):
         def predict(self, crops: np.ndarray) -> np.ndarray:
             return np.tile(HAPPY, (len(crops), 1))
 
-    from multinet_emotion import detect as detect_module
+    from multinet_emotion.runtime import detect as detect_module
     monkeypatch.setattr(detect_module, "EmotionClassifier", Model)
     det = EmotionDetector(Model(), PipelineConfig(detect_every=1), detector=Faces())
     frame = np.zeros((120, 320, 3), np.uint8)
@@ -193,8 +193,8 @@ def _reading() -> Reading:
 
 
 def test_the_percentage_shown_is_the_shown_labels_own():
-    from multinet_emotion.video import CSV_FIELDS, event_to_row, face_event
-    from multinet_emotion.video.outputs import overlay_text
+    from multinet_emotion.runtime.video import CSV_FIELDS, event_to_row, face_event
+    from multinet_emotion.runtime.video.outputs import overlay_text
 
     r = _reading()
     assert r.share == pytest.approx(0.26)

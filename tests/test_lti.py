@@ -23,8 +23,8 @@ from dbutil import BACKENDS, database_url
 from fastapi.testclient import TestClient
 from ltisim import DL, INSTRUCTOR, LEARNER, LTI, Simulator, rsa_key
 
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.server.lti.spec import PlatformSpec
+from multinet_emotion.app import Settings, create_app
+from multinet_emotion.app.lti.spec import PlatformSpec
 
 INSTRUCTOR_TOKEN = "lti-test-instructor-token"
 
@@ -404,8 +404,8 @@ def test_replacing_the_instructor_token_revokes_dashboard_tokens(app, client, si
 
 def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim,
                                                                   monkeypatch) -> None:
-    from multinet_emotion.server.lti import launch as launch_module
-    from multinet_emotion.server.ratelimit import RateLimiter
+    from multinet_emotion.app.lti import launch as launch_module
+    from multinet_emotion.app.ratelimit import RateLimiter
     app.state.limits["lti_login"] = RateLimiter(5)
     params = sim.login_params(sim.prepare(sub="x"))
     codes = [client.get("/lti/login", params=params, follow_redirects=False).status_code
@@ -415,7 +415,7 @@ def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim
     pending = records.count_values()
     assert 5 <= pending <= 10
     with records.store.session() as s:  # a login's values live minutes, not an hour
-        from multinet_emotion.store.lti import LtiValue
+        from multinet_emotion.app.store.lti import LtiValue
         longest = max(v.expires_at for v in s.query(LtiValue).all())
     assert longest <= time.time() + launch_module.LOGIN_LIFETIME + 5
     app.state.limits["lti_login"] = RateLimiter(0)
@@ -431,8 +431,8 @@ def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim
                                     "https://a.example;script-src *", "https://a.example,*",
                                     "https://a.exa'mple", "https://*.example", "*"])
 def test_frame_origins_are_strictly_origins(origin: str) -> None:
+    from multinet_emotion.app.lti.spec import PlatformSpec
     from multinet_emotion.errors import MultiNetError
-    from multinet_emotion.server.lti.spec import PlatformSpec
     good = {"issuer": "https://lms.example", "client_id": "c", "deployment_ids": ["d"],
             "auth_login_url": "https://lms.example/auth",
             "auth_token_url": "https://lms.example/token",
@@ -445,7 +445,7 @@ def test_frame_origins_are_strictly_origins(origin: str) -> None:
 
 def test_a_stored_bad_origin_never_reaches_the_csp(app, client, sim) -> None:
     records = app.state.lti.records  # the registration API checks: a row written by hand
-    from multinet_emotion.store.lti import LtiPlatform
+    from multinet_emotion.app.store.lti import LtiPlatform
     with records.store.session() as s:
         p = s.query(LtiPlatform).first()
         p.frame_origins = ["https://a.example frame-ancestors *"] + list(p.frame_origins)

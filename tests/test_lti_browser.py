@@ -21,9 +21,9 @@ import pytest
 from ltisim import DL, INSTRUCTOR, LTI, Simulator
 from test_web import _free_port, launch_chromium, running, shot
 
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.server.analysis import detector_factory
-from multinet_emotion.server.lti.spec import PlatformSpec
+from multinet_emotion.app import Settings, create_app
+from multinet_emotion.app.analysis import detector_factory
+from multinet_emotion.app.lti.spec import PlatformSpec
 
 pytestmark = [pytest.mark.slow]
 

@@ -108,7 +108,7 @@ def test_platform_try_launches_the_running_tool_as_a_learner_and_an_instructor(t
     import httpx
     from test_web import running
 
-    from multinet_emotion.server import Settings, create_app
+    from multinet_emotion.app import Settings, create_app
 
     db = f"sqlite:///{tmp_path / 'try.db'}"
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path), "MULTINET_DATABASE_URL": db}

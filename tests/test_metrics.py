@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from multinet_emotion.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
+from multinet_emotion.training.metrics import apply_class_bias, confusion_matrix, fit_class_bias, summarize
 
 
 def test_confusion_matrix_counts():

@@ -4,7 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from multinet_emotion.classifier import default_model_path, load_model
+from multinet_emotion.runtime.classifier import default_model_path, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,11 +13,11 @@ from synth import FER2013, toy_faces
 from torch import nn
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.classifier import default_model_path, load_model
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.export import export_onnx, quantize_int8, torch_probs
-from multinet_emotion.model import ARCHS, ModelConfig, build_model
-from multinet_emotion.onnx_weights import load_onnx_weights, synthetic_faces
+from multinet_emotion.runtime.classifier import default_model_path, load_model
+from multinet_emotion.training.export import export_onnx, quantize_int8, torch_probs
+from multinet_emotion.training.model import ARCHS, ModelConfig, build_model
+from multinet_emotion.training.onnx_weights import load_onnx_weights, synthetic_faces
 
 SIZE = 48
 ARCH = "small" if "small" in ARCHS else "vgg16"  # the smallest network there is

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from multinet_emotion.datasets import DataConfig, load_dataset, relabel_ferplus
+from multinet_emotion.training.datasets import DataConfig, load_dataset, relabel_ferplus
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,8 +31,8 @@ from xapiutil import (
     make_app,
 )
 
-from multinet_emotion.server.xapi import profile as P
-from multinet_emotion.store import OutboxRow
+from multinet_emotion.app.store import OutboxRow
+from multinet_emotion.app.xapi import profile as P
 
 pytestmark = [pytest.mark.slow]
 

@@ -378,9 +378,9 @@ def test_a_learner_smiling_steadily_for_three_minutes_gets_the_happy_rule():
     so the rule that judges the shown label fires; a rule on raw thresholds did not."""
     import numpy as np
 
+    from multinet_emotion.app.service.live import average
     from multinet_emotion.emotions import Reading
-    from multinet_emotion.label_filter import LabelFilter
-    from multinet_emotion.server.service.live import average
+    from multinet_emotion.runtime.label_filter import LabelFilter
 
     rng = np.random.default_rng(1)
     policy = load_policy()

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy.exc import OperationalError
 from test_api import INSTRUCTOR, Clock, signup
 
+from multinet_emotion.app import Settings, create_app
+from multinet_emotion.app.store import Store
 from multinet_emotion.emotions import EMOTIONS, Reading
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.store import Store
 
 T0 = 1_700_000_000.0
 HAPPY = tuple(0.9 if e == "happy" else 0.02 for e in EMOTIONS)

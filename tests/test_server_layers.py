@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "multinet_emotion"
-ROUTES = [SRC / "server" / "api.py", SRC / "server" / "ws.py", SRC / "server" / "class_routes.py"]
+ROUTES = [SRC / "app" / "api.py", SRC / "app" / "ws.py", SRC / "app" / "class_routes.py"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -23,7 +23,8 @@ def _imports(path: Path) -> set[str]:
 
 def test_only_the_store_writes_sql() -> None:
     for path in sorted(SRC.rglob("*.py")):
-        inside = path.is_relative_to(SRC / "store") or path.is_relative_to(SRC / "migrations")
+        inside = path.is_relative_to(SRC / "app" / "store") or path.is_relative_to(
+            SRC / "app" / "migrations")
         if not inside:
             sql = {m for m in _imports(path) if m.split(".")[0] in ("sqlalchemy", "alembic")}
             assert not sql, f"{path.relative_to(SRC)} imports {sorted(sql)}"
@@ -36,7 +37,7 @@ def test_routes_call_the_service_never_the_store() -> None:
                    if isinstance(node, ast.Attribute) and node.attr in ("store", "engine")]
         assert not touched, f"{path.name} reaches into the store at lines {touched}"
         assert not {m for m in _imports(path) if m.lstrip(".").split(".")[-1] == "store"
-                    or m.endswith("multinet_emotion.store")}, path.name
+                    or m.endswith("multinet_emotion.app.store")}, path.name
 
 
 def test_service_and_store_files_stay_short() -> None:
@@ -51,7 +52,7 @@ def test_every_api_route_states_its_answer(tmp_path) -> None:
     files answer HTML or bytes; the WebSocket's schema is itself a JSON Schema document)."""
     import random
 
-    from multinet_emotion.server import Settings, create_app
+    from multinet_emotion.app import Settings, create_app
 
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'r.db'}",
                               instructor_token="x" * 20), analyzer_factory=None,

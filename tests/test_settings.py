@@ -9,14 +9,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from multinet_emotion import options
+from multinet_emotion.app import Settings, create_app
 from multinet_emotion.cli import build_parser, main
-from multinet_emotion.config import ModelConfig, TrainConfig
-from multinet_emotion.datasets import DataConfig
 from multinet_emotion.emotions import ADJECTIVES, COLORS, EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.evaluate import EvalConfig
-from multinet_emotion.export import ExportConfig
-from multinet_emotion.server import Settings, create_app
+from multinet_emotion.training.config import ModelConfig, TrainConfig
+from multinet_emotion.training.datasets import DataConfig
+from multinet_emotion.training.evaluate import EvalConfig
+from multinet_emotion.training.export import ExportConfig
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

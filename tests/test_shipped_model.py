@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from synth import FER2013, FERPLUS
 
-from multinet_emotion.classifier import default_model_path, load_model, model_file
-from multinet_emotion.datasets import DataConfig
-from multinet_emotion.evaluate import EvalConfig, evaluate, model_facts
+from multinet_emotion.runtime.classifier import default_model_path, load_model, model_file
+from multinet_emotion.training.datasets import DataConfig
+from multinet_emotion.training.evaluate import EvalConfig, evaluate, model_facts
 
 METRICS = default_model_path().parent / "model_metrics.json"
 LEDGER = default_model_path().parent / "training_stages.json"

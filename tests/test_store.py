@@ -8,10 +8,10 @@ import pytest
 from dbutil import BACKENDS, database_url
 from sqlalchemy import LargeBinary, inspect
 
+from multinet_emotion.app.store import Base, RecommendationRow, Store, new_id
 from multinet_emotion.emotions import EMOTIONS, Reading
 from multinet_emotion.errors import MultiNetError
 from multinet_emotion.recommend import Outcome, PersonalisationConfig, bandit_stats
-from multinet_emotion.store import Base, RecommendationRow, Store, new_id
 
 SAD = (0.1, 0.05, 0.05, 0.05, 0.7, 0.05)
 HAPPY = (0.02, 0.02, 0.85, 0.07, 0.02, 0.02)
@@ -173,7 +173,7 @@ def test_bad_database_urls() -> None:
 
 
 def test_sqlite_default_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from multinet_emotion.store import default_database_url
+    from multinet_emotion.app.store import default_database_url
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     url = default_database_url()
     assert url == f"sqlite:///{tmp_path}/multinet-emotion/multinet.db"

@@ -7,8 +7,8 @@ import pytest
 
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import Box
-from multinet_emotion.tracking import Smoother, Timeline, Track, Tracker, TrackerConfig
+from multinet_emotion.runtime.faces import Box
+from multinet_emotion.runtime.tracking import Smoother, Timeline, Track, Tracker, TrackerConfig
 
 
 def onehot(label: str, p: float = 1.0) -> np.ndarray:

@@ -10,11 +10,11 @@ import torch
 from synth import toy_faces
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.checkpoint import load_checkpoint
-from multinet_emotion.datasets import Dataset, Split
 from multinet_emotion.emotions import EMOTIONS
-from multinet_emotion.model import ModelConfig, build_model, load_backbone_weights
-from multinet_emotion.train import TrainConfig, augment, fit, fit_in_budget, lr_at
+from multinet_emotion.training.checkpoint import load_checkpoint
+from multinet_emotion.training.datasets import Dataset, Split
+from multinet_emotion.training.model import ModelConfig, build_model, load_backbone_weights
+from multinet_emotion.training.train import TrainConfig, augment, fit, fit_in_budget, lr_at
 
 SIZE = 32  # small toy images to keep tests fast
 
@@ -45,8 +45,8 @@ def test_the_full_size_hybrid_builds_and_exports(tmp_path):
     """The one test of the real network at full size: ResNet50 and VGG16-BN side by side on
     48x48 faces, with both stems; forward, backward (one training step reaches both backbones'
     first layers) and export to ONNX, which ONNX Runtime runs as PyTorch does."""
-    from multinet_emotion.classifier import load_model
-    from multinet_emotion.export import export_onnx, torch_probs
+    from multinet_emotion.runtime.classifier import load_model
+    from multinet_emotion.training.export import export_onnx, torch_probs
 
     x = torch.rand(2, 1, 48, 48) * 255
     face = build_model(ModelConfig(arch="hybrid", image_size=48))  # stem="face", the default
@@ -231,7 +231,7 @@ import sys, torch
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from test_train import config, toy_dataset
-from multinet_emotion.train import fit
+from multinet_emotion.training.train import fit
 import torch.distributed as dist
 cfg = config(Path({out!r}), epochs=1, max_steps_per_epoch=3, augment=True)
 model, history = fit(cfg, toy_dataset(8))

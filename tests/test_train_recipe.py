@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from synth import toy_faces
 
 from multinet_emotion import MultiNetError
-from multinet_emotion.datasets import (
+from multinet_emotion.emotions import EMOTIONS, DisgustPolicy
+from multinet_emotion.training.datasets import (
     FERPLUS_COLUMNS,
     Dataset,
     Split,
     ferplus_distribution,
 )
-from multinet_emotion.emotions import EMOTIONS, DisgustPolicy
-from multinet_emotion.model import ModelConfig, Preprocess, build_model
-from multinet_emotion.train import (
+from multinet_emotion.training.model import ModelConfig, Preprocess, build_model
+from multinet_emotion.training.train import (
     TrainConfig,
     augment,
     fit,
@@ -184,7 +184,7 @@ def test_small_baseline_and_old_configs():
 
 @pytest.mark.slow
 def test_init_from_an_exported_onnx_file(tmp_path):
-    from multinet_emotion.export import export_onnx
+    from multinet_emotion.training.export import export_onnx
 
     data, _ = toy_with_votes(tmp_path)
     cfg = dict(epochs=1, batch_size=8, max_steps_per_epoch=1, labels="fer2013",
@@ -228,8 +228,8 @@ def test_ablation_bench_refuses_bad_options_before_training(capsys):
 def test_init_from_an_onnx_file_of_another_face_size(tmp_path):
     """--image-size with --init of an exported file: the layer shapes do not depend on the
     face size, and the batch norms' statistics are measured at the file's own size."""
-    from multinet_emotion.export import export_onnx
-    from multinet_emotion.init_weights import init_from, resize_faces
+    from multinet_emotion.training.export import export_onnx
+    from multinet_emotion.training.init_weights import init_from, resize_faces
 
     data, _ = toy_with_votes(tmp_path)
     cfg = dict(epochs=1, batch_size=8, max_steps_per_epoch=1, labels="fer2013",

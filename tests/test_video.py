@@ -14,9 +14,9 @@ import pytest
 from multinet_emotion import EmotionDetector
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.faces import Box, DetectorConfig, make_detector
-from multinet_emotion.tracking import TrackerConfig
-from multinet_emotion.video import (
+from multinet_emotion.runtime.faces import Box, DetectorConfig, make_detector
+from multinet_emotion.runtime.tracking import TrackerConfig
+from multinet_emotion.runtime.video import (
     ImageSource,
     LiveSource,
     MemoryCapture,
@@ -439,7 +439,7 @@ def test_ended_tracks_are_not_kept(drawn_face_clip, brightness_onnx_model):
 def test_a_plot_path_without_an_image_suffix_fails_before_any_work(drawn_face_clip,
                                                                    brightness_onnx_model,
                                                                    tmp_path):
-    from multinet_emotion.video import plot_timeline, run
+    from multinet_emotion.runtime.video import plot_timeline, run
     frames = []
     with pytest.raises(MultiNetError, match=r"--plot .*out.txt.*\.png"):
         run(RunConfig(str(drawn_face_clip.path), model=brightness_onnx_model,
@@ -450,7 +450,7 @@ def test_a_plot_path_without_an_image_suffix_fails_before_any_work(drawn_face_cl
 
 
 def test_an_unwritable_csv_does_not_leave_the_jsonl_file_open(tmp_path, monkeypatch):
-    from multinet_emotion.video import outputs as video_module
+    from multinet_emotion.runtime.video import outputs as video_module
     opened = []
     real = video_module._open_output
 
@@ -550,7 +550,7 @@ def test_a_face_leaning_over_is_found_turned_and_then_followed_cheaply(face_draw
 
 
 def test_a_busy_server_sheds_the_turned_scans(brightness_onnx_model):
-    from multinet_emotion.server.analysis import DetectorAnalyzer
+    from multinet_emotion.app.analysis import DetectorAnalyzer
 
     analyzer = DetectorAnalyzer(EmotionDetector(brightness_onnx_model))
     analyzer.pressed(True)  # frames were waiting for a slot
@@ -562,7 +562,7 @@ def test_a_busy_server_sheds_the_turned_scans(brightness_onnx_model):
 def test_analysis_slots_say_busy_when_other_frames_fill_the_cores():
     import asyncio
 
-    from multinet_emotion.server.analysis import AnalysisSlots
+    from multinet_emotion.app.analysis import AnalysisSlots
 
     async def scenario() -> list[tuple[int, bool]]:
         slots, seen = AnalysisSlots(3, cores=2), []
@@ -608,7 +608,7 @@ def test_a_head_tilting_to_35_degrees_and_back_keeps_one_track(face_drawing,
 
 def test_the_annotated_video_draws_a_tilted_face_turned():
     from multinet_emotion.emotions import Reading
-    from multinet_emotion.video.outputs import annotate
+    from multinet_emotion.runtime.video.outputs import annotate
 
     black = np.zeros((240, 320, 3), np.uint8)
     upright = Reading(0.0, (0.1, 0.1, 0.5, 0.1, 0.1, 0.1), 0.5, 1, (100, 60, 100, 100))

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from wsschema import check_messages
 
-from multinet_emotion.server import Settings, create_app
-from multinet_emotion.server.analysis import detector_factory
+from multinet_emotion.app import Settings, create_app
+from multinet_emotion.app.analysis import detector_factory
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "reports" / "screenshots"

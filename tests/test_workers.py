@@ -250,9 +250,9 @@ def test_each_process_keeps_to_its_postgresql_connections(tmp_path: Path, caplog
     import logging
     import random
 
-    from multinet_emotion.server.app import create_app
-    from multinet_emotion.server.settings import Settings
-    from multinet_emotion.store.database import store_pool
+    from multinet_emotion.app.app import create_app
+    from multinet_emotion.app.settings import Settings
+    from multinet_emotion.app.store.database import store_pool
 
     for n in (6, 32, 100):
         size, overflow = store_pool(n)
@@ -269,7 +269,7 @@ def test_each_process_keeps_to_its_postgresql_connections(tmp_path: Path, caplog
             made.state.service.store.close()
             return opened
 
-        with caplog.at_level(logging.WARNING, logger="multinet_emotion.server.app"):
+        with caplog.at_level(logging.WARNING, logger="multinet_emotion.app.app"):
             assert app(db_connections=32) <= 32
             assert "MULTINET_DB_CONNECTIONS" not in caplog.text
             assert app(db_connections=40, workers=4) <= 40  # 160 > PostgreSQL's 100

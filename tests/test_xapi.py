@@ -30,12 +30,12 @@ from xapiutil import (
     verbs,
 )
 
+from multinet_emotion.app import Settings
+from multinet_emotion.app.store import LtiRecords
+from multinet_emotion.app.xapi import LrsClient, Sender
+from multinet_emotion.app.xapi import profile as P
 from multinet_emotion.emotions import EMOTIONS
 from multinet_emotion.errors import MultiNetError
-from multinet_emotion.server import Settings
-from multinet_emotion.server.xapi import LrsClient, Sender
-from multinet_emotion.server.xapi import profile as P
-from multinet_emotion.store import LtiRecords
 
 ROOT = Path(__file__).resolve().parents[1]
 

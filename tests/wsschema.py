@@ -1,5 +1,5 @@
 """Checks of learner WebSocket messages against the JSON Schema the server publishes
-(``GET /api/ws-schema``, made by ``multinet_emotion.server.messages.json_schema``)."""
+(``GET /api/ws-schema``, made by ``multinet_emotion.app.messages.json_schema``)."""
 
 from __future__ import annotations
 

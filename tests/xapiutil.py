@@ -21,7 +21,7 @@ from apiutil import join_code, sign_up
 from fastapi.testclient import TestClient
 from test_api import HAPPY, NEUTRAL, SAD, T0, Clock, probs  # noqa: F401 - shared test vocabulary
 
-from multinet_emotion.server import Settings, create_app
+from multinet_emotion.app import Settings, create_app
 
 INSTRUCTOR = "instructor-secret-token"
 IH = {"Authorization": f"Bearer {INSTRUCTOR}"}

@@ -7,7 +7,7 @@ __all__ = ["EMOTIONS", "MultiNetError", "load_model", "EmotionDetector"]
 __version__ = "0.1.0"
 
 # The runtime API, imported on first use so `import multinet_emotion` stays light (no torch).
-_LAZY = {"load_model": ".classifier", "EmotionDetector": ".detect"}
+_LAZY = {"load_model": ".runtime.classifier", "EmotionDetector": ".runtime.detect"}
 
 
 def __getattr__(name: str):

@@ -27,7 +27,7 @@ def _train_parser(sub) -> None:
                        "every epoch; --resume continues an interrupted run exactly.")
     add_data_args(p)
     from . import options
-    from .config import ModelConfig, TrainConfig
+    from .training.config import ModelConfig, TrainConfig
     options.add_options(p, TrainConfig)  # each option from its one statement in config.py
     options.add_options(p, ModelConfig)
     p.set_defaults(func=_train)
@@ -36,8 +36,8 @@ def _train_parser(sub) -> None:
 def _train(args: argparse.Namespace) -> int:
     need_torch("train")
     from . import options
-    from .model import ModelConfig
-    from .train import TrainConfig, train
+    from .training.model import ModelConfig
+    from .training.train import TrainConfig, train
     config = TrainConfig(**options.values(TrainConfig, args),
                          model=ModelConfig(**options.values(ModelConfig, args)),
                          data=data_config(args, args.image_size, args.seed))

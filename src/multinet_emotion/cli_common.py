@@ -11,7 +11,7 @@ from .errors import MultiNetError
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
     from . import options
-    from .datasets import DataConfig
+    from .training.datasets import DataConfig
     options.add_options(p, DataConfig)
     p.add_argument("--merge-disgust", action="store_true",
                    help="merge FER2013 'disgust' into 'angry' (default: drop it; evaluate "
@@ -21,7 +21,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 def data_config(args: argparse.Namespace, image_size: int = DEFAULT_FACE_SIZE,
                  seed: int = 0):
     from . import options
-    from .datasets import DataConfig
+    from .training.datasets import DataConfig
     return DataConfig(**options.values(DataConfig, args), image_size=image_size, seed=seed,
                       disgust=DisgustPolicy.MERGE if args.merge_disgust else DisgustPolicy.DROP)
 

@@ -15,12 +15,12 @@ def detect_parser(sub) -> None:
         "Cameras and streams are live (the newest frame is always analysed); video files are "
         "analysed frame by frame. Ctrl-C stops and saves everything written so far.")
     from . import options
-    from .classifier import ClassifierConfig
-    from .detect import PipelineConfig
-    from .faces import DetectorConfig
-    from .label_filter import FilterConfig
-    from .tracking import TrackerConfig
-    from .video import RunConfig, SourceConfig
+    from .runtime.classifier import ClassifierConfig
+    from .runtime.detect import PipelineConfig
+    from .runtime.faces import DetectorConfig
+    from .runtime.label_filter import FilterConfig
+    from .runtime.tracking import TrackerConfig
+    from .runtime.video import RunConfig, SourceConfig
     # each option from its one statement on the stage's config (faces, tracking, classifier,
     # detect, video/sources, video/runner), in the argument groups of the help
     options.add_options(p, RunConfig, only=("source", "model"))
@@ -47,11 +47,11 @@ def detect_parser(sub) -> None:
 
 def _detect(args: argparse.Namespace) -> int:
     from . import options
-    from .classifier import ClassifierConfig
-    from .faces import DetectorConfig
-    from .label_filter import FilterConfig
-    from .tracking import TrackerConfig
-    from .video import PipelineConfig, RunConfig, SourceConfig, run
+    from .runtime.classifier import ClassifierConfig
+    from .runtime.faces import DetectorConfig
+    from .runtime.label_filter import FilterConfig
+    from .runtime.tracking import TrackerConfig
+    from .runtime.video import PipelineConfig, RunConfig, SourceConfig, run
 
     out = args.out
     given = options.values(RunConfig, args)

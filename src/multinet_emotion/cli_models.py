@@ -16,7 +16,7 @@ def evaluate_parser(sub) -> None:
                        description="Accuracy, per-class precision/recall/F1, macro and weighted "
                        "F1, confusion matrices; written as JSON, Markdown and PNG.")
     from . import options
-    from .evaluate import EvalConfig
+    from .training.evaluate import EvalConfig
     spec = options.specs(EvalConfig)
     p.add_argument("--model", type=Path, default=None, help=spec["model"][1].help)
     add_data_args(p)
@@ -27,11 +27,11 @@ def evaluate_parser(sub) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import EvalConfig, evaluate, format_summary, markdown
-    from .export import parse_class_bias
+    from .training.evaluate import EvalConfig, evaluate, format_summary, markdown
+    from .training.export import parse_class_bias
 
     model = args.model or _default_model_path()
-    from .evaluate import model_facts
+    from .training.evaluate import model_facts
 
     size, disgust = model_facts(model)
     data = data_config(args, size)
@@ -48,7 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _default_model_path() -> Path:
-    from .classifier import default_model_path
+    from .runtime.classifier import default_model_path
     path = default_model_path()
     if not path.is_file():
         raise MultiNetError(f"no default model is installed (expected {path}); pass --model PATH")
@@ -60,7 +60,7 @@ def export_parser(sub) -> None:
                        description="Write an ONNX model with its labels, input size and "
                        "preprocessing in the metadata, and check it against PyTorch.")
     from . import options
-    from .export import ExportConfig
+    from .training.export import ExportConfig
     options.add_options(p, ExportConfig)  # each option from its one statement in export.py
     p.add_argument("--class-bias", default=None, metavar="B1,..,B6|FILE.json",
                    help="per-class logit offsets built into the model (angry..surprise), "
@@ -71,7 +71,7 @@ def export_parser(sub) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from . import options
-    from .export import ExportConfig, export, parse_class_bias
+    from .training.export import ExportConfig, export, parse_class_bias
 
     # the settings' one check (crop scale: the range of detect's and the model file's) comes
     # before the need for PyTorch, so a bad value is named first
@@ -101,9 +101,9 @@ def _export(args: argparse.Namespace) -> int:
 def _bias_onnx(config, report_path: Path | None) -> int:
     import numpy as np
 
-    from .classifier import load_model
-    from .export import add_class_bias_onnx
-    from .metrics import apply_class_bias
+    from .runtime.classifier import load_model
+    from .training.export import add_class_bias_onnx
+    from .training.metrics import apply_class_bias
 
     if config.class_bias is None:
         raise MultiNetError(f"{config.checkpoint}: an .onnx model is already exported; the only "

@@ -18,8 +18,8 @@ def platform_parser(sub) -> None:
         "added; `add` prints the URLs to give it back. Kept in the database "
         "(MULTINET_DATABASE_URL or --database), so every server process sees them.")
     from . import options
-    from .server.lti.spec import PlatformSpec
-    from .server.settings import Settings
+    from .app.lti.spec import PlatformSpec
+    from .app.settings import Settings
     actions = p.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="register a platform and print the tool's URLs")
     options.add_options(add, PlatformSpec)  # each option from its one statement in lti/spec.py
@@ -49,11 +49,11 @@ def platform_parser(sub) -> None:
 
 def _platform(args: argparse.Namespace) -> int:
     from . import options
-    from .server.lti.keys import key_file, load_or_create
-    from .server.lti.platforms import Platforms
-    from .server.lti.spec import PlatformSpec
-    from .server.settings import Settings
-    from .store import LtiRecords, Store
+    from .app.lti.keys import key_file, load_or_create
+    from .app.lti.platforms import Platforms
+    from .app.lti.spec import PlatformSpec
+    from .app.settings import Settings
+    from .app.store import LtiRecords, Store
     settings = Settings.from_env(**options.values(Settings, args))
     store = Store(settings.database_url)
     try:
@@ -113,8 +113,8 @@ def _try_platform(args: argparse.Namespace, settings, platforms) -> int:  # noqa
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
 
-    from .server.lti.spec import PlatformSpec
-    from .server.lti.trial import Simulator
+    from .app.lti.spec import PlatformSpec
+    from .app.lti.trial import Simulator
     tool = (args.tool_url or settings.public_url or
             f"http://{settings.host}:{settings.port}").rstrip("/")
     try:

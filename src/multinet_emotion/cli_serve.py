@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from .errors import MultiNetError
 
 if TYPE_CHECKING:  # the server loads FastAPI and SQLAlchemy: only when serving
-    from .server.settings import Settings as ServerSettings
+    from .app.settings import Settings as ServerSettings
 
 
 def serve_parser(sub) -> None:
@@ -21,7 +21,7 @@ def serve_parser(sub) -> None:
         "(MULTINET_DATABASE_URL, MULTINET_INSTRUCTOR_TOKEN, MULTINET_POLICY, ...); options "
         "given here win.")
     from . import options
-    from .server.settings import Settings
+    from .app.settings import Settings
     # every setting of the web service, from its one statement in server/settings.py; not
     # given = the MULTINET_* variable, else the default
     options.add_options(p, Settings, defaults_from_class=False)
@@ -35,7 +35,7 @@ def serve_parser(sub) -> None:
 
 def _measured(model: Path | None, mirror_pass: bool = True) -> str:
     """The shipped models' measured accuracy, from the figures recorded beside them."""
-    from .classifier import SHIPPED_MODELS, shipped_model_path
+    from .runtime.classifier import SHIPPED_MODELS, shipped_model_path
     if model is not None and str(model) not in SHIPPED_MODELS:
         return "accuracy: see your model's own evaluation"
     where = {"hybrid": "on the server", "student": "in the browser"}
@@ -60,8 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
     import socket
 
     from . import options
-    from .server import Settings, create_app
-    from .server.settings import token_file
+    from .app import Settings, create_app
+    from .app.settings import token_file
     settings, how = Settings.from_env(**options.values(Settings, args)).with_saved_token()
     app = create_app(settings)
     st = app.state
@@ -77,7 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         dashboard = f"{base}/dashboard  (add #token=TOKEN)"
         token_line = "from MULTINET_INSTRUCTOR_TOKEN (not shown)"
-    from .server.browser import analysis_mode
+    from .app.browser import analysis_mode
     where = analysis_mode(settings.analysis, st.browser_analysis, st.analyzer_factory)
     analysis = {
         "auto": "in the learner's browser where it can run the model (only probabilities "
@@ -123,7 +123,7 @@ def _serve(args: argparse.Namespace) -> int:
     # (the instructor token too: the environment of a process is its owner's only)
     _export_settings(settings)
     st.service.store.close()
-    uvicorn.run("multinet_emotion.server.app:create_app", factory=True,
+    uvicorn.run("multinet_emotion.app.app:create_app", factory=True,
                 workers=settings.workers, **common)
     return 0
 

@@ -11,6 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def cache_dir() -> Path:
+    """Where derived files are kept between runs: ``MULTINET_CACHE``, else the user's cache."""
+    return Path(os.environ.get("MULTINET_CACHE", Path.home() / ".cache" / "multinet-emotion"))
+
+
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces ``path`` in one rename.

@@ -3,7 +3,7 @@
 The engine is pure: it reads a learner's timeline of smoothed emotion probabilities (with
 "no face" samples where nobody was seen) and returns zero or one :class:`Recommendation`
 with its reason in plain words and the evidence behind it. Persistence lives in
-:mod:`multinet_emotion.store`, which keeps rows and answers queries; the evidence for
+:mod:`multinet_emotion.app.store`, which keeps rows and answers queries; the evidence for
 personalisation is computed here from what it returns (:func:`bandit_stats`). The web
 service glues the two together.
 

@@ -5,7 +5,7 @@ borrows (capped) evidence from other learners and is updated by this learner's o
 the change in affect after an accepted suggestion, thumbs up/down and dismissals.
 
 The evidence is computed here from the responses the store keeps
-(:meth:`multinet_emotion.store.Store.responses`): the store only persists and queries rows,
+(:meth:`multinet_emotion.app.store.Store.responses`): the store only persists and queries rows,
 this module decides what they are worth.
 """
 

@@ -1,0 +1,1 @@
+"""The runtime wing: face detection, the ONNX emotion classifier, tracking and video (no torch)."""

@@ -1,0 +1,1 @@
+"""The training wing (PyTorch): datasets, the model, training, distillation, export, evaluation."""
