@@ -452,12 +452,8 @@ def main() -> None:
         "",
         "![training curves](training_curves.png)",
         "",
-        "| epoch | train loss | train acc | val acc (trained labels) | val acc FER+ | "
-        "val acc original |",
-        "|---:|---:|---:|---:|---:|---:|",
-        *[f"| {e['epoch']} | {e['train_loss']:.3f} | {e['train_accuracy']:.3f} | "
-          f"{e['val_accuracy']:.3f} | {e.get('val_accuracy_ferplus') or 0:.3f} | "
-          f"{e.get('val_accuracy_fer2013') or 0:.3f} |" for e in epochs],
+        f"The last stage's curves, {len(epochs)} epochs (the run's history.json has every "
+        "figure).",
         "",
         *(ablation_section(load(args.ablation)) if args.ablation.is_file() else
           ["## Ablation", "", "The equal-time ablation of this layout (`python bench/ablation.py "
