@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import cli_detect, cli_models, cli_platform, cli_serve
 from .cli_common import add_data_args, data_config, need_torch
@@ -30,7 +31,30 @@ def _train_parser(sub) -> None:
     from .training.config import ModelConfig, TrainConfig
     options.add_options(p, TrainConfig)  # each option from its one statement in config.py
     options.add_options(p, ModelConfig)
+    p.add_argument("--recipe", type=Path, default=None, metavar="FILE.toml",
+                   help="take the options a recipe file states (recipes/: the shipped models' "
+                        "stages); options given here win")
     p.set_defaults(func=_train)
+
+
+def recipe_defaults(parser: argparse.ArgumentParser, path: Path) -> dict[str, object]:
+    """The options a recipe file (TOML: ``lr = 0.0005``, ``labels = "ferplus"``, ...) states,
+    checked against ``parser``'s options; MultiNetError for a missing or bad file or an
+    unknown option. ``data`` and ``out`` belong to the command line (machine and run)."""
+    import tomllib
+    try:
+        values = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise MultiNetError(f"--recipe {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MultiNetError(f"--recipe {path}: not a TOML file ({e})") from None
+    known = {a.dest for a in parser._actions} - {"help", "func", "recipe", "data", "out"}
+    values = {k.replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise MultiNetError(f"--recipe {path}: unknown option(s) {', '.join(unknown)} "
+                            "(see multinet-emotion train --help)")
+    return {k: str(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -69,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "recipe", None) is not None:  # train --recipe: the file's options first
+        train = next(a for a in parser._actions
+                     if isinstance(a, argparse._SubParsersAction)).choices["train"]
+        try:
+            train.set_defaults(**recipe_defaults(train, args.recipe))
+        except MultiNetError as e:
+            print(f"multinet-emotion train: error: {e}", file=sys.stderr)
+            return 2
+        args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if not args.verbose:  # libraries' chatter (alembic lists its plugins at INFO)
