@@ -33,6 +33,7 @@ import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -85,7 +86,7 @@ def model_path(file: str) -> Path:
 
 
 @cache
-def _session(name: str):  # noqa: ANN202 - an onnxruntime.InferenceSession
+def _session(name: str) -> Any:  # an onnxruntime.InferenceSession (onnxruntime is untyped)
     import onnxruntime as ort
 
     file, _size, digest = MODELS[name]

@@ -21,8 +21,10 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from .. import options
 from ..emotions import DEFAULT_FACE_SIZE, EMOTIONS
@@ -79,7 +81,7 @@ class ModelInfo:
     tta_flip: bool = False  # the graph itself averages each face with its mirror image
     class_bias: tuple[float, ...] | None = None  # per-class logit offsets inside the graph
     version: int = METADATA_VERSION
-    extra: dict = field(default_factory=dict)  # metadata keys this version does not use
+    extra: dict[str, Any] = field(default_factory=dict)  # metadata keys this version does not use
 
 
 @dataclass
@@ -280,15 +282,15 @@ def load_model(path: Path | str | None = None,
     return EmotionClassifier(path, config)
 
 
-def _as_crops(crops) -> np.ndarray:
+def _as_crops(crops: npt.ArrayLike) -> np.ndarray:
     """One crop ``[S, S]`` or a batch ``[N, 1, S, S]`` as a batch ``[N, S, S]``; any other
     shape as it is (the caller refuses it)."""
-    crops = np.asarray(crops)
-    if crops.ndim == 2:
-        return crops[None]
-    if crops.ndim == 4 and crops.shape[1] == 1:
-        return crops[:, 0]
-    return crops
+    arr = np.asarray(crops)
+    if arr.ndim == 2:
+        return arr[None]
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        return arr[:, 0]
+    return arr
 
 
 class _Job:
@@ -366,7 +368,8 @@ class BatchingClassifier:
                 batch = self._take()
                 self._running += 1
                 self._cond.release()
-                outcome: tuple = (None, RuntimeError("the batch was interrupted"))
+                outcome: tuple[np.ndarray | None, Exception | None] = (
+                    None, RuntimeError("the batch was interrupted"))
                 try:
                     outcome = self._run(batch)
                 finally:

@@ -183,7 +183,7 @@ class EmotionDetector:
         upright = getattr(self.face_detector, "detect_upright", None)
         if upright is None:
             return self.face_detector.detect(frame)
-        boxes = upright(frame)
+        boxes: list[Box] = upright(frame)
         near = getattr(self.face_detector, "detect_near", None)
         for track in visible:
             if track.box.angle and near is not None \

@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -132,11 +133,11 @@ class LabelFilter:
             self.index = top
         return self.label
 
-    def state(self) -> list:
+    def state(self) -> list[Any]:
         """What :meth:`restore` needs (JSON-ready)."""
         return [None if self.posterior is None else self.posterior.tolist(), self.index,
                 self.evidence, self.last_t]
 
-    def restore(self, state: Sequence) -> None:
+    def restore(self, state: Sequence[Any]) -> None:
         posterior, self.index, self.evidence, self.last_t = state
         self.posterior = None if posterior is None else np.asarray(posterior, np.float64)

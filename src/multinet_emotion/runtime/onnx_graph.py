@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,10 +17,13 @@ from ..errors import MultiNetError
 from ..files import atomic_path
 from .classifier import METADATA_KEY
 
+if TYPE_CHECKING:  # onnx is imported where used: the runtime runs without it
+    from onnx import GraphProto, ModelProto, NodeProto
+
 log = logging.getLogger(__name__)
 
 
-def _set_metadata(proto, meta: dict) -> None:
+def _set_metadata(proto: ModelProto, meta: dict[str, Any]) -> None:
     for p in list(proto.metadata_props):
         if p.key == METADATA_KEY:
             proto.metadata_props.remove(p)
@@ -27,14 +31,15 @@ def _set_metadata(proto, meta: dict) -> None:
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
 
 
-def _get_metadata(proto) -> dict:
+def _get_metadata(proto: ModelProto) -> dict[str, Any]:
     for entry in proto.metadata_props:
         if entry.key == METADATA_KEY:
-            return json.loads(entry.value)
+            meta: dict[str, Any] = json.loads(entry.value)
+            return meta
     raise MultiNetError(f"no '{METADATA_KEY}' metadata: not a MultiNetEmotion model")
 
 
-def share_requantized_weights(proto) -> int:
+def share_requantized_weights(proto: ModelProto) -> int:
     """Give the flip pass the int8 weights of the first pass; returns the layers rewired.
 
     Some exporters (torch 2.11's) pass the second call of the net its weights through an
@@ -76,7 +81,7 @@ def share_requantized_weights(proto) -> int:
     return rewired
 
 
-def _prune(proto) -> None:
+def _prune(proto: ModelProto) -> None:
     """Drop the nodes and initializers nothing reads any more (the graph's outputs are read)."""
     while True:
         read = {i for n in proto.graph.node for i in n.input} | \
@@ -143,7 +148,8 @@ def single_pass_model(path: Path | str, cache: Path | None = None) -> Path:
     return _SINGLE_PASS[key]
 
 
-_SINGLE_PASS: dict[tuple, Path] = {}  # this process's answers, by file and its size and time
+# this process's answers, by file and its size and time
+_SINGLE_PASS: dict[tuple[str, int, int, str], Path] = {}
 
 
 def _single_pass_model(path: Path, cache: Path | None) -> Path:
@@ -166,7 +172,7 @@ def _single_pass_model(path: Path, cache: Path | None) -> Path:
     return out
 
 
-def _strip_class_bias(proto, src: Path) -> None:
+def _strip_class_bias(proto: ModelProto, src: Path) -> None:
     """Undo add_class_bias_onnx: the graph's output comes from before its offsets again."""
     graph = proto.graph
     meta = _get_metadata(proto)
@@ -187,7 +193,7 @@ def _strip_class_bias(proto, src: Path) -> None:
     _set_metadata(proto, meta)
 
 
-def _requantized_bias(proto, node, first) -> str:
+def _requantized_bias(proto: ModelProto, node: NodeProto, first: NodeProto) -> str:
     """The int32 bias of ``node`` for its own input scale: a fused int8 kernel needs the bias
     in steps of input scale x weight scale, and the second call's input has a scale of its
     own (the first call's bias, dequantised, quantised again as the quantiser does)."""
@@ -216,18 +222,19 @@ def _requantized_bias(proto, node, first) -> str:
     return name
 
 
-def _own_dequantize(proto, first) -> str:
+def _own_dequantize(proto: ModelProto, first: NodeProto) -> str:
     """A copy of the DequantizeLinear node ``first`` (same constant inputs); its output."""
     from onnx import helper
     tag = f"_pass2_{len(proto.graph.node)}"  # unique: a node may be copied more than once
-    own = helper.make_node("DequantizeLinear", list(first.input), [f"{first.output[0]}{tag}"],
+    output = f"{first.output[0]}{tag}"
+    own = helper.make_node("DequantizeLinear", list(first.input), [output],
                            name=f"{first.name or first.output[0]}{tag}")
     own.attribute.extend(first.attribute)
     proto.graph.node.append(own)
-    return own.output[0]
+    return output
 
 
-def _topological_sort(graph) -> None:
+def _topological_sort(graph: GraphProto) -> None:
     """ONNX wants each node after the nodes that make its inputs."""
     nodes = list(graph.node)
     maker = {o: k for k, n in enumerate(nodes) for o in n.output}
@@ -252,7 +259,7 @@ def _topological_sort(graph) -> None:
     graph.node.extend(copies)
 
 
-def _softmax_and_after(proto) -> list[str]:
+def _softmax_and_after(proto: ModelProto) -> list[str]:
     """Names of the Softmax nodes and of every node that consumes what they produce."""
     nodes = list(proto.graph.node)
     tainted: set[str] = set()

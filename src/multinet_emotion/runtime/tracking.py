@@ -23,6 +23,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -282,14 +283,14 @@ class Timeline:
     def _weights(self, times: np.ndarray, step: float) -> np.ndarray:
         return np.append(np.minimum(np.diff(times), self.max_gap), step)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """``{"tracks": {id: {...}}, "no_face_frames": n, "frames": n}`` with, per track,
         ``start``, ``end``, ``duration`` (seconds: its real span), ``samples``, ``shares``
         (label -> fraction of the track's labelled time, the six labels always present),
         ``reading`` (seconds before its label was decided), ``dominant`` and ``segments``
         (runs of one label: [start, end, label])."""
         step = self.frame_interval()
-        out: dict[str, dict] = {}
+        out: dict[str, dict[str, Any]] = {}
         for tid, span in sorted(self.tracks.items()):
             times = np.array([s[0] for s in span.samples], np.float64)
             labels = [s[1] for s in span.samples]
@@ -307,7 +308,7 @@ class Timeline:
                 shares = {k: round(v / total, 4) for k, v in shares.items()}
             elif labelled:  # all samples at one instant (an image): count them
                 shares = {k: round(labelled.count(k) / len(labelled), 4) for k in EMOTIONS}
-            segments: list[list] = []
+            segments: list[list[Any]] = []
             for (t, label), weight in zip(span.samples, w):
                 if label is None:
                     continue

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TextIO
 
 import cv2
 import numpy as np
@@ -170,10 +170,10 @@ def event_to_row(event: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _open_output(path: Path, option: str, **kwargs):
+def _open_output(path: Path, option: str, newline: str | None = None) -> TextIO:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return open(path, "w", encoding="utf-8", **kwargs)
+        return open(path, "w", encoding="utf-8", newline=newline)
     except OSError as e:
         raise MultiNetError(f"{option} {path}: cannot write there ({e.strerror}); choose "
                             "another path") from None

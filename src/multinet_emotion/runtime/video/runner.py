@@ -186,10 +186,11 @@ def _summary(config: RunConfig, detector: EmotionDetector, source: Source, timel
 
 def _write_summary(config: RunConfig, summary: dict[str, Any]) -> None:
     """The summary (``--summary``) and its timeline plot (``--plot``), where asked."""
-    for option, path, write in (
-            ("--summary", config.summary,
-             lambda p: atomic_write_text(p, json.dumps(summary, indent=2) + "\n")),
-            ("--plot", config.plot, lambda p: plot_timeline(summary, p))):
+    writers: tuple[tuple[str, Path | None, Callable[[Path], None]], ...] = (
+        ("--summary", config.summary,
+         lambda p: atomic_write_text(p, json.dumps(summary, indent=2) + "\n")),
+        ("--plot", config.plot, lambda p: plot_timeline(summary, p)))
+    for option, path, write in writers:
         if path is not None:
             try:
                 write(path)

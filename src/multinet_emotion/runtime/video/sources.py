@@ -91,7 +91,7 @@ class Source:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -370,7 +370,7 @@ def open_source(spec: str | int | Path, config: SourceConfig | None = None) -> S
     if _URL.match(text) and not text.lower().startswith("file://"):
         ms = int(config.open_timeout * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        def opener():
+        def opener() -> cv2.VideoCapture:
             return cv2.VideoCapture(text, cv2.CAP_ANY, params)
         if config.live == "off":
             cap = opener()
