@@ -146,7 +146,7 @@ def serve(tmp: Path, model: Path | None, mirror_pass: bool = False):  # noqa: AN
     thread.start()
     while not srv.started:
         time.sleep(0.05)
-    return srv, thread, f"http://127.0.0.1:{port}", app.state.browser_model_path
+    return srv, thread, f"http://127.0.0.1:{port}", app.state.context.browser_model_path
 
 
 def parse_variant(spec: str) -> tuple[str, dict, bool]:

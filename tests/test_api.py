@@ -50,7 +50,7 @@ def env(request: pytest.FixtureRequest, tmp_path: Path):
     with database_url(request.param, tmp_path) as url:
         client = make_client(url, clock)
         yield client, clock
-        client.app.state.service.store.close()
+        client.app.state.context.service.store.close()
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def sqlite_env(tmp_path: Path):
     clock = Clock()
     client = make_client(f"sqlite:///{tmp_path / 'm.db'}", clock)
     yield client, clock
-    client.app.state.service.store.close()
+    client.app.state.context.service.store.close()
 
 
 def auth(token: str) -> dict[str, str]:
@@ -122,7 +122,7 @@ def test_end_to_end(env) -> None:
     assert client.post(f"/api/recommendations/{rec['id']}/accept", headers=h).status_code == 409
     # the mood lifts after accepting: the outcome is measured once the window is over
     post_mood(client, clock, h, sid, HAPPY, 140)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     outcome = store.outcome(rec["id"])
     assert outcome is not None and outcome.reward == 1.0 and outcome.delta > 0.3
     r = client.post(f"/api/recommendations/{rec['id']}/feedback",
@@ -164,7 +164,7 @@ def test_a_token_rotated_during_a_lookup_stays_revoked(sqlite_env, monkeypatch) 
     must not leave the old token working afterwards."""
     client, _ = sqlite_env
     h, _ = signup(client)
-    svc = client.app.state.service.ingest
+    svc = client.app.state.context.service.ingest
     old = h["Authorization"][7:]
     lid = svc.learner_for_token(old)
     real = svc.store.learner_by_token
@@ -199,14 +199,14 @@ def test_a_rule_in_its_own_cooldown_costs_no_bandit_statistics(tmp_path: Path,
         assert len(recs) == 1
         assert client.post(f"/api/recommendations/{recs[0]['id']}/dismiss",
                            headers=h).status_code == 200
-        svc = client.app.state.service
+        svc = client.app.state.context.service
         calls = []
         real = svc.store.responses
         monkeypatch.setattr(svc.store, "responses",
                             lambda *a, **k: calls.append(1) or real(*a, **k))
         out = post_mood(client, clock, h, sid, SAD, 60, batch=1)  # past the policy cool-down
         assert not any(r["recommendation"] for r in out) and calls == []
-        client.app.state.service.store.close()
+        client.app.state.context.service.store.close()
 
 
 def test_the_dashboards_negative_share_follows_the_policys_attention_rule(
@@ -229,7 +229,7 @@ def test_the_dashboards_negative_share_follows_the_policys_attention_rule(
                 post_mood(client, clock, h, sid, mood, 5)
             ov = client.get("/api/classes/algebra-1/overview", headers=IH).json()
             assert {e["name"]: e["negative_share"] for e in ov["learners"]} == expected
-            client.app.state.service.store.close()
+            client.app.state.context.service.store.close()
 
 
 def test_instructor_export_and_delete(sqlite_env) -> None:
@@ -309,7 +309,7 @@ def test_closed_registration(tmp_path: Path) -> None:
 def test_bad_samples_are_rejected_and_change_nothing(sqlite_env, body: dict, words: str) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     before = store.counts()
     # a batch whose first samples are fine is still rejected as a whole
     r = client.post(f"/api/sessions/{sid}/samples", json=body, headers=h)
@@ -321,7 +321,7 @@ def test_bad_samples_are_rejected_and_change_nothing(sqlite_env, body: dict, wor
 def test_malformed_and_oversized_requests(sqlite_env) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     before = store.counts()
     r = client.post(f"/api/sessions/{sid}/samples", content=b"{not json",
                     headers={**h, "Content-Type": "application/json"})
@@ -465,7 +465,7 @@ def ws_env(tmp_path: Path):
                      rng=random.Random(0))
     with TestClient(app) as client:
         yield client, clock, tmp_path
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def hello(ws, h: dict, sid: str) -> dict:  # noqa: ANN001
@@ -495,7 +495,7 @@ def test_ws_streams_emotions_and_pushes_a_recommendation(ws_env) -> None:
         msg = ws.receive_json()
         assert msg["faces"] == [] and msg["current"]["face"] is False
     assert client.post(f"/api/recommendations/{rec['id']}/accept", headers=h).status_code == 200
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     assert store.get_recommendation(rec["id"]).status == "accepted"
     # frames became downsampled samples: about one per second of (fake) time
     n = len(store.samples(session_id=sid))
@@ -675,7 +675,7 @@ def test_ws_without_analysis_accepts_client_samples(tmp_path: Path) -> None:
             clock.t += 1
             ws.send_json({"type": "sample", "face": False})
             assert ws.receive_json()["current"]["face"] is False
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_client_samples_are_normalised_alike_over_http_and_the_websocket(ws_env) -> None:
@@ -696,7 +696,7 @@ def test_client_samples_are_normalised_alike_over_http_and_the_websocket(ws_env)
     r = client.post(f"/api/sessions/{sid2}/samples", headers=h2,
                     json={"samples": [{"t": clock.t, "probs": sent}]})
     assert r.status_code == 200
-    svc = client.app.state.service.ingest
+    svc = client.app.state.context.service.ingest
     assert svc.session(None, sid2).current.sample_json()["probs"] == expected
     for session_id in (sid, sid2):
         svc.end_session(svc.session(None, session_id).learner_id, session_id)
@@ -758,7 +758,7 @@ def test_ws_with_the_real_detector(tmp_path: Path, brightness_onnx_model: Path,
             ws.send_bytes(data)
             msg = ws.receive_json()
             assert msg["current"]["label"] == "sad" == msg["faces"][0]["shown_label"]
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_detector_factory_without_a_model_says_why(tmp_path: Path) -> None:
@@ -881,7 +881,7 @@ def test_retention_deletes_old_samples(sqlite_env) -> None:
     client, clock = sqlite_env
     h, sid = signup(client)
     post_mood(client, clock, h, sid, SAD, 20)
-    svc = client.app.state.service
+    svc = client.app.state.context.service
     assert svc.housekeeping() == 0
     clock.t += 31 * 86_400  # past the 30-day retention period
     assert svc.housekeeping() == 20
@@ -919,7 +919,7 @@ def test_ws_with_the_shipped_model_on_a_real_face(tmp_path: Path) -> None:
             face = msg["faces"][0]
             assert face["smoothed_label"] in EMOTIONS
             assert sum(face["smoothed"].values()) == pytest.approx(1.0, abs=1e-3)
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
@@ -941,7 +941,7 @@ def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
             time.sleep(0.5)  # the bucket refills: frames are welcome again
             ws.send_bytes(jpeg())
             assert ws.receive_json()["type"] == "result"
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_the_frame_limit_follows_the_frame_rate(monkeypatch) -> None:
@@ -1004,7 +1004,7 @@ def test_only_the_newest_waiting_frame_is_analysed(tmp_path: Path) -> None:
             gate.set()
             answers = [ws.receive_json() for _ in range(2)]
             assert [(m["type"], m["seq"]) for m in answers] == [("result", 1), ("result", 4)]
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_ws_closes_when_the_session_ends_elsewhere(ws_env) -> None:
@@ -1032,7 +1032,7 @@ def test_ws_a_failing_store_answers_the_frame_and_keeps_the_connection(ws_env, m
 
     from multinet_emotion.app.service import NotFound
     client, clock, _ = ws_env
-    svc = client.app.state.service.ingest
+    svc = client.app.state.context.service.ingest
     h, sid = signup(client)
     failing = {"add_faces": 1, "add_samples": 0, "session": 0}  # calls that fail next
     secret = "SECRET-PAYLOAD"

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +154,7 @@ DETECTORS = pytest.mark.parametrize("kind", ["blazeface", "haar"])
 def test_browser_gives_the_python_probabilities(servers, chromium, kind: str) -> None:  # noqa: ANN001
     srv = servers(kind)
     # the file the page runs: the shipped model's single-pass copy (serve's default)
-    served = srv["app"].state.browser_model_path
+    served = srv["app"].state.context.browser_model_path
     classifier = load_model(served)
     assert served is not None and not classifier.info.tta_flip
     assert load_model().info.tta_flip  # the shipped file keeps its mirror pass
@@ -237,7 +237,7 @@ def test_the_page_follows_a_face_as_the_python_runtime_does(servers, chromium, k
     clips += [np.full_like(first, 128)] * 6
     got = page.evaluate(FOLLOW, [640, 480, [_rgba_b64(f) for f in clips]])
     cfg = got["cfg"]
-    served = browser_server["app"].state.browser_model_path
+    served = browser_server["app"].state.context.browser_model_path
     python = EmotionDetector(served, PipelineConfig(detect_every=cfg["detect_every"],
                                                     search_every=cfg["search_every"],
                                                     tilt_every=cfg["tilt_every"],
@@ -364,7 +364,7 @@ def test_in_browser_mode_no_image_byte_crosses_the_websocket(browser_server, chr
     _wait(page, lambda: page.locator("body").get_attribute("data-analysis") == "browser", 90,
           "the in-browser analysis to load")
     assert "on this device" in mode.inner_text()
-    store = app.state.service.store
+    store = app.state.context.service.store
     _wait(page, lambda: sum(isinstance(m, str) and '"sample"' in m for m in sent) >= 4, 60,
           "four samples")
     _wait(page, lambda: page.locator("#current-label").text_content() in EMOTIONS, 30,
@@ -393,7 +393,7 @@ def test_in_browser_mode_no_image_byte_crosses_the_websocket(browser_server, chr
 @needs_model
 def test_server_mode_still_sends_frames(tmp_path: Path, chromium) -> None:  # noqa: ANN001
     with serving(tmp_path, analysis="server") as srv:
-        assert srv["app"].state.analysis_mode == "server"
+        assert srv["app"].state.context.analysis_mode == "server"
         _run_server_analysis(srv, chromium, "On Server")
 
 
@@ -407,7 +407,7 @@ def test_auto_falls_back_to_the_server_without_the_files(tmp_path: Path, chromiu
                             instructor_token=INSTRUCTOR, analysis="browser"))
     with caplog.at_level(logging.WARNING, logger="multinet_emotion.app.browser"):
         with serving(tmp_path, analysis="auto") as srv:
-            assert srv["app"].state.analysis_mode == "server"
+            assert srv["app"].state.context.analysis_mode == "server"
             assert any("setup_web.sh" in r.getMessage() and "on the server" in r.getMessage()
                        for r in caplog.records), caplog.text
             _run_server_analysis(srv, chromium, "Fallback")
@@ -458,7 +458,7 @@ def test_model_and_vendor_urls_are_content_hashed(tmp_path: Path) -> None:
     assert ba.model().sha256 == file_sha256(model)
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'h.db'}",
                               instructor_token=INSTRUCTOR, analysis="server"))
-    app.state.browser_analysis = ba
+    app.state.context = replace(app.state.context, browser_analysis=ba)
     with TestClient(app) as client:
         cfg = client.get("/api/analysis").json()["browser"]
         r = client.get(cfg["model"])
@@ -472,7 +472,7 @@ def test_model_and_vendor_urls_are_content_hashed(tmp_path: Path) -> None:
         csp = client.get("/learn").headers["content-security-policy"]
         assert "script-src 'self' 'wasm-unsafe-eval';" in csp and "unsafe-eval'" not in \
             csp.replace("'wasm-unsafe-eval'", "")
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_metadata_is_read_without_onnx_runtime(tmp_path: Path) -> None:
@@ -511,7 +511,7 @@ def test_learner_page_is_isolated_only_where_the_browser_analyses(tmp_path: Path
                 return {k: r.headers[k] for k in isolation if k in r.headers}
 
             assert isolated("/learn") == {}  # the server analyses: nothing changes
-            app.state.browser_analysis = ba
+            app.state.context = replace(app.state.context, browser_analysis=ba)
             assert isolated("/learn") == isolation
             assert "content-security-policy" in client.get("/learn").headers  # kept
             for path in ("/", "/dashboard", "/static/learner.js", "/api/analysis",
@@ -523,7 +523,7 @@ def test_learner_page_is_isolated_only_where_the_browser_analyses(tmp_path: Path
             assert mjs.headers["cross-origin-embedder-policy"] == "require-corp"
             assert "cross-origin-embedder-policy" not in client.get(cfg["ort_wasm"]).headers
     finally:
-        app.state.service.store.close()
+        app.state.context.service.store.close()
 
 
 @needs_vendor
@@ -554,7 +554,7 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
     try:
         with serving(tmp_path, analysis="browser") as srv:
             course = f'<iframe id="tool" allow="camera" src="{srv["url"]}/learn"></iframe>'.encode()
-            srv["app"].state.lti.platforms.add(PlatformSpec(
+            srv["app"].state.context.lti.platforms.add(PlatformSpec(
                 issuer=lms, client_id="tool", deployment_ids=["1"], auth_login_url=lms + "/auth",
                 auth_token_url=lms + "/token", key_set_url=lms + "/jwks"))
             context = chromium.new_context()  # the pages' real CSP
@@ -578,7 +578,7 @@ def test_framed_by_an_lti_platform_the_page_analyses_on_one_thread(tmp_path: Pat
             }""", [image.shape[1], image.shape[0], base64.b64encode(rgba.tobytes()).decode()])
             boxes = detector.detect(image)
             assert [b.as_list() for b in boxes] == [f["box"] for f in got["faces"]], name
-            classifier = load_model(srv["app"].state.browser_model_path)  # the file the page runs
+            classifier = load_model(srv["app"].state.context.browser_model_path)  # the file the page runs
             want = classifier.predict(crop_faces(image, boxes, classifier.input_size,
                                                  classifier.crop_scale))
             assert float(np.abs(want - np.asarray([f["probs"] for f in got["faces"]])).max()) \

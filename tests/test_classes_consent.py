@@ -23,12 +23,12 @@ def env(request: pytest.FixtureRequest, tmp_path: Path):
     with database_url(request.param, tmp_path) as url:
         client = make_client(url, clock)
         yield client, clock
-        client.app.state.service.store.close()
+        client.app.state.context.service.store.close()
 
 
 def test_learners_join_only_classes_the_instructor_created(env) -> None:
     client, _ = env
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     assert client.get("/api/classes").status_code == 401  # the instructor's
     assert client.post("/api/classes", json={"name": "x"}).status_code == 401
     r = client.post("/api/classes", json={"name": "Algebra 1 (B)"}, headers=IH)
@@ -68,7 +68,7 @@ def test_learners_join_only_classes_the_instructor_created(env) -> None:
 
 def test_expired_codes_and_rotation(env) -> None:
     client, clock = env
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     code = join_code(client, IH, "bio", "Biology", expires_in_days=2)
     h = auth(sign_up(client)["token"])
     assert client.post("/api/sessions", json={"join_code": code}, headers=h).status_code == 201
@@ -130,7 +130,7 @@ def test_the_limiter_counts_a_sliding_minute() -> None:
 def test_sign_up_and_session_creation_are_rate_limited(tmp_path: Path) -> None:
     client = make_client(f"sqlite:///{tmp_path / 'm.db'}", Clock(), signup_rate=2,
                          session_rate=2)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     consent = consent_fields(client)
     tokens = [sign_up(client, f"L{i}")["token"] for i in range(2)]
     before = store.counts()
@@ -150,7 +150,7 @@ def test_sign_up_and_session_creation_are_rate_limited(tmp_path: Path) -> None:
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
     assert "too many sessions" in r.json()["detail"]
     assert store.counts() == before
-    client.app.state.service.store.close()
+    client.app.state.context.service.store.close()
 
 
 def test_the_limits_are_settings() -> None:
@@ -162,7 +162,7 @@ def test_the_limits_are_settings() -> None:
 
 def test_sign_up_needs_consent_and_stores_nothing_without_it(env) -> None:
     client, clock = env
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     consent = client.get("/api/consent").json()
     before = store.counts()
     for body, status, words in [
@@ -214,7 +214,7 @@ def test_the_consent_text_says_what_the_instructor_gets(tmp_path: Path) -> None:
     assert "Records already sent stay in that store when you delete your data" in lrs_text
     assert with_lrs["version"] != consent["version"]
     for c in (client, other, lrs):
-        c.app.state.service.store.close()
+        c.app.state.context.service.store.close()
 
 
 def _database_at_0002(path: Path) -> None:
@@ -253,7 +253,7 @@ def test_an_old_database_keeps_its_classes_visible(tmp_path: Path) -> None:
     assert len(set(codes)) == 2 and all(len(c) == 8 for c in codes)
     overview = client.get("/api/classes/algebra-1/overview", headers=IH).json()
     assert overview["class_id"] == "algebra-1"
-    store: Store = client.app.state.service.store
+    store: Store = client.app.state.context.service.store
     assert store.get_learner("old-ada").consent_at is None  # signed up before: not made up
     # and the old class can be joined with its new code
     h = auth(sign_up(client)["token"])
@@ -278,14 +278,14 @@ def test_a_changed_consent_is_asked_again_before_anything_more_is_stored(
         code = join_code(before, IH, "algebra-1")
         old = before.post("/api/sessions", json={"join_code": code}, headers=h).json()["id"]
         old_version = before.get("/api/consent").json()["version"]
-        before.app.state.service.store.close()
+        before.app.state.context.service.store.close()
         # the operator changes what the consent covers, and restarts
         after = make_client(url, clock, **({"analysis": "browser"} | change))
         consent = after.get("/api/consent").json()
         assert consent["version"] != old_version
         assert consent["covers"]["analysis"] == change.get("analysis", "browser")
         assert consent["covers"]["learning_records"] == ("lrs_url" in change)
-        store = after.app.state.service.store
+        store = after.app.state.context.service.store
         counts = store.counts()
         me_now = after.get("/api/me", headers=h).json()
         assert me_now["consent_version"] == old_version and me_now["consent_current"] is False

@@ -128,8 +128,8 @@ import multinet_emotion.runtime.tracking
 from multinet_emotion.app import Settings, create_app
 app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
                           instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
-assert app.state.analyzer_factory is not None, app.state.analysis_note
-app.state.analyzer_factory()
+assert app.state.context.analyzer_factory is not None, app.state.context.analysis_note
+app.state.context.analyzer_factory()
 bad = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "torchvision")))
 print("TORCH:", bad)
 """
@@ -149,8 +149,8 @@ import multinet_emotion.app
 from multinet_emotion.app import Settings, create_app
 app = create_app(Settings(database_url={f"sqlite:///{tmp_path / 'm.db'}"!r},
                           instructor_token="x" * 12, model={str(brightness_onnx_model)!r}))
-assert app.state.analyzer_factory is not None, app.state.analysis_note
-analyzer = app.state.analyzer_factory()
+assert app.state.context.analyzer_factory is not None, app.state.context.analysis_note
+analyzer = app.state.context.analyzer_factory()
 import numpy as np
 assert analyzer.analyze(np.zeros((48, 64, 3), np.uint8), 12.5) == []
 assert "multinet_emotion.runtime.detect" in sys.modules

@@ -320,8 +320,8 @@ def test_the_web_app_runs_the_single_pass_copy_unless_asked(checkpoint, tmp_path
         app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'a.db'}",
                                   instructor_token="t" * 20, model=tmp_path / "flip.onnx",
                                   analysis="server", **settings), rng=random.Random(0))
-        app.state.service.store.close()
-        return app.state.model_path
+        app.state.context.service.store.close()
+        return app.state.context.model_path
 
     assert served() == single
     assert served(mirror_pass=True) == tmp_path / "flip.onnx"

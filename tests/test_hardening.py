@@ -58,7 +58,7 @@ def env(tmp_path: Path):
     app = make_app(tmp_path, clock)
     with TestClient(app) as client:
         yield client, clock
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def learner_of(client: TestClient, h: dict[str, str]) -> str:
@@ -72,8 +72,8 @@ def test_revoking_a_learner_ends_their_open_connections(env, revoke: str) -> Non
     client, clock = env
     h, sid = signup(client)
     lid = learner_of(client, h)
-    svc = client.app.state.service.ingest
-    connections = client.app.state.connections
+    svc = client.app.state.context.service.ingest
+    connections = client.app.state.context.connections
     with client.websocket_connect("/ws/learn") as ws:
         assert hello(ws, h, sid)["type"] == "ready"
         ws.send_bytes(jpeg())
@@ -144,7 +144,7 @@ def test_the_instructor_token_is_printed_once_and_kept_readable_by_its_owner_onl
                               instructor_token=kept.read_text().strip()), analyzer_factory=None)
     with TestClient(app) as client:
         assert client.get("/api/classes", headers=auth(token)).status_code == 200
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     kept.chmod(0o644)  # loosened by hand: made private again
     assert main(["serve", "--check", "--no-analysis"]) == 0
     assert token not in capsys.readouterr().out
@@ -179,7 +179,7 @@ def loose(kind: str) -> dict:
 def test_numbers_sent_as_strings_or_booleans_are_refused(env, sample: dict) -> None:
     client, clock = env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     before = store.counts()
     r = client.post(f"/api/sessions/{sid}/samples", headers=h,
                     json={"samples": [{"t": T0 + 1, **sample}]})
@@ -191,7 +191,7 @@ def test_numbers_sent_as_strings_or_booleans_are_refused(env, sample: dict) -> N
         ws.send_json({"type": "sample", **sample})
         msg = ws.receive_json()
         assert msg["type"] == "error" and msg["seq"] == 1, msg
-    assert client.app.state.service.ingest.session(None, sid).current is None
+    assert client.app.state.context.service.ingest.session(None, sid).current is None
 
 
 def test_whole_numbers_are_fine_probabilities(env) -> None:
@@ -213,7 +213,7 @@ def test_whole_numbers_are_fine_probabilities(env) -> None:
 def test_samples_from_the_future_are_refused_and_block_nothing(env) -> None:
     client, clock = env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     before = store.counts()
     r = client.post(f"/api/sessions/{sid}/samples", headers=h,
                     json={"samples": [{"t": clock.t + 30, "probs": SAD}]})
@@ -233,7 +233,7 @@ def test_samples_from_the_future_are_refused_and_block_nothing(env) -> None:
 def test_samples_before_the_session_started_are_refused(env) -> None:
     client, clock = env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     before = store.counts()
     clock.t += 10
     backdated = [{"t": T0 - 50 + i, "probs": SAD} for i in range(50)]
@@ -289,7 +289,7 @@ def test_allowed_origins_are_a_setting(tmp_path: Path) -> None:
         with pytest.raises(WebSocketDisconnect):  # the own origin only when the list is empty
             with client.websocket_connect("/ws/learn", headers={"origin": "http://testserver"}):
                 pass
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     with pytest.raises(MultiNetError, match="MULTINET_ALLOWED_ORIGINS: 'lms.example.org'"):
         Settings.from_env({"MULTINET_ALLOWED_ORIGINS": "lms.example.org"})
 
@@ -371,8 +371,8 @@ def test_random_websocket_messages_never_break_the_connection(
     app = make_app(tmp_path, clock)
     with TestClient(app) as client:
         h, sid = signup(client)
-        store = client.app.state.service.store
-        live = client.app.state.service.ingest.session(None, sid)
+        store = client.app.state.context.service.store
+        live = client.app.state.context.service.ingest.session(None, sid)
         with client.websocket_connect("/ws/learn") as ws:
             assert hello(ws, h, sid)["type"] == "ready"
 
@@ -394,7 +394,7 @@ def test_random_websocket_messages_never_break_the_connection(
             check()
             ws.send_json({"type": "ping"})  # still up
             assert ws.receive_json() == {"type": "pong"}
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     no_errors_logged(caplog)
 
 
@@ -404,7 +404,7 @@ def test_random_first_messages_are_refused_cleanly(tmp_path: Path,
     app = make_app(tmp_path, clock)
     with TestClient(app) as client:
         h, sid = signup(client)
-        store = client.app.state.service.store
+        store = client.app.state.context.service.store
         before = store.counts()
 
         @settings(FAST, max_examples=25)
@@ -422,7 +422,7 @@ def test_random_first_messages_are_refused_cleanly(tmp_path: Path,
 
         check()
         assert store.counts() == before
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     no_errors_logged(caplog)
 
 
@@ -437,13 +437,13 @@ def test_random_request_bodies_never_give_a_server_error(tmp_path: Path,
     clock = Clock()
     app = make_app(tmp_path, clock, open_registration=False)
     with TestClient(app, raise_server_exceptions=False) as client:
-        store = client.app.state.service.store
+        store = client.app.state.context.service.store
         # closed registration: only the instructor signs learners up, so a random body that
         # is refused must leave the database as it was
         h = auth(sign_up(client, "Ada", IH)["token"])
         sid = client.post("/api/sessions", json={"join_code": join_code(client, IH, "c")},
                           headers=h).json()["id"]
-        live = client.app.state.service.ingest.session(None, sid)
+        live = client.app.state.context.service.ingest.session(None, sid)
 
         @FAST
         @given(body=BODIES | st.binary(max_size=40), who=st.sampled_from(["learner", "none"]),
@@ -462,7 +462,7 @@ def test_random_request_bodies_never_give_a_server_error(tmp_path: Path,
                 assert (store.counts(), live.last_raw_t) == before, (url, body, r.text)
 
         check()
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     no_errors_logged(caplog)
 
 
@@ -473,7 +473,7 @@ def test_a_learners_new_connection_replaces_the_older_ones(env) -> None:
     h, sid = signup(client)
     hb, sb = signup(client, "Bob")
     lid = learner_of(client, h)
-    connections = client.app.state.connections
+    connections = client.app.state.context.connections
     with client.websocket_connect("/ws/learn") as bob:
         assert hello(bob, hb, sb)["type"] == "ready"
         old = [client.websocket_connect("/ws/learn").__enter__() for _ in range(5)]
@@ -521,7 +521,7 @@ def test_connections_per_address_are_limited(tmp_path: Path) -> None:
             b.close()
         with client.websocket_connect("/ws/learn") as d:  # those closed count no more
             assert hello(d, h, sid)["type"] == "ready"
-    app.state.service.store.close()
+    app.state.context.service.store.close()
     assert Settings().max_connections_per_address == 100
     assert Settings.from_env({"MULTINET_MAX_CONNECTIONS_PER_ADDRESS": "0"}
                              ).max_connections_per_address == 0
@@ -532,7 +532,7 @@ def test_connections_per_address_are_limited(tmp_path: Path) -> None:
 def test_every_path_stores_at_most_one_reading_per_second(env) -> None:
     client, clock = env
     h, sid = signup(client)
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
 
     def rows() -> list[float]:
         store.flush_samples()
@@ -556,7 +556,7 @@ def test_every_path_stores_at_most_one_reading_per_second(env) -> None:
     times = rows()
     assert len(times) == 2 and len({int(t) for t in times}) == 2, times
     # the live state still follows every reading
-    assert client.app.state.service.ingest.session(None, sid).current.label == "happy"
+    assert client.app.state.context.service.ingest.session(None, sid).current.label == "happy"
 
 
 # --- X-Forwarded-For is believed from the named proxies only --------------------------------
@@ -568,7 +568,7 @@ def test_forwarded_addresses_are_believed_only_from_named_proxies(tmp_path: Path
     from test_web import running
     clock = Clock()
     app = make_app(tmp_path, clock, signup_rate=2, forwarded_allow_ips=proxies)
-    settings = app.state.settings
+    settings = app.state.context.settings
     consent = {"consent": True}
     with running(app, **settings.proxy_options()) as url, \
             httpx.Client(base_url=url, timeout=10) as http:
@@ -613,7 +613,7 @@ def test_control_characters_are_refused_with_422_on_every_database(tmp_path: Pat
         app = make_app(tmp_path, clock, database_url=url)
         with TestClient(app, raise_server_exceptions=False) as client:
             h, sid = signup(client)
-            store = client.app.state.service.store
+            store = client.app.state.context.service.store
             before = store.counts()
             consent = client.get("/api/consent").json()["version"]
             for method, path, body, headers in [
@@ -668,7 +668,7 @@ def test_foreign_host_names_are_refused(tmp_path: Path) -> None:
             with client.websocket_connect("/ws/learn", headers={
                     "Host": "attacker.example", "Origin": "http://attacker.example"}) as ws:
                 ws.receive_json()
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 def test_docs_are_never_framed_and_personal_data_never_cached(env) -> None:
@@ -693,7 +693,7 @@ def test_ending_a_session_or_its_class_closes_its_connection(env, how: str) -> N
     client, clock = env
     h, sid = signup(client)
     hb, sb = signup(client, "Bob", class_id="history")  # another class: left alone
-    store = client.app.state.service.store
+    store = client.app.state.context.service.store
     with client.websocket_connect("/ws/learn") as ws, \
             client.websocket_connect("/ws/learn") as other:
         assert hello(ws, h, sid)["type"] == "ready"
@@ -735,7 +735,7 @@ def test_the_current_second_is_stored_when_the_socket_closes_or_the_service_stop
         tmp_path: Path) -> None:
     clock = Clock()
     app = make_app(tmp_path, clock)
-    store = app.state.service.store
+    store = app.state.context.service.store
     with TestClient(app) as client:
         h, sid = signup(client)
         with client.websocket_connect("/ws/learn") as ws:  # closed without End
@@ -752,7 +752,7 @@ def test_the_current_second_is_stored_when_the_socket_closes_or_the_service_stop
         from multinet_emotion.app.service import client_reading
         hb, sb = signup(client, "Bob")
         clock.t = T0 + 20.2  # a reading of the current second, waiting when the service stops
-        app.state.service.ingest.add_reading(learner_of(client, hb), sb,
+        app.state.context.service.ingest.add_reading(learner_of(client, hb), sb,
                                              client_reading(clock.t, HAPPY, None, None))
         assert store.samples(session_id=sb) == []
     assert [int(s.t) for s in store.samples(session_id=sb)] == [int(T0) + 20]

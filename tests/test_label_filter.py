@@ -267,7 +267,7 @@ def test_client_samples_are_labelled_by_the_same_filter_live_and_stored(tmp_path
     clock = _Clock()
     with _client(tmp_path, clock) as client:
         h, sid = _signup(client)
-        svc = client.app.state.service.ingest
+        svc = client.app.state.context.service.ingest
         reference = LabelFilter()
         shown, expected = [], []
         for i in range(24):  # 4 samples a second: neutral, a noisy frame, then happy
@@ -304,7 +304,7 @@ def test_a_labelled_sample_keeps_its_label_and_a_half_empty_second_is_no_face(tm
         bad = client.post(f"/api/sessions/{sid}/samples", headers=h, json={"samples": [
             {"probs": _as_dict(HAPPY), "label": "disgust"}]})
         assert bad.status_code == 422
-        client.app.state.service.ingest.store.close()
+        client.app.state.context.service.ingest.store.close()
 
 
 class _Analyzer:
@@ -338,7 +338,7 @@ def test_frames_analysed_by_the_server_show_and_store_the_detectors_label(tmp_pa
                 assert face["shown_share"] == pytest.approx(0.40)  # neutral's, not happy's
                 assert msg["current"]["label"] == "neutral"  # what the pages show
                 assert msg["current"]["share"] == pytest.approx(0.40)
-        svc = client.app.state.service.ingest
+        svc = client.app.state.context.service.ingest
         svc.end_session(svc.session(None, sid).learner_id, sid)  # flush the last sample
         tl = client.get("/api/me/timeline", headers=h).json()["samples"]
         assert tl and {s["label"] for s in tl} == {"neutral"}

@@ -53,10 +53,10 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sim: Simulator, backend
         settings = Settings(database_url=url, instructor_token=INSTRUCTOR_TOKEN,
                             signup_rate=0, session_rate=0)
         app = create_app(settings, analyzer_factory=None)
-        assert app.state.service.store.dialect == backend
-        app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
+        assert app.state.context.service.store.dialect == backend
+        app.state.context.lti.platforms.add(PlatformSpec(**sim.registration()))
         yield app
-        app.state.service.store.close()
+        app.state.context.service.store.close()
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def client(app) -> Iterator[TestClient]:
 
 def counts(app) -> dict[str, int]:
     """Rows in every table the service and the tool write."""
-    return app.state.service.store.counts() | app.state.lti.records.counts()
+    return app.state.context.service.store.counts() | app.state.context.lti.records.counts()
 
 
 def login(client: TestClient, sim: Simulator, hint: str) -> tuple[str, str]:
@@ -160,11 +160,11 @@ def test_replay_is_refused_by_another_process(app, client, sim, tmp_path) -> Non
     server process) refuses the replay too."""
     first, form = launch(client, sim)
     assert first.status_code == 303
-    other = create_app(app.state.settings, analyzer_factory=None)
+    other = create_app(app.state.context.settings, analyzer_factory=None)
     with TestClient(other) as c2:
         c2.cookies.update(client.cookies)
         r = c2.post("/lti/launch", data=form, follow_redirects=False)
-    other.state.service.store.close()
+    other.state.context.service.store.close()
     assert r.status_code == 401 and "Launch already used" in r.text
 
 
@@ -285,7 +285,7 @@ def test_instructor_launch_opens_the_course_dashboard(app, client, sim) -> None:
     # a tampered token, or one whose platform was removed, opens nothing
     assert client.get("/api/classes", headers={
         "Authorization": f"Bearer {token[:-4]}AAAA"}).status_code == 401
-    app.state.lti.platforms.remove(sim.issuer)
+    app.state.context.lti.platforms.remove(sim.issuer)
     assert client.get("/api/classes", headers=auth).status_code == 401
 
 
@@ -343,10 +343,10 @@ def test_key_file_is_made_once_readable_by_its_owner_only(app, client, tmp_path)
     kid = client.get("/lti/jwks").json()["keys"][0]["kid"]
     assert path.is_file() and path.stat().st_mode & 0o777 == 0o600
     os.chmod(path, 0o644)
-    again = create_app(app.state.settings, analyzer_factory=None)
+    again = create_app(app.state.context.settings, analyzer_factory=None)
     with TestClient(again) as c2:
         assert c2.get("/lti/jwks").json()["keys"][0]["kid"] == kid  # kept, not replaced
-    again.state.service.store.close()
+    again.state.context.service.store.close()
     assert path.stat().st_mode & 0o777 == 0o600
 
 
@@ -363,7 +363,7 @@ def test_frame_ancestors_none_without_platforms(tmp_path, monkeypatch) -> None:
     with TestClient(app) as c:
         assert c.get("/learn").headers["content-security-policy"].endswith(
             "frame-ancestors 'none'")
-    app.state.service.store.close()
+    app.state.context.service.store.close()
 
 
 # --- hardening: single-use tickets, dashboard tokens revoked with the instructor token, and
@@ -391,34 +391,34 @@ def test_replacing_the_instructor_token_revokes_dashboard_tokens(app, client, si
     auth = {"Authorization": f"Bearer {token}"}
     assert client.get("/api/classes", headers=auth).status_code == 200
     from dataclasses import replace
-    restarted = create_app(replace(app.state.settings, instructor_token="a-new-token-123"),
+    restarted = create_app(replace(app.state.context.settings, instructor_token="a-new-token-123"),
                            analyzer_factory=None)
     with TestClient(restarted) as c2:
         assert c2.get("/api/classes", headers=auth).status_code == 401
-    restarted.state.service.store.close()
-    same = create_app(app.state.settings, analyzer_factory=None)  # a restart, same token
+    restarted.state.context.service.store.close()
+    same = create_app(app.state.context.settings, analyzer_factory=None)  # a restart, same token
     with TestClient(same) as c3:
         assert c3.get("/api/classes", headers=auth).status_code == 200
-    same.state.service.store.close()
+    same.state.context.service.store.close()
 
 
 def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim,
                                                                   monkeypatch) -> None:
     from multinet_emotion.app.lti import launch as launch_module
     from multinet_emotion.app.ratelimit import RateLimiter
-    app.state.limits["lti_login"] = RateLimiter(5)
+    app.state.context.limits["lti_login"] = RateLimiter(5)
     params = sim.login_params(sim.prepare(sub="x"))
     codes = [client.get("/lti/login", params=params, follow_redirects=False).status_code
              for _ in range(7)]
     assert codes == [302] * 5 + [429, 429]
-    records = app.state.lti.records
+    records = app.state.context.lti.records
     pending = records.count_values()
     assert 5 <= pending <= 10
     with records.store.session() as s:  # a login's values live minutes, not an hour
         from multinet_emotion.app.store.lti import LtiValue
         longest = max(v.expires_at for v in s.query(LtiValue).all())
     assert longest <= time.time() + launch_module.LOGIN_LIFETIME + 5
-    app.state.limits["lti_login"] = RateLimiter(0)
+    app.state.context.limits["lti_login"] = RateLimiter(0)
     monkeypatch.setattr(launch_module, "MAX_PENDING_VALUES", pending)
     before = counts(app)
     r = client.get("/lti/login", params=params, follow_redirects=False)
@@ -444,11 +444,11 @@ def test_frame_origins_are_strictly_origins(origin: str) -> None:
 
 
 def test_a_stored_bad_origin_never_reaches_the_csp(app, client, sim) -> None:
-    records = app.state.lti.records  # the registration API checks: a row written by hand
+    records = app.state.context.lti.records  # the registration API checks: a row written by hand
     from multinet_emotion.app.store.lti import LtiPlatform
     with records.store.session() as s:
         p = s.query(LtiPlatform).first()
         p.frame_origins = ["https://a.example frame-ancestors *"] + list(p.frame_origins)
-    app.state.lti._origins = (float("-inf"), [])  # read the registrations again
+    app.state.context.lti._origins = (float("-inf"), [])  # read the registrations again
     csp = client.get("/learn").headers["content-security-policy"]
     assert csp.endswith(f"frame-ancestors {sim.issuer}") and "*" not in csp

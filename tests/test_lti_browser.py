@@ -66,7 +66,7 @@ def tool(tmp_path_factory, brightness_onnx_model) -> Iterator[dict]:  # noqa: AN
         settings = Settings(database_url=f"sqlite:///{tmp / 'lti-web.db'}",
                             instructor_token="lti-web-instructor-token", frame_width=640)
         app = create_app(settings, analyzer_factory=factory, rng=random.Random(0))
-        app.state.lti.platforms.add(PlatformSpec(**sim.registration()))
+        app.state.context.lti.platforms.add(PlatformSpec(**sim.registration()))
         with running(app, port, ssl_certfile=str(cert), ssl_keyfile=str(key)):
             yield {"app": app, "sim": sim, "url": sim.tool_url}
     sim.close()
@@ -100,7 +100,7 @@ def course(page, tool: dict, allow: str | None = "camera", **prepare):  # noqa: 
 
 
 def test_learner_launch_reaches_consent_and_agrees(tool, page) -> None:
-    store = tool["app"].state.service.store
+    store = tool["app"].state.context.service.store
     before = store.counts()["learners"]
     frame = course(page, tool, sub="browser-learner", name="Lin B.")
     frame.locator("#consent").wait_for(state="visible", timeout=30_000)
@@ -153,7 +153,7 @@ def test_deep_linking_places_the_tool(tool, page) -> None:
     frame.locator("#place").click(timeout=30_000)
     frame.locator("#returned").wait_for(timeout=15_000)  # back on the platform's page
     [form] = sim.received
-    key = tool["app"].state.lti.key
+    key = tool["app"].state.context.lti.key
     body = jwt.decode(form["JWT"], key.public_pem, algorithms=["RS256"], audience=sim.issuer)
     assert body[LTI + "message_type"] == "LtiDeepLinkingResponse"
     assert body[DL + "content_items"][0]["url"] == f"{tool['url']}/lti/launch"

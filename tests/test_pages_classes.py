@@ -13,7 +13,7 @@ server, chromium, browser = web.server, web.chromium, web.browser
 
 
 def test_learner_joins_by_code_and_nothing_is_stored_before_consent(server, browser) -> None:
-    store = server["app"].state.service.store
+    store = server["app"].state.context.service.store
     code = store.ensure_class("join-flow", "Join Flow 101").join_code
     page = browser.new_page()
     errors: list[str] = []
@@ -81,7 +81,7 @@ def test_dashboard_classes_panel_creates_and_rotates_codes(server, browser) -> N
     page.click("#class-create")
     row = page.locator('#class-rows tr[data-class-id="physics-2"]')
     row.wait_for(state="visible", timeout=10_000)
-    store = server["app"].state.service.store
+    store = server["app"].state.context.service.store
     first = store.get_class("physics-2")
     assert first.name == "Physics 2" and first.code_expires_at is not None
     shown = row.locator(".join-code").inner_text()

@@ -56,10 +56,10 @@ def test_dashboard_shows_a_failing_lrs_then_the_delivery(browser, tmp_path: Path
         ada.start()
         ada.mood(SAD, 70)  # crosses a minute: a summary too
         ada.end()
-        outbox = app.state.service.store.outbox
+        outbox = app.state.context.service.store.outbox
         ids = [r.statement_id for r in outbox.rows()]
         assert len(ids) >= 3
-        with app.state.service.store.session() as s:  # queued 10 min 45 s ago (the sender's
+        with app.state.context.service.store.session() as s:  # queued 10 min 45 s ago (the sender's
             s.execute(update(OutboxRow).values(  # clock is the real one)
                 created_at=OutboxRow.created_at - 645))
         status = http.get("/api/xapi/outbox", headers=IH).json()
@@ -126,7 +126,7 @@ def _feed(http: httpx.Client, clock: Clock, token: str, session_id: str, seconds
 
 
 def _summaries(app, learner_id: str, session_id: str | None = None) -> list[dict]:  # noqa: ANN001
-    rows = app.state.service.store.outbox.rows(learner_id)
+    rows = app.state.context.service.store.outbox.rows(learner_id)
     got = [r.body for r in rows if r.body["verb"]["id"] == P.VERBS["emotion_summary"].id]
     if session_id is not None:
         got = [b for b in got if b["object"]["id"].endswith(f"/xapi/sessions/{session_id}")]
@@ -136,7 +136,7 @@ def _summaries(app, learner_id: str, session_id: str | None = None) -> list[dict
 def test_the_learner_chooses_to_share_emotion_summaries(browser, tmp_path: Path) -> None:
     clock = Clock()
     app = make_app(f"sqlite:///{tmp_path / 'x.db'}", clock)  # LRS down: statements stay
-    store = app.state.service.store
+    store = app.state.context.service.store
     with serve(app) as url, httpx.Client(base_url=url, timeout=10) as http:
         code = join_code(http, IH, "algebra-1")
         page = browser.new_page()

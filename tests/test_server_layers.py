@@ -72,4 +72,32 @@ def test_every_api_route_states_its_answer(tmp_path) -> None:
         assert not untyped, untyped
         assert n > 30
     finally:
-        app.state.service.store.close()
+        app.state.context.service.store.close()
+
+
+def test_app_state_holds_only_the_context(tmp_path) -> None:
+    """Routes, the WebSocket and middleware share one typed AppContext, the only attribute on
+    ``app.state``; its fields are set once, but for those named mutable."""
+    import dataclasses
+
+    import pytest
+    from fastapi.testclient import TestClient
+
+    from multinet_emotion.app import Settings, create_app
+    from multinet_emotion.app.context import AppContext
+
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'c.db'}",
+                              instructor_token="x" * 20), analyzer_factory=None)
+    try:
+        assert set(app.state._state) == {"context"}
+        context = app.state.context
+        assert isinstance(context, AppContext)
+        assert context.analysis_mode == "off" and context.analyzer_factory is None
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            context.service = None
+        with TestClient(app) as client:  # the lifespan makes the analysis slots again
+            assert client.get("/api/health").json()["analysis"] is False
+            assert set(app.state._state) == {"context"}
+        assert AppContext.MUTABLE == {"analysis_slots"}
+    finally:
+        app.state.context.service.store.close()

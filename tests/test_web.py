@@ -113,7 +113,7 @@ def running(app, port: int | None = None, **config) -> Iterator[str]:  # noqa: A
     finally:
         srv.should_exit = True
         thread.join(timeout=10)
-        app.state.service.store.close()
+        app.state.context.service.store.close()
 
 
 def launch_chromium(tmp_path_factory, *args: str) -> Iterator:  # noqa: ANN001
@@ -187,7 +187,7 @@ def check_ws(page, base_url: str, sent: list, received: list) -> tuple[set, set]
 
 def class_code(app, class_id: str) -> str:  # noqa: ANN001
     """The join code of ``class_id`` on the test server (the class made when missing)."""
-    return app.state.service.store.ensure_class(class_id).join_code
+    return app.state.context.service.store.ensure_class(class_id).join_code
 
 
 def shot(page, name: str) -> None:  # noqa: ANN001
@@ -242,7 +242,7 @@ def test_learner_consents_sees_emotion_and_accepts_a_recommendation(server, brow
     with browser.expect_page(timeout=10_000):  # "Open it" opens the content in a new tab
         card.locator(".rec-accept").click()
     page.wait_for_function("document.querySelector('.rec.done') !== null")
-    store = server["app"].state.service.store
+    store = server["app"].state.context.service.store
     deadline = time.monotonic() + 10
     while store.get_recommendation(rec_id).status != "accepted" and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -261,12 +261,12 @@ def test_each_process_keeps_to_its_postgresql_connections(tmp_path: Path, caplog
         def app(**settings):  # noqa: ANN003, ANN202
             made = create_app(Settings(database_url=url, instructor_token="t" * 20,
                                        analysis="off", **settings), rng=random.Random(0))
-            shared = made.state.shared
-            opened = (made.state.service.store.engine.pool.size()
-                      + made.state.service.store.engine.pool._max_overflow
+            shared = made.state.context.shared
+            opened = (made.state.context.service.store.engine.pool.size()
+                      + made.state.context.service.store.engine.pool._max_overflow
                       + shared._locks.pool.size() + shared._locks.pool._max_overflow + 1)
             shared.close()
-            made.state.service.store.close()
+            made.state.context.service.store.close()
             return opened
 
         with caplog.at_level(logging.WARNING, logger="multinet_emotion.app.app"):

@@ -46,11 +46,11 @@ def app(request: pytest.FixtureRequest, tmp_path: Path):
     with database_url(request.param, tmp_path) as url:
         application = make_app(url, clock)
         yield application, TestClient(application), clock  # no lifespan: nothing is sent
-        application.state.service.store.close()
+        application.state.context.service.store.close()
 
 
 def bodies(application, learner_id: str | None = None) -> list[dict]:
-    return [r.body for r in application.state.service.store.outbox.rows(learner_id)]
+    return [r.body for r in application.state.context.service.store.outbox.rows(learner_id)]
 
 
 def test_a_lesson_queues_its_statements_with_the_event(app) -> None:
@@ -150,7 +150,7 @@ def test_deleting_a_learner_removes_their_unsent_statements(app) -> None:
     ada.lesson()
     bob.start()
     bob.mood(HAPPY, 90)
-    outbox = application.state.service.store.outbox
+    outbox = application.state.context.service.store.outbox
     ada_ids = [r.statement_id for r in outbox.rows(ada.id)]
     assert ada_ids and outbox.rows(bob.id)
     outbox.mark_sent(ada_ids[:2], clock())  # sent ones go too: they hold personal data
@@ -169,7 +169,7 @@ class Runner:
 
     def __init__(self, application, lrs: FakeLrs, timeout: float = 0.5, batch: int = 50):
         self.clock = Clock(1_800_000_000.0)
-        self.outbox = application.state.service.store.outbox
+        self.outbox = application.state.context.service.store.outbox
         self.sender = Sender(self.outbox, LrsClient(lrs.url, LRS_USER, LRS_PASSWORD, timeout),
                              batch=batch, max_backoff=60, timeout=timeout, clock=self.clock,
                              rng=random.Random(1))
@@ -196,7 +196,7 @@ def queue_a_lesson(tmp_path: Path) -> tuple[object, list[str]]:
     clock = Clock()
     application = make_app(f"sqlite:///{tmp_path / 'm.db'}", clock)
     Learner(TestClient(application), clock).lesson()
-    return application, [r.statement_id for r in application.state.service.store.outbox.rows()]
+    return application, [r.statement_id for r in application.state.context.service.store.outbox.rows()]
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter(tmp_path: Path) -> None:
@@ -258,7 +258,7 @@ def test_a_rejected_statement_is_kept_as_failing_and_the_rest_sent(tmp_path: Pat
 def test_credentials_never_show(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     application, ids = queue_a_lesson(tmp_path)
-    settings = application.state.settings
+    settings = application.state.context.settings
     assert LRS_PASSWORD not in repr(settings) and LRS_USER not in repr(settings)
     with FakeLrs() as down:
         pass  # its port is closed now: the LRS is down, connections are refused
@@ -319,7 +319,7 @@ def test_an_identity_resolver_names_the_learner(tmp_path: Path) -> None:
     ada, bob = Learner(client, clock), Learner(client, clock, "Bob")
     platform = {"objectType": "Agent",
                 "account": {"homePage": "https://lms.example.edu", "name": "sub-42"}}
-    application.state.xapi.actors.resolvers.append(
+    application.state.context.xapi.actors.resolvers.append(
         lambda learner_id: platform if learner_id == ada.id else None)
     ada.start()
     bob.start()
@@ -333,11 +333,11 @@ def test_learners_who_came_through_lti_are_named_as_the_platform_knows_them(
     """The LTI module's resolver: a launched learner is the platform's account (issuer, sub);
     a learner who signed up by hand stays an account on this service."""
     application = make_app(f"sqlite:///{tmp_path / 'm.db'}", Clock())
-    records: LtiRecords = application.state.lti.records
+    records: LtiRecords = application.state.context.lti.records
     lti_id, made = records.sign_in_learner("https://lms.example.edu", "sub-7", "Ada", "2-x",
                                            learner_id="lti-learner-1", token="t" * 32)
     assert made
-    actors = application.state.xapi.actors
+    actors = application.state.context.xapi.actors
     assert actors(lti_id).as_version("1.0.3")["account"] == {
         "homePage": "https://lms.example.edu", "name": "sub-7"}
     assert actors("someone-else").as_version("1.0.3")["account"] == {

@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .app.settings import token_file
     settings, how = Settings.from_env(**options.values(Settings, args)).with_saved_token()
     app = create_app(settings)
-    st = app.state
+    st = app.state.context
     base = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '') else settings.host}:" \
            f"{settings.port}"
     if how == "generated":  # the only time the token is printed

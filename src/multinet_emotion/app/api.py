@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..emotions import EMOTIONS
 from .consent import check_consent, current_version, require_current_consent
+from .context import Context, context_of
 from .ratelimit import check_limit
 from .report_models import (
     ClassTimelineOut,
@@ -50,20 +51,20 @@ bearer = HTTPBearer(auto_error=False, description="a learner token or the instru
 Creds = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
-def get_service(request: Request) -> LearningService:
-    return request.app.state.service
+def get_service(ctx: Context) -> LearningService:
+    return ctx.service
 
 
-def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+def get_settings(ctx: Context) -> Settings:
+    return ctx.settings
 
 
-def get_ingest(request: Request) -> IngestService:
-    return request.app.state.service.ingest
+def get_ingest(ctx: Context) -> IngestService:
+    return ctx.service.ingest
 
 
-def get_reports(request: Request) -> ReportService:
-    return request.app.state.service.reports
+def get_reports(ctx: Context) -> ReportService:
+    return ctx.service.reports
 
 
 Service = Annotated[LearningService, Depends(get_service)]
@@ -71,8 +72,8 @@ Ingest = Annotated[IngestService, Depends(get_ingest)]
 Reports = Annotated[ReportService, Depends(get_reports)]
 
 
-def get_class_service(request: Request) -> ClassService:
-    return request.app.state.service.classes
+def get_class_service(ctx: Context) -> ClassService:
+    return ctx.service.classes
 
 
 ClassBook = Annotated[ClassService, Depends(get_class_service)]
@@ -94,9 +95,9 @@ def require_instructor(request: Request, creds: Creds) -> None:
     that course's class only: reading its overview and timeline, and the class list (which
     then holds that class alone: ``request.state.instructor_class``)."""
     request.state.instructor_class = None
-    if creds is not None and is_instructor(request.app.state.settings, creds.credentials):
+    if creds is not None and is_instructor(context_of(request).settings, creds.credentials):
         return
-    class_id = request.app.state.lti.instructor_class(creds.credentials) if creds else None
+    class_id = context_of(request).lti.instructor_class(creds.credentials) if creds else None
     if class_id is None:
         raise _unauthorized("this needs the instructor token (Authorization: Bearer TOKEN)")
     own = request.url.path == "/api/classes" or request.path_params.get("class_id") == class_id
@@ -124,7 +125,7 @@ def require_consenting_learner(request: Request, svc: Ingest, creds: Creds) -> s
     learner = svc.token_learner(creds.credentials)
     if learner is None:
         raise _unauthorized("unknown or revoked learner token; sign up again")
-    require_current_consent(request.app.state.settings, learner.consent_version)
+    require_current_consent(context_of(request).settings, learner.consent_version)
     return learner.id
 
 
@@ -140,13 +141,13 @@ instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instruc
 
 @public.get("/health", response_model=HealthOut, summary="Is the service up")
 def health(request: Request, svc: Service) -> HealthOut:
-    return HealthOut(status="ok", analysis=request.app.state.analyzer_factory is not None,
+    return HealthOut(status="ok", analysis=context_of(request).analyzer_factory is not None,
                      database=svc.database)
 
 
 @public.get("/config", response_model=ConfigOut, summary="Settings the pages need (no secrets)")
 def config(request: Request, svc: Service) -> ConfigOut:
-    st = request.app.state
+    st = context_of(request)
     s: Settings = st.settings
     policy = svc.policy
     return ConfigOut.model_validate({
@@ -169,10 +170,10 @@ def config(request: Request, svc: Service) -> ConfigOut:
                          "without it nothing is stored. Limited per client address "
                          "(signup_rate; not with the instructor token).")
 def register(body: RegisterIn, request: Request, svc: Ingest, creds: Creds) -> RegisterOut:
-    settings: Settings = request.app.state.settings
+    settings: Settings = context_of(request).settings
     trusted = creds is not None and is_instructor(settings, creds.credentials)
     if not trusted:
-        check_limit(request, "signup", "sign-ups")
+        check_limit(context_of(request).limits, request, "signup", "sign-ups")
     if not trusted and (body.learner_id is not None or not settings.open_registration):
         raise _unauthorized("signing up with a chosen learner_id (or while registration is "
                             "closed) needs the instructor token")
@@ -190,7 +191,7 @@ def me(request: Request, svc: Ingest, creds: Creds) -> MeOut:
         raise _unauthorized("unknown or revoked learner token; sign up again")
     return MeOut(learner_id=row.id, name=row.name, consent_version=row.consent_version,
                  consent_current=row.consent_version == current_version(
-                     request.app.state.settings))
+                     context_of(request).settings))
 
 
 @learner.post("/me/consent", response_model=ConsentGivenOut,
@@ -201,7 +202,7 @@ def me(request: Request, svc: Ingest, creds: Creds) -> MeOut:
                           "consent, 409 for another version than the current one.")
 def agree(body: ConsentIn, request: Request, learner_id: LearnerId,
           svc: Ingest) -> ConsentGivenOut:
-    version = check_consent(request.app.state.settings, body.consent, body.consent_version)
+    version = check_consent(context_of(request).settings, body.consent, body.consent_version)
     return ConsentGivenOut(learner_id=learner_id, consent_version=version,
                            consent_at=svc.agree(learner_id, version))
 
@@ -220,7 +221,7 @@ def _session_out(row: Any) -> SessionOut:
 def start_session(body: SessionIn, request: Request, learner_id: ConsentingLearnerId,
                   svc: Ingest,
                   classes: ClassBook) -> SessionOut:
-    check_limit(request, "session", "sessions started")
+    check_limit(context_of(request).limits, request, "session", "sessions started")
     joined = classes.join(body.join_code)
     live = svc.start_session(learner_id, joined.id, body.tags, body.level, body.source)
     return _session_out(live.row)

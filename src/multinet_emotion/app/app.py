@@ -9,6 +9,7 @@ import random
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TypedDict
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,10 +24,13 @@ from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
 from . import api, class_routes, ws
 from .analysis import AnalysisSlots, AnalyzerFactory, detector_factory
-from .browser import CrossOriginIsolation, analysis_mode, in_browser
-from .browser import router as browser_routes
+from .browser import BrowserAnalysis, analysis_mode, in_browser
+from .browser_routes import CrossOriginIsolation
+from .browser_routes import router as browser_routes
 from .connections import Connections
+from .context import AppContext
 from .guards import AllowedHosts, ControlCharacters, NoStore, allowed_hosts
+from .lti.launch import LtiService
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
 from .service import LearningService, ServiceError
@@ -212,21 +216,20 @@ def create_app(settings: Settings | None = None, *,
     service = LearningService(store, recommender, settings,
                               **({"clock": clock} if clock is not None else {}), shared=shared)
     xapi = XapiService(settings, store)  # learning records for an LRS; none without one
-    analysis = _analysis(settings, analyzer_factory)
+    context = AppContext(
+        settings=settings, service=service, xapi=xapi,
+        lti=LtiService(store, settings),  # LTI 1.3 tool: /lti/...
+        connections=_connections(settings, service, shared),
+        limits=limits_for(settings.signup_rate, settings.session_rate, shared,
+                          settings.lti_login_rate),
+        shared=shared,  # None with SQLite (one process)
+        **_analysis(settings, analyzer_factory))
 
     app = FastAPI(title="MultiNetEmotion", version=__version__, description=DESCRIPTION,
-                  lifespan=_lifespan(settings, service, xapi, store, shared),
-                  openapi_tags=OPENAPI_TAGS)
-    app.state.settings = settings
-    app.state.service = service
-    app.state.xapi = xapi  # the LTI module may add an identity resolver: xapi.actors
-    for name, value in analysis.items():
-        setattr(app.state, name, value)
-    app.state.shared = shared  # None with SQLite (one process)
-    app.state.limits = limits_for(settings.signup_rate, settings.session_rate, shared,
-                                  settings.lti_login_rate)
-    _install_connections(app, settings, service, shared)
-    _install_middleware(app, store, settings)
+                  lifespan=_lifespan(context, store), openapi_tags=OPENAPI_TAGS)
+    app.state.context = context  # the only attribute on app.state
+    install_lti(app, context.lti, xapi)  # the LTI routes; xapi names a launched learner
+    _install_middleware(app, context)
     _install_error_handlers(app)
     _install_routes(app)
     log.info("store: %s; policy: %s; catalog: %s (%d items)", store.safe_url, policy.source,
@@ -234,9 +237,22 @@ def create_app(settings: Settings | None = None, *,
     return app
 
 
+class _Analysis(TypedDict):
+    """The analysis fields of :class:`AppContext`."""
+
+    analyzer_factory: AnalyzerFactory | None
+    analysis_note: str
+    model_path: Path | None
+    browser_model_path: Path | None
+    browser_analysis: BrowserAnalysis | None
+    browser_note: str
+    analysis_mode: str
+    analysis_slots: AnalysisSlots
+
+
 def _analysis(settings: Settings, analyzer_factory: AnalyzerFactory | None | str
-              ) -> dict[str, object]:
-    """Where the pictures are analysed, as the app's state has it: the server's analyzer
+              ) -> _Analysis:
+    """Where the pictures are analysed, as the app's context has it: the server's analyzer
     factory (None: none) and the files the learner's browser runs, each with why not."""
     model = analysis_model(settings) if settings.analysis != "off" else None
     if analyzer_factory == "auto":
@@ -269,20 +285,22 @@ def _analysis(settings: Settings, analyzer_factory: AnalyzerFactory | None | str
     }
 
 
-def _lifespan(settings: Settings, service: LearningService, xapi: XapiService, store: Store,
-              shared: SharedLive | None) -> Callable[[FastAPI], AbstractAsyncContextManager]:
+def _lifespan(context: AppContext, store: Store
+              ) -> Callable[[FastAPI], AbstractAsyncContextManager]:
     """The app's background work (hourly housekeeping, the xAPI sender, with PostgreSQL the
     listener for other processes' revocations), started with the app and stopped with it,
     losing nothing that waits to be stored."""
+    settings, service, xapi, shared = (context.settings, context.service, context.xapi,
+                                       context.shared)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.analysis_slots = AnalysisSlots(settings.analysis_workers)
+        context.analysis_slots = AnalysisSlots(settings.analysis_workers)
         task = asyncio.create_task(_housekeeping(service))
         xapi.start()
         # a learner's token replaced or deleted in another process: end their sockets here
         listener = None if shared is None else \
-            shared.listener(REVOKE_CHANNEL, _revoked(app, service)).start()
+            shared.listener(REVOKE_CHANNEL, _revoked(context)).start()
         try:
             yield
         finally:
@@ -309,14 +327,16 @@ async def _housekeeping(service: LearningService) -> None:
         await asyncio.sleep(3600)
 
 
-def _revoked(app: FastAPI, service: LearningService) -> Callable[[dict], None]:
+def _revoked(context: AppContext) -> Callable[[dict], None]:
+    service = context.service
+
     def revoked(m: dict) -> None:
         """Another process's message: a token stopped working, a learner's connection
         replaced their older ones ("keep"), or a session ended ("session_id")."""
         if m.get("session_id"):
             service.ingest.ended_here(m["learner_id"], m["session_id"])
         elif m.get("keep"):
-            app.state.connections.revoke(m["learner_id"], m["reason"], m["keep"],
+            context.connections.revoke(m["learner_id"], m["reason"], m["keep"],
                                          m.get("close_reason", "replaced"))
         else:
             service.ingest.revoke_here(m["learner_id"], m["reason"])
@@ -324,25 +344,25 @@ def _revoked(app: FastAPI, service: LearningService) -> Callable[[dict], None]:
     return revoked
 
 
-def _install_connections(app: FastAPI, settings: Settings, service: LearningService,
-                         shared: SharedLive | None) -> None:
+def _connections(settings: Settings, service: LearningService,
+                 shared: SharedLive | None) -> Connections:
     """The registry of open learner connections: ended when a learner's token stops
     working, or replaced by the learner's newer one."""
-    app.state.connections = Connections(
+    connections = Connections(
         settings.max_connections_per_address,
         None if shared is None else lambda m: shared.notify(REVOKE_CHANNEL, m))
-    service.ingest.on_revoke.append(app.state.connections.revoke)
-    service.ingest.on_end.append(app.state.connections.session_ended)
+    service.ingest.on_revoke.append(connections.revoke)
+    service.ingest.on_end.append(connections.session_ended)
+    return connections
 
 
-def _install_middleware(app: FastAPI, store: Store, settings: Settings) -> None:
-    """The middleware, innermost first, and the LTI tool, whose platforms may frame the
-    pages."""
+def _install_middleware(app: FastAPI, context: AppContext) -> None:
+    """The middleware, innermost first; the LTI tool's platforms may frame the pages."""
+    settings = context.settings
     app.add_middleware(NoStore)  # API answers (personal data) are never cached
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(ControlCharacters)
-    lti = install_lti(app, store, settings)  # LTI 1.3 tool: /lti/..., app.state.lti
-    app.add_middleware(SecurityHeaders, frame_ancestors=lti.frame_origins)
+    app.add_middleware(SecurityHeaders, frame_ancestors=context.lti.frame_origins)
     app.add_middleware(CrossOriginIsolation)  # the learner page, for WebAssembly threads
     own = settings.host if settings.host not in ("0.0.0.0", "::", "") else ""
     app.add_middleware(AllowedHosts, hosts=allowed_hosts(

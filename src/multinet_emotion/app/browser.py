@@ -21,8 +21,9 @@ learner downloads them once. The model file is read and hashed when first asked 
 again whenever it changes on disk (a new model shipped while the server runs): its old URL
 then answers 404 and the page, reloaded, gets the new one.
 
-The learner page is cross-origin isolated when the server offers in-browser analysis
-(:class:`CrossOriginIsolation`): that is what lets onnxruntime-web run the model on several
+The routes that serve them are in :mod:`.browser_routes`. The learner page is cross-origin
+isolated when the server offers in-browser analysis
+(:class:`~.browser_routes.CrossOriginIsolation`): that is what lets onnxruntime-web run the model on several
 WebAssembly threads (SharedArrayBuffer).
 """
 
@@ -35,10 +36,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from ..errors import MultiNetError
 from ..files import file_sha256
 from ..runtime import blazeface
@@ -46,10 +43,8 @@ from ..runtime.classifier import METADATA_KEY, ModelInfo, default_model_path, pa
 from ..runtime.detect import PipelineConfig
 from ..runtime.faces import HAAR_CASCADE, DetectorConfig, tilt_turns
 from ..runtime.tracking import TrackerConfig
-from .report_models import AnalysisOut
 
 log = logging.getLogger(__name__)
-router = APIRouter()
 
 #: Where scripts/setup_web.sh puts the browser runtime (git-ignored).
 VENDOR = Path(__file__).parent / "static" / "vendor"
@@ -294,74 +289,3 @@ def analysis_mode(requested: str, browser: BrowserAnalysis | None, server: Any) 
     if browser is not None:
         return "browser"
     return "server" if server is not None else "off"
-
-
-class CrossOriginIsolation:
-    """ASGI middleware: :data:`ISOLATION_HEADERS` on the learner page when this server
-    offers in-browser analysis (``app.state.browser_analysis``); every other page, and the
-    learner page of a server that analyses frames itself, is served as before."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = scope.get("app")
-        if scope["type"] != "http" or scope.get("path") not in ISOLATED_PAGES or \
-                getattr(getattr(app, "state", None), "browser_analysis", None) is None:
-            return await self.app(scope, receive, send)
-
-        async def isolated(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + list(ISOLATION_HEADERS)
-            await send(message)
-
-        await self.app(scope, receive, isolated)
-
-
-def _browser(request: Request) -> BrowserAnalysis:
-    browser = getattr(request.app.state, "browser_analysis", None)
-    if browser is None:
-        raise HTTPException(404, "in-browser analysis is not offered by this server")
-    return browser
-
-
-@router.get("/api/analysis", tags=["service"], response_model=AnalysisOut,
-            summary="Where the learner's camera picture is analysed, and what the page needs "
-                    "to analyse it in the browser")
-def analysis(request: Request) -> AnalysisOut:
-    st = request.app.state
-    browser: BrowserAnalysis | None = getattr(st, "browser_analysis", None)
-    out: dict[str, Any] = {"mode": st.analysis_mode, "server": st.analyzer_factory is not None,
-                           "browser": None, "browser_note": st.browser_note}
-    if browser is not None:
-        try:
-            settings = getattr(st, "settings", None)
-            out["browser"] = browser.page_config(getattr(settings, "detect_every", None),
-                                                 getattr(settings, "search_every", None),
-                                                 getattr(settings, "detector", None))
-        except (MultiNetError, OSError) as e:  # e.g. the model file is being replaced
-            log.error("in-browser analysis unavailable: %s", e)
-            out["browser_note"] = f"the model file cannot be served ({e})"
-    return AnalysisOut.model_validate(out)
-
-
-@router.get("/models/model.{digest}.onnx", include_in_schema=False)
-def model_file(digest: str, request: Request) -> FileResponse:
-    m = _browser(request).model()
-    if digest != m.sha256[:12]:
-        raise HTTPException(404, "this model is no longer served; reload the page")
-    return FileResponse(m.path, media_type=MEDIA_TYPES[".onnx"],
-                        headers={"Cache-Control": IMMUTABLE})
-
-
-@router.get("/vendor/{digest}/{name}", include_in_schema=False)
-def vendor_file(digest: str, name: str, request: Request) -> FileResponse:
-    entry = _browser(request).files().get(name)
-    if entry is None or entry[1][:12] != digest:
-        raise HTTPException(404, "no such file; reload the page")
-    headers = {"Cache-Control": IMMUTABLE}
-    if name.endswith(".mjs"):
-        # onnxruntime-web starts its thread workers from this script; an isolated page may
-        # start only workers whose embedder policy is as strict as its own
-        headers["Cross-Origin-Embedder-Policy"] = "require-corp"
-    return FileResponse(entry[0], media_type=MEDIA_TYPES[Path(name).suffix], headers=headers)

@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Request
 
 from .api import Instructor
 from .consent import consent
+from .context import Context, context_of
 from .ratelimit import check_limit
 from .schemas import ClassIn, ClassOut, CodeIn, ConsentOut, JoinOut
 from .service import ClassService
 
 
-def get_classes(request: Request) -> ClassService:
-    return request.app.state.service.classes
+def get_classes(ctx: Context) -> ClassService:
+    return ctx.service.classes
 
 
 Classes = Annotated[ClassService, Depends(get_classes)]
@@ -30,14 +31,14 @@ instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instruc
 @public.get("/consent", response_model=ConsentOut,
             summary="What a learner agrees to before signing up, and its version")
 def consent_text(request: Request) -> ConsentOut:
-    return ConsentOut(**consent(request.app.state.settings))
+    return ConsentOut(**consent(context_of(request).settings))
 
 
 @public.get("/join/{code}", response_model=JoinOut,
             summary="The class a join code belongs to (404: no such code; 410: expired)",
             description="Stores nothing; limited per client address like session starts.")
 def join(code: str, request: Request, classes: Classes) -> JoinOut:
-    check_limit(request, "join", "join codes tried")
+    check_limit(context_of(request).limits, request, "join", "join codes tried")
     row = classes.join(code)
     return JoinOut(class_id=row.id, name=row.name, code_expires_at=row.code_expires_at)
 

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from fastapi import HTTPException, Request, status
@@ -99,10 +99,11 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def check_limit(request: Request, name: str, what: str) -> None:
-    """Count this request against the app's limit ``name`` (``app.state.limits``); over
-    it, HTTP 429 with Retry-After in whole seconds and a message that says what to do."""
-    limiter: Limiter | None = getattr(request.app.state, "limits", {}).get(name)
+def check_limit(limits: Mapping[str, Limiter], request: Request, name: str, what: str) -> None:
+    """Count this request against the limit ``name`` of ``limits`` (the app context's);
+    over it, HTTP 429 with Retry-After in whole seconds and a message that says what to
+    do."""
+    limiter = limits.get(name)
     if limiter is None:
         return
     wait = limiter.hit(client_key(request))

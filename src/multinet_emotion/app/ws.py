@@ -60,6 +60,7 @@ from .connections import (
     parse_origins,
 )
 from .consent import require_current_consent
+from .context import AppContext, context_of
 from .messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,
@@ -106,7 +107,7 @@ def ws_schema() -> dict[str, Any]:
 
 @router.websocket("/ws/learn")
 async def learn(ws: WebSocket) -> None:
-    state = ws.app.state
+    state = context_of(ws)
     svc: IngestService = state.service.ingest
     settings = state.settings
     address = await _admitted(ws, state)
@@ -163,7 +164,7 @@ async def learn(ws: WebSocket) -> None:
         await _release(state, svc, address, conn)
 
 
-async def _admitted(ws: WebSocket, state: Any) -> str | None:
+async def _admitted(ws: WebSocket, state: AppContext) -> str | None:
     """Accept a handshake from an allowed origin, and count it against its address's
     connections: the client's address, or None when refused (and closed)."""
     if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"),
@@ -192,7 +193,7 @@ async def _close_quietly(ws: WebSocket, message: str, code: int) -> None:
         pass
 
 
-async def _release(state: Any, svc: IngestService, address: str, conn: Connection | None
+async def _release(state: AppContext, svc: IngestService, address: str, conn: Connection | None
                    ) -> None:
     """A closed connection's address slot and registration given back, and the readings of
     its current second stored now, not lost."""

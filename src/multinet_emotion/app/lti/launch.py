@@ -140,7 +140,7 @@ class Who:
 
 
 class LtiService:
-    """The tool over one store and one key pair (``app.state.lti``)."""
+    """The tool over one store and one key pair (the app context's ``lti``)."""
 
     def __init__(self, store: Store, settings: Settings, key: ToolKey | None = None,
                  key_path: Path | None = None, clock: Callable[[], float] = time.time):

@@ -1,4 +1,4 @@
-"""The LTI routes: thin, over :class:`.launch.LtiService` (``app.state.lti``).
+"""The LTI routes: thin, over :class:`.launch.LtiService` (the app context's ``lti``).
 
 * ``GET|POST /lti/login``: OIDC login initiation (the platform's "initiate login URL").
 * ``POST /lti/launch``: the launch (the "redirect URI" / "target link URI"), also Deep
@@ -21,9 +21,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
+from ..context import context_of
 from ..ratelimit import check_limit
-from ..settings import Settings
-from ..store import Store
+from ..xapi import XapiService
 from .launch import LaunchRefused, LtiService
 from .pages import SUBMIT_JS
 
@@ -31,13 +31,13 @@ router = APIRouter(prefix="/lti", tags=["lti"])
 
 
 def _lti(request: Request) -> LtiService:
-    return request.app.state.lti
+    return context_of(request).lti
 
 
 def launch_url(request: Request) -> str:
     """Where the platform posts launches: from MULTINET_PUBLIC_URL when set (behind a
     proxy the request's own URL may not be what the platform reaches)."""
-    public = request.app.state.settings.public_url.rstrip("/")
+    public = context_of(request).settings.public_url.rstrip("/")
     return (public or str(request.base_url).rstrip("/")) + "/lti/launch"
 
 
@@ -55,7 +55,8 @@ def _secure(request: Request) -> bool:
 
 @router.api_route("/login", methods=["GET", "POST"], include_in_schema=False)
 async def login(request: Request) -> Response:
-    check_limit(request, "lti_login", "LTI logins")  # each stores a nonce for a while
+    # each stores a nonce for a while
+    check_limit(context_of(request).limits, request, "lti_login", "LTI logins")
     try:
         return await run_in_threadpool(_lti(request).login, await _params(request),
                                        dict(request.cookies), _secure(request),
@@ -132,13 +133,11 @@ def learner(body: LearnerIn, request: Request) -> dict[str, Any]:
     return _lti(request).learner_sign_in(body.ticket, body.consent, body.consent_version)
 
 
-def install(app: FastAPI, store: Store, settings: Settings) -> LtiService:
-    """Add the LTI tool to an app: the service (``app.state.lti``; its key pair is made
-    once, in the data directory, at the first LTI request) and the routes."""
-    service = LtiService(store, settings)
-    app.state.lti = service
+def install(app: FastAPI, service: LtiService, xapi: XapiService | None = None) -> None:
+    """Add the LTI tool to an app: the routes over ``service`` (the context's ``lti``; its
+    key pair is made once, in the data directory, at the first LTI request), and to
+    ``xapi``'s actors the launched learners' platform identities."""
     app.include_router(router)
-    xapi = getattr(app.state, "xapi", None)
     if xapi is not None:  # learning records name a launched learner as the platform knows them
         records = service.records
 
@@ -150,4 +149,3 @@ def install(app: FastAPI, store: Store, settings: Settings) -> LtiService:
             return {"objectType": "Agent", "account": {"homePage": issuer, "name": sub}}
 
         xapi.actors.resolvers.append(platform_account)
-    return service

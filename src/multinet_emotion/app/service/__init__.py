@@ -9,7 +9,7 @@
 * :mod:`.reports` (:class:`ReportService`): timelines, summaries, exports, the class
   overview and class timeline; it reads the store and the live view, and writes nothing.
 
-:class:`LearningService` holds one of each over one store (``app.state.service``); routes
+:class:`LearningService` holds one of each over one store (the app context's ``service``); routes
 take ``service.ingest`` or ``service.reports`` and never the store. Errors a caller can
 cause are :class:`ServiceError` subclasses, each with its HTTP status (:mod:`.errors`).
 """

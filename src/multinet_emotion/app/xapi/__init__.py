@@ -6,7 +6,7 @@
 * :mod:`.sender`: delivery to the LRS with back-off; nothing lost, nothing sent twice.
 * :mod:`.routes`: the outbox's status for the dashboard, the learner's sharing choice.
 
-:class:`XapiService` wires them over one store (``app.state.xapi``). With no LRS
+:class:`XapiService` wires them over one store (the app context's ``xapi``). With no LRS
 configured (``MULTINET_LRS_URL`` unset) no statement is made or queued at all.
 """
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api import Instructor, LearnerId
+from ..context import Context
 from . import XapiService
 
 
-def get_xapi(request: Request) -> XapiService:
-    return request.app.state.xapi
+def get_xapi(ctx: Context) -> XapiService:
+    return ctx.xapi
 
 
 Xapi = Annotated[XapiService, Depends(get_xapi)]
