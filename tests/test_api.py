@@ -947,7 +947,7 @@ def test_frames_faster_than_allowed_are_skipped(tmp_path: Path) -> None:
 def test_the_frame_limit_follows_the_frame_rate(monkeypatch) -> None:
     """--frame-rate 20 must not have frames refused: the per-connection limit is derived from
     it (with headroom) unless set, and a limit below the frame rate is refused at start."""
-    from multinet_emotion.app import ws as ws_module
+    from multinet_emotion.app.sessions import routes as ws_module
     from multinet_emotion.errors import MultiNetError
     assert Settings().max_frame_rate == 10.0
     fast = Settings.from_env({"MULTINET_FRAME_RATE": "20"})
@@ -1081,7 +1081,7 @@ def test_ws_an_unexpected_error_closes_without_a_traceback(ws_env, monkeypatch) 
     group: the connection is told and closed (1011), not left to the ASGI server."""
     from starlette.websockets import WebSocketDisconnect
 
-    from multinet_emotion.app import ws as ws_module
+    from multinet_emotion.app.sessions import routes as ws_module
     client, _, _ = ws_env
     h, sid = signup(client)
 

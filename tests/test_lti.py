@@ -415,7 +415,7 @@ def test_logins_are_rate_limited_and_what_they_store_is_bounded(app, client, sim
     pending = records.count_values()
     assert 5 <= pending <= 10
     with records.store.session() as s:  # a login's values live minutes, not an hour
-        from multinet_emotion.app.store.lti import LtiValue
+        from multinet_emotion.app.lti.store import LtiValue
         longest = max(v.expires_at for v in s.query(LtiValue).all())
     assert longest <= time.time() + launch_module.LOGIN_LIFETIME + 5
     app.state.context.limits["lti_login"] = RateLimiter(0)
@@ -445,7 +445,7 @@ def test_frame_origins_are_strictly_origins(origin: str) -> None:
 
 def test_a_stored_bad_origin_never_reaches_the_csp(app, client, sim) -> None:
     records = app.state.context.lti.records  # the registration API checks: a row written by hand
-    from multinet_emotion.app.store.lti import LtiPlatform
+    from multinet_emotion.app.lti.store import LtiPlatform
     with records.store.session() as s:
         p = s.query(LtiPlatform).first()
         p.frame_origins = ["https://a.example frame-ancestors *"] + list(p.frame_origins)

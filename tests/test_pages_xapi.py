@@ -56,7 +56,7 @@ def test_dashboard_shows_a_failing_lrs_then_the_delivery(browser, tmp_path: Path
         ada.start()
         ada.mood(SAD, 70)  # crosses a minute: a summary too
         ada.end()
-        outbox = app.state.context.service.store.outbox
+        outbox = app.state.context.xapi.outbox
         ids = [r.statement_id for r in outbox.rows()]
         assert len(ids) >= 3
         with app.state.context.service.store.session() as s:  # queued 10 min 45 s ago (the sender's
@@ -126,7 +126,7 @@ def _feed(http: httpx.Client, clock: Clock, token: str, session_id: str, seconds
 
 
 def _summaries(app, learner_id: str, session_id: str | None = None) -> list[dict]:  # noqa: ANN001
-    rows = app.state.context.service.store.outbox.rows(learner_id)
+    rows = app.state.context.xapi.outbox.rows(learner_id)
     got = [r.body for r in rows if r.body["verb"]["id"] == P.VERBS["emotion_summary"].id]
     if session_id is not None:
         got = [b for b in got if b["object"]["id"].endswith(f"/xapi/sessions/{session_id}")]
@@ -154,7 +154,7 @@ def test_the_learner_chooses_to_share_emotion_summaries(browser, tmp_path: Path)
 
         # off: a minute and more of readings, and no summary (other statements, yes)
         _feed(http, clock, token, page.evaluate("state.session.id"), 70)
-        assert store.outbox.rows(learner_id), "the learner's session is not recorded at all"
+        assert app.state.context.xapi.outbox.rows(learner_id), "the learner's session is not recorded at all"
         assert _summaries(app, learner_id) == []
 
         # on: the page says so to the server

@@ -31,7 +31,7 @@ from xapiutil import (
 )
 
 from multinet_emotion.app import Settings
-from multinet_emotion.app.store import LtiRecords
+from multinet_emotion.app.lti.store import LtiRecords
 from multinet_emotion.app.xapi import LrsClient, Sender
 from multinet_emotion.app.xapi import profile as P
 from multinet_emotion.emotions import EMOTIONS
@@ -50,7 +50,7 @@ def app(request: pytest.FixtureRequest, tmp_path: Path):
 
 
 def bodies(application, learner_id: str | None = None) -> list[dict]:
-    return [r.body for r in application.state.context.service.store.outbox.rows(learner_id)]
+    return [r.body for r in application.state.context.xapi.outbox.rows(learner_id)]
 
 
 def test_a_lesson_queues_its_statements_with_the_event(app) -> None:
@@ -150,7 +150,7 @@ def test_deleting_a_learner_removes_their_unsent_statements(app) -> None:
     ada.lesson()
     bob.start()
     bob.mood(HAPPY, 90)
-    outbox = application.state.context.service.store.outbox
+    outbox = application.state.context.xapi.outbox
     ada_ids = [r.statement_id for r in outbox.rows(ada.id)]
     assert ada_ids and outbox.rows(bob.id)
     outbox.mark_sent(ada_ids[:2], clock())  # sent ones go too: they hold personal data
@@ -169,7 +169,7 @@ class Runner:
 
     def __init__(self, application, lrs: FakeLrs, timeout: float = 0.5, batch: int = 50):
         self.clock = Clock(1_800_000_000.0)
-        self.outbox = application.state.context.service.store.outbox
+        self.outbox = application.state.context.xapi.outbox
         self.sender = Sender(self.outbox, LrsClient(lrs.url, LRS_USER, LRS_PASSWORD, timeout),
                              batch=batch, max_backoff=60, timeout=timeout, clock=self.clock,
                              rng=random.Random(1))
@@ -196,7 +196,7 @@ def queue_a_lesson(tmp_path: Path) -> tuple[object, list[str]]:
     clock = Clock()
     application = make_app(f"sqlite:///{tmp_path / 'm.db'}", clock)
     Learner(TestClient(application), clock).lesson()
-    return application, [r.statement_id for r in application.state.context.service.store.outbox.rows()]
+    return application, [r.statement_id for r in application.state.context.xapi.outbox.rows()]
 
 
 def test_5xx_is_retried_with_exponential_backoff_and_jitter(tmp_path: Path) -> None:

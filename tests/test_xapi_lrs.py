@@ -166,7 +166,7 @@ def delivered(client: TestClient) -> bool:
 
 def check_exactly_once(application, ralph: Ralph, *learners: str) -> list[dict]:
     """Every statement of the outbox is in the LRS exactly once, and nothing else of theirs."""
-    ours = {r.statement_id: r for r in application.state.context.service.store.outbox.rows()}
+    ours = {r.statement_id: r for r in application.state.context.xapi.outbox.rows()}
     assert ours and {r.state for r in ours.values()} == {"sent"}
     theirs = [s for s in ralph.statements() if s["actor"]["account"]["name"] in learners]
     counts = Counter(s["id"] for s in theirs)

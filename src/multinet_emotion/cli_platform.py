@@ -52,8 +52,9 @@ def _platform(args: argparse.Namespace) -> int:
     from .app.lti.keys import key_file, load_or_create
     from .app.lti.platforms import Platforms
     from .app.lti.spec import PlatformSpec
+    from .app.lti.store import LtiRecords
     from .app.settings import Settings
-    from .app.store import LtiRecords, Store
+    from .app.store import Store
     settings = Settings.from_env(**options.values(Settings, args))
     store = Store(settings.database_url)
     try:

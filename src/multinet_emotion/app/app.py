@@ -22,7 +22,7 @@ from .. import __version__
 from ..emotions import ADJECTIVES, COLORS, EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
-from . import api, class_routes, ws
+from . import api, class_routes
 from .analysis import AnalysisSlots, AnalyzerFactory, detector_factory
 from .browser import BrowserAnalysis, analysis_mode, in_browser
 from .browser_routes import CrossOriginIsolation
@@ -34,8 +34,10 @@ from .lti.launch import LtiService
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
 from .service import LearningService, ServiceError
+from .sessions import routes as ws
+from .sessions.store import REVOKE_CHANNEL, SharedLive
 from .settings import Settings
-from .store import REVOKE_CHANNEL, SharedLive, Store
+from .store import Store
 from .xapi import XapiService
 from .xapi import routes as xapi_routes
 

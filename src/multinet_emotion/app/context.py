@@ -19,8 +19,8 @@ if TYPE_CHECKING:
     from .lti.launch import LtiService
     from .ratelimit import Limiter
     from .service import LearningService
+    from .sessions.store import SharedLive
     from .settings import Settings
-    from .store import SharedLive
     from .xapi import XapiService
 
 

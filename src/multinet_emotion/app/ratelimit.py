@@ -22,7 +22,7 @@ from typing import Protocol
 
 from fastapi import HTTPException, Request, status
 
-from .store import SharedLive
+from .sessions.store import SharedLive
 
 log = logging.getLogger(__name__)
 

@@ -31,8 +31,8 @@ from pylti1p3.request import Request
 from pylti1p3.session import SessionService
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..store.lti import LtiRecords
 from .pages import redirect_page
+from .store import LtiRecords
 
 #: Seconds the state cookie, the nonce and the launch data live (the login must be
 #: followed by its launch within this time; a deep-linking page must be confirmed in it).

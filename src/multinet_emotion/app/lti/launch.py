@@ -35,7 +35,6 @@ from ..consent import check_consent
 from ..service import ServiceError
 from ..settings import Settings
 from ..store import Store, new_id
-from ..store.lti import LtiRecords
 from . import pages
 from .adapters import (
     LAUNCH_DATA_LIFETIME,
@@ -49,6 +48,7 @@ from .adapters import (
 from .keys import ToolKey, load_or_create
 from .platforms import Platforms, ToolConf
 from .spec import ORIGIN
+from .store import LtiRecords
 
 log = logging.getLogger(__name__)
 

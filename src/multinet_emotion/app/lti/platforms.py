@@ -15,9 +15,9 @@ from pylti1p3.request import Request
 from pylti1p3.tool_config import ToolConfAbstract
 
 from ...errors import MultiNetError
-from ..store.lti import LtiPlatform, LtiRecords
 from .keys import ToolKey
 from .spec import PlatformSpec
+from .store import LtiPlatform, LtiRecords
 
 
 class Platforms:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+import multinet_emotion.app.lti.store  # noqa: F401  (the lti_* tables join Base.metadata)
+import multinet_emotion.app.sessions.store  # noqa: F401  (live_states, rate_hits)
 from multinet_emotion.app.store import Base
 
 config = context.config

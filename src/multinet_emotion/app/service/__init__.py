@@ -20,8 +20,9 @@ import time
 from collections.abc import Callable
 
 from ...recommend import Recommender
+from ..sessions.store import SharedLive
 from ..settings import Settings
-from ..store import SharedLive, Store
+from ..store import Store
 from .classes import ClassService
 from .errors import Conflict, ConsentNeeded, Gone, Invalid, NotFound, ServiceError
 from .ingest import IngestService

@@ -31,14 +31,13 @@ from ...emotions import Reading
 from ...errors import MultiNetError
 from ...recommend import LearnerContext, Recommender, detect_state
 from ...runtime.label_filter import FilterConfig, LabelFilter
+from ..sessions.store import REVOKE_CHANNEL, SharedLive
 from ..settings import Settings
 from ..store import (
     CLASS_ID,
-    REVOKE_CHANNEL,
     Learner,
     LearningSession,
     RecommendationRow,
-    SharedLive,
     Store,
     new_id,
 )

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...emotions import Reading
-from ..store import RecommendationRow, SharedLive, Store
+from ..sessions.store import SharedLive
+from ..store import RecommendationRow, Store
 from .live import LiveSession
 
 log = logging.getLogger(__name__)

@@ -9,15 +9,18 @@ probabilities (or "no face") per time step, downsampled; :meth:`Store.purge_samp
 applies the retention period; :meth:`Store.export_learner` and :meth:`Store.delete_learner`
 give a learner all their data or remove it completely. Times are UTC epoch seconds.
 
-Two modules: :mod:`.tables` (the SQLAlchemy models, ids and row types) and :mod:`.database`
-(the :class:`Store`, the only place that writes SQL). Import from here.
+The core shared by every feature: :mod:`.tables` (the SQLAlchemy models, ids and row types),
+:mod:`.database` (the engine, its sessions and migrations, and the :class:`Store`),
+:mod:`.events` (the hook that tells xAPI recorders of each write in its transaction). Each
+feature keeps its own tables and queries in its folder, over this core:
+:class:`~multinet_emotion.app.lti.store.LtiRecords` (the ``lti_*`` tables),
+:class:`~multinet_emotion.app.xapi.store.Outbox` (the sender's side of ``xapi_outbox``),
+:class:`~multinet_emotion.app.sessions.store.SharedLive` (live state across processes).
 """
 
 from .classes import JOIN_ALPHABET, class_id_from_name, new_join_code, normalise_join_code
 from .database import Store, data_dir, default_database_url, migrations_path
-from .live import REVOKE_CHANNEL, Held, Listener, SharedLive  # live state across processes
-from .lti import LtiRecords  # the LTI tables (lti_*) and their queries
-from .outbox import Outbox, Recorder, StoreEvent, Transaction  # the xAPI outbox
+from .events import Recorder, StoreEvent, Transaction  # what the xAPI recorders are told
 from .tables import (
     CLASS_ID,
     LEARNER_ID,
@@ -37,9 +40,9 @@ from .tables import (
 )
 
 __all__ = ["CLASS_ID", "JOIN_ALPHABET", "LEARNER_ID", "Base", "ClassRow", "EmotionSample",
-           "FeedbackRow", "Held", "Learner", "LearningSession", "Listener", "LtiRecords",
-           "Measured", "OutcomeRow", "REVOKE_CHANNEL",
-           "OutboxRow", "Outbox", "Recorder", "RecommendationRow", "Response",
-           "SharedLive", "Store", "StoreEvent", "Transaction", "class_id_from_name", "data_dir",
+           "FeedbackRow", "Learner", "LearningSession",
+           "Measured", "OutcomeRow",
+           "OutboxRow", "Recorder", "RecommendationRow", "Response",
+           "Store", "StoreEvent", "Transaction", "class_id_from_name", "data_dir",
            "default_database_url", "hash_token",
            "migrations_path", "new_id", "new_join_code", "normalise_join_code"]

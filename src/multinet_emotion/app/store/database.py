@@ -26,8 +26,8 @@ from sqlalchemy.sql import ColumnElement
 from ...emotions import EMOTIONS, Reading
 from ...errors import MultiNetError
 from .classes import ClassStore
+from .events import XapiStore
 from .learner_data import LearnerDataStore
-from .outbox import XapiStore
 from .tables import (
     LEARNER_ID,
     ClassRow,

@@ -3,6 +3,7 @@
 * :mod:`.profile`: the verbs, activity types and extensions (docs/xapi-profile.md).
 * :mod:`.statements`: the statements, made with the ``tincan`` models and queued in the
   store's durable outbox in the same transaction as the write they describe.
+* :mod:`.store`: the outbox's queries for the sender (:class:`~.store.Outbox`).
 * :mod:`.sender`: delivery to the LRS with back-off; nothing lost, nothing sent twice.
 * :mod:`.routes`: the outbox's status for the dashboard, the learner's sharing choice.
 
@@ -23,6 +24,7 @@ from ..settings import Settings
 from ..store import Store
 from .sender import LrsClient, Sender
 from .statements import Actors, StatementRecorder
+from .store import Outbox
 
 __all__ = ["Actors", "LrsClient", "Sender", "StatementRecorder", "XapiService"]
 
@@ -44,6 +46,7 @@ class XapiService:
         self.configured = bool(settings.lrs_url)
         self.actors = Actors(home_page(settings))
         self.recorder = StatementRecorder(home_page(settings), self.actors, clock=clock)
+        self.outbox = Outbox(store.session)  # the sender's side of the store's xAPI outbox
         self.sender: Sender | None = None
         self._task: asyncio.Task | None = None
         if not self.configured:
@@ -51,7 +54,7 @@ class XapiService:
         store.recorders.append(self.recorder)
         client = client or LrsClient(settings.lrs_url, settings.lrs_username,
                                      settings.lrs_password, settings.lrs_timeout)
-        self.sender = Sender(store.outbox, client, batch=settings.lrs_batch,
+        self.sender = Sender(self.outbox, client, batch=settings.lrs_batch,
                              max_backoff=settings.lrs_max_backoff,
                              timeout=settings.lrs_timeout,
                              keep_sent=settings.retention_days * 86400, clock=clock)
@@ -80,7 +83,7 @@ class XapiService:
         if not self.configured:
             return {"configured": False}
         now = self.clock()
-        stats = self.store.outbox.stats()
+        stats = self.outbox.stats()
         oldest = stats.pop("oldest_queued_at")
         sender = self.sender.snapshot() if self.sender else {}
         last_error = sender.get("last_error") if sender.get("failures") else None
@@ -97,7 +100,7 @@ class XapiService:
 
     def retry_failing(self) -> int:
         """Queue the failing statements again (after the cause was fixed)."""
-        return self.store.outbox.requeue_failing(self.clock())
+        return self.outbox.requeue_failing(self.clock())
 
     def sharing(self, learner_id: str) -> bool:
         return self.store.shares_emotions(learner_id)

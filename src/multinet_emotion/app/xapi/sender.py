@@ -1,6 +1,6 @@
 """Sending the outbox to the LRS: batches, back-off with jitter, and what each answer means.
 
-:class:`Sender` claims due statements from the :class:`~multinet_emotion.app.store.Outbox`,
+:class:`Sender` claims due statements from the :class:`~multinet_emotion.app.xapi.store.Outbox`,
 POSTs them as one batch to ``{endpoint}/statements`` and marks them by the answer:
 
 * 200/204: stored. 409 on our own id: the LRS has it already (a resend after an answer that
@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
-from ..store import Outbox
 from .profile import XAPI_VERSION
+from .store import Outbox
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...errors import MultiNetError
-from .database import Store, store_pool
-from .tables import Base, LearningSession, rowcount
+from ..store.database import Store, store_pool
+from ..store.tables import Base, LearningSession, rowcount
 
 log = logging.getLogger(__name__)
 

@@ -50,18 +50,18 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..emotions import Reading
-from ..errors import MultiNetError
-from .analysis import AnalysisSlots, FrameError, decode_frame
-from .connections import (
+from ...emotions import Reading
+from ...errors import MultiNetError
+from ..analysis import AnalysisSlots, FrameError, decode_frame
+from ..connections import (
     REVOKED_CODE,
     Connection,
     origin_allowed,
     parse_origins,
 )
-from .consent import require_current_consent
-from .context import AppContext, context_of
-from .messages import (
+from ..consent import require_current_consent
+from ..context import AppContext, context_of
+from ..messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,
     Current,
@@ -75,8 +75,8 @@ from .messages import (
     Sample,
     json_schema,
 )
-from .schemas import recommendation_out
-from .service import IngestService, ServiceError, client_reading
+from ..schemas import recommendation_out
+from ..service import IngestService, ServiceError, client_reading
 
 log = logging.getLogger(__name__)
 router = APIRouter()

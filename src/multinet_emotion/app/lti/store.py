@@ -21,8 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ...errors import MultiNetError
-from .database import Store
-from .tables import Base, Learner, hash_token, rowcount
+from ..store.database import Store
+from ..store.tables import Base, Learner, hash_token, rowcount
 
 
 class LtiPlatform(Base):
