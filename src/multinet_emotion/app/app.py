@@ -22,18 +22,22 @@ from .. import __version__
 from ..emotions import ADJECTIVES, COLORS, EMOTIONS
 from ..errors import MultiNetError
 from ..recommend import Recommender, load_catalog, load_policy
-from . import api, class_routes
+from . import api
 from .analysis import AnalysisSlots, AnalyzerFactory, detector_factory
 from .browser import BrowserAnalysis, analysis_mode, in_browser
 from .browser_routes import CrossOriginIsolation
 from .browser_routes import router as browser_routes
+from .classes import routes as class_routes
 from .connections import Connections
 from .context import AppContext
 from .guards import AllowedHosts, ControlCharacters, NoStore, allowed_hosts
+from .learners import routes as learner_routes
 from .lti.launch import LtiService
 from .lti.routes import install as install_lti
 from .ratelimit import limits_for
+from .reports import routes as report_routes
 from .service import LearningService, ServiceError
+from .sessions import http as session_routes
 from .sessions import routes as ws
 from .sessions.store import REVOKE_CHANNEL, SharedLive
 from .settings import Settings
@@ -398,10 +402,14 @@ def _install_error_handlers(app: FastAPI) -> None:
 def _install_routes(app: FastAPI) -> None:
     """The API's routers, the learner WebSocket, the static files and the pages."""
     app.include_router(api.public)
+    app.include_router(learner_routes.public)
     app.include_router(class_routes.public)
     app.include_router(class_routes.instructor)
-    app.include_router(api.learner)
-    app.include_router(api.instructor)
+    app.include_router(learner_routes.learner)
+    app.include_router(session_routes.learner)
+    app.include_router(report_routes.learner)
+    app.include_router(report_routes.instructor)
+    app.include_router(learner_routes.instructor)
     app.include_router(xapi_routes.instructor)
     app.include_router(xapi_routes.learner)
     app.include_router(ws.router)

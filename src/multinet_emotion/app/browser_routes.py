@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import MultiNetError
 from .browser import IMMUTABLE, ISOLATED_PAGES, ISOLATION_HEADERS, MEDIA_TYPES, BrowserAnalysis
 from .context import context_of, scope_context
-from .report_models import AnalysisOut
+from .reports.models import AnalysisOut
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -31,7 +31,7 @@ from pylti1p3.exception import LtiException, OIDCException
 from pylti1p3.message_launch import TJwtData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from ..consent import check_consent
+from ..learners.consent import check_consent
 from ..service import ServiceError
 from ..settings import Settings
 from ..store import Store, new_id

@@ -59,8 +59,8 @@ from ..connections import (
     origin_allowed,
     parse_origins,
 )
-from ..consent import require_current_consent
 from ..context import AppContext, context_of
+from ..learners.consent import require_current_consent
 from ..messages import (
     HELLO_FIRST,
     UNKNOWN_MESSAGE,

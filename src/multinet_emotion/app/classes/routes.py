@@ -1,7 +1,7 @@
-"""Routes for classes and consent: the instructor creates classes and their join codes;
-a learner checks a join code and reads the consent text before anything is stored.
+"""Routes for classes: the instructor creates classes and their join codes; a learner
+checks a join code before anything is stored (the consent text: :mod:`..learners.routes`).
 
-Thin, as :mod:`.api`: they call :class:`~.service.ClassService` and never the store.
+Thin, as :mod:`..api`: they call :class:`~..service.ClassService` and never the store.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 
-from .api import Instructor
-from .consent import consent
-from .context import Context, context_of
-from .ratelimit import check_limit
-from .schemas import ClassIn, ClassOut, CodeIn, ConsentOut, JoinOut
-from .service import ClassService
+from ..api import Instructor
+from ..context import Context, context_of
+from ..ratelimit import check_limit
+from ..schemas import ClassIn, ClassOut, CodeIn, JoinOut
+from ..service import ClassService
 
 
 def get_classes(ctx: Context) -> ClassService:
@@ -26,12 +25,6 @@ Classes = Annotated[ClassService, Depends(get_classes)]
 
 public = APIRouter(prefix="/api", tags=["service"])
 instructor = APIRouter(prefix="/api", tags=["instructor"], dependencies=[Instructor])
-
-
-@public.get("/consent", response_model=ConsentOut,
-            summary="What a learner agrees to before signing up, and its version")
-def consent_text(request: Request) -> ConsentOut:
-    return ConsentOut(**consent(context_of(request).settings))
 
 
 @public.get("/join/{code}", response_model=JoinOut,

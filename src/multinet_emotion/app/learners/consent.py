@@ -25,9 +25,9 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from ..emotions import ADJECTIVES, EMOTIONS
-from .service import Conflict, ConsentNeeded, Invalid
-from .settings import Settings
+from ...emotions import ADJECTIVES, EMOTIONS
+from ..service import Conflict, ConsentNeeded, Invalid
+from ..settings import Settings
 
 #: Raised by hand when the meaning of the text changes; the version also carries a hash
 #: of the text itself.

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .schemas import EmotionName, SessionFields, TimelinePoint
+from ..schemas import EmotionName, SessionFields, TimelinePoint
 
 
 class _Out(BaseModel):

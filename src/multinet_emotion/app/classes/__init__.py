@@ -1,0 +1,1 @@
+"""Classes: the instructor's classes and their join codes."""

@@ -1,0 +1,1 @@
+"""Reports: the read-only dashboard and report routes and their typed answers."""
