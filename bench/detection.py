@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                         "(bench/detector_compare.py says how they are made)")
     p.add_argument("--per", type=int, default=150,
                    help="--compare: frames per condition (default 150)")
+    p.add_argument("--blazeface-score", type=float, default=None,
+                   help="--compare: BlazeFace's score threshold (default: the runtime's, "
+                        f"{DetectorConfig().blazeface_score})")
     p.add_argument("--blazeface-fit", action="store_true",
                    help="only: BlazeFace's box against the face square on FER2013 training "
                         "faces (blazeface.FIT)")
@@ -368,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
 def compare_detectors(args: argparse.Namespace) -> int:
     """--compare and --blazeface-fit (bench/detector_compare.py)."""
     import detector_compare
+
+    detector_compare.SCORE = args.blazeface_score
 
     if args.blazeface_fit:
         train = sorted((args.data.parent / "train").glob("*/*.jpg"))

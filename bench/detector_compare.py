@@ -25,8 +25,10 @@ Then the emotion model's accuracy (single-pass model, FER2013 labels) on the rol
 BlazeFace finds, the crop turned upright by the eye line or not.
 
 --blazeface-fit: BlazeFace's box against the pasted face square on FER2013 training faces
-(median size ratio and centre offset: ``blazeface.FIT``), and how steady the box is when the
-network runs on a region around the face instead of the whole frame.
+(median size ratio and centre offset: ``blazeface.FIT``, and the spread from face to face),
+how steady the box is when the network runs on a region around the face instead of the
+whole frame, the following model's box against the whole frame's (``blazeface.FOLLOW``),
+and the faces one pass finds by the share of its square they fill (``blazeface.RELIABLE``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,13 @@ import cv2
 import numpy as np
 
 from multinet_emotion.progress import bar
-from multinet_emotion.runtime.faces import Box, DetectorConfig, crop_faces, make_detector
+from multinet_emotion.runtime.faces import (
+    Box,
+    DetectorConfig,
+    FaceDetector,
+    crop_faces,
+    make_detector,
+)
 from multinet_emotion.training.corruptions import _rotated_plane_warp
 
 W, H = 320, 240
@@ -99,6 +107,31 @@ def make_frame(faces: list[np.ndarray], condition: str, rng: np.random.Generator
     return _jpeg(frame), boxes
 
 
+#: --blazeface-score: BlazeFace's score threshold in the comparison (None: the runtime's)
+SCORE: float | None = None
+
+
+def named(name: str, min_face: int) -> FaceDetector:
+    """The detector a table column names ("haar", "blazeface back"...) at ``min_face``."""
+    kind, _, model = name.partition(" ")
+    extra: dict = {"blazeface": model} if model else {}
+    if model and SCORE is not None:
+        extra["blazeface_score"] = SCORE
+    return make_detector(DetectorConfig(kind=kind, min_face=min_face, **extra))
+
+
+def tally(det: FaceDetector, frames: list[tuple[np.ndarray, list[Box]]]) -> tuple[int, int, int]:
+    """Faces found (a box overlapping one by IoU > 0.3), faces there, and false detections
+    (boxes on no face) over ``frames``."""
+    found = total = false = 0
+    for img, truth in frames:
+        boxes = det.detect(img)
+        total += len(truth)
+        found += sum(any(b.iou(t) > 0.3 for b in boxes) for t in truth)
+        false += sum(all(b.iou(t) <= 0.3 for t in truth) for b in boxes)
+    return found, total, false
+
+
 CONDITIONS = ("medium", "small", "large", "yaw30", "yaw45", "yaw60", "roll20", "roll35",
               "dim", "three", "nobody")
 
@@ -107,11 +140,7 @@ def compare(faces: list[np.ndarray], labels: list[str], per: int, seed: int) -> 
     rng, pyrng = np.random.default_rng(seed), random.Random(seed)
     cv2.setNumThreads(1)
     # min_face 20 for every detector: the small faces would be ignored at the default 48
-    detectors = {"haar": make_detector(DetectorConfig(kind="haar", min_face=20)),
-                 "blazeface front": make_detector(DetectorConfig(kind="blazeface",
-                                                                 blazeface="front", min_face=20)),
-                 "blazeface back": make_detector(DetectorConfig(kind="blazeface",
-                                                                blazeface="back", min_face=20))}
+    detectors = {name: named(name, 20) for name in ("haar", "blazeface front", "blazeface back")}
     out: dict = {"frames_per_condition": per, "conditions": {}}
     k = 0
     frames_by: dict[str, list] = {}
@@ -131,12 +160,7 @@ def compare(faces: list[np.ndarray], labels: list[str], per: int, seed: int) -> 
     for cond, frames in frames_by.items():
         row = {}
         for name, det in detectors.items():
-            found = total = false = 0
-            for img, truth in frames:
-                boxes = det.detect(img)
-                total += len(truth)
-                found += sum(any(b.iou(t) > 0.3 for b in boxes) for t in truth)
-                false += sum(all(b.iou(t) <= 0.3 for t in truth) for b in boxes)
+            found, total, false = tally(det, frames)
             row[name] = {"recall_pct": round(100 * found / total, 1) if total else None,
                          "false_per_frame": round(false / len(frames), 3)}
         out["conditions"][cond] = row
@@ -151,9 +175,7 @@ def compare(faces: list[np.ndarray], labels: list[str], per: int, seed: int) -> 
     out["cpu_ms"] = {}
     for min_face in (DetectorConfig().min_face, 20):
         for name in detectors:
-            kind, _, model = name.partition(" ")
-            det = make_detector(DetectorConfig(kind=kind, min_face=min_face,
-                                               **({"blazeface": model} if model else {})))
+            det = named(name, min_face)
             cost = {}
             for width in (320, 640):
                 imgs = [cv2.resize(i, (width, width * 3 // 4)) for i in sample]
@@ -206,15 +228,7 @@ def photos(names: list[str]) -> dict | None:
     out: dict = {"pictures": len(shots)}
     for min_face in (DetectorConfig().min_face, 20):
         for name in names:
-            kind, _, model = name.partition(" ")
-            det = make_detector(DetectorConfig(kind=kind, min_face=min_face,
-                                               **({"blazeface": model} if model else {})))
-            found = total = false = 0
-            for img, truth in shots:
-                boxes = det.detect(img)
-                total += len(truth)
-                found += sum(any(b.iou(t) > 0.3 for b in boxes) for t in truth)
-                false += sum(all(b.iou(t) <= 0.3 for t in truth) for b in boxes)
+            found, total, false = tally(named(name, min_face), shots)
             out[f"{name}, min_face {min_face}"] = {"found": found, "faces": total,
                                                    "false": false}
             print(f"   real photographs ({len(shots)}: scikit-image's, 320 and 640 px wide), "
@@ -314,12 +328,82 @@ def fit(paths: list[Path], seed: int) -> dict:
         progress.close()
         scale, shift = statistics.median(scales), statistics.median(shifts)
         steady = [v for v in region if v > 0]
+        spread = np.percentile(np.asarray(scales) / scale, [10, 90])  # the fitted square / truth
         out[name] = {"faces": len(scales), "fit": [round(scale, 3), round(shift, 3)],
+                     "square_over_truth_p10_p90": [round(float(v), 2) for v in 1 / spread[::-1]],
                      "region_size_ratio_p10_p50_p90": [round(float(v), 2) for v in
                                                        np.percentile(steady, [10, 50, 90])]}
         print(f"   {name}: {len(scales)} faces; face square = BlazeFace's box x {scale:.3f}, "
               f"centre moved by {shift:+.3f} of its height: FIT = ({scale:.3f}, {shift:.3f}); "
-              "on a region twice the face, the box's size against the whole frame's, "
+              "the fitted square against the true one, p10/p90: " + "/".join(
+                  f"{v:.2f}" for v in out[name]["square_over_truth_p10_p90"])
+              + "; on a region twice the face, the box's size against the whole frame's, "
               "p10/p50/p90: " + "/".join(f"{v:.2f}" for v in
                                          out[name]["region_size_ratio_p10_p50_p90"]))
+    out["following"] = following(paths, seed)
+    out["reliable"] = reliable(paths, seed)
+    return out
+
+
+def following(paths: list[Path], seed: int) -> dict:
+    """The face :data:`blazeface.FOLLOW` finds on a region :data:`blazeface.REGION` times a
+    face found by the whole frame's pass, against that face: IoU and size (medians), and how
+    often it finds none (faces of 30-150 px in 320x240 frames)."""
+    from multinet_emotion.runtime import blazeface
+
+    pyrng = random.Random(seed)
+    det = make_detector(DetectorConfig(kind="blazeface", min_face=20))
+    ious, sizes, missed = [], [], 0
+    for p in paths:
+        face = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if face is None:
+            continue
+        side = pyrng.randint(30, 150)
+        x, y = pyrng.randint(0, W - side), pyrng.randint(0, H - side)
+        frame = np.full((H, W), float(pyrng.randint(60, 160)), np.float32)
+        frame[y:y + side, x:x + side] = cv2.resize(face, (side, side))
+        img = _jpeg(frame)
+        whole = [b for b in det.detect(img) if b.iou(Box(x, y, side, side)) > 0.3]
+        if not whole:
+            continue
+        again = [b for b in det._region(det._rgb(img), whole[0], blazeface.REGION,
+                                        blazeface.FOLLOW) if b.iou(whole[0]) > 0.3]
+        if not again:
+            missed += 1
+            continue
+        ious.append(again[0].iou(whole[0]))
+        sizes.append(again[0].w / whole[0].w)
+    n = len(ious) + missed
+    out = {"faces": n, "missed": missed, "iou_median": round(statistics.median(ious), 2),
+           "size_ratio_median": round(statistics.median(sizes), 3)}
+    print(f"   following ({blazeface.FOLLOW} model on a region {blazeface.REGION:g} times the "
+          f"face): {n} faces the whole frame's pass found; missed {missed}; against the whole "
+          f"frame's box, IoU {out['iou_median']:.2f} and size x{out['size_ratio_median']:.3f} "
+          "(medians)")
+    return out
+
+
+def reliable(paths: list[Path], seed: int, n: int = 150) -> dict:
+    """Faces found by one pass, by the share of the network's square a face fills
+    (:data:`blazeface.RELIABLE`): FER2013 faces pasted on a plain square twice the input."""
+    from multinet_emotion.runtime import blazeface
+
+    faces = [f for p in paths[:n] if (f := cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) is not None]
+    out: dict = {}
+    for name, (_file, size, _digest) in blazeface.MODELS.items():
+        det = make_detector(DetectorConfig(kind="blazeface", blazeface=name, min_face=0))
+        rng = random.Random(seed)
+        found = {}
+        for share in (0.06, 0.08, 0.10, 0.12, 0.14, 0.17, 0.20, 0.25):
+            s, hit = int(round(share * size * 2)), 0
+            for f in faces:
+                frame = np.full((2 * size, 2 * size), rng.randint(60, 180), np.uint8)
+                x, y = rng.randint(0, 2 * size - s), rng.randint(0, 2 * size - s)
+                frame[y:y + s, x:x + s] = cv2.resize(f, (s, s), interpolation=cv2.INTER_AREA)
+                boxes = det.detect(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+                hit += any(b.iou(Box(x, y, s, s)) > 0.3 for b in boxes)
+            found[f"{share:.2f}"] = round(100 * hit / len(faces), 1)
+        out[name] = found
+        print(f"   {name}: faces found by one pass, by the share of the square a face fills: "
+              + ", ".join(f"{k} {v:.0f}%" for k, v in found.items()))
     return out

@@ -50,21 +50,24 @@ MODELS: dict[str, tuple[str, int, str]] = {
 }
 #: Per model: BlazeFace's box side times ``scale`` is the side of the face square the crops
 #: expect, and its centre moves by ``shift`` times the box's height (up: negative), measured
-#: with ``python bench/detection.py --blazeface-fit`` on FER2013 training faces.
+#: with ``python bench/detection.py --blazeface-fit`` on FER2013 training faces at a score
+#: threshold of 0.7 (at today's 0.6 it prints back 1.172/-0.101, front 1.189/-0.107).
 FIT: dict[str, tuple[float, float]] = {"front": (1.180, -0.109), "back": (1.173, -0.104)}
 #: Per model: the smallest face, as a share of the side of the square the network sees,
-#: that one pass finds reliably (FER2013 test faces on plain backgrounds: back finds 64% at
-#: 0.10, 81% at 0.12, 92% at 0.17; front 58% at 0.20, 87% at 0.25).
+#: that one pass finds reliably (``python bench/detection.py --blazeface-fit``, FER2013
+#: training faces on plain squares: back finds 43% at 0.10, 61% at 0.12, 87% at 0.17; front
+#: 38% at 0.20, 73% at 0.25).
 RELIABLE: dict[str, float] = {"front": 0.25, "back": 0.125}
 #: The models whose whole-frame pass is tiled for small faces: on tiles of a frame the
-#: short-range model invents faces (about half a false face a frame in
-#: ``bench/detection.py --compare``), so it sees the whole frame only.
+#: short-range model invents faces (the reason it is not tiled; measured while choosing),
+#: so it sees the whole frame only.
 TILED = frozenset({"back"})
 #: A followed face is looked for in a square region this many times its side around its
 #: last box, by the FOLLOW model: the face then fills a third of what the network sees, the
 #: short-range model's range, and a pass of it costs a fifth of the full-range one's
 #: (``bench/detection.py --compare``: 1.3 against 6.2 ms). Against the whole frame's box,
-#: its box is the same face (IoU 0.86 in the median) of the same size (x1.03).
+#: its box is the same face (IoU 0.88 in the median) of the same size (x1.02;
+#: ``bench/detection.py --blazeface-fit``).
 REGION = 3.0
 FOLLOW = "front"
 
@@ -253,9 +256,8 @@ class BlazeFaceDetector:
         """The tiles' detections that are faces: those the whole frame's pass found too, and
         the others only when the :data:`FOLLOW` model finds a face on a region
         :data:`REGION` times theirs around them. An enlarged tile sees faces in coins and
-        textures; the check keeps the small faces (``bench/detection.py --compare``: 42
-        false detections in scikit-image's photographs at ``min_face`` 20 without it, 9
-        with it, where Haar has 8)."""
+        textures; the check keeps the small faces (``bench/detection.py --compare`` prints
+        the false detections in real photographs at ``min_face`` 20 beside Haar's)."""
         if not tiles:
             return []
         seen = [b for r in whole if (b := self._box(r)) is not None]

@@ -47,6 +47,16 @@ def summarize(cm: np.ndarray, labels: tuple[str, ...] = EMOTIONS) -> dict:
     }
 
 
+#: The negative states whose recall under the original labels the student's offsets weigh
+#: in (bench/class_bias.py --negative-weight, bench/student.py).
+NEGATIVE_STATES = ("angry", "fear", "sad")
+
+
+def mean_recall(summary: dict, names: Sequence[str]) -> float:
+    """The mean recall of the classes ``names`` in a :func:`summarize` result."""
+    return float(np.mean([summary["per_class"][n]["recall"] for n in names]))
+
+
 def apply_class_bias(probs: np.ndarray, bias) -> np.ndarray:
     """Re-weight probabilities by ``exp(bias)`` per class and renormalise: the same as adding
     ``bias`` to the logits before the softmax. The exported graph does exactly this."""
@@ -84,8 +94,7 @@ def fit_class_bias(probs: np.ndarray, labels: np.ndarray, max_accuracy_drop: flo
             return s["macro_f1"], s["accuracy"]
         other, classes, weight = recall_of
         o = summarize(confusion_matrix(np.asarray(other, np.int64), pred, n), names)
-        mean = float(np.mean([o["per_class"][str(c)]["recall"] for c in classes]))
-        return s["macro_f1"] + weight * mean, s["accuracy"]
+        return s["macro_f1"] + weight * mean_recall(o, [str(c) for c in classes]), s["accuracy"]
 
     bias = np.zeros(n)
     f1_0, acc_0 = score(bias)
